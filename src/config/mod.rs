@@ -1,0 +1,360 @@
+//! Configuration: TOML text → raw serde structs → validated, typed [`RuntimeConfig`].
+//!
+//! ```text
+//!  file text ──toml──▶ raw::RawConfig ──validate──▶ RuntimeConfig (+ warnings)
+//!                      (strings, Options,            (Duration, SocketAddr, Regex,
+//!                       deny_unknown_fields)           Secret<String>, HeaderValue)
+//! ```
+//!
+//! `raw.rs` mirrors `config.example.toml` and holds no logic; `validate.rs` turns it into the types
+//! below and collects *every* problem (with file:line:column) instead of stopping at the first.
+//! `tokenbroker check` runs exactly this path. Nothing here touches the network.
+
+pub(crate) mod raw;
+pub(crate) mod secret;
+pub(crate) mod units;
+pub(crate) mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderName, HeaderValue, Method};
+
+pub use secret::Secret;
+
+/// Everything the proxy needs to serve, validated. Built once per load or reload.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub tenants: Vec<TenantConfig>,
+    pub callers: Vec<CallerConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Main listener; tenants are path prefixes here. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Admin listener (`/healthz`, `/readyz`, `/metrics`, `/tenants`). Default `127.0.0.1:9901`.
+    pub admin_listen: Option<SocketAddr>,
+    /// How long in-flight requests may take to finish after SIGTERM. Default 30 s.
+    pub shutdown_grace: Duration,
+    /// Whole upstream exchange, per request (also bounds a wait for a first token). Default 60 s.
+    pub request_timeout: Duration,
+    /// Default request body cap in bytes. Default 10 MiB.
+    pub max_body: u64,
+    /// Allow non-loopback listeners without any `[[caller]]`. Default false.
+    pub allow_anonymous: bool,
+    /// Reload when the config file changes. Default false.
+    pub watch_config: bool,
+}
+
+/// `[store]`: where tokens live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Memory,
+    Redis { url: Secret<String> },
+}
+
+/// `[token]`, overridable per tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// Start renewing this long before expiry (clamped to 50–80 % of the lifetime). Default 10 min.
+    pub refresh_before: Duration,
+    /// On upstream 401: renew once and replay the request. Default true.
+    pub retry_on_unauthorized: bool,
+    /// Bodies up to this size are buffered so they can be replayed. Default 1 MiB.
+    pub replay_body_limit: u64,
+    /// A 401 on a token younger than this is passed back without renewing. Default 30 s.
+    pub min_token_age: Duration,
+}
+
+/// `rate_limit = { per_second, burst, max_wait }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+    /// Longest a request waits for a slot before 429.
+    pub max_wait: Duration,
+}
+
+/// One `[[tenant]]`.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub name: TenantName,
+    /// Own listener: every request on it is this tenant, with no path prefix.
+    pub listen: Option<SocketAddr>,
+    pub upstream: UpstreamUrl,
+    pub provider: ProviderConfig,
+    pub token: TokenPolicy,
+    /// `None` when switched off (`rate_limit = false`) or when the provider has no default.
+    pub rate_limit: Option<RateLimitConfig>,
+    pub max_body: u64,
+    /// Fixed headers added upstream (after the provider's own).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Extra trust roots for this upstream.
+    pub ca_file: Option<PathBuf>,
+    /// Path rewriting rules, first match wins (the provider preset when `rewrite` is absent).
+    pub rewrite: Vec<RewriteRule>,
+}
+
+/// `[a-z0-9][a-z0-9_-]{0,62}`; the first path segment that selects the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantName(String);
+
+impl TenantName {
+    /// Validates the shape; `None` when the name is not acceptable.
+    pub fn try_new(name: &str) -> Option<Self> {
+        let bytes = name.as_bytes();
+        let first_ok = bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-');
+        (first_ok && rest_ok && bytes.len() <= 63).then(|| Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An upstream base URL, split for cheap per-request URI building.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// `""` or a path without trailing slash, e.g. `/AbCYab34cdEfGHiJ27123`.
+    pub base_path: String,
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+/// `{ match = "...", replace = "..." }`.
+#[derive(Debug, Clone)]
+pub struct RewriteRule {
+    pub pattern: regex::Regex,
+    /// Replacement with `$1` / `${name}` references, as `regex::Regex::replace`.
+    pub replace: String,
+    /// The pattern has a capture group named `store`: when it matched, its text is sent as the
+    /// `Store` header (ACCS selects store scope by header, not path).
+    pub store_header: bool,
+}
+
+/// The provider block of a tenant, one variant per provider module.
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    AdobeIms(AdobeImsConfig),
+    Shopline(ShoplineConfig),
+    Vantage(VantageConfig),
+    Cyberbiz(CyberbizConfig),
+    OAuth2(OAuth2Config),
+    Static(StaticConfig),
+}
+
+impl ProviderConfig {
+    /// The `provider = "..."` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AdobeIms(_) => "adobe_ims",
+            Self::Shopline(_) => "shopline",
+            Self::Vantage(_) => "vantage",
+            Self::Cyberbiz(_) => "cyberbiz",
+            Self::OAuth2(_) => "oauth2",
+            Self::Static(_) => "static",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdobeImsConfig {
+    pub client_id: String,
+    /// One or two; tried in order on `400 invalid_client`.
+    pub client_secrets: Vec<Secret<String>>,
+    /// Sent comma-separated.
+    pub scopes: Vec<String>,
+    /// Default `https://ims-na1.adobelogin.com/ims/token/v3`.
+    pub token_url: http::Uri,
+    pub org_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShoplineConfig {
+    /// Store subdomain (`open001` for `open001.myshopline.com`).
+    pub handle: String,
+    pub credentials: ShoplineCredentials,
+    /// Base to which `/admin/oauth/token/refresh` and `/create` are appended. Default: the upstream.
+    pub token_url: http::Uri,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShoplineCredentials {
+    /// Public and custom apps: signed `token/create` (with a one-time `code`) and `token/refresh`.
+    OAuth { app_key: String, app_secret: Secret<String>, code: Option<Secret<String>> },
+    /// Private apps: a static token whose expiry is read from the JWT.
+    Private { access_token: Secret<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VantageConfig {
+    /// Default `https://vantage-us.abbyy.com`.
+    pub base_url: http::Uri,
+    pub tenant_id: Option<String>,
+    /// Resolved token endpoint: `token_url` if set, else derived from `base_url` and `tenant_id`.
+    pub token_url: http::Uri,
+    pub client_id: String,
+    pub client_secrets: Vec<Secret<String>>,
+    pub grant: PasswordOrClient,
+    /// Default `["openid", "permissions", "global.wildcard"]`.
+    pub scopes: Vec<String>,
+    pub offline_access: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordOrClient {
+    ClientCredentials,
+    Password { username: String, password: Secret<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CyberbizConfig {
+    pub token: Secret<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2Config {
+    pub token_url: http::Uri,
+    pub client_id: String,
+    /// Empty only with `private_key_jwt` or `tls_client_auth`.
+    pub client_secrets: Vec<Secret<String>>,
+    pub grant: OAuth2Grant,
+    /// Empty: no `scope` parameter at all.
+    pub scopes: Vec<String>,
+    /// Default `" "`.
+    pub scope_separator: String,
+    pub auth_method: OAuth2AuthMethod,
+    pub extra_params: Vec<(String, String)>,
+    pub audience: Option<String>,
+    /// Lifetime assumed when the response carries no expiry. Default 1 h.
+    pub default_ttl: Duration,
+    pub response: ResponseMapping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OAuth2Grant {
+    ClientCredentials,
+    Password { username: String, password: Secret<String> },
+    RefreshToken { refresh_token: Secret<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OAuth2AuthMethod {
+    ClientSecretPost,
+    ClientSecretBasic,
+    /// RFC 7523: a JWT signed with this PEM key.
+    PrivateKeyJwt { private_key: Secret<String> },
+    /// RFC 8705: mutual TLS to the token endpoint.
+    TlsClientAuth { client_cert: PathBuf, client_key: PathBuf },
+}
+
+/// Where the token and its lifetime sit in a non-standard response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseMapping {
+    /// Dotted path split on `.`; default `["access_token"]`.
+    pub token: Vec<String>,
+    /// Default `["expires_in"]`.
+    pub expires_in: Vec<String>,
+    pub expires_in_unit: ExpiresInUnit,
+    /// Absolute expiry (unix seconds, or RFC 3339) instead of `expires_in`.
+    pub expires_at: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiresInUnit {
+    Seconds,
+    Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticConfig {
+    /// Default `authorization`.
+    pub header: HeaderName,
+    /// The whole header value, e.g. `Bearer abc`.
+    pub value: Secret<String>,
+    /// Explicit expiry; otherwise read from a JWT value when there is one.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// One `[[caller]]`.
+#[derive(Debug, Clone)]
+pub struct CallerConfig {
+    pub name: String,
+    pub key: Secret<String>,
+    /// `None` means `["*"]`.
+    pub tenants: Option<Vec<TenantName>>,
+    /// `None` means every method.
+    pub methods: Option<Vec<Method>>,
+}
+
+/// One problem found in a configuration, located where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `file:line:column`, or just the file when the position is unknown.
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Every problem of one load, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "error: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A validated configuration and the warnings it raised (literal secrets, missing scopes, ...).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: RuntimeConfig,
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Reads and validates the file at `path`. Secrets given as `{ env }` or `{ file }` are resolved.
+pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError { location: path.display().to_string(), message: format!("cannot read: {e}") }])
+    })?;
+    parse(&text, &path.display().to_string(), &validate::ProcessEnv)
+}
+
+/// Validates configuration `text`; `origin` names it in error locations.
+pub fn parse(text: &str, origin: &str, env: &dyn validate::Env) -> Result<Loaded, ConfigErrors> {
+    validate::validate(text, origin, env)
+}

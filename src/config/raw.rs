@@ -1,0 +1,1 @@
+//! Raw serde structs mirroring `config.example.toml`. STUB: the config helper fills this.

@@ -1,0 +1,1 @@
+//! Sandbox providers. STUB: the sandbox helper implements this.
