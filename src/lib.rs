@@ -6,3 +6,6 @@ pub mod clock;
 pub mod config;
 pub mod ratelimit;
 pub mod sandbox;
+pub mod cache;
+pub mod error;
+pub mod routing;

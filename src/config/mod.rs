@@ -153,7 +153,7 @@ pub struct RewriteRule {
 }
 
 /// The provider block of a tenant, one variant per provider module.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderConfig {
     AdobeIms(AdobeImsConfig),
     Shopline(ShoplineConfig),
