@@ -354,3 +354,24 @@ async fn state_serializes_for_the_admin_endpoint() {
         })
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn newcomer_at_a_slot_boundary_does_not_overtake_the_queue() {
+    let limiter = limiter(10, 1, ms(5000));
+    let start = Instant::now();
+    assert_eq!(limiter.acquire().now_or_never(), Some(Ok(Duration::ZERO)));
+    let l = Arc::clone(&limiter);
+    let head = tokio::spawn(async move { (l.acquire().await, start.elapsed()) });
+    settle().await;
+    // The head's slot is due at 100 ms; a request arriving at that instant must not take it.
+    // (`advance` fires the head's timer, but the current-thread runtime has not polled the head
+    // yet when `advance` returns, so without the waiter check the newcomer would win the slot.)
+    advance(ms(100)).await;
+    assert_eq!(
+        limiter.acquire().now_or_never(),
+        None,
+        "the newcomer must queue"
+    );
+    let head = bounded("head", head).await.expect("task must not panic");
+    assert_eq!(head, (Ok(ms(100)), ms(100)));
+}
