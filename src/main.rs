@@ -76,7 +76,8 @@ async fn run(path: Option<&Path>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tracing::info!(listen = %loaded.config.server.listen, tenants = loaded.config.tenants.len(), "tokenbroker serving");
+    let listen = listeners.main.local_addr().map_or_else(|_| loaded.config.server.listen.to_string(), |a| a.to_string());
+    tracing::info!(listen, tenants = loaded.config.tenants.len(), "tokenbroker serving");
     app.run(listeners, signals::terminate()).await;
     ExitCode::SUCCESS
 }

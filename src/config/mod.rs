@@ -15,6 +15,8 @@ pub(crate) mod secret;
 pub(crate) mod units;
 pub(crate) mod validate;
 
+pub use validate::{Env, ProcessEnv};
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
