@@ -19,6 +19,7 @@ use crate::auth::{Provider, TokenHttp};
 use crate::cache::TokenManager;
 use crate::config::{CallerConfig, RuntimeConfig, ServerConfig, TenantConfig, TenantName};
 use crate::ratelimit::Limiter;
+use crate::store::{MemoryStore, Store, StoreKey};
 use crate::server;
 use crate::upstream::{TlsSetupError, UpstreamClient};
 
@@ -57,24 +58,31 @@ pub struct Snapshot {
     pub server: ServerConfig,
     pub callers: Vec<CallerConfig>,
     tenants: HashMap<String, Arc<Tenant>>,
-    default_client: UpstreamClient,
+    shared: Shared,
+}
+
+/// What every tenant of the process shares, carried from snapshot to snapshot.
+#[derive(Debug, Clone)]
+struct Shared {
+    store: Store,
+    client: UpstreamClient,
 }
 
 impl Snapshot {
     /// Builds the live state for `config`, reusing what `previous` holds for unchanged parts.
     /// Must run inside the tokio runtime: new token managers start fetching at once.
     pub fn build(config: &RuntimeConfig, previous: Option<&Self>) -> Result<Self, TlsSetupError> {
-        let default_client = match previous {
-            Some(previous) => previous.default_client.clone(),
-            None => UpstreamClient::new(None)?,
+        let shared = match previous {
+            Some(previous) => previous.shared.clone(),
+            None => Shared { store: Store::Memory(MemoryStore::default()), client: UpstreamClient::new(None)? },
         };
         let mut tenants = HashMap::with_capacity(config.tenants.len());
         for tenant in &config.tenants {
             let old = previous.and_then(|p| p.tenants.get(tenant.name.as_str()));
-            let built = build_tenant(tenant, old.map(Arc::as_ref), &default_client)?;
+            let built = build_tenant(tenant, old.map(Arc::as_ref), &shared)?;
             tenants.insert(tenant.name.as_str().to_owned(), Arc::new(built));
         }
-        Ok(Self { server: config.server.clone(), callers: config.callers.clone(), tenants, default_client })
+        Ok(Self { server: config.server.clone(), callers: config.callers.clone(), tenants, shared })
     }
 
     pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
@@ -86,7 +94,8 @@ impl Snapshot {
     }
 }
 
-fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, default_client: &UpstreamClient) -> Result<Tenant, TlsSetupError> {
+fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) -> Result<Tenant, TlsSetupError> {
+    let (store, default_client) = (&shared.store, &shared.client);
     let provider = Provider::from_config(&config.provider);
     let mut upstream_headers = provider.upstream_headers();
     upstream_headers.extend(config.headers.iter().cloned());
@@ -96,7 +105,11 @@ fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, default_client: &Up
         Some(old) if old.config.provider == config.provider && old.config.token == config.token && old.config.ca_file == config.ca_file => {
             Arc::clone(&old.tokens)
         }
-        _ => Arc::new(TokenManager::spawn(config.name.clone(), provider, TokenHttp::default(), config.token.clone())),
+        _ => {
+            let key = StoreKey::new(&config.name, &config.provider);
+            let store = (store.clone(), key);
+            Arc::new(TokenManager::spawn(config.name.clone(), provider, TokenHttp::default(), config.token.clone(), store))
+        }
     };
     let limiter = match (config.rate_limit, old) {
         (Some(limit), Some(old)) if old.config.rate_limit == Some(limit) => old.limiter.clone(),

@@ -16,3 +16,4 @@ pub mod cli;
 pub mod demo;
 pub mod signals;
 pub mod telemetry;
+pub mod store;

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use crate::auth::{FetchCtx, FetchToken, Provider, ProviderError, Token, TokenHttp};
 use crate::clock;
 use crate::config::{TenantName, TokenPolicy};
+use crate::store::{Store, StoreKey, StoredToken};
 
 /// What the manager needs from a provider besides fetching. `Provider` is the real one; tests use
 /// a counting fake.
@@ -103,6 +104,8 @@ pub struct TokenStats {
 struct Inner<P> {
     tenant: TenantName,
     source: P,
+    store: Store,
+    key: StoreKey,
     http: TokenHttp,
     policy: TokenPolicy,
     current: ArcSwapOption<CurrentToken>,
@@ -133,10 +136,13 @@ impl<P: TokenSource> std::fmt::Debug for TokenManager<P> {
 
 impl<P: TokenSource> TokenManager<P> {
     /// Starts the background task, which fetches the first token at once.
-    pub fn spawn(tenant: TenantName, source: P, http: TokenHttp, policy: TokenPolicy) -> Self {
+    pub fn spawn(tenant: TenantName, source: P, http: TokenHttp, policy: TokenPolicy, store: (Store, StoreKey)) -> Self {
+        let (store, key) = store;
         let inner = Arc::new(Inner {
             tenant,
             source,
+            store,
+            key,
             http,
             policy,
             current: ArcSwapOption::empty(),
@@ -233,7 +239,10 @@ impl<P: TokenSource> Inner<P> {
         loop {
             self.status.send_modify(|s| s.fetching = true);
             let previous = self.current.load_full();
-            let outcome = self.source.fetch(FetchCtx { http: &self.http, previous: previous.as_ref().map(|c| &c.token) }).await;
+            let outcome = match self.adoptable(previous.as_deref()).await {
+                Some(stored) => Ok(stored),
+                None => self.fetch_and_store(previous.as_deref()).await,
+            };
             let next_wake = match outcome.and_then(|token| self.install(token)) {
                 Ok(current) => {
                     failures = 0;
@@ -246,6 +255,26 @@ impl<P: TokenSource> Inner<P> {
             };
             self.sleep_until(next_wake).await;
         }
+    }
+
+    /// A token in the store that is newer than ours and not yet due for renewal: adopting it
+    /// saves a token call (after a reload; with a shared store, another replica's renewal).
+    async fn adoptable(&self, previous: Option<&CurrentToken>) -> Option<Token> {
+        let stored = self.store.get(&self.key).await?.to_token();
+        let same = previous.is_some_and(|p| p.token.access == stored.access);
+        let expires_at = stored.expires_at;
+        let due = expires_at.map(|at| {
+            let lifetime = at.saturating_duration_since(stored.obtained_at);
+            stored.obtained_at + refresh::refresh_delay(lifetime, self.policy.refresh_before, 1.0)
+        });
+        let fresh = due.is_none_or(|due| Instant::now() < due);
+        (!same && fresh && self.source.renews()).then_some(stored)
+    }
+
+    async fn fetch_and_store(&self, previous: Option<&CurrentToken>) -> Result<Token, ProviderError> {
+        let token = self.source.fetch(FetchCtx { http: &self.http, previous: previous.map(|c| &c.token) }).await?;
+        self.store.put(&self.key, StoredToken::from_token(&token)).await;
+        Ok(token)
     }
 
     fn install(&self, token: Token) -> Result<Arc<CurrentToken>, ProviderError> {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::{TokenManager, TokenSource};
 use crate::auth::{FetchCtx, FetchToken, ProviderError, Token, TokenHttp};
 use crate::config::{Secret, TenantName, TokenPolicy};
+use crate::store::{MemoryStore, Store, StoreKey};
 
 /// Answers each fetch from a script (then repeats the last entry), after `latency`.
 struct Fake {
@@ -76,7 +77,9 @@ fn policy() -> TokenPolicy {
 
 fn manager(fake: Fake) -> Arc<TokenManager<Fake>> {
     let name = TenantName::try_new("t").expect("valid");
-    Arc::new(TokenManager::spawn(name, fake, TokenHttp::default(), policy()))
+    let store = Store::Memory(MemoryStore::default());
+    let key = StoreKey::new(&name, &crate::config::ProviderConfig::Cyberbiz(crate::config::CyberbizConfig { token: Secret::from("k") }));
+    Arc::new(TokenManager::spawn(name, fake, TokenHttp::default(), policy(), (store, key)))
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
