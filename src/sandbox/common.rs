@@ -127,7 +127,15 @@ pub(crate) enum BodyError {
 }
 
 /// Reads `body` to its end, failing once more than `limit` bytes arrived.
-pub(crate) async fn read_body(mut body: Incoming, limit: u64) -> Result<BodySummary, BodyError> {
+pub(crate) async fn read_body(body: Incoming, limit: u64) -> Result<BodySummary, BodyError> {
+    read_body_mut(&mut { body }, limit).await
+}
+
+/// Like [`read_body`], leaving `body` in place so a caller can [`discard`] the rest of it.
+pub(crate) async fn read_body_mut(
+    body: &mut Incoming,
+    limit: u64,
+) -> Result<BodySummary, BodyError> {
     let mut head = BytesMut::new();
     let mut len = 0u64;
     while let Some(frame) = body.frame().await {
@@ -146,6 +154,18 @@ pub(crate) async fn read_body(mut body: Incoming, limit: u64) -> Result<BodySumm
         len,
         head: head.freeze(),
     })
+}
+
+/// Reads and drops up to `cap` more bytes, so a client that is still uploading sees the
+/// rejection instead of a connection reset; the connection closes if more remain.
+pub(crate) async fn discard(body: &mut Incoming, cap: u64) {
+    let mut seen = 0u64;
+    while seen <= cap {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
 }
 
 // === request inspection ===

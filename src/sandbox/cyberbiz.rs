@@ -33,6 +33,10 @@ pub const CYBERBIZ_DEFAULT_TTL: Duration = Duration::from_secs(2 * 3600);
 /// "Each request may be at most 2 MB" (UPSTREAMS 4.4), taken as decimal megabytes.
 pub const CYBERBIZ_BODY_LIMIT: u64 = 2_000_000;
 
+/// How much of an oversized body is read (and dropped) before answering 413, so ordinary
+/// clients get the answer rather than a reset mid-upload.
+const DRAIN_CAP: u64 = 64 * 1024 * 1024;
+
 /// The sliding window the request limit applies to.
 const WINDOW: Duration = Duration::from_secs(1);
 
@@ -185,8 +189,10 @@ impl CyberbizSandbox {
 impl Handler for State {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         bump(&self.api_calls);
-        if declared_length(req.headers()).is_some_and(|len| len > self.options.body_limit) {
-            *lock(&self.last_api) = Some(RecordedRequest::new(&req.into_parts().0, 0));
+        let (parts, mut body) = req.into_parts();
+        if declared_length(&parts.headers).is_some_and(|len| len > self.options.body_limit) {
+            *lock(&self.last_api) = Some(RecordedRequest::new(&parts, 0));
+            common::discard(&mut body, DRAIN_CAP).await;
             return self.too_large();
         }
         if !self.admit(Instant::now()) {
@@ -196,12 +202,14 @@ impl Handler for State {
                 &json!({"error": "Too Many Requests"}),
             );
         }
-        let (parts, body) = req.into_parts();
-        let state =
-            common::bearer(&parts.headers).map_or(TokenState::Unknown, |t| self.tokens.state(t));
-        let summary = match common::read_body(body, self.options.body_limit).await {
+        let token = common::bearer(&parts.headers);
+        let state = token.map_or(TokenState::Unknown, |t| self.tokens.state(t));
+        let summary = match common::read_body_mut(&mut body, self.options.body_limit).await {
             Ok(summary) => summary,
-            Err(BodyError::TooLarge) => return self.too_large(),
+            Err(BodyError::TooLarge) => {
+                common::discard(&mut body, DRAIN_CAP).await;
+                return self.too_large();
+            }
             Err(BodyError::Broken) => return common::empty(StatusCode::BAD_REQUEST),
         };
         *lock(&self.last_api) = Some(RecordedRequest::new(&parts, summary.len));

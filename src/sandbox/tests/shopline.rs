@@ -1,0 +1,1 @@
+//! SHOPLINE signed token endpoints, grace period and leaky bucket.
