@@ -33,7 +33,7 @@ use super::common::{
 use super::server::{Handler, ServerHandle};
 use crate::clock;
 
-mod api;
+pub(super) mod api;
 
 pub const SHOPLINE_HANDLE: &str = "sandbox-store";
 pub const SHOPLINE_APP_KEY: &str = "sandbox-app-key";
@@ -378,7 +378,7 @@ fn envelope_error(code: u16, i18n_code: &str, message: &str) -> Response<Body> {
 }
 
 /// `2025-10-20T19:18:08.465+00:00` for unix milliseconds (the format third parties observed).
-fn iso8601_utc(unix_ms: u64) -> String {
+pub(super) fn iso8601_utc(unix_ms: u64) -> String {
     let (days, ms_of_day) = (unix_ms / 86_400_000, unix_ms % 86_400_000);
     // Howard Hinnant's civil_from_days, for days since 1970-01-01.
     let z = days as i64 + 719_468;

@@ -22,14 +22,14 @@ use super::{State, trace_id};
 /// A leaky bucket in GCRA form: `drained_at` is when the bucket would be empty again.
 /// Requests fit while the bucket holds fewer than `burst`; it drains at `rate` per second.
 #[derive(Debug)]
-pub(super) struct LeakyBucket {
+pub(crate) struct LeakyBucket {
     interval: Duration,
     capacity: Duration,
     drained_at: Option<Instant>,
 }
 
 impl LeakyBucket {
-    pub(super) fn new(rate_per_second: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate_per_second: u32, burst: u32) -> Self {
         let interval = Duration::from_secs(1) / rate_per_second.max(1);
         Self {
             interval,
@@ -39,7 +39,7 @@ impl LeakyBucket {
     }
 
     /// Admits one request now, or says how long until one would fit.
-    pub(super) fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn admit(&mut self, now: Instant) -> Result<(), Duration> {
         let level_end = self.drained_at.map_or(now, |at| at.max(now)) + self.interval;
         let fill = level_end - now;
         if fill > self.capacity {
