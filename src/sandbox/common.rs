@@ -346,12 +346,24 @@ pub(crate) fn get(counter: &AtomicUsize) -> usize {
     counter.load(Ordering::Relaxed)
 }
 
-/// The OAuth error body (`{"error", "error_description"}`) with 400.
+/// The OAuth error body (`{"error", "error_description"}`) with 400; an empty description is
+/// left out, as IdentityServer does.
 pub(crate) fn oauth_error(error: &str, description: &str) -> Response<Body> {
-    json(
-        StatusCode::BAD_REQUEST,
-        &serde_json::json!({"error": error, "error_description": description}),
-    )
+    let mut body = serde_json::json!({"error": error});
+    if !description.is_empty() {
+        body["error_description"] = serde_json::json!(description);
+    }
+    json(StatusCode::BAD_REQUEST, &body)
+}
+
+/// A token request rejected with an OAuth `error` code and description (see [`oauth_error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OAuthError(pub(crate) &'static str, pub(crate) &'static str);
+
+impl From<OAuthError> for Response<Body> {
+    fn from(OAuthError(error, description): OAuthError) -> Self {
+        oauth_error(error, description)
+    }
 }
 
 /// A token endpoint outage (what `fail_next_token_calls` produces).

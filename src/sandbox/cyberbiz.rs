@@ -222,11 +222,11 @@ impl Handler for State {
         let echo = json!({"method": parts.method.as_str(), "path": parts.uri.path(),
             "query": parts.uri.query(), "body_length": summary.len});
         match (&parts.method, parts.uri.path()) {
-            (&Method::GET, "/v1/products") => paged(products(echo)),
+            (&Method::GET, "/v1/products") => paged(&products(&echo)),
             (&Method::GET, "/v2/product_feeds") => {
-                paged(json!([{"id": 1, "title": "Sandbox feed", "sandbox": echo}]))
+                paged(&json!([{"id": 1, "title": "Sandbox feed", "sandbox": echo}]))
             }
-            (&Method::GET, "/shop") => json(StatusCode::OK, &self.shop(echo)),
+            (&Method::GET, "/shop") => json(StatusCode::OK, &self.shop(&echo)),
             _ => json(
                 StatusCode::OK,
                 &json!({"body": summary.json(), "sandbox": echo}),
@@ -263,7 +263,7 @@ impl State {
         )
     }
 
-    fn shop(&self, echo: serde_json::Value) -> serde_json::Value {
+    fn shop(&self, echo: &serde_json::Value) -> serde_json::Value {
         json!({"id": self.options.shop_id, "domain": self.options.shop_domain,
             "name": "Sandbox Shop", "currency": "TWD", "timezone": "Asia/Taipei", "sandbox": echo})
     }
@@ -274,9 +274,9 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// A list response with the pagination headers a real SDK observed (UPSTREAMS 4.3).
-fn paged(items: serde_json::Value) -> Response<Body> {
+fn paged(items: &serde_json::Value) -> Response<Body> {
     let count = items.as_array().map_or(0, Vec::len);
-    let mut response = json(StatusCode::OK, &items);
+    let mut response = json(StatusCode::OK, items);
     let headers = response.headers_mut();
     headers.insert("x-page", HeaderValue::from(1));
     headers.insert("x-per-page", HeaderValue::from(50));
@@ -289,7 +289,7 @@ fn paged(items: serde_json::Value) -> Response<Body> {
     response
 }
 
-fn products(echo: serde_json::Value) -> serde_json::Value {
+fn products(echo: &serde_json::Value) -> serde_json::Value {
     json!([
         {"id": 101, "title": "Sandbox tea", "price": 350.0, "status": "上架",
          "updated_at": "2025-01-02 10:00:00", "sandbox": echo},

@@ -23,8 +23,8 @@ use hyper::{Request, Response};
 use serde_json::json;
 
 use super::common::{
-    self, Body, BodySummary, FailSwitch, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry,
-    TokenState, bump, get, json, lock, oauth_error,
+    self, Body, BodySummary, FailSwitch, OAuthError, RecordedRequest, TOKEN_BODY_LIMIT,
+    TokenRegistry, TokenState, bump, get, json, lock, oauth_error,
 };
 use super::server::{Handler, ServerHandle};
 use crate::clock;
@@ -240,16 +240,13 @@ impl ImsState {
             fields.insert("client_secret".to_owned(), secret);
         }
         match self.check_token_request(&fields) {
-            Ok(scope) => self.issue(scope),
-            Err(response) => response,
+            Ok(scope) => self.issue(&scope),
+            Err(rejection) => rejection.into(),
         }
     }
 
     /// Validates in IMS's order: client, secret, grant, scope. Returns the granted scope.
-    fn check_token_request(
-        &self,
-        fields: &HashMap<String, String>,
-    ) -> Result<String, Response<Body>> {
+    fn check_token_request(&self, fields: &HashMap<String, String>) -> Result<String, OAuthError> {
         let field = |name: &str| {
             fields
                 .get(name)
@@ -257,46 +254,46 @@ impl ImsState {
                 .filter(|v| !v.is_empty())
         };
         if field("client_id") != Some(self.client_id.as_str()) {
-            return Err(oauth_error("invalid_client", "invalid client_id parameter"));
+            return Err(OAuthError("invalid_client", "invalid client_id parameter"));
         }
         let secret = field("client_secret").unwrap_or_default();
         if !lock(&self.secrets)
             .iter()
             .any(|valid| common::secret_eq(valid, secret))
         {
-            return Err(oauth_error(
+            return Err(OAuthError(
                 "invalid_client",
                 "invalid client_secret parameter",
             ));
         }
         match field("grant_type") {
             None => {
-                return Err(oauth_error(
+                return Err(OAuthError(
                     "invalid_request",
                     "missing grant_type parameter",
                 ));
             }
             Some("client_credentials") => {}
             Some(_) => {
-                return Err(oauth_error(
+                return Err(OAuthError(
                     "unsupported_grant_type",
                     "unsupported grant_type",
                 ));
             }
         }
         let Some(scope) = field("scope") else {
-            return Err(oauth_error("invalid_request", "missing scope parameter"));
+            return Err(OAuthError("invalid_request", "missing scope parameter"));
         };
         if scope
             .split(',')
             .any(|s| !self.allowed_scopes.iter().any(|a| a == s.trim()))
         {
-            return Err(oauth_error("invalid_scope", "invalid scope"));
+            return Err(OAuthError("invalid_scope", "invalid scope"));
         }
         Ok(scope.to_owned())
     }
 
-    fn issue(&self, scope: String) -> Response<Body> {
+    fn issue(&self, scope: &str) -> Response<Body> {
         let ttl = *lock(&self.ttl);
         let claims = json!({
             "id": common::random_string(),
@@ -348,8 +345,8 @@ impl ImsState {
                 tokio::time::sleep(Duration::from_millis(ms).min(MAX_SLOW)).await;
                 json(StatusCode::OK, &json!({"slept_ms": ms, "sandbox": echo}))
             }
-            (&Method::GET, "/V1/products") => json(StatusCode::OK, &products(query, echo)),
-            (&Method::GET, "/V1/store/storeViews") => json(StatusCode::OK, &store_views(echo)),
+            (&Method::GET, "/V1/products") => json(StatusCode::OK, &products(query, &echo)),
+            (&Method::GET, "/V1/store/storeViews") => json(StatusCode::OK, &store_views(&echo)),
             _ => json(
                 StatusCode::OK,
                 &json!({"body": summary.json(), "sandbox": echo}),
@@ -400,7 +397,7 @@ fn echo(parts: &http::request::Parts, summary: &BodySummary) -> serde_json::Valu
     })
 }
 
-fn products(query: Option<&str>, echo: serde_json::Value) -> serde_json::Value {
+fn products(query: Option<&str>, echo: &serde_json::Value) -> serde_json::Value {
     let page_size: usize = common::query_param(query, "searchCriteria[pageSize]")
         .and_then(|n| n.parse().ok())
         .unwrap_or(2)
@@ -414,7 +411,7 @@ fn products(query: Option<&str>, echo: serde_json::Value) -> serde_json::Value {
     json!({"items": items, "search_criteria": {"page_size": page_size}, "total_count": 120, "sandbox": echo})
 }
 
-fn store_views(echo: serde_json::Value) -> serde_json::Value {
+fn store_views(echo: &serde_json::Value) -> serde_json::Value {
     json!([
         {"id": 0, "code": "admin", "name": "Admin", "website_id": 0, "store_group_id": 0, "is_active": 1},
         {"id": 1, "code": "default", "name": "Default Store View", "website_id": 1,

@@ -292,7 +292,7 @@ impl State {
             return envelope_error(400, "PARAM_ERROR", "request body too large or broken");
         };
         if let Err(rejection) = self.verify_signed(&parts.headers, &body.head) {
-            return rejection;
+            return rejection.into();
         }
         if grant == Grant::Create && !self.redeem_code(&body.head) {
             return envelope_error(400, "CODE_INVALID", "code is invalid or has been used");
@@ -301,7 +301,7 @@ impl State {
     }
 
     /// Checks `appkey`, the timestamp window and the signature, in that order.
-    fn verify_signed(&self, headers: &HeaderMap, body: &Bytes) -> Result<(), Response<Body>> {
+    fn verify_signed(&self, headers: &HeaderMap, body: &Bytes) -> Result<(), EnvelopeError> {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -309,14 +309,14 @@ impl State {
                 .unwrap_or_default()
         };
         if !common::secret_eq(header("appkey"), &self.options.app_key) {
-            return Err(envelope_error(400, "APPKEY_INVALID", "appkey is invalid"));
+            return Err(EnvelopeError(400, "APPKEY_INVALID", "appkey is invalid"));
         }
         let timestamp = header("timestamp");
         let fresh = timestamp.parse::<u64>().is_ok_and(|ts| {
             clock::unix_millis().abs_diff(ts) <= TIMESTAMP_WINDOW.as_millis() as u64
         });
         if !fresh {
-            return Err(envelope_error(
+            return Err(EnvelopeError(
                 400,
                 "TIMESTAMP_EXPIRED",
                 "timestamp is invalid or expired",
@@ -326,7 +326,7 @@ impl State {
         let mac = signer(&self.options.app_secret, body, timestamp);
         // `verify_slice` compares in constant time.
         mac.verify_slice(&sign)
-            .map_err(|_| envelope_error(400, "SIGN_ERROR", "sign verification failed"))
+            .map_err(|_| EnvelopeError(400, "SIGN_ERROR", "sign verification failed"))
     }
 
     fn redeem_code(&self, body: &Bytes) -> bool {
@@ -375,6 +375,16 @@ fn envelope_error(code: u16, i18n_code: &str, message: &str) -> Response<Body> {
         StatusCode::OK,
         &json!({"code": code, "i18nCode": i18n_code, "message": message, "data": null}),
     )
+}
+
+/// A signed token call rejected: `code`, `i18nCode` and `message` of the failure envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EnvelopeError(u16, &'static str, &'static str);
+
+impl From<EnvelopeError> for Response<Body> {
+    fn from(EnvelopeError(code, i18n_code, message): EnvelopeError) -> Self {
+        envelope_error(code, i18n_code, message)
+    }
 }
 
 /// `2025-10-20T19:18:08.465+00:00` for unix milliseconds (the format third parties observed).

@@ -24,8 +24,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::common::{
-    self, Body, FailSwitch, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, bump, get, json,
-    lock, oauth_error,
+    self, Body, FailSwitch, OAuthError, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, bump,
+    get, json, lock, oauth_error,
 };
 use super::server::{Handler, ServerHandle};
 use crate::clock;
@@ -287,10 +287,10 @@ impl State {
             Some("client_credentials") => self.client_credentials(&fields),
             Some("password") => self.password(&fields),
             Some("refresh_token") => self.refresh(&fields),
-            Some(_) => Err(oauth_error("unsupported_grant_type", "")),
-            None => Err(oauth_error("invalid_request", "grant_type is missing")),
+            Some(_) => Err(OAuthError("unsupported_grant_type", "")),
+            None => Err(OAuthError("invalid_request", "grant_type is missing")),
         };
-        result.unwrap_or_else(|rejection| rejection)
+        result.unwrap_or_else(Response::from)
     }
 
     fn client_authenticated(&self, fields: &Fields) -> bool {
@@ -308,12 +308,12 @@ impl State {
                 .any(|s| common::secret_eq(s, secret))
     }
 
-    fn client_credentials(&self, fields: &Fields) -> Result<Response<Body>, Response<Body>> {
+    fn client_credentials(&self, fields: &Fields) -> Result<Response<Body>, OAuthError> {
         bump(&self.counters.client_credentials);
         let scope = self.requested_scope(fields)?;
         if scope.split(' ').any(|s| s == OFFLINE_ACCESS) {
             // IdentityServer: no refresh tokens for the client credentials flow.
-            return Err(oauth_error(
+            return Err(OAuthError(
                 "invalid_scope",
                 "offline_access is not allowed for client_credentials",
             ));
@@ -321,10 +321,10 @@ impl State {
         Ok(self.issue(scope, None))
     }
 
-    fn password(&self, fields: &Fields) -> Result<Response<Body>, Response<Body>> {
+    fn password(&self, fields: &Fields) -> Result<Response<Body>, OAuthError> {
         bump(&self.counters.password);
         if !self.options.allow_password_grant {
-            return Err(oauth_error("unauthorized_client", ""));
+            return Err(OAuthError("unauthorized_client", ""));
         }
         let user = fields
             .get("username")
@@ -335,16 +335,16 @@ impl State {
             .map(String::as_str)
             .unwrap_or_default();
         if user != self.options.username || !common::secret_eq(password, &self.options.password) {
-            return Err(oauth_error("invalid_grant", "invalid_username_or_password"));
+            return Err(OAuthError("invalid_grant", "invalid_username_or_password"));
         }
         let scope = self.requested_scope(fields)?;
         Ok(self.issue(scope, Some(user.to_owned())))
     }
 
-    fn refresh(&self, fields: &Fields) -> Result<Response<Body>, Response<Body>> {
+    fn refresh(&self, fields: &Fields) -> Result<Response<Body>, OAuthError> {
         bump(&self.counters.refresh_token);
         let Some(presented) = fields.get("refresh_token") else {
-            return Err(oauth_error("invalid_request", "refresh_token is missing"));
+            return Err(OAuthError("invalid_request", "refresh_token is missing"));
         };
         match self.redeem(presented) {
             Redemption::Granted(grant) => {
@@ -353,9 +353,9 @@ impl State {
             }
             Redemption::Reused => {
                 bump(&self.counters.refresh_token_reuses);
-                Err(oauth_error("invalid_grant", ""))
+                Err(OAuthError("invalid_grant", ""))
             }
-            Redemption::Invalid => Err(oauth_error("invalid_grant", "")),
+            Redemption::Invalid => Err(OAuthError("invalid_grant", "")),
         }
     }
 
@@ -374,7 +374,7 @@ impl State {
     }
 
     /// The space-separated scope asked for, or every allowed scope when none was given.
-    fn requested_scope(&self, fields: &Fields) -> Result<String, Response<Body>> {
+    fn requested_scope(&self, fields: &Fields) -> Result<String, OAuthError> {
         let Some(scope) = fields.get("scope").filter(|s| !s.trim().is_empty()) else {
             return Ok(self.options.allowed_scopes.join(" "));
         };
@@ -385,7 +385,7 @@ impl State {
         if scope.split_whitespace().all(allowed) {
             Ok(scope.split_whitespace().collect::<Vec<_>>().join(" "))
         } else {
-            Err(oauth_error("invalid_scope", ""))
+            Err(OAuthError("invalid_scope", ""))
         }
     }
 

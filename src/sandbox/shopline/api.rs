@@ -82,7 +82,7 @@ impl State {
             "body_length": summary.len,
         });
         if parts.method == Method::GET && parts.uri.path().ends_with("/products/products.json") {
-            return json(StatusCode::OK, &products(parts.uri.query(), echo));
+            return json(StatusCode::OK, &products(parts.uri.query(), &echo));
         }
         json(
             StatusCode::OK,
@@ -119,7 +119,7 @@ fn unauthorized(message: &str) -> Response<Body> {
     json(StatusCode::UNAUTHORIZED, &json!({"errors": message}))
 }
 
-fn products(query: Option<&str>, echo: serde_json::Value) -> serde_json::Value {
+fn products(query: Option<&str>, echo: &serde_json::Value) -> serde_json::Value {
     let limit: usize = common::query_param(query, "limit")
         .and_then(|n| n.parse().ok())
         .unwrap_or(2)

@@ -67,11 +67,18 @@ async fn issues_a_token_whose_claims_carry_milliseconds() {
     assert_eq!((ims.token_calls(), ims.tokens_issued()), (1, 1));
 }
 
+/// Fields to override, expected `error`, expected `error_description`.
+type Case = (
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    &'static str,
+);
+
 #[tokio::test]
 async fn rejects_bad_credentials_and_fields_like_ims() {
     let ims = fake().await;
     let all = ACCS_SCOPES.join(",");
-    let cases: [(&[(&str, &str)], &str, &str); 5] = [
+    let cases: [Case; 5] = [
         (
             &[("client_secret", "wrong")],
             "invalid_client",
