@@ -15,6 +15,9 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
 
+use prometheus_client::registry::Registry;
+
+use crate::admin::metrics::{GlobalMetrics, MetricsCollector, TenantMetrics};
 use crate::auth::{Provider, TokenHttp};
 use crate::cache::TokenManager;
 use crate::config::{CallerConfig, RuntimeConfig, ServerConfig, TenantConfig, TenantName};
@@ -43,6 +46,7 @@ pub struct Tenant {
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
     /// Whether the provider can renew a rejected token (static credentials cannot).
     pub renews: bool,
+    pub metrics: Arc<TenantMetrics>,
 }
 
 impl Tenant {
@@ -121,26 +125,32 @@ fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) ->
         (Some(path), Some(old)) if old.config.ca_file.as_ref() == Some(path) => old.client.clone(),
         (Some(path), _) => UpstreamClient::new(Some(path))?,
     };
-    Ok(Tenant { config: config.clone(), tokens, limiter, client, upstream_headers, renews })
+    let metrics = old.map_or_else(Arc::default, |old| Arc::clone(&old.metrics));
+    Ok(Tenant { config: config.clone(), tokens, limiter, client, upstream_headers, renews, metrics })
 }
 
 /// The sockets the app serves on, bound before `run` so tests can use port 0.
 #[derive(Debug)]
 pub struct Listeners {
     pub main: TcpListener,
+    pub admin: Option<TcpListener>,
     pub tenants: Vec<(TenantName, TcpListener)>,
 }
 
 impl Listeners {
     pub async fn bind(config: &RuntimeConfig) -> std::io::Result<Self> {
         let main = bind(config.server.listen).await?;
+        let admin = match config.server.admin_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let mut tenants = Vec::new();
         for tenant in &config.tenants {
             if let Some(addr) = tenant.listen {
                 tenants.push((tenant.name.clone(), bind(addr).await?));
             }
         }
-        Ok(Self { main, tenants })
+        Ok(Self { main, admin, tenants })
     }
 }
 
@@ -153,12 +163,19 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// The running proxy.
 pub struct App {
     state: Arc<ArcSwap<Snapshot>>,
+    registry: Arc<Registry>,
+    globals: Arc<GlobalMetrics>,
 }
 
 impl App {
-    pub fn build(config: &RuntimeConfig) -> Result<Self, TlsSetupError> {
+    /// Builds the first snapshot and registers the proxy's metrics in `registry` (created by the
+    /// caller, so there is no global registry).
+    pub fn build(config: &RuntimeConfig, mut registry: Registry) -> Result<Self, TlsSetupError> {
         let snapshot = Snapshot::build(config, None)?;
-        Ok(Self { state: Arc::new(ArcSwap::from_pointee(snapshot)) })
+        let state = Arc::new(ArcSwap::from_pointee(snapshot));
+        let globals = Arc::new(GlobalMetrics::default());
+        registry.register_collector(Box::new(MetricsCollector { state: Arc::clone(&state), globals: Arc::clone(&globals) }));
+        Ok(Self { state, registry: Arc::new(registry), globals })
     }
 
     /// The live snapshot (admin endpoints and tests read it).
@@ -170,9 +187,12 @@ impl App {
     pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let grace = self.state.load().server.shutdown_grace;
         let mut servers = server::Servers::new();
-        servers.spawn(listeners.main, Binding::Main, Arc::clone(&self.state));
+        servers.spawn_proxy(listeners.main, Binding::Main, Arc::clone(&self.state));
         for (name, listener) in listeners.tenants {
-            servers.spawn(listener, Binding::Tenant(name), Arc::clone(&self.state));
+            servers.spawn_proxy(listener, Binding::Tenant(name), Arc::clone(&self.state));
+        }
+        if let Some(admin) = listeners.admin {
+            servers.spawn_admin(admin, Arc::clone(&self.state), Arc::clone(&self.registry));
         }
         shutdown.await;
         tracing::info!(grace_s = grace.as_secs(), "shutting down: no new connections, draining in-flight requests");

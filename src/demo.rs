@@ -48,8 +48,9 @@ pub async fn run() -> ExitCode {
 async fn serve(loaded: &Loaded) -> Result<(), Box<dyn std::error::Error>> {
     let listeners = Listeners::bind(&loaded.config).await?;
     let addr = listeners.main.local_addr()?;
-    let app = App::build(&loaded.config)?;
-    print!("{}", instructions(addr, loaded.config.server.admin_listen));
+    let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+    let app = App::build(&loaded.config, prometheus_client::registry::Registry::default())?;
+    print!("{}", instructions(addr, admin));
     tracing::info!(listen = %addr, "tokenbroker demo serving");
     app.run(listeners, signals::terminate()).await;
     Ok(())

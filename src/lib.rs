@@ -17,3 +17,4 @@ pub mod demo;
 pub mod signals;
 pub mod telemetry;
 pub mod store;
+pub mod admin;

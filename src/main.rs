@@ -69,7 +69,7 @@ async fn run(path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = match App::build(&loaded.config) {
+    let app = match App::build(&loaded.config, prometheus_client::registry::Registry::default()) {
         Ok(app) => app,
         Err(error) => {
             eprintln!("error: {error}");

@@ -9,8 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::Request;
-use hyper::body::Incoming;
+use std::future::Future;
+
+use bytes::Bytes;
+use hyper::body::{Body, Incoming};
+use hyper::{Request, Response};
+use prometheus_client::registry::Registry;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -19,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin;
 use crate::app::{Binding, Snapshot};
 
 /// Accept errors such as EMFILE are retried after a pause instead of spinning.
@@ -36,10 +41,35 @@ impl Servers {
         Self { graceful: Arc::new(GracefulShutdown::new()), stop: watch::Sender::new(false), loops: Vec::new() }
     }
 
-    pub(crate) fn spawn(&mut self, listener: TcpListener, binding: Binding, state: Arc<ArcSwap<Snapshot>>) {
+    /// Serves proxied traffic on `listener`.
+    pub(crate) fn spawn_proxy(&mut self, listener: TcpListener, binding: Binding, state: Arc<ArcSwap<Snapshot>>) {
+        let binding = Arc::new(binding);
+        self.spawn(listener, move |request: Request<Incoming>| {
+            // One snapshot per request, held to its end: a reload never changes a request midway.
+            let snapshot = state.load_full();
+            let binding = Arc::clone(&binding);
+            async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &binding, request).await) }
+        });
+    }
+
+    /// Serves the admin endpoints on `listener`.
+    pub(crate) fn spawn_admin(&mut self, listener: TcpListener, state: Arc<ArcSwap<Snapshot>>, registry: Arc<Registry>) {
+        self.spawn(listener, move |request: Request<Incoming>| {
+            let response = admin::handle(&state.load(), &registry, &request);
+            std::future::ready(Ok::<_, Infallible>(response))
+        });
+    }
+
+    fn spawn<F, Fut, B>(&mut self, listener: TcpListener, handler: F)
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let graceful = Arc::clone(&self.graceful);
         let stop = self.stop.subscribe();
-        self.loops.push(tokio::spawn(accept_loop(listener, binding, state, graceful, stop)));
+        self.loops.push(tokio::spawn(accept_loop(listener, handler, graceful, stop)));
     }
 
     /// Stops accepting, then waits up to `grace` for open connections to finish their requests.
@@ -54,15 +84,14 @@ impl Servers {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    binding: Binding,
-    state: Arc<ArcSwap<Snapshot>>,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn accept_loop<F, Fut, B>(listener: TcpListener, handler: F, graceful: Arc<GracefulShutdown>, mut stop: watch::Receiver<bool>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let builder = auto::Builder::new(TokioExecutor::new());
-    let binding = Arc::new(binding);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -76,14 +105,7 @@ async fn accept_loop(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (state, binding) = (Arc::clone(&state), Arc::clone(&binding));
-        let service = service_fn(move |request: Request<Incoming>| {
-            // One snapshot per request, held to its end: a reload never changes a request midway.
-            let snapshot = state.load_full();
-            let binding = Arc::clone(&binding);
-            async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &binding, request).await) }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler.clone())).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

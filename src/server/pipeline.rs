@@ -39,6 +39,7 @@ pub(crate) struct RequestCtx {
     pub(crate) rate_limit_wait: Duration,
     pub(crate) generation: Option<u64>,
     pub(crate) upstream_status: Option<StatusCode>,
+    pub(crate) upstream_elapsed: Option<Duration>,
     pub(crate) replayed: bool,
 }
 
@@ -50,6 +51,7 @@ pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Requ
         rate_limit_wait: Duration::ZERO,
         generation: None,
         upstream_status: None,
+        upstream_elapsed: None,
         replayed: false,
     };
     let method = request.method().clone();
@@ -197,7 +199,9 @@ async fn forward_with_replay(
         PreparedBody::Buffered(bytes) => (Either::Left(Full::new(bytes.clone())), Some((parts.headers.clone(), bytes))),
         PreparedBody::Streamed(stream) => (Either::Right(stream), None),
     };
+    let sent = Instant::now();
     let response = send(tenant, &parts.method, uri.clone(), parts.headers, first_body, &token, deadline, timeout).await?;
+    ctx.upstream_elapsed = Some(sent.elapsed());
     if !(tenant.config.token.retry_on_unauthorized && tenant.provider_rejects(response.status())) || !tenant.tokens.retire(token.generation) {
         return Ok(finish(tenant, response, ctx));
     }
@@ -209,7 +213,10 @@ async fn forward_with_replay(
     drop(response);
     ctx.generation = Some(newer.generation);
     ctx.replayed = true;
+    tenant.metrics.unauthorized_replays.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sent = Instant::now();
     let replayed = send(tenant, &parts.method, uri, headers, Either::Left(Full::new(bytes)), &newer, deadline, timeout).await?;
+    ctx.upstream_elapsed = Some(sent.elapsed());
     Ok(finish(tenant, replayed, ctx))
 }
 
@@ -283,8 +290,19 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// The access log: one event per request, never a query string, header value or body.
+/// Metrics and the access log: one event per request, never a query string, header value or body.
 fn record(ctx: &RequestCtx, method: &Method, uri: &Uri, response: &Response<ProxyBody>) {
+    if let Some(tenant) = &ctx.tenant {
+        let metrics = &tenant.metrics;
+        metrics.record_status(response.status().as_u16());
+        metrics.request_duration.observe(ctx.started.elapsed());
+        if let Some(elapsed) = ctx.upstream_elapsed {
+            metrics.upstream_duration.observe(elapsed);
+        }
+        if tenant.limiter.is_some() {
+            metrics.ratelimit_wait.observe(ctx.rate_limit_wait);
+        }
+    }
     tracing::info!(
         target: "tokenbroker::access",
         tenant = ctx.tenant.as_ref().map(|t| t.config.name.as_str()),

@@ -40,6 +40,7 @@ pub fn env(pairs: &[(&str, &str)]) -> MapEnv {
 /// A proxy running in this process.
 pub struct Proxy {
     pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
     pub tenant_addrs: HashMap<String, SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -59,16 +60,21 @@ impl Proxy {
             .iter()
             .map(|(name, l)| (name.as_str().to_owned(), l.local_addr().expect("local addr")))
             .collect();
-        let app = App::build(&loaded.config).expect("app builds");
+        let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr().expect("local addr"));
+        let app = App::build(&loaded.config, prometheus_client::registry::Registry::default()).expect("app builds");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run(listeners, async move {
             let _ = rx.await;
         }));
-        Self { addr, tenant_addrs, shutdown: Some(tx), task }
+        Self { addr, admin_addr, tenant_addrs, shutdown: Some(tx), task }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr.expect("an admin listener"))
     }
 
     /// Triggers shutdown and waits until the app has drained.
