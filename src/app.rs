@@ -9,18 +9,22 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use prometheus_client::registry::Registry;
 
 use crate::admin::metrics::{GlobalMetrics, MetricsCollector, TenantMetrics};
 use crate::auth::{Provider, TokenHttp};
 use crate::cache::TokenManager;
-use crate::config::{CallerConfig, RuntimeConfig, ServerConfig, TenantConfig, TenantName};
+use crate::config::{self, CallerConfig, ConfigError, ConfigErrors, RuntimeConfig, ServerConfig, TenantConfig, TenantName};
+use crate::reload::{self, ReloadHandle, ReloadRequest, ReloadSource};
 use crate::ratelimit::Limiter;
 use crate::store::{MemoryStore, Store, StoreKey};
 use crate::server;
@@ -134,7 +138,8 @@ fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) ->
 pub struct Listeners {
     pub main: TcpListener,
     pub admin: Option<TcpListener>,
-    pub tenants: Vec<(TenantName, TcpListener)>,
+    /// Tenant listeners with the address their configuration names.
+    pub tenants: Vec<(TenantName, SocketAddr, TcpListener)>,
 }
 
 impl Listeners {
@@ -147,7 +152,7 @@ impl Listeners {
         let mut tenants = Vec::new();
         for tenant in &config.tenants {
             if let Some(addr) = tenant.listen {
-                tenants.push((tenant.name.clone(), bind(addr).await?));
+                tenants.push((tenant.name.clone(), addr, bind(addr).await?));
             }
         }
         Ok(Self { main, admin, tenants })
@@ -165,6 +170,10 @@ pub struct App {
     state: Arc<ArcSwap<Snapshot>>,
     registry: Arc<Registry>,
     globals: Arc<GlobalMetrics>,
+    reload_tx: mpsc::Sender<ReloadRequest>,
+    reload_rx: mpsc::Receiver<ReloadRequest>,
+    /// The file SIGHUP (and `watch_config`) reload from.
+    config_path: Option<PathBuf>,
 }
 
 impl App {
@@ -175,7 +184,17 @@ impl App {
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
         let globals = Arc::new(GlobalMetrics::default());
         registry.register_collector(Box::new(MetricsCollector { state: Arc::clone(&state), globals: Arc::clone(&globals) }));
-        Ok(Self { state, registry: Arc::new(registry), globals })
+        // Reloads are serialised through this queue; one waiting request is enough, since each
+        // reload reads the newest file.
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        Ok(Self { state, registry: Arc::new(registry), globals, reload_tx, reload_rx, config_path: None })
+    }
+
+    /// Reload from `path` on SIGHUP, and on change when `server.watch_config` is set.
+    #[must_use]
+    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
     }
 
     /// The live snapshot (admin endpoints and tests read it).
@@ -183,23 +202,116 @@ impl App {
         self.state.load_full()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests up to `shutdown_grace`.
-    pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-        let grace = self.state.load().server.shutdown_grace;
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle { tx: self.reload_tx.clone() }
+    }
+
+    /// Serves until `shutdown` resolves, applying reloads as they come, then drains in-flight
+    /// requests up to `shutdown_grace`.
+    pub async fn run(mut self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let mut servers = server::Servers::new();
-        servers.spawn_proxy(listeners.main, Binding::Main, Arc::clone(&self.state));
-        for (name, listener) in listeners.tenants {
-            servers.spawn_proxy(listener, Binding::Tenant(name), Arc::clone(&self.state));
+        servers.spawn_main(listeners.main, Arc::clone(&self.state));
+        for (name, addr, listener) in listeners.tenants {
+            servers.add_tenant(name, addr, listener, Arc::clone(&self.state));
         }
         if let Some(admin) = listeners.admin {
             servers.spawn_admin(admin, Arc::clone(&self.state), Arc::clone(&self.registry));
         }
-        shutdown.await;
+        let _triggers = self.spawn_reload_triggers();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(request) = self.reload_rx.recv() => {
+                    let outcome = self.apply_reload(request.source, &mut servers).await;
+                    if let Some(reply) = request.reply {
+                        let _ = reply.send(outcome);
+                    }
+                }
+            }
+        }
+        let grace = self.state.load().server.shutdown_grace;
         tracing::info!(grace_s = grace.as_secs(), "shutting down: no new connections, draining in-flight requests");
         if servers.drain(grace).await {
             tracing::info!("drained");
         } else {
             tracing::warn!("shutdown grace elapsed with requests still in flight");
         }
+    }
+
+    /// SIGHUP and file watching, stopped when the returned guard drops.
+    fn spawn_reload_triggers(&self) -> Vec<AbortOnDrop> {
+        let Some(path) = self.config_path.clone() else { return Vec::new() };
+        let handle = self.reload_handle();
+        let mut triggers = vec![AbortOnDrop(tokio::spawn(reload::on_sighup(handle.clone(), path.clone())))];
+        if self.state.load().server.watch_config {
+            triggers.push(AbortOnDrop(tokio::spawn(reload::watch_file(handle, path))));
+        }
+        triggers
+    }
+
+    /// Validates and swaps in a new configuration; on any error nothing changes.
+    async fn apply_reload(&self, source: ReloadSource, servers: &mut server::Servers) -> Result<(), ConfigErrors> {
+        let outcome = self.try_reload(source, servers).await;
+        match &outcome {
+            Ok(()) => {
+                self.globals.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(tenants = self.state.load().tenants().count(), "configuration reloaded");
+            }
+            Err(errors) => {
+                self.globals.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(errors = %errors, "configuration reload rejected; the previous configuration keeps serving");
+            }
+        }
+        outcome
+    }
+
+    async fn try_reload(&self, source: ReloadSource, servers: &mut server::Servers) -> Result<(), ConfigErrors> {
+        let config = match source {
+            ReloadSource::File(path) => {
+                let loaded = config::load(&path)?;
+                for warning in &loaded.warnings {
+                    tracing::warn!(%warning, "configuration warning");
+                }
+                loaded.config
+            }
+            ReloadSource::Config(config) => *config,
+        };
+        let old = self.state.load_full();
+        warn_about_restart_only_changes(&old.server, &config.server);
+        let snapshot = Snapshot::build(&config, Some(&old)).map_err(|e| single_error(e.to_string()))?;
+        // Bind new tenant listeners before swapping, so a port conflict rejects the reload whole.
+        let wanted: Vec<(TenantName, SocketAddr)> = config.tenants.iter().filter_map(|t| Some((t.name.clone(), t.listen?))).collect();
+        let mut fresh = Vec::new();
+        for (name, addr) in &wanted {
+            if servers.tenant_addr(name) != Some(*addr) {
+                fresh.push((name.clone(), *addr, bind(*addr).await.map_err(|e| single_error(e.to_string()))?));
+            }
+        }
+        self.state.store(Arc::new(snapshot));
+        servers.retain_tenants(|name, addr| wanted.iter().any(|(n, a)| n == name && *a == addr));
+        for (name, addr, listener) in fresh {
+            servers.add_tenant(name, addr, listener, Arc::clone(&self.state));
+        }
+        Ok(())
+    }
+}
+
+fn warn_about_restart_only_changes(old: &ServerConfig, new: &ServerConfig) {
+    if old.listen != new.listen || old.admin_listen != new.admin_listen {
+        tracing::warn!("server.listen and server.admin_listen changes take effect only after a restart");
+    }
+}
+
+fn single_error(message: String) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError { location: "reload".into(), message }])
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -18,3 +18,4 @@ pub mod signals;
 pub mod telemetry;
 pub mod store;
 pub mod admin;
+pub mod reload;

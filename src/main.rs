@@ -55,6 +55,12 @@ fn check(path: Option<&Path>) -> ExitCode {
 }
 
 async fn run(path: Option<&Path>) -> ExitCode {
+    let Ok(path) = config_path(path) else {
+        eprintln!("error: no configuration file: pass --config FILE or set TOKENBROKER_CONFIG");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let path = path.as_path();
+    let path = Some(path);
     let loaded = match load(path) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -78,6 +84,10 @@ async fn run(path: Option<&Path>) -> ExitCode {
     };
     let listen = listeners.main.local_addr().map_or_else(|_| loaded.config.server.listen.to_string(), |a| a.to_string());
     tracing::info!(listen, tenants = loaded.config.tenants.len(), "tokenbroker serving");
+    let app = match path.map(Path::to_path_buf) {
+        Some(path) => app.with_config_path(path),
+        None => app,
+    };
     app.run(listeners, signals::terminate()).await;
     ExitCode::SUCCESS
 }

@@ -58,7 +58,7 @@ impl Proxy {
         let tenant_addrs = listeners
             .tenants
             .iter()
-            .map(|(name, l)| (name.as_str().to_owned(), l.local_addr().expect("local addr")))
+            .map(|(name, _, l)| (name.as_str().to_owned(), l.local_addr().expect("local addr")))
             .collect();
         let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr().expect("local addr"));
         let app = App::build(&loaded.config, prometheus_client::registry::Registry::default()).expect("app builds");
