@@ -1,0 +1,1 @@
+//! Socket tests of the providers against loopback fake token endpoints.
