@@ -406,7 +406,7 @@ fn error_fields(body: &[u8], status: StatusCode) -> (String, Option<String>) {
 }
 
 /// IdP text goes into logs: keep it short and on one line.
-fn sanitize(text: &str) -> String {
+pub(crate) fn sanitize(text: &str) -> String {
     text.chars()
         .take(MAX_DESCRIPTION)
         .map(|c| if c.is_control() { ' ' } else { c })

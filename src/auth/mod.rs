@@ -22,8 +22,6 @@ pub(crate) mod shopline;
 pub(crate) mod static_token;
 #[cfg(test)]
 pub(crate) mod testing;
-#[cfg(test)]
-mod tests;
 pub(crate) mod vantage;
 
 use std::future::Future;

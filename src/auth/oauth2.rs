@@ -179,8 +179,9 @@ pub(crate) fn keep_refresh_token(mut granted: Granted, redeemed: Option<&str>) -
 /// A generic RFC 6749 token endpoint.
 #[derive(Debug)]
 pub struct OAuth2 {
-    config: OAuth2Config,
-    auth: ClientAuth,
+    // Boxed: the config and a parsed key are large, and `Provider` holds one per variant.
+    config: Box<OAuth2Config>,
+    auth: Box<ClientAuth>,
 }
 
 /// The configured client authentication, prepared once.
@@ -214,7 +215,10 @@ impl OAuth2 {
                 http: OnceCell::new(),
             },
         };
-        Self { config, auth }
+        Self {
+            config: Box::new(config),
+            auth: Box::new(auth),
+        }
     }
 
     /// The request body without client authentication. A refresh grant redeems the refresh
@@ -252,7 +256,7 @@ impl OAuth2 {
     ) -> Result<Granted, ProviderError> {
         let id = &self.config.client_id;
         form.push(("client_id".to_owned(), id.clone()));
-        let http = match &self.auth {
+        let http = match &*self.auth {
             ClientAuth::Assertion(signer) => {
                 let signer = signer.as_ref().map_err(|e| {
                     ProviderError::BadResponse(format!("cannot sign the client assertion: {e}"))
@@ -278,7 +282,7 @@ impl FetchToken for OAuth2 {
     async fn fetch(&self, ctx: FetchCtx<'_>) -> Result<Token, ProviderError> {
         let (form, redeemed) = self.form(ctx.previous);
         let config = &self.config;
-        let (granted, index) = match self.auth {
+        let (granted, index) = match *self.auth {
             ClientAuth::Secret(placement) => {
                 let client = (config.client_id.as_str(), config.client_secrets.as_slice());
                 let uri = &config.token_url;

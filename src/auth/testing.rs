@@ -130,6 +130,10 @@ pub(crate) fn test_http() -> TokenHttp {
 }
 
 /// `200` with `body`.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "reads best as ok(json!(...)) in tests"
+)]
 pub(crate) fn ok(body: serde_json::Value) -> Canned {
     (200, Vec::new(), body.to_string())
 }

@@ -1,1 +1,0 @@
-//! Socket tests of the providers against loopback fake token endpoints.
