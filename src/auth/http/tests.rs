@@ -274,3 +274,175 @@ fn bad_tls_files_are_reported_at_construction() {
     });
     assert!(matches!(mtls, Err(TokenHttpError::NoCertificate { .. })));
 }
+
+// === TLS: extra CA and RFC 8705 client certificates, against a real rustls server ===
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/auth/http/testdata")
+        .join(name)
+}
+
+/// A one-shot HTTPS endpoint (server cert for 127.0.0.1 from the test CA) that demands a client
+/// certificate signed by the same CA. The thread yields the raw request and whether a client
+/// certificate was presented.
+fn mtls_endpoint() -> (
+    std::net::SocketAddr,
+    std::thread::JoinHandle<Result<(Vec<u8>, bool), String>>,
+) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(read_certs(&testdata("ca.pem")).expect("ca")[0].clone())
+        .expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            read_certs(&testdata("server.pem")).expect("server cert"),
+            read_private_key(&testdata("server.key")).expect("server key"),
+        )
+        .expect("server config");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let thread = std::thread::spawn(move || serve_once(&listener, config));
+    (addr, thread)
+}
+
+fn serve_once(
+    listener: &std::net::TcpListener,
+    config: rustls::ServerConfig,
+) -> Result<(Vec<u8>, bool), String> {
+    use std::io::{Read as _, Write as _};
+    let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let conn = rustls::ServerConnection::new(Arc::new(config)).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut request = Vec::new();
+    let mut buf = [0_u8; 4096];
+    while !complete(&request) {
+        let n = tls.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let presented = tls.conn.peer_certificates().is_some_and(|c| !c.is_empty());
+    let body = r#"{"access_token":"mtls-token","expires_in":60}"#;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(format!("{head}{body}").as_bytes())
+        .map_err(|e| e.to_string())?;
+    tls.conn.send_close_notify();
+    tls.flush().map_err(|e| e.to_string())?;
+    Ok((request, presented))
+}
+
+/// Headers read and `content-length` bytes of body after them.
+fn complete(request: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(request);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let length = text[..end]
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    request.len() >= end + 4 + length
+}
+
+fn tls_options(client_auth: bool) -> TokenHttpOptions {
+    TokenHttpOptions {
+        native_roots: false,
+        timeout: Duration::from_secs(5),
+        ca_file: Some(testdata("ca.pem")),
+        client_auth: client_auth.then(|| ClientAuthFiles {
+            cert_file: testdata("client.pem"),
+            key_file: testdata("client.key"),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn https_with_an_extra_ca_and_a_client_certificate() {
+    let (addr, server) = mtls_endpoint();
+    let http = TokenHttp::new(tls_options(false))
+        .expect("client")
+        .with_client_auth(ClientAuthFiles {
+            cert_file: testdata("client.pem"),
+            key_file: testdata("client.key"),
+        });
+    let uri: Uri = format!("https://{addr}/token").parse().expect("uri");
+    let response = http
+        .expect("mTLS client")
+        .post_form(&uri, [("client_id", "c1")], None)
+        .await
+        .expect("200 over mTLS");
+    assert_eq!(
+        &response.body[..],
+        br#"{"access_token":"mtls-token","expires_in":60}"#
+    );
+    let (request, presented) =
+        tokio::task::spawn_blocking(move || server.join().expect("server thread"))
+            .await
+            .expect("joined")
+            .expect("served");
+    assert!(
+        presented,
+        "the server must have seen the client certificate"
+    );
+    assert!(String::from_utf8_lossy(&request).ends_with("\r\n\r\nclient_id=c1"));
+}
+
+#[tokio::test]
+async fn https_without_the_required_client_certificate_is_unreachable() {
+    let (addr, server) = mtls_endpoint();
+    let uri: Uri = format!("https://{addr}/token").parse().expect("uri");
+    let http = TokenHttp::new(tls_options(false)).expect("client");
+    let error = http
+        .post_form(&uri, [("client_id", "c1")], None)
+        .await
+        .expect_err("refused");
+    assert!(matches!(error, ProviderError::Unreachable(_)), "{error:?}");
+    let served = tokio::task::spawn_blocking(move || server.join().expect("server thread"))
+        .await
+        .expect("joined");
+    assert!(
+        served.is_err(),
+        "the handshake must fail without a client certificate"
+    );
+}
+
+#[tokio::test]
+async fn https_to_an_unknown_issuer_is_unreachable() {
+    let (addr, _server) = mtls_endpoint();
+    let uri: Uri = format!("https://{addr}/token").parse().expect("uri");
+    let options = TokenHttpOptions {
+        ca_file: None,
+        ..tls_options(true)
+    };
+    let error = TokenHttp::new(options)
+        .expect("client")
+        .post_form(&uri, [("a", "b")], None)
+        .await
+        .expect_err("untrusted");
+    assert!(
+        matches!(&error, ProviderError::Unreachable(m) if m.contains("certificate")),
+        "{error:?}"
+    );
+}

@@ -525,3 +525,21 @@ async fn tls_client_auth_sends_the_client_id_and_no_secret() {
         (None, None)
     );
 }
+
+#[test]
+fn debug_shows_neither_secrets_nor_the_private_key() {
+    let method = OAuth2AuthMethod::PrivateKeyJwt {
+        private_key: Secret::from(RSA_PEM),
+    };
+    let grant = OAuth2Grant::Password {
+        username: "u".into(),
+        password: Secret::from("pa55word"),
+    };
+    let mut cfg = config(method, grant);
+    cfg.client_secrets = vec![Secret::from("client-s3cret")];
+    let text = format!("{:?}", OAuth2::new(cfg));
+    let key_body = RSA_PEM.lines().nth(1).expect("a base64 line");
+    for secret in ["pa55word", "client-s3cret", key_body] {
+        assert!(!text.contains(secret), "{secret} leaked into {text}");
+    }
+}
