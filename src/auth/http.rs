@@ -127,6 +127,16 @@ struct Inner {
     options: TokenHttpOptions,
 }
 
+/// Native roots, no extra CA, no client certificate, [`DEFAULT_TIMEOUT`]. Loads the system roots,
+/// so build one and clone it (an `Arc` bump) rather than calling this per tenant.
+impl Default for TokenHttp {
+    fn default() -> Self {
+        Self::new(TokenHttpOptions::default()).expect(
+            "with no file to read only the protocol versions could fail; ring supports them",
+        )
+    }
+}
+
 impl fmt::Debug for TokenHttp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenHttp")

@@ -30,8 +30,8 @@ pub(crate) fn exp(token: &str) -> Option<u64> {
     }
 }
 
-/// Builds an unsigned-looking JWT with the given claims (tests and the sandbox).
-#[cfg_attr(not(test), allow(dead_code, reason = "the sandbox fakes will mint tokens with it"))]
+/// Builds an unsigned-looking JWT with the given claims.
+#[cfg(test)]
 pub(crate) fn encode_unsigned(claims: &serde_json::Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());

@@ -283,13 +283,13 @@ fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The raw request and whether a client certificate was presented, or why serving failed.
+type Served = Result<(Vec<u8>, bool), String>;
+
 /// A one-shot HTTPS endpoint (server cert for 127.0.0.1 from the test CA) that demands a client
 /// certificate signed by the same CA. The thread yields the raw request and whether a client
 /// certificate was presented.
-fn mtls_endpoint() -> (
-    std::net::SocketAddr,
-    std::thread::JoinHandle<Result<(Vec<u8>, bool), String>>,
-) {
+fn mtls_endpoint() -> (std::net::SocketAddr, std::thread::JoinHandle<Served>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -445,4 +445,13 @@ async fn https_to_an_unknown_issuer_is_unreachable() {
         matches!(&error, ProviderError::Unreachable(m) if m.contains("certificate")),
         "{error:?}"
     );
+}
+
+#[tokio::test]
+async fn the_default_client_speaks_plain_http_too() {
+    let idp = FakeEndpoint::start(|_, _| ok(serde_json::json!({"access_token": "t"}))).await;
+    let response = TokenHttp::default()
+        .post_json(&idp.uri("/t"), Vec::new(), Bytes::new())
+        .await;
+    assert_eq!(response.expect("200").status, StatusCode::OK);
 }
