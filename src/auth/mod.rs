@@ -20,6 +20,8 @@ pub(crate) mod jwt;
 pub(crate) mod oauth2;
 pub(crate) mod shopline;
 pub(crate) mod static_token;
+#[cfg(test)]
+pub(crate) mod testing;
 pub(crate) mod vantage;
 
 use std::future::Future;
@@ -29,7 +31,7 @@ use ::http::{HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use crate::config::{ProviderConfig, Secret};
-pub use self::http::TokenHttp;
+pub use self::http::{ClientAuthFiles, TokenHttp, TokenHttpError, TokenHttpOptions};
 
 /// A credential obtained from a provider.
 #[derive(Debug, Clone)]
