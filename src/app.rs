@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use prometheus_client::registry::Registry;
 
 use crate::admin::metrics::{GlobalMetrics, MetricsCollector, TenantMetrics};
-use crate::auth::{Provider, TokenHttp};
+use crate::auth::{Provider, TokenHttp, TokenHttpError, TokenHttpOptions};
 use crate::cache::TokenManager;
 use crate::config::{self, CallerConfig, ConfigError, ConfigErrors, RuntimeConfig, ServerConfig, TenantConfig, TenantName};
 use crate::reload::{self, ReloadHandle, ReloadRequest, ReloadSource};
@@ -74,15 +74,29 @@ pub struct Snapshot {
 struct Shared {
     store: Store,
     client: UpstreamClient,
+    token_http: TokenHttp,
+}
+
+/// Why a snapshot could not be built (files named by `ca_file` are read here).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Upstream(#[from] TlsSetupError),
+    #[error("token endpoint client: {0}")]
+    TokenHttp(#[from] TokenHttpError),
 }
 
 impl Snapshot {
     /// Builds the live state for `config`, reusing what `previous` holds for unchanged parts.
     /// Must run inside the tokio runtime: new token managers start fetching at once.
-    pub fn build(config: &RuntimeConfig, previous: Option<&Self>) -> Result<Self, TlsSetupError> {
+    pub fn build(config: &RuntimeConfig, previous: Option<&Self>) -> Result<Self, BuildError> {
         let shared = match previous {
             Some(previous) => previous.shared.clone(),
-            None => Shared { store: Store::Memory(MemoryStore::default()), client: UpstreamClient::new(None)? },
+            None => Shared {
+                store: Store::Memory(MemoryStore::default()),
+                client: UpstreamClient::new(None)?,
+                token_http: TokenHttp::new(TokenHttpOptions::default())?,
+            },
         };
         let mut tenants = HashMap::with_capacity(config.tenants.len());
         for tenant in &config.tenants {
@@ -102,7 +116,7 @@ impl Snapshot {
     }
 }
 
-fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) -> Result<Tenant, TlsSetupError> {
+fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) -> Result<Tenant, BuildError> {
     let (store, default_client) = (&shared.store, &shared.client);
     let provider = Provider::from_config(&config.provider);
     let mut upstream_headers = provider.upstream_headers();
@@ -116,7 +130,12 @@ fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) ->
         _ => {
             let key = StoreKey::new(&config.name, &config.provider);
             let store = (store.clone(), key);
-            Arc::new(TokenManager::spawn(config.name.clone(), provider, TokenHttp::default(), config.token.clone(), store))
+            // A tenant's ca_file also applies to its token endpoint (an IdP behind a corporate CA).
+            let http = match &config.ca_file {
+                None => shared.token_http.clone(),
+                Some(path) => TokenHttp::new(TokenHttpOptions { ca_file: Some(path.clone()), ..TokenHttpOptions::default() })?,
+            };
+            Arc::new(TokenManager::spawn(config.name.clone(), provider, http, config.token.clone(), store))
         }
     };
     let limiter = match (config.rate_limit, old) {
@@ -179,7 +198,7 @@ pub struct App {
 impl App {
     /// Builds the first snapshot and registers the proxy's metrics in `registry` (created by the
     /// caller, so there is no global registry).
-    pub fn build(config: &RuntimeConfig, mut registry: Registry) -> Result<Self, TlsSetupError> {
+    pub fn build(config: &RuntimeConfig, mut registry: Registry) -> Result<Self, BuildError> {
         let snapshot = Snapshot::build(config, None)?;
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
         let globals = Arc::new(GlobalMetrics::default());
