@@ -106,14 +106,35 @@ pub(crate) struct RawRewrite {
 }
 
 /// `rate_limit = false` or `rate_limit = { per_second, burst, max_wait }`.
-#[derive(Debug, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "`false` or a table { per_second, burst, max_wait }"
-)]
+#[derive(Debug)]
 pub(crate) enum RawRateLimit {
     Switch(bool),
     Limit(RawRateLimitTable),
+}
+
+/// By hand rather than `untagged`, so that a bad key inside the table is reported as itself
+/// (with its position) instead of as "not a bool or a table".
+impl<'de> Deserialize<'de> for RawRateLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = RawRateLimit;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`false` or a table { per_second, burst, max_wait }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<RawRateLimit, E> {
+                Ok(RawRateLimit::Switch(value))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawRateLimit, A::Error> {
+                let table = serde::de::value::MapAccessDeserializer::new(map);
+                RawRateLimitTable::deserialize(table).map(RawRateLimit::Limit)
+            }
+        }
+        deserializer.deserialize_any(Shape)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,7 +170,7 @@ pub(crate) struct RawCaller {
 #[derive(Deserialize)]
 #[serde(
     untagged,
-    expecting = "a string, { env = \"NAME\" } or { file = \"/path\" }"
+    expecting = "expected a string, { env = \"NAME\" } or { file = \"/path\" }"
 )]
 pub(crate) enum RawSecret {
     Literal(String),
@@ -183,7 +204,7 @@ impl std::fmt::Debug for RawSecret {
 /// A duration (`"90s"`) or size (`"2MiB"`, or a bare integer of bytes). Integers are kept so
 /// validation can say "a duration needs a unit" instead of serde's "expected a string".
 #[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "a string such as \"90s\" or \"2MiB\"")]
+#[serde(untagged, expecting = "expected a string such as \"90s\" or \"2MiB\"")]
 pub(crate) enum RawQuantity {
     Integer(i64),
     Text(String),
@@ -193,7 +214,7 @@ pub(crate) enum RawQuantity {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "an RFC 3339 date-time such as 2026-01-01T00:00:00Z"
+    expecting = "expected an RFC 3339 date-time such as 2026-01-01T00:00:00Z"
 )]
 pub(crate) enum RawTime {
     Datetime(toml::value::Datetime),

@@ -6,7 +6,7 @@ use http::Method;
 
 use super::{Ctx, Scope};
 use crate::config::raw::RawCaller;
-use crate::config::{CallerConfig, TenantName};
+use crate::config::{CallerConfig, Secret, TenantName};
 
 /// Shorter keys are accepted with a warning: they can be guessed.
 const MIN_KEY_LEN: usize = 16;
@@ -20,44 +20,70 @@ pub(super) fn callers(ctx: &mut Ctx<'_>) -> Option<Vec<CallerConfig>> {
                 .map(str::to_owned)
         })
         .collect();
-    let mut callers: Vec<(Scope, CallerConfig)> = Vec::new();
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut keys: Vec<(Secret<String>, String)> = Vec::new();
+    let mut callers = Vec::new();
     let mut all_valid = true;
     for index in 0..ctx.src.len("caller") {
         let scope = Scope::caller(index, ctx.src);
-        let raw = ctx.section::<RawCaller>(&scope.path_of(""), scope.label());
-        let Some(caller) = raw.and_then(|raw| caller(ctx, &scope, &raw, &tenant_names)) else {
+        if let Some(name) = ctx.src.str_at(&scope.path_of("name")) {
+            if let Some((_, first)) = names.iter().find(|(other, _)| other == name) {
+                ctx.error(
+                    &scope,
+                    "name",
+                    format!("duplicate caller name (first used by {first})"),
+                );
+                all_valid = false;
+            }
+            names.push((name.to_owned(), scope.label().to_owned()));
+        }
+        let Some(raw) = ctx.section::<RawCaller>(&scope.path_of(""), scope.label()) else {
             all_valid = false;
             continue;
         };
-        if let Some((first, _)) = callers.iter().find(|(_, other)| other.name == caller.name) {
-            ctx.error(
-                &scope,
-                "name",
-                format!("duplicate caller name (first used by {})", first.label()),
-            );
-            all_valid = false;
+        let key = caller_key(ctx, &scope, &raw);
+        if let Some(key) = &key {
+            // Compared without ever printing either key.
+            if let Some((_, first)) = keys
+                .iter()
+                .find(|(other, _)| other.expose() == key.expose())
+            {
+                ctx.error(
+                    &scope,
+                    "key",
+                    format!("same key as {first}: each caller needs its own"),
+                );
+                all_valid = false;
+            }
+            keys.push((key.clone(), scope.label().to_owned()));
         }
-        // Compared without ever printing either key.
-        if let Some((first, _)) = callers
-            .iter()
-            .find(|(_, other)| other.key.expose() == caller.key.expose())
-        {
-            ctx.error(
-                &scope,
-                "key",
-                format!("same key as {}: each caller needs its own", first.label()),
-            );
-            all_valid = false;
+        match caller(ctx, &scope, &raw, key, &tenant_names) {
+            Some(caller) => callers.push(caller),
+            None => all_valid = false,
         }
-        callers.push((scope, caller));
     }
-    all_valid.then(|| callers.into_iter().map(|(_, caller)| caller).collect())
+    all_valid.then_some(callers)
+}
+
+fn caller_key(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawCaller) -> Option<Secret<String>> {
+    let why = "(the caller's API key, sent as `Authorization: Bearer <key>`)";
+    let key = ctx.required(scope, "key", raw.key.as_ref(), why)?;
+    let key = ctx.secret(scope, "key", key)?;
+    if key.expose().chars().count() < MIN_KEY_LEN {
+        ctx.warn(
+            scope,
+            "key",
+            format!("is shorter than {MIN_KEY_LEN} characters and could be guessed"),
+        );
+    }
+    Some(key)
 }
 
 fn caller(
     ctx: &mut Ctx<'_>,
     scope: &Scope,
     raw: &RawCaller,
+    key: Option<Secret<String>>,
     tenant_names: &[String],
 ) -> Option<CallerConfig> {
     let name = ctx.non_empty(
@@ -66,23 +92,6 @@ fn caller(
         raw.name.as_ref(),
         "(it names the caller in logs and metrics)",
     );
-    let key = ctx.required(
-        scope,
-        "key",
-        raw.key.as_ref(),
-        "(the caller's API key, sent as `Authorization: Bearer <key>`)",
-    );
-    let key = key.and_then(|key| ctx.secret(scope, "key", key));
-    if key
-        .as_ref()
-        .is_some_and(|key| key.expose().chars().count() < MIN_KEY_LEN)
-    {
-        ctx.warn(
-            scope,
-            "key",
-            format!("is shorter than {MIN_KEY_LEN} characters and could be guessed"),
-        );
-    }
     let tenants = raw
         .tenants
         .as_ref()

@@ -13,13 +13,14 @@
 
 mod callers;
 mod fields;
-mod oauth2;
 mod providers;
 mod server;
 mod source;
 mod tenant;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_providers;
 
 use std::fmt::Display;
 
@@ -165,6 +166,12 @@ impl Ctx<'_> {
     fn error(&mut self, scope: &Scope, key: &str, message: impl Display) {
         let span = self.src.value_span(&scope.path_of(key));
         self.push_error(span, scope.message(key, message));
+    }
+
+    /// Records an error and yields `None`, for the `match` arms that reject a value.
+    fn reject<T>(&mut self, scope: &Scope, key: &str, message: impl Display) -> Option<T> {
+        self.error(scope, key, message);
+        None
     }
 
     /// An error about the presence of `key` itself (a key that does not belong there).

@@ -41,6 +41,8 @@ impl<'t> Source<'t> {
         if errors.is_empty() {
             return Ok(source);
         }
+        let mut errors = errors;
+        errors.sort_by_key(|e| e.span().map_or(0, |s| s.start));
         let errors = errors
             .iter()
             .map(|e| source.error(e.span(), format!("TOML syntax: {}", e.message())))
@@ -261,10 +263,10 @@ mod tests {
 
     #[test]
     fn locations_are_one_based_lines_and_character_columns() {
-        let source = Source::parse("a = 1\n# é\n[t]\n  bé = \"x\"\n", "f.toml").expect("valid");
+        let source = Source::parse("a = 1\n# é\n[t]\n  \"bé\" = \"x\"\n", "f.toml").expect("valid");
         assert_eq!(source.location(source.key_span("a")), "f.toml:1:1");
         assert_eq!(source.location(source.key_span("t.bé")), "f.toml:4:3");
-        assert_eq!(source.location(source.value_span("t.bé")), "f.toml:4:8");
+        assert_eq!(source.location(source.value_span("t.bé")), "f.toml:4:10");
         assert_eq!(source.location(None), "f.toml");
     }
 

@@ -17,7 +17,7 @@ use crate::config::{
 
 /// Headers a tenant may not fix: connection management (hop-by-hop, framing) and the ones the
 /// proxy owns (`host` is the upstream's, `authorization` is the provider's credential).
-const FORBIDDEN_HEADERS: [&str; 12] = [
+pub(super) const FORBIDDEN_HEADERS: [&str; 12] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use super::providers::{client_secrets, optional_text, scopes};
-use super::{Ctx, Scope};
+use super::{client_secrets, optional_text, scopes};
 use crate::config::raw::{RawResponse, RawTenant};
+use crate::config::validate::{Ctx, Scope};
 use crate::config::{
     ExpiresInUnit, OAuth2AuthMethod, OAuth2Config, OAuth2Grant, ResponseMapping, Secret,
 };
@@ -26,28 +26,31 @@ const RESERVED_PARAMS: [&str; 10] = [
     "audience",
 ];
 
-pub(super) fn oauth2(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<OAuth2Config> {
+pub(super) fn build(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<OAuth2Config> {
     let why = "for provider `oauth2`";
     let token_url = ctx.required(scope, "token_url", raw.token_url.as_ref(), why);
     let token_url = token_url.and_then(|url| ctx.token_url(scope, "token_url", url));
     let client_id = ctx.non_empty(scope, "client_id", raw.client_id.as_ref(), why);
     let auth_method = auth_method(ctx, scope, raw);
-    let client_secrets = match &auth_method {
-        // These methods authenticate without a shared secret; one given would go unused.
-        Some(OAuth2AuthMethod::PrivateKeyJwt { .. } | OAuth2AuthMethod::TlsClientAuth { .. }) => {
-            let given = [
-                ("client_secret", raw.client_secret.is_some()),
-                ("client_secrets", raw.client_secrets.is_some()),
-            ];
-            forbid(
-                ctx,
-                scope,
-                &given,
-                "auth_method = \"client_secret_post\" or \"client_secret_basic\"",
-            )
-            .then(Vec::new)
-        }
-        _ => client_secrets(ctx, scope, raw, None),
+    // These methods authenticate without a shared secret; one given would go unused.
+    let secretless = matches!(
+        raw.auth_method.as_deref(),
+        Some("private_key_jwt" | "tls_client_auth")
+    );
+    let client_secrets = if secretless {
+        let given = [
+            ("client_secret", raw.client_secret.is_some()),
+            ("client_secrets", raw.client_secrets.is_some()),
+        ];
+        forbid(
+            ctx,
+            scope,
+            &given,
+            "auth_method = \"client_secret_post\" or \"client_secret_basic\"",
+        )
+        .then(Vec::new)
+    } else {
+        client_secrets(ctx, scope, raw, None)
     };
     let grant = grant(ctx, scope, raw);
     let scopes = scopes(ctx, scope, raw, None);
