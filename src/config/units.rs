@@ -101,68 +101,65 @@ fn unknown_unit(text: &str, unit: &str, expected: &'static str) -> UnitError {
 /// Hand-written because it is the only timestamp the configuration holds.
 pub(crate) fn parse_rfc3339(text: &str) -> Result<SystemTime, UnitError> {
     let bad = || UnitError::BadTimestamp(text.to_owned());
-    let b = text.trim().as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(bad());
-    }
-    let num = |from: usize, to: usize| -> Result<i64, UnitError> {
-        let part = &b[from..to];
-        if !part.iter().all(u8::is_ascii_digit) {
-            return Err(bad());
-        }
-        std::str::from_utf8(part)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(bad)
-    };
+    let bytes = text.trim().as_bytes();
+    let (date_time, rest) = bytes.split_at_checked(19).ok_or_else(bad)?;
+    let local_secs = civil_seconds(date_time).ok_or_else(bad)?;
+    let (nanos, offset) = fraction_and_offset(rest).ok_or_else(bad)?;
+    let secs = u64::try_from(local_secs - offset).map_err(|_| bad())?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (also `t` or a space as separator) → seconds since the epoch, as if UTC.
+fn civil_seconds(b: &[u8]) -> Option<i64> {
+    let separators_ok = b[4] == b'-'
+        && b[7] == b'-'
+        && matches!(b[10], b'T' | b't' | b' ')
+        && b[13] == b':'
+        && b[16] == b':';
+    let num = |from: usize, to: usize| digits(&b[from..to]);
     let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
     let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(bad());
-    }
-    let mut rest = &b[19..];
-    let mut nanos = 0u32;
-    if rest.first() == Some(&b'.') {
-        let frac_len = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if frac_len == 0 {
-            return Err(bad());
-        }
-        let frac: String = rest[1..=frac_len]
+    let in_range = (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && hour <= 23
+        && minute <= 59
+        && second <= 60;
+    (separators_ok && in_range)
+        .then(|| days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// `[.fraction](Z|±HH:MM)` → (nanoseconds, offset east of UTC in seconds).
+fn fraction_and_offset(mut rest: &[u8]) -> Option<(u32, i64)> {
+    let mut nanos = 0;
+    if let Some(after_dot) = rest.strip_prefix(b".") {
+        let len = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
+        // Nanosecond precision: further digits are dropped, fewer are right-padded.
+        let kept: Vec<u8> = after_dot[..len]
             .iter()
+            .copied()
+            .chain(std::iter::repeat(b'0'))
             .take(9)
-            .map(|c| char::from(*c))
             .collect();
-        nanos = format!("{frac:0<9}").parse().map_err(|_| bad())?;
-        rest = &rest[1 + frac_len..];
+        nanos = u32::try_from(digits(&kept)?).ok().filter(|_| len > 0)?;
+        rest = &after_dot[len..];
     }
-    let offset_secs = match rest {
+    let offset = match rest {
         [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let digits = [*h1, *h2, *m1, *m2];
-            if !digits.iter().all(u8::is_ascii_digit) {
-                return Err(bad());
-            }
-            let d = |i: usize| i64::from(digits[i] - b'0');
-            let offset = (d(0) * 10 + d(1)) * 3600 + (d(2) * 10 + d(3)) * 60;
+            let offset = digits(&[*h1, *h2])? * 3600 + digits(&[*m1, *m2])? * 60;
             if *sign == b'-' { -offset } else { offset }
         }
-        _ => return Err(bad()),
+        _ => return None,
     };
-    let unix = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-        - offset_secs;
-    let secs = u64::try_from(unix).map_err(|_| bad())?;
-    Ok(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+    Some((nanos, offset))
+}
+
+/// A run of ASCII digits as a number.
+fn digits(bytes: &[u8]) -> Option<i64> {
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).

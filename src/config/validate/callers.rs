@@ -4,6 +4,7 @@
 
 use http::Method;
 
+use super::fields::optional;
 use super::{Ctx, Scope};
 use crate::config::raw::RawCaller;
 use crate::config::{CallerConfig, Secret, TenantName};
@@ -20,49 +21,78 @@ pub(super) fn callers(ctx: &mut Ctx<'_>) -> Option<Vec<CallerConfig>> {
                 .map(str::to_owned)
         })
         .collect();
-    let mut names: Vec<(String, String)> = Vec::new();
-    let mut keys: Vec<(Secret<String>, String)> = Vec::new();
+    let mut seen = Seen::default();
     let mut callers = Vec::new();
     let mut all_valid = true;
     for index in 0..ctx.src.len("caller") {
         let scope = Scope::caller(index, ctx.src);
-        if let Some(name) = ctx.src.str_at(&scope.path_of("name")) {
-            if let Some((_, first)) = names.iter().find(|(other, _)| other == name) {
-                ctx.error(
-                    &scope,
-                    "name",
-                    format!("duplicate caller name (first used by {first})"),
-                );
-                all_valid = false;
-            }
-            names.push((name.to_owned(), scope.label().to_owned()));
-        }
+        all_valid &= seen.name(ctx, &scope);
         let Some(raw) = ctx.section::<RawCaller>(&scope.path_of(""), scope.label()) else {
             all_valid = false;
             continue;
         };
         let key = caller_key(ctx, &scope, &raw);
-        if let Some(key) = &key {
-            // Compared without ever printing either key.
-            if let Some((_, first)) = keys
-                .iter()
-                .find(|(other, _)| other.expose() == key.expose())
-            {
-                ctx.error(
-                    &scope,
-                    "key",
-                    format!("same key as {first}: each caller needs its own"),
-                );
-                all_valid = false;
-            }
-            keys.push((key.clone(), scope.label().to_owned()));
-        }
+        all_valid &= key.as_ref().is_none_or(|key| seen.key(ctx, &scope, key));
         match caller(ctx, &scope, &raw, key, &tenant_names) {
             Some(caller) => callers.push(caller),
             None => all_valid = false,
         }
     }
     all_valid.then_some(callers)
+}
+
+/// Names and keys of the callers checked so far, with the label of the caller that used them.
+#[derive(Default)]
+struct Seen {
+    names: Vec<(String, String)>,
+    keys: Vec<(Secret<String>, String)>,
+}
+
+impl Seen {
+    /// False (and reported) when an earlier caller has the same name.
+    fn name(&mut self, ctx: &mut Ctx<'_>, scope: &Scope) -> bool {
+        let Some(name) = ctx.src.str_at(&scope.path_of("name")) else {
+            return true;
+        };
+        let first = self
+            .names
+            .iter()
+            .find(|(other, _)| other == name)
+            .map(|(_, label)| label.clone());
+        self.names.push((name.to_owned(), scope.label().to_owned()));
+        match first {
+            Some(first) => {
+                ctx.error(
+                    scope,
+                    "name",
+                    format!("duplicate caller name (first used by {first})"),
+                );
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// False (and reported) when an earlier caller has the same key; compared, never printed.
+    fn key(&mut self, ctx: &mut Ctx<'_>, scope: &Scope, key: &Secret<String>) -> bool {
+        let first = self
+            .keys
+            .iter()
+            .find(|(other, _)| other.expose() == key.expose())
+            .map(|(_, label)| label.clone());
+        self.keys.push((key.clone(), scope.label().to_owned()));
+        match first {
+            Some(first) => {
+                ctx.error(
+                    scope,
+                    "key",
+                    format!("same key as {first}: each caller needs its own"),
+                );
+                false
+            }
+            None => true,
+        }
+    }
 }
 
 fn caller_key(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawCaller) -> Option<Secret<String>> {
@@ -92,16 +122,16 @@ fn caller(
         raw.name.as_ref(),
         "(it names the caller in logs and metrics)",
     );
-    let tenants = raw
-        .tenants
-        .as_ref()
-        .map(|list| tenants(ctx, scope, list, tenant_names));
-    let methods = raw.methods.as_ref().map(|list| methods(ctx, scope, list));
+    let tenants = optional(raw.tenants.as_ref(), |list| {
+        tenants(ctx, scope, list, tenant_names)
+    });
+    let methods = optional(raw.methods.as_ref(), |list| methods(ctx, scope, list));
     Some(CallerConfig {
         name: name?.to_owned(),
         key: key?,
-        tenants: tenants.map_or(Some(None), |t| t.map(|t| (!t.is_empty()).then_some(t)))?,
-        methods: methods.map_or(Some(None), |m| m.map(Some))?,
+        // `["*"]` came back as an empty list: every tenant.
+        tenants: tenants?.filter(|list| !list.is_empty()),
+        methods: methods?,
     })
 }
 

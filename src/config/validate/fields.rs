@@ -32,6 +32,21 @@ impl Ctx<'_> {
             .ok()
     }
 
+    /// A duration that must not be zero (a timeout or lifetime of 0 s would make nothing work).
+    pub(super) fn positive_duration(
+        &mut self,
+        scope: &Scope,
+        key: &str,
+        raw: Option<&RawQuantity>,
+        default: Duration,
+    ) -> Option<Duration> {
+        let duration = self.duration(scope, key, raw, default)?;
+        if duration.is_zero() {
+            return self.reject(scope, key, "must be longer than 0s");
+        }
+        Some(duration)
+    }
+
     /// A size such as `"2MiB"` or a bare number of bytes; `default` when absent.
     pub(super) fn size(
         &mut self,
@@ -192,6 +207,18 @@ impl Ctx<'_> {
     }
 }
 
+/// An optional key: `Some(None)` when absent, `Some(Some(_))` when present and valid, `None` when
+/// present and invalid (already reported).
+pub(super) fn optional<R, T>(
+    raw: Option<R>,
+    parse: impl FnOnce(R) -> Option<T>,
+) -> Option<Option<T>> {
+    match raw {
+        None => Some(None),
+        Some(raw) => parse(raw).map(Some),
+    }
+}
+
 /// Where a secret came from, for messages.
 fn describe(raw: &RawSecret) -> String {
     match raw {
@@ -201,7 +228,7 @@ fn describe(raw: &RawSecret) -> String {
     }
 }
 
-fn check_http_url(text: &str, allow_query: bool) -> Result<http::Uri, &'static str> {
+pub(super) fn check_http_url(text: &str, allow_query: bool) -> Result<http::Uri, &'static str> {
     // `http::Uri` silently drops a fragment; a `#` in a base URL is always a mistake.
     if text.contains('#') {
         return Err("must not have a #fragment");

@@ -70,6 +70,13 @@ fn build(ctx: &mut Ctx<'_>) -> Option<RuntimeConfig> {
             ctx.push_error(Some(span), message);
         }
     }
+    for (section, header) in [("tenant", "[[tenant]]"), ("caller", "[[caller]]")] {
+        let value = ctx.src.get(section).map(|v| v.get_ref());
+        if value.is_some_and(|v| !matches!(v, toml::de::DeValue::Array(_))) {
+            let message = format!("must be an array of tables: write `{header}`");
+            ctx.error(&Scope::new(section, format!("`{section}`")), "", message);
+        }
+    }
     let raw_server = ctx.section::<RawServer>("server", "[server]");
     let raw_token = ctx.section::<RawToken>("token", "[token]");
     let raw_store = ctx.section::<RawStore>("store", "[store]");

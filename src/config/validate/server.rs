@@ -41,21 +41,19 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
         raw.shutdown_grace.as_ref(),
         Duration::from_secs(30),
     );
-    let request_timeout = ctx.duration(
+    let timeout = Duration::from_secs(60);
+    let request_timeout = ctx.positive_duration(
         &scope,
         "request_timeout",
         raw.request_timeout.as_ref(),
-        Duration::from_secs(60),
+        timeout,
     );
-    if request_timeout == Some(Duration::ZERO) {
-        ctx.error(&scope, "request_timeout", "must be longer than 0s");
-    }
     let max_body = ctx.size(&scope, "max_body", raw.max_body.as_ref(), DEFAULT_MAX_BODY);
     Some(ServerConfig {
         listen: listen?,
         admin_listen: admin_listen?,
         shutdown_grace: shutdown_grace?,
-        request_timeout: request_timeout.filter(|t| !t.is_zero())?,
+        request_timeout: request_timeout?,
         max_body: max_body?,
         allow_anonymous: raw.allow_anonymous.unwrap_or(false),
         watch_config: raw.watch_config.unwrap_or(false),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+use super::fields::optional;
 use super::{Ctx, Scope, providers, server};
 use crate::config::raw::{RawRateLimit, RawRewrite, RawSecret, RawTenant};
 use crate::config::{
@@ -61,19 +62,6 @@ pub(super) fn tenants(
             None => all_valid = false,
         }
     }
-    if ctx.src.has("tenant")
-        && !matches!(
-            ctx.src.get("tenant").map(|v| v.get_ref()),
-            Some(toml::de::DeValue::Array(_))
-        )
-    {
-        ctx.error(
-            &Scope::new("tenant", "[[tenant]]"),
-            "",
-            "must be an array of tables ([[tenant]])",
-        );
-        return None;
-    }
     all_valid.then_some(tenants)
 }
 
@@ -89,51 +77,52 @@ fn tenant(
     let preset = kind
         .map(|kind| providers::preset(kind, raw))
         .unwrap_or_default();
-    let upstream_uri = match (raw.upstream.as_ref().or(preset.upstream.as_ref()), kind) {
-        (Some(text), _) => ctx.http_url(scope, "upstream", text, false),
-        (None, Some(kind)) if !preset.has_default_upstream => {
-            ctx.error(
-                scope,
-                "",
-                format!("`upstream` is required for provider `{kind}`"),
-            );
-            None
-        }
-        // No provider, or a default that could not be built (its own key is reported).
-        (None, _) => None,
-    };
-    let provider =
-        kind.and_then(|kind| providers::build(ctx, scope, kind, raw, upstream_uri.as_ref()));
+    let upstream = upstream(ctx, scope, raw, kind, &preset);
+    let provider = kind.and_then(|kind| providers::build(ctx, scope, kind, raw, upstream.as_ref()));
     let token = server::tenant_token_policy(ctx, scope, raw, token);
     let rate_limit = rate_limit(ctx, scope, raw.rate_limit.as_ref(), preset.rate_limit);
-    let max_body = ctx.size(
-        scope,
-        "max_body",
-        raw.max_body.as_ref(),
-        preset.max_body.unwrap_or(max_body),
-    );
+    let max_body = preset.max_body.unwrap_or(max_body);
+    let max_body = ctx.size(scope, "max_body", raw.max_body.as_ref(), max_body);
     let headers = headers(ctx, scope, raw);
-    let ca_file = raw
-        .ca_file
-        .as_ref()
-        .map(|path| ctx.existing_file(scope, "ca_file", path));
+    let ca_file = optional(raw.ca_file.as_ref(), |path| {
+        ctx.existing_file(scope, "ca_file", path)
+    });
     let rewrite = rewrite(ctx, scope, raw.rewrite.as_deref(), preset.rewrite);
-    let listen = raw
-        .listen
-        .as_ref()
-        .map(|text| ctx.socket_addr(scope, "listen", text));
+    let listen = optional(raw.listen.as_ref(), |text| {
+        ctx.socket_addr(scope, "listen", text)
+    });
     Some(TenantConfig {
         name: name?,
-        listen: listen.map_or(Some(None), |l| l.map(Some))?,
-        upstream: upstream_uri.as_ref().map(split_upstream)?,
+        listen: listen?,
+        upstream: upstream.as_ref().map(split_upstream)?,
         provider: provider?,
         token: token?,
         rate_limit: rate_limit?,
         max_body: max_body?,
         headers: headers?,
-        ca_file: ca_file.map_or(Some(None), |f| f.map(Some))?,
+        ca_file: ca_file?,
         rewrite: rewrite?,
     })
+}
+
+/// The tenant's `upstream`, else the provider's default.
+fn upstream(
+    ctx: &mut Ctx<'_>,
+    scope: &Scope,
+    raw: &RawTenant,
+    kind: Option<&str>,
+    preset: &providers::Preset,
+) -> Option<http::Uri> {
+    match (raw.upstream.as_ref().or(preset.upstream.as_ref()), kind) {
+        (Some(text), _) => ctx.http_url(scope, "upstream", text, false),
+        (None, Some(kind)) if !preset.has_default_upstream => ctx.reject(
+            scope,
+            "",
+            format!("`upstream` is required for provider `{kind}`"),
+        ),
+        // No provider, or a default that could not be built (its own key is reported).
+        (None, _) => None,
+    }
 }
 
 fn tenant_name(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<TenantName> {
@@ -297,45 +286,46 @@ fn rewrite(
                 .collect(),
         );
     };
-    let mut rules = Vec::new();
-    let mut valid = true;
-    for (index, rule) in raw.iter().enumerate() {
-        let pattern = ctx.required(
+    let rules: Vec<_> = raw
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| rewrite_rule(ctx, scope, index, rule))
+        .collect();
+    rules.into_iter().collect()
+}
+
+fn rewrite_rule(
+    ctx: &mut Ctx<'_>,
+    scope: &Scope,
+    index: usize,
+    raw: &RawRewrite,
+) -> Option<RewriteRule> {
+    let key = format!("rewrite.{index}");
+    let (Some(pattern), Some(replace)) = (&raw.pattern, &raw.replace) else {
+        return ctx.reject(
             scope,
-            &format!("rewrite.{index}.match"),
-            rule.pattern.as_ref(),
-            "in a rewrite rule",
+            &key,
+            "a rewrite rule needs both `match` and `replace`",
         );
-        let replace = ctx.required(
-            scope,
-            &format!("rewrite.{index}.replace"),
-            rule.replace.as_ref(),
-            "in a rewrite rule",
-        );
-        let regex = pattern.and_then(|p| match regex::Regex::new(p) {
-            Ok(regex) => Some(regex),
-            Err(e) => {
-                let reason = e
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or_default()
-                    .trim_start_matches("error: ")
-                    .to_owned();
-                ctx.error(
-                    scope,
-                    &format!("rewrite.{index}.match"),
-                    format!("invalid regular expression: {reason}"),
-                );
-                None
-            }
-        });
-        match (regex, replace) {
-            (Some(pattern), Some(replace)) => rules.push(rule_of(pattern, replace.clone())),
-            _ => valid = false,
+    };
+    match regex::Regex::new(pattern) {
+        Ok(regex) => Some(rule_of(regex, replace.clone())),
+        Err(e) => {
+            // regex's message is multi-line with a caret diagram; its last line says what is wrong.
+            let reason = e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_owned();
+            ctx.reject(
+                scope,
+                &format!("{key}.match"),
+                format!("invalid regular expression: {reason}"),
+            )
         }
     }
-    valid.then_some(rules)
 }
 
 fn preset_rule(pattern: &str, replace: &str) -> RewriteRule {

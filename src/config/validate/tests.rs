@@ -436,3 +436,14 @@ fn unknown_section_is_an_error() {
         &["unknown section `servr`"],
     );
 }
+
+#[test]
+fn tenant_and_caller_must_be_arrays_of_tables() {
+    let errors = parse_err("[tenant]\nname = \"x\"\n[caller]\nname = \"y\"\n");
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(
+        find(&errors, &["write `[[tenant]]`"]).location,
+        "t.toml:1:1"
+    );
+    find(&errors, &["write `[[caller]]`"]);
+}

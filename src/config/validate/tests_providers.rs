@@ -379,3 +379,14 @@ fn static_header_value_and_expiry() {
         &["key `header`", "managed by the proxy"],
     );
 }
+
+#[test]
+fn an_invalid_vantage_base_url_is_reported_once() {
+    let text = "[[tenant]]\nname = \"va\"\nprovider = \"vantage\"\nbase_url = \"vantage.example\"\nclient_id = \"c\"\nclient_secret = { env = \"ACME_VANTAGE_SECRET\" }\n";
+    let errors = parse_err(text);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        find(&errors, &["key `base_url`", "absolute http"]).location,
+        location_of(text, "\"vantage.example\"")
+    );
+}

@@ -15,6 +15,7 @@ mod vantage;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use super::fields::check_http_url;
 use super::{Ctx, Scope};
 use crate::config::raw::RawTenant;
 use crate::config::{ProviderConfig, RateLimitConfig, Secret};
@@ -134,17 +135,19 @@ pub(super) fn preset(kind: &str, raw: &RawTenant) -> Preset {
             rate_limit: limit(4, 40),
             ..Preset::default()
         },
-        "vantage" => Preset {
-            upstream: Some(
-                raw.base_url
-                    .as_deref()
-                    .unwrap_or(VANTAGE_BASE_URL)
-                    .trim_end_matches('/')
-                    .to_owned(),
-            ),
-            has_default_upstream: true,
-            ..Preset::default()
-        },
+        "vantage" => {
+            let base = raw
+                .base_url
+                .as_deref()
+                .unwrap_or(VANTAGE_BASE_URL)
+                .trim_end_matches('/');
+            Preset {
+                // An invalid base_url is reported once, by the provider, not again as upstream.
+                upstream: check_http_url(base, false).is_ok().then(|| base.to_owned()),
+                has_default_upstream: true,
+                ..Preset::default()
+            }
+        }
         "cyberbiz" => Preset {
             upstream: Some(CYBERBIZ_UPSTREAM.to_owned()),
             has_default_upstream: true,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{client_secrets, optional_text, scopes};
 use crate::config::raw::{RawResponse, RawTenant};
+use crate::config::validate::fields::optional;
 use crate::config::validate::{Ctx, Scope};
 use crate::config::{
     ExpiresInUnit, OAuth2AuthMethod, OAuth2Config, OAuth2Grant, ResponseMapping, Secret,
@@ -32,46 +33,18 @@ pub(super) fn build(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option
     let token_url = token_url.and_then(|url| ctx.token_url(scope, "token_url", url));
     let client_id = ctx.non_empty(scope, "client_id", raw.client_id.as_ref(), why);
     let auth_method = auth_method(ctx, scope, raw);
-    // These methods authenticate without a shared secret; one given would go unused.
-    let secretless = matches!(
-        raw.auth_method.as_deref(),
-        Some("private_key_jwt" | "tls_client_auth")
-    );
-    let client_secrets = if secretless {
-        let given = [
-            ("client_secret", raw.client_secret.is_some()),
-            ("client_secrets", raw.client_secrets.is_some()),
-        ];
-        forbid(
-            ctx,
-            scope,
-            &given,
-            "auth_method = \"client_secret_post\" or \"client_secret_basic\"",
-        )
-        .then(Vec::new)
-    } else {
-        client_secrets(ctx, scope, raw, None)
-    };
+    let client_secrets = secrets(ctx, scope, raw);
     let grant = grant(ctx, scope, raw);
     let scopes = scopes(ctx, scope, raw, None);
-    let scope_separator = raw
-        .scope_separator
-        .clone()
-        .unwrap_or_else(|| " ".to_owned());
-    if scope_separator.is_empty() {
-        ctx.error(scope, "scope_separator", "must not be empty");
-    }
+    let scope_separator = match raw.scope_separator.as_deref() {
+        None => Some(" ".to_owned()),
+        Some("") => ctx.reject(scope, "scope_separator", "must not be empty"),
+        Some(separator) => Some(separator.to_owned()),
+    };
     let extra_params = extra_params(ctx, scope, raw);
     let audience = optional_text(ctx, scope, "audience", raw.audience.as_ref());
-    let default_ttl = ctx.duration(
-        scope,
-        "default_ttl",
-        raw.default_ttl.as_ref(),
-        Duration::from_secs(3600),
-    );
-    if default_ttl.is_some_and(|ttl| ttl.is_zero()) {
-        ctx.error(scope, "default_ttl", "must be longer than 0s");
-    }
+    let ttl = Duration::from_secs(3600);
+    let default_ttl = ctx.positive_duration(scope, "default_ttl", raw.default_ttl.as_ref(), ttl);
     let response = response(ctx, scope, raw.response.as_ref());
     Some(OAuth2Config {
         token_url: token_url?,
@@ -79,13 +52,30 @@ pub(super) fn build(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option
         client_secrets: client_secrets?,
         grant: grant?,
         scopes: scopes?,
-        scope_separator: Some(scope_separator).filter(|s| !s.is_empty())?,
+        scope_separator: scope_separator?,
         auth_method: auth_method?,
         extra_params: extra_params?,
         audience: audience?,
-        default_ttl: default_ttl.filter(|ttl| !ttl.is_zero())?,
+        default_ttl: default_ttl?,
         response: response?,
     })
+}
+
+/// Client secrets, except with the methods that authenticate without one (where a secret given
+/// would go unused).
+fn secrets(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<Vec<Secret<String>>> {
+    if !matches!(
+        raw.auth_method.as_deref(),
+        Some("private_key_jwt" | "tls_client_auth")
+    ) {
+        return client_secrets(ctx, scope, raw, None);
+    }
+    let given = [
+        ("client_secret", raw.client_secret.is_some()),
+        ("client_secrets", raw.client_secrets.is_some()),
+    ];
+    let instead = "auth_method = \"client_secret_post\" or \"client_secret_basic\"";
+    forbid(ctx, scope, &given, instead).then(Vec::new)
 }
 
 fn grant(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<OAuth2Grant> {
@@ -136,66 +126,63 @@ fn grant(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<OAuth2Gran
 }
 
 fn auth_method(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<OAuth2AuthMethod> {
-    let method = raw.auth_method.as_deref().unwrap_or("client_secret_post");
     let key_given = [("private_key", raw.private_key.is_some())];
     let tls_given = [
         ("client_cert", raw.client_cert.is_some()),
         ("client_key", raw.client_key.is_some()),
     ];
-    match method {
+    let method = raw.auth_method.as_deref().unwrap_or("client_secret_post");
+    let (method, ok) = match method {
         "client_secret_post" | "client_secret_basic" => {
-            let allowed = format!(
+            let instead = format!(
                 "auth_method = \"private_key_jwt\" or \"tls_client_auth\" (not {method:?})"
             );
             let ok =
-                forbid(ctx, scope, &key_given, &allowed) & forbid(ctx, scope, &tls_given, &allowed);
+                forbid(ctx, scope, &key_given, &instead) & forbid(ctx, scope, &tls_given, &instead);
             let method = if method == "client_secret_post" {
                 OAuth2AuthMethod::ClientSecretPost
             } else {
                 OAuth2AuthMethod::ClientSecretBasic
             };
-            ok.then_some(method)
+            (Some(method), ok)
         }
         "private_key_jwt" => {
             let ok = forbid(ctx, scope, &tls_given, "auth_method = \"tls_client_auth\"");
-            let raw_key = ctx.required(
-                scope,
-                "private_key",
-                raw.private_key.as_ref(),
-                "with auth_method = \"private_key_jwt\"",
-            );
-            let private_key = raw_key
-                .and_then(|k| ctx.secret(scope, "private_key", k))
-                .and_then(|k| pem_key(ctx, scope, k));
-            Some(OAuth2AuthMethod::PrivateKeyJwt {
-                private_key: private_key?,
-            })
-            .filter(|_| ok)
+            (private_key_jwt(ctx, scope, raw), ok)
         }
         "tls_client_auth" => {
             let ok = forbid(ctx, scope, &key_given, "auth_method = \"private_key_jwt\"");
-            let why = "with auth_method = \"tls_client_auth\"";
-            let cert = ctx.required(scope, "client_cert", raw.client_cert.as_ref(), why);
-            let key = ctx.required(scope, "client_key", raw.client_key.as_ref(), why);
-            let client_cert = cert.and_then(|path| ctx.existing_file(scope, "client_cert", path));
-            let client_key = key.and_then(|path| ctx.existing_file(scope, "client_key", path));
-            Some(OAuth2AuthMethod::TlsClientAuth {
-                client_cert: client_cert?,
-                client_key: client_key?,
-            })
-            .filter(|_| ok)
+            (tls_client_auth(ctx, scope, raw), ok)
         }
         other => {
             let expected =
                 "client_secret_post, client_secret_basic, private_key_jwt or tls_client_auth";
-            ctx.error(
-                scope,
-                "auth_method",
-                format!("unknown auth_method `{other}`; expected one of {expected}"),
-            );
-            None
+            let message = format!("unknown auth_method `{other}`; expected one of {expected}");
+            (ctx.reject(scope, "auth_method", message), false)
         }
-    }
+    };
+    method.filter(|_| ok)
+}
+
+fn private_key_jwt(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<OAuth2AuthMethod> {
+    let why = "with auth_method = \"private_key_jwt\"";
+    let key = ctx.required(scope, "private_key", raw.private_key.as_ref(), why)?;
+    let private_key = ctx.secret(scope, "private_key", key)?;
+    Some(OAuth2AuthMethod::PrivateKeyJwt {
+        private_key: pem_key(ctx, scope, private_key)?,
+    })
+}
+
+fn tls_client_auth(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<OAuth2AuthMethod> {
+    let why = "with auth_method = \"tls_client_auth\"";
+    let cert = ctx.required(scope, "client_cert", raw.client_cert.as_ref(), why);
+    let key = ctx.required(scope, "client_key", raw.client_key.as_ref(), why);
+    let client_cert = cert.and_then(|path| ctx.existing_file(scope, "client_cert", path));
+    let client_key = key.and_then(|path| ctx.existing_file(scope, "client_key", path));
+    Some(OAuth2AuthMethod::TlsClientAuth {
+        client_cert: client_cert?,
+        client_key: client_key?,
+    })
 }
 
 /// A PEM private key; checked by shape only, without echoing it.
@@ -256,10 +243,9 @@ fn response(
         "response.expires_in",
         raw.expires_in.as_deref().unwrap_or("expires_in"),
     );
-    let expires_at = raw
-        .expires_at
-        .as_deref()
-        .map(|path| field_path(ctx, scope, "response.expires_at", path));
+    let expires_at = optional(raw.expires_at.as_deref(), |path| {
+        field_path(ctx, scope, "response.expires_at", path)
+    });
     let unit = match raw.expires_in_unit.as_deref().unwrap_or("s") {
         "s" => Some(ExpiresInUnit::Seconds),
         "ms" => Some(ExpiresInUnit::Millis),
@@ -276,7 +262,7 @@ fn response(
         token: token?,
         expires_in: expires_in?,
         expires_in_unit: unit?,
-        expires_at: expires_at.map_or(Some(None), |p| p.map(Some))?,
+        expires_at: expires_at?,
     })
 }
 

@@ -34,11 +34,12 @@ pub(super) fn build(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option
         Some(Some(id)) => format!("{base_text}/auth2/{id}/connect/token"),
         _ => format!("{base_text}/auth2/connect/token"),
     };
-    let token_url = ctx.token_url(
-        scope,
-        "token_url",
-        raw.token_url.as_deref().unwrap_or(&derived),
-    );
+    let token_url = match (&raw.token_url, &base_url) {
+        (Some(text), _) => ctx.token_url(scope, "token_url", text),
+        (None, Some(_)) => ctx.token_url(scope, "base_url", &derived),
+        // base_url is invalid and already reported.
+        (None, None) => None,
+    };
     let client_id = ctx.non_empty(scope, "client_id", raw.client_id.as_ref(), why);
     let client_secrets = client_secrets(ctx, scope, raw, None);
     let grant = password_or_client(ctx, scope, raw);
