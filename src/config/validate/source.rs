@@ -85,11 +85,6 @@ impl<'t> Source<'t> {
         })
     }
 
-    /// Whether the document has a value at `path`.
-    pub(super) fn has(&self, path: &str) -> bool {
-        self.find(path).complete
-    }
-
     /// The value at `path`, if any.
     pub(super) fn get(&self, path: &str) -> Option<&Spanned<DeValue<'t>>> {
         let mut current = &self.root;
