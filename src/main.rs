@@ -1,1 +1,83 @@
-fn main() {}
+//! Thin entry point: parse the command line, set up logging, load configuration, run, and map
+//! failures to exit codes (78 = EX_CONFIG for a configuration the proxy cannot serve).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokenbroker::app::{App, Listeners};
+use tokenbroker::cli::{Cli, Command};
+use tokenbroker::config::{self, ConfigErrors, Loaded};
+use tokenbroker::{signals, telemetry};
+
+/// sysexits.h EX_CONFIG.
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(cli.config.as_deref()),
+        Command::Run => runtime.block_on(run(cli.config.as_deref())),
+        Command::Demo => runtime.block_on(tokenbroker::demo::run()),
+    }
+}
+
+fn config_path(path: Option<&Path>) -> Result<PathBuf, ConfigErrors> {
+    path.map(Path::to_path_buf).ok_or_else(|| {
+        ConfigErrors(vec![config::ConfigError {
+            location: "command line".into(),
+            message: "no configuration file: pass --config FILE or set TOKENBROKER_CONFIG".into(),
+        }])
+    })
+}
+
+fn load(path: Option<&Path>) -> Result<Loaded, ConfigErrors> {
+    let loaded = config::load(&config_path(path)?)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(loaded)
+}
+
+fn check(path: Option<&Path>) -> ExitCode {
+    match load(path) {
+        Ok(loaded) => {
+            eprintln!("configuration is valid: {} tenant(s)", loaded.config.tenants.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(path: Option<&Path>) -> ExitCode {
+    let loaded = match load(path) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let listeners = match Listeners::bind(&loaded.config).await {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = match App::build(&loaded.config, prometheus_client::registry::Registry::default()) {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let listen = listeners.main.local_addr().map_or_else(|_| loaded.config.server.listen.to_string(), |a| a.to_string());
+    tracing::info!(listen, tenants = loaded.config.tenants.len(), "tokenbroker serving");
+    app.run(listeners, signals::terminate()).await;
+    ExitCode::SUCCESS
+}

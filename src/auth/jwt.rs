@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// The claims object of a compact JWS, or `None` when `token` is not one.
-pub fn claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+pub(crate) fn claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     let mut parts = token.split('.');
     let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
@@ -21,7 +21,7 @@ pub fn claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>>
 }
 
 /// The `exp` claim in unix seconds, if `token` is a JWT that has one.
-pub fn exp(token: &str) -> Option<u64> {
+pub(crate) fn exp(token: &str) -> Option<u64> {
     let claims = claims(token)?;
     match claims.get("exp")? {
         serde_json::Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
@@ -30,8 +30,9 @@ pub fn exp(token: &str) -> Option<u64> {
     }
 }
 
-/// Builds an unsigned-looking JWT with the given claims (tests and the sandbox).
-pub fn encode_unsigned(claims: &serde_json::Value) -> String {
+/// Builds an unsigned-looking JWT with the given claims.
+#[cfg(test)]
+pub(crate) fn encode_unsigned(claims: &serde_json::Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     format!("{header}.{payload}.c2lnbmF0dXJl")

@@ -15,6 +15,8 @@ pub(crate) mod secret;
 pub(crate) mod units;
 pub(crate) mod validate;
 
+pub use validate::{Env, ProcessEnv};
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -154,7 +156,7 @@ pub struct RewriteRule {
 }
 
 /// The provider block of a tenant, one variant per provider module.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderConfig {
     AdobeIms(AdobeImsConfig),
     Shopline(ShoplineConfig),
@@ -165,6 +167,42 @@ pub enum ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// Every secret this provider block holds (fingerprints, and tests that prove none leaks).
+    pub fn secrets(&self) -> Vec<&Secret<String>> {
+        match self {
+            Self::AdobeIms(c) => c.client_secrets.iter().collect(),
+            Self::Shopline(c) => match &c.credentials {
+                ShoplineCredentials::OAuth { app_secret, code, .. } => std::iter::once(app_secret).chain(code).collect(),
+                ShoplineCredentials::Private { access_token } => vec![access_token],
+            },
+            Self::Vantage(c) => c.client_secrets.iter().chain(c.grant.password()).collect(),
+            Self::Cyberbiz(c) => vec![&c.token],
+            Self::OAuth2(c) => {
+                let grant = match &c.grant {
+                    OAuth2Grant::Password { password, .. } => Some(password),
+                    OAuth2Grant::RefreshToken { refresh_token } => Some(refresh_token),
+                    OAuth2Grant::ClientCredentials => None,
+                };
+                let key = match &c.auth_method {
+                    OAuth2AuthMethod::PrivateKeyJwt { private_key } => Some(private_key),
+                    _ => None,
+                };
+                c.client_secrets.iter().chain(grant).chain(key).collect()
+            }
+            Self::Static(c) => vec![&c.value],
+        }
+    }
+
+    /// Text that changes whenever any credential or endpoint changes (hashed before use).
+    pub fn fingerprint_material(&self) -> String {
+        let mut material = format!("{self:?}");
+        for secret in self.secrets() {
+            material.push('\0');
+            material.push_str(secret.expose());
+        }
+        material
+    }
+
     /// The `provider = "..."` name.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -226,6 +264,15 @@ pub struct VantageConfig {
 pub enum PasswordOrClient {
     ClientCredentials,
     Password { username: String, password: Secret<String> },
+}
+
+impl PasswordOrClient {
+    fn password(&self) -> Option<&Secret<String>> {
+        match self {
+            Self::Password { password, .. } => Some(password),
+            Self::ClientCredentials => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

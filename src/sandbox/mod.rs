@@ -1,1 +1,76 @@
-//! Sandbox providers. STUB: the sandbox helper implements this.
+//! Sandbox providers: faithful in-process fakes of the four brokered upstreams (SPEC.md section
+//! 9), each serving its token endpoint and a small commerce API on its own `127.0.0.1:0` listener.
+//!
+//! They exist for `tokenbroker demo` (a proxy wired to fakes needs no real credentials), for the
+//! integration tests (which assert on the fakes' call counters, e.g. "exactly one token call")
+//! and for the benchmarks (streamed and slow endpoints). They validate what the real services
+//! validate, as recorded in UPSTREAMS.md: IMS form fields and secrets, SHOPLINE signatures and
+//! timestamps, the 5-minute grace after a refresh and the leaky bucket, Vantage's one-time refresh
+//! tokens, CYBERBIZ's 5 requests per second and 2 MB body limit.
+//!
+//! # Layout
+//! - `server.rs`: accept loop and the `ServerHandle` that stops it (on drop or `shutdown()`).
+//! - `common.rs`: token registry, body reading, JSON helpers, request recording.
+//! - `ims.rs`, `shopline.rs`, `vantage.rs`, `cyberbiz.rs`: one fake each.
+//!
+//! Expiry runs on `tokio::time::Instant`; wall-clock values that go on the wire (JWT claims,
+//! SHOPLINE timestamps) come from `crate::clock`.
+
+use std::io;
+
+mod common;
+mod cyberbiz;
+mod ims;
+mod server;
+mod shopline;
+mod vantage;
+
+#[cfg(test)]
+mod tests;
+
+pub use common::{Body, RecordedRequest};
+pub use cyberbiz::{
+    CYBERBIZ_BODY_LIMIT, CYBERBIZ_DEFAULT_TTL, CYBERBIZ_SHOP_DOMAIN, CYBERBIZ_SHOP_ID,
+    CyberbizOptions, CyberbizSandbox,
+};
+pub use ims::{
+    ACCS_SCOPES, ACCS_TENANT_ID, IMS_CLIENT_ID, IMS_CLIENT_SECRET, IMS_DEFAULT_TTL, ImsOptions,
+    ImsSandbox,
+};
+pub use shopline::{
+    SHOPLINE_APP_KEY, SHOPLINE_APP_SECRET, SHOPLINE_AUTH_CODE, SHOPLINE_DEFAULT_TTL,
+    SHOPLINE_GRACE, SHOPLINE_HANDLE, ShoplineOptions, ShoplineSandbox, shopline_sign,
+};
+pub use vantage::{
+    VANTAGE_CLIENT_ID, VANTAGE_CLIENT_SECRET, VANTAGE_PASSWORD, VANTAGE_SCOPES, VANTAGE_TENANT_ID,
+    VANTAGE_USERNAME, VantageOptions, VantageSandbox,
+};
+
+/// All four fakes with their demo credentials (the `*_CLIENT_ID`/`*_SECRET`/... constants).
+#[derive(Debug)]
+pub struct Sandbox {
+    pub ims: ImsSandbox,
+    pub shopline: ShoplineSandbox,
+    pub vantage: VantageSandbox,
+    pub cyberbiz: CyberbizSandbox,
+}
+
+impl Sandbox {
+    /// Starts every fake with default options on the current tokio runtime.
+    pub async fn start() -> io::Result<Self> {
+        Ok(Self {
+            ims: ImsSandbox::start(ImsOptions::default()).await?,
+            shopline: ShoplineSandbox::start(ShoplineOptions::default()).await?,
+            vantage: VantageSandbox::start(VantageOptions::default()).await?,
+            cyberbiz: CyberbizSandbox::start(CyberbizOptions::default()).await?,
+        })
+    }
+
+    /// Stops every fake, letting in-flight requests finish briefly. Dropping also stops them.
+    pub async fn shutdown(self) {
+        self.ims.shutdown().await;
+        self.shopline.shutdown().await;
+        self.vantage.shutdown().await;
+        self.cyberbiz.shutdown().await;
+    }
+}

@@ -1,0 +1,114 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/tenants`, on its own address so that
+//! probes and scrapers never share a port (or a caller check) with proxied traffic.
+//!
+//! Handlers are boring on purpose: a `match` on the path, JSON built from the live snapshot, and
+//! never a token or secret (token state is reported as generation, expiry and last error only).
+
+pub mod metrics;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use crate::app::{Snapshot, Tenant};
+use crate::clock;
+
+/// A static credential this close to expiry fails readiness, so operators replace it in time.
+const STATIC_EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
+
+/// Answers one admin request.
+pub(crate) fn handle<B>(snapshot: &Snapshot, registry: &Registry, request: &Request<B>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", Bytes::from_static(b"GET only\n"));
+    }
+    match request.uri().path() {
+        "/healthz" => respond(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+        "/readyz" => readyz(snapshot),
+        "/metrics" => metrics(registry),
+        "/tenants" => json_response(StatusCode::OK, &json!({ "tenants": snapshot_tenants(snapshot) })),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    respond(status, "application/json", Bytes::from(value.to_string()))
+}
+
+/// Ready when every tenant holds a valid token, and no static credential is within a day of expiry.
+fn readyz(snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    let mut failing = Vec::new();
+    for tenant in sorted(snapshot) {
+        if let Some(reason) = not_ready(tenant) {
+            failing.push(json!({ "tenant": tenant.config.name.as_str(), "reason": reason }));
+        }
+    }
+    let status = if failing.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(status, &json!({ "ready": failing.is_empty(), "failing": failing }))
+}
+
+fn not_ready(tenant: &Tenant) -> Option<String> {
+    let Some(token) = tenant.tokens.usable() else {
+        let cause = tenant.tokens.stats().last_error.unwrap_or_else(|| "no token yet".to_owned());
+        return Some(format!("no valid token: {cause}"));
+    };
+    let remaining = token.expires_at.map(clock::remaining)?;
+    (!tenant.renews && remaining < STATIC_EXPIRY_WARNING)
+        .then(|| format!("the static credential expires in {}s and cannot be renewed: replace it", remaining.as_secs()))
+}
+
+fn metrics(registry: &Registry) -> Response<Full<Bytes>> {
+    let mut text = String::with_capacity(16 * 1024);
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        return respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", Bytes::from_static(b"metrics encoding failed\n"));
+    }
+    respond(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", Bytes::from(text))
+}
+
+fn sorted(snapshot: &Snapshot) -> Vec<&std::sync::Arc<Tenant>> {
+    let mut tenants: Vec<_> = snapshot.tenants().collect();
+    tenants.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+    tenants
+}
+
+fn snapshot_tenants(snapshot: &Snapshot) -> Vec<Value> {
+    sorted(snapshot).into_iter().map(|tenant| tenant_state(tenant)).collect()
+}
+
+/// One tenant as `/tenants` shows it: no token, no secret, no header value.
+fn tenant_state(tenant: &Tenant) -> Value {
+    let stats = tenant.tokens.stats();
+    let current = tenant.tokens.usable();
+    let state = match (&current, &stats.last_error) {
+        (Some(_), _) => "valid",
+        (None, Some(_)) => "failed",
+        (None, None) => "pending",
+    };
+    json!({
+        "name": tenant.config.name.as_str(),
+        "provider": tenant.config.provider.kind(),
+        "upstream": tenant.config.upstream.to_string(),
+        "token": {
+            "state": state,
+            "generation": stats.generation,
+            "expires_in_s": current.as_ref().and_then(|t| t.expires_at).map(|at| clock::remaining(at).as_secs()),
+            "renews": tenant.renews,
+            "last_renewal_unix": stats.last_renewal.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+            "last_error": stats.last_error,
+            "renewals_ok": stats.renewals_ok,
+            "renewals_failed": stats.renewals_failed,
+        },
+        "limiter": tenant.limiter.as_ref().map(|l| l.state()),
+    })
+}

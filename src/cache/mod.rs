@@ -1,0 +1,360 @@
+//! `TokenManager`: one tenant's current upstream token, obtained and renewed in the background.
+//!
+//! ```text
+//!   request path                          background task (one per tenant)
+//!   ────────────                          ────────────────────────────────
+//!   current() ── ArcSwap load ──▶ valid?   loop {
+//!        │ no (first use / expired)          fetch (the only caller of Provider::fetch)
+//!        ▼                                    ok  → install (generation + 1), sleep until refresh_at
+//!   wait on `status` (bounded) ◀── notify ──  err → record, back off 1 s … 60 s
+//!                                           }   woken early by retire(generation) after a 401
+//! ```
+//!
+//! Single flight is structural: only the task fetches, so 500 waiting requests cause one token
+//! call. The request path never locks: it loads an `Arc<CurrentToken>` whose header value was built
+//! once when the token arrived. A 401 retires a token only if it is still the current generation
+//! and older than `min_token_age`, so a burst of 401s causes one renewal, and a caller hitting a
+//! forbidden endpoint in a loop causes none.
+
+pub(crate) mod refresh;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use http::{HeaderName, HeaderValue};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::auth::{FetchCtx, FetchToken, Provider, ProviderError, Token, TokenHttp};
+use crate::clock;
+use crate::config::{TenantName, TokenPolicy};
+use crate::store::{Store, StoreKey, StoredToken};
+
+/// What the manager needs from a provider besides fetching. `Provider` is the real one; tests use
+/// a counting fake.
+pub trait TokenSource: FetchToken + 'static {
+    fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError>;
+    /// False for static credentials: nothing can renew them, so a 401 is passed back.
+    fn renews(&self) -> bool;
+}
+
+impl FetchToken for Provider {
+    async fn fetch(&self, ctx: FetchCtx<'_>) -> Result<Token, ProviderError> {
+        Self::fetch(self, ctx).await
+    }
+}
+
+impl TokenSource for Provider {
+    fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError> {
+        Self::credential_header(self, token)
+    }
+    fn renews(&self) -> bool {
+        Self::renews(self)
+    }
+}
+
+/// The token requests use now, with its header prepared.
+#[derive(Debug)]
+pub struct CurrentToken {
+    /// Increases by one with every token installed; a 401 names the generation it saw.
+    pub generation: u64,
+    pub header_name: HeaderName,
+    /// Marked sensitive, so hyper's HPACK never indexes it.
+    pub header_value: HeaderValue,
+    pub obtained_at: Instant,
+    pub expires_at: Option<Instant>,
+    token: Token,
+}
+
+impl CurrentToken {
+    pub fn is_valid_at(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// Why no token could be handed out. The message never holds a token or secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenUnavailable(pub String);
+
+/// Progress of the background task, published to waiting requests.
+#[derive(Debug, Clone, Default)]
+struct Status {
+    /// Attempts finished so far (successful or not).
+    completed: u64,
+    fetching: bool,
+    last_error: Option<String>,
+}
+
+/// Figures for `/tenants` and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TokenStats {
+    pub generation: u64,
+    pub renewals_ok: u64,
+    pub renewals_failed: u64,
+    #[serde(skip)]
+    pub last_renewal: Option<SystemTime>,
+    pub last_error: Option<String>,
+}
+
+struct Inner<P> {
+    tenant: TenantName,
+    source: P,
+    store: Store,
+    key: StoreKey,
+    http: TokenHttp,
+    policy: TokenPolicy,
+    current: ArcSwapOption<CurrentToken>,
+    status: watch::Sender<Status>,
+    /// Highest generation a 401 asked to retire; dedupes concurrent retirements.
+    retire_requested: AtomicU64,
+    wake: Notify,
+    stats: Mutex<TokenStats>,
+}
+
+/// One tenant's token. Dropping it stops the background task.
+pub struct TokenManager<P: TokenSource = Provider> {
+    inner: Arc<Inner<P>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<P: TokenSource> Drop for TokenManager<P> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<P: TokenSource> std::fmt::Debug for TokenManager<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager").field("tenant", &self.inner.tenant).finish_non_exhaustive()
+    }
+}
+
+impl<P: TokenSource> TokenManager<P> {
+    /// Starts the background task, which fetches the first token at once.
+    pub fn spawn(tenant: TenantName, source: P, http: TokenHttp, policy: TokenPolicy, store: (Store, StoreKey)) -> Self {
+        let (store, key) = store;
+        let inner = Arc::new(Inner {
+            tenant,
+            source,
+            store,
+            key,
+            http,
+            policy,
+            current: ArcSwapOption::empty(),
+            status: watch::Sender::new(Status { fetching: true, ..Status::default() }),
+            retire_requested: AtomicU64::new(0),
+            wake: Notify::new(),
+            stats: Mutex::new(TokenStats::default()),
+        });
+        let task = tokio::spawn(Arc::clone(&inner).run());
+        Self { inner, task }
+    }
+
+    /// The current token if it is valid now: lock-free, no waiting.
+    pub fn usable(&self) -> Option<Arc<CurrentToken>> {
+        self.inner.usable()
+    }
+
+    /// The current token, waiting up to `limit` for a first fetch that is under way.
+    pub async fn current(&self, limit: Duration) -> Result<Arc<CurrentToken>, TokenUnavailable> {
+        if let Some(token) = self.inner.usable() {
+            return Ok(token);
+        }
+        self.inner.wait(limit, |_| true).await
+    }
+
+    /// The upstream rejected `generation`. Returns whether a renewal will follow (so the request can
+    /// wait for [`Self::newer_than`] and replay), or `false` when the 401 must be passed back.
+    pub fn retire(&self, generation: u64) -> bool {
+        let inner = &self.inner;
+        let Some(current) = inner.current.load_full() else { return false };
+        if !inner.source.renews() || current.generation != generation {
+            // Already replaced: a newer token is there to replay with.
+            return inner.source.renews() && current.generation > generation;
+        }
+        if current.obtained_at.elapsed() < inner.policy.min_token_age {
+            return false;
+        }
+        if inner.retire_requested.fetch_max(generation, Ordering::AcqRel) < generation {
+            tracing::info!(tenant = %inner.tenant, generation, "upstream rejected the token; renewing");
+            inner.wake.notify_one();
+        }
+        true
+    }
+
+    /// Waits up to `limit` for a token newer than `generation`.
+    pub async fn newer_than(&self, generation: u64, limit: Duration) -> Result<Arc<CurrentToken>, TokenUnavailable> {
+        self.inner.wait(limit, |t| t.generation > generation).await
+    }
+
+    pub fn stats(&self) -> TokenStats {
+        self.inner.stats.lock().expect("stats lock is never poisoned: no panics while held").clone()
+    }
+}
+
+// === impl Inner ===
+
+impl<P: TokenSource> Inner<P> {
+    fn usable(&self) -> Option<Arc<CurrentToken>> {
+        let guard = self.current.load();
+        match guard.as_ref() {
+            Some(token) if token.is_valid_at(Instant::now()) => Some(Arc::clone(token)),
+            _ => None,
+        }
+    }
+
+    /// Waits for a valid token accepted by `want`, for an attempt in progress to finish, or fails
+    /// at once with the last error when no attempt is under way (never hangs a request on backoff).
+    async fn wait(&self, limit: Duration, want: impl Fn(&CurrentToken) -> bool) -> Result<Arc<CurrentToken>, TokenUnavailable> {
+        let deadline = Instant::now() + limit;
+        let mut status = self.status.subscribe();
+        let started = status.borrow().completed;
+        loop {
+            if let Some(token) = self.usable().filter(|t| want(t)) {
+                return Ok(token);
+            }
+            {
+                let now = status.borrow_and_update();
+                if !now.fetching && (now.completed > started || now.last_error.is_some()) {
+                    let cause = now.last_error.clone().unwrap_or_else(|| "the token expired".to_owned());
+                    return Err(TokenUnavailable(cause));
+                }
+            }
+            match tokio::time::timeout_at(deadline, status.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(TokenUnavailable("the tenant is shutting down".to_owned())),
+                Err(_) => return Err(TokenUnavailable(format!("no token after waiting {limit:?}"))),
+            }
+        }
+    }
+
+    /// The background loop: fetch, install, sleep until renewal (or a retirement), repeat.
+    async fn run(self: Arc<Self>) {
+        let mut failures: u32 = 0;
+        loop {
+            self.status.send_modify(|s| s.fetching = true);
+            let previous = self.current.load_full();
+            let outcome = match self.adoptable(previous.as_deref()).await {
+                Some(stored) => Ok(stored),
+                None => self.fetch_and_store(previous.as_deref()).await,
+            };
+            let next_wake = match outcome.and_then(|token| self.install(token)) {
+                Ok(current) => {
+                    failures = 0;
+                    self.renewal_due(&current)
+                }
+                Err(error) => {
+                    failures += 1;
+                    self.record_failure(&error, failures)
+                }
+            };
+            self.sleep_until(next_wake).await;
+        }
+    }
+
+    /// A token in the store that is newer than ours and not yet due for renewal: adopting it
+    /// saves a token call (after a reload; with a shared store, another replica's renewal).
+    async fn adoptable(&self, previous: Option<&CurrentToken>) -> Option<Token> {
+        let stored = self.store.get(&self.key).await?.to_token();
+        let same = previous.is_some_and(|p| p.token.access == stored.access);
+        let expires_at = stored.expires_at;
+        let due = expires_at.map(|at| {
+            let lifetime = at.saturating_duration_since(stored.obtained_at);
+            stored.obtained_at + refresh::refresh_delay(lifetime, self.policy.refresh_before, 1.0)
+        });
+        let fresh = due.is_none_or(|due| Instant::now() < due);
+        (!same && fresh && self.source.renews()).then_some(stored)
+    }
+
+    async fn fetch_and_store(&self, previous: Option<&CurrentToken>) -> Result<Token, ProviderError> {
+        let token = self.source.fetch(FetchCtx { http: &self.http, previous: previous.map(|c| &c.token) }).await?;
+        self.store.put(&self.key, StoredToken::from_token(&token)).await;
+        Ok(token)
+    }
+
+    fn install(&self, token: Token) -> Result<Arc<CurrentToken>, ProviderError> {
+        let (header_name, header_value) = self.source.credential_header(&token)?;
+        let generation = self.current.load().as_ref().map_or(0, |c| c.generation) + 1;
+        let current = Arc::new(CurrentToken {
+            generation,
+            header_name,
+            header_value,
+            obtained_at: token.obtained_at,
+            expires_at: token.expires_at,
+            token,
+        });
+        self.current.store(Some(Arc::clone(&current)));
+        {
+            let mut stats = self.stats.lock().expect("stats lock is never poisoned");
+            stats.generation = generation;
+            stats.renewals_ok += 1;
+            stats.last_renewal = Some(clock::system_now());
+            stats.last_error = None;
+        }
+        let expires_in = current.expires_at.map(|at| clock::remaining(at).as_secs());
+        tracing::info!(tenant = %self.tenant, generation, expires_in_s = expires_in, "token obtained");
+        self.status.send_modify(|s| {
+            s.fetching = false;
+            s.completed += 1;
+            s.last_error = None;
+        });
+        Ok(current)
+    }
+
+    /// When the installed token should be renewed; `None` = only when a 401 asks.
+    fn renewal_due(&self, current: &CurrentToken) -> Option<Instant> {
+        let expires_at = current.expires_at?;
+        if !self.source.renews() {
+            // Static credentials: wake at expiry to report it; there is nothing to renew.
+            return Some(expires_at);
+        }
+        let lifetime = expires_at.saturating_duration_since(current.obtained_at);
+        Some(current.obtained_at + refresh::refresh_delay(lifetime, self.policy.refresh_before, rand::random()))
+    }
+
+    fn record_failure(&self, error: &ProviderError, failures: u32) -> Option<Instant> {
+        let message = error.to_string();
+        tracing::warn!(tenant = %self.tenant, attempt = failures, error = %message, "token call failed");
+        {
+            let mut stats = self.stats.lock().expect("stats lock is never poisoned");
+            stats.renewals_failed += 1;
+            stats.last_error = Some(message.clone());
+        }
+        self.status.send_modify(|s| {
+            s.fetching = false;
+            s.completed += 1;
+            s.last_error = Some(message);
+        });
+        if matches!(error, ProviderError::Expired) {
+            return None;
+        }
+        let mut delay = refresh::backoff(failures, rand::random());
+        if let ProviderError::Throttled { retry_after: Some(after) } = error {
+            delay = delay.max(*after);
+        }
+        Some(Instant::now() + delay)
+    }
+
+    /// Sleeps until `until`, or until a 401 retires the current generation.
+    async fn sleep_until(&self, until: Option<Instant>) {
+        loop {
+            match until {
+                Some(at) => tokio::select! {
+                    () = tokio::time::sleep_until(at) => return,
+                    () = self.wake.notified() => {}
+                },
+                None => self.wake.notified().await,
+            }
+            // A stale wake-up (for a generation already replaced) is ignored.
+            let current = self.current.load().as_ref().map_or(0, |c| c.generation);
+            if self.retire_requested.load(Ordering::Acquire) >= current {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! TokenManager behaviour under paused time, against a counting fake source (no sockets, so
+//! auto-advancing time cannot fire a timeout early).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use tokio::time::Instant;
+
+use super::{TokenManager, TokenSource};
+use crate::auth::{FetchCtx, FetchToken, ProviderError, Token, TokenHttp};
+use crate::config::{Secret, TenantName, TokenPolicy};
+use crate::store::{MemoryStore, Store, StoreKey};
+
+/// Answers each fetch from a script (then repeats the last entry), after `latency`.
+struct Fake {
+    calls: Arc<AtomicUsize>,
+    fetched_at: Arc<Mutex<Vec<Instant>>>,
+    script: Mutex<VecDeque<Result<Duration, ProviderError>>>,
+    latency: Duration,
+    renews: bool,
+}
+
+impl Fake {
+    fn new(script: Vec<Result<Duration, ProviderError>>) -> Self {
+        Self {
+            calls: Arc::default(),
+            fetched_at: Arc::default(),
+            script: Mutex::new(script.into()),
+            latency: Duration::from_millis(50),
+            renews: true,
+        }
+    }
+}
+
+impl FetchToken for Fake {
+    async fn fetch(&self, _ctx: FetchCtx<'_>) -> Result<Token, ProviderError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        self.fetched_at.lock().expect("test lock").push(Instant::now());
+        tokio::time::sleep(self.latency).await;
+        let next = {
+            let mut script = self.script.lock().expect("test lock");
+            if script.len() > 1 { script.pop_front() } else { script.front().cloned() }
+        };
+        let ttl = next.expect("script is not empty")?;
+        let now = Instant::now();
+        Ok(Token {
+            access: Secret::new(format!("token-{n}")),
+            obtained_at: now,
+            expires_at: Some(now + ttl),
+            refresh_token: None,
+            secret_index: 0,
+        })
+    }
+}
+
+impl TokenSource for Fake {
+    fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError> {
+        let value = HeaderValue::try_from(format!("Bearer {}", token.access.expose())).expect("ascii token");
+        Ok((http::header::AUTHORIZATION, value))
+    }
+    fn renews(&self) -> bool {
+        self.renews
+    }
+}
+
+fn policy() -> TokenPolicy {
+    TokenPolicy {
+        refresh_before: Duration::from_secs(600),
+        retry_on_unauthorized: true,
+        replay_body_limit: 1 << 20,
+        min_token_age: Duration::from_secs(30),
+    }
+}
+
+fn manager(fake: Fake) -> Arc<TokenManager<Fake>> {
+    let name = TenantName::try_new("t").expect("valid");
+    let store = Store::Memory(MemoryStore::default());
+    let key = StoreKey::new(&name, &crate::config::ProviderConfig::Cyberbiz(crate::config::CyberbizConfig { token: Secret::from("k") }));
+    Arc::new(TokenManager::spawn(name, fake, TokenHttp::default(), policy(), (store, key)))
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_first_requests_share_one_fetch() {
+    let fake = Fake::new(vec![Ok(HOUR)]);
+    let calls = Arc::clone(&fake.calls);
+    let tokens = manager(fake);
+    let waiters: Vec<_> = (0..500)
+        .map(|_| {
+            let tokens = Arc::clone(&tokens);
+            tokio::spawn(async move { tokens.current(WAIT).await })
+        })
+        .collect();
+    for waiter in waiters {
+        let token = waiter.await.expect("task").expect("token arrives");
+        assert_eq!(token.generation, 1);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn renews_in_the_background_and_requests_never_wait() {
+    let fake = Fake::new(vec![Ok(HOUR)]);
+    let (calls, fetched_at) = (Arc::clone(&fake.calls), Arc::clone(&fake.fetched_at));
+    let tokens = manager(fake);
+    let start = Instant::now();
+    tokens.current(WAIT).await.expect("first token");
+    // Walk through three lifetimes in 10 s steps: a token is usable at every step.
+    for _ in 0..(3 * 360) {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(tokens.usable().is_some(), "a valid token at every instant");
+    }
+    let at = fetched_at.lock().expect("test lock").clone();
+    assert!(calls.load(Ordering::SeqCst) >= 4, "renewed at least three times");
+    // First renewal: lifetime 1 h, refresh_before 10 min → 50 min less ≤10 % jitter (45–50 min),
+    // clamped to at most 80 % (48 min); the 10 s steps add up to 10 s.
+    let first = at[1] - start;
+    let (earliest, latest) = (Duration::from_secs(45 * 60), Duration::from_secs(48 * 60 + 11));
+    assert!(first >= earliest && first <= latest, "{first:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_and_the_token_serves_until_real_expiry() {
+    let outage = ProviderError::Unreachable("connection refused".into());
+    let mut script = vec![Ok(Duration::from_secs(100))];
+    script.extend(std::iter::repeat_n(Err(outage), 20));
+    let fake = Fake::new(script);
+    let fetched_at = Arc::clone(&fake.fetched_at);
+    let tokens = manager(fake);
+    let first = tokens.current(WAIT).await.expect("first token");
+    let expires_at = first.expires_at.expect("expiring token");
+    // Until the real expiry the old token keeps serving, whatever the IdP does.
+    while Instant::now() + Duration::from_secs(1) < expires_at {
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(tokens.usable().map(|t| t.generation), Some(1));
+    }
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let error = tokens.current(WAIT).await.expect_err("expired during the outage");
+    assert!(error.0.contains("unreachable"), "{error}");
+    // Retries after the first renewal attempt: 1, 2, 4, 8 s … each scaled into [80 %, 100 %].
+    let at = fetched_at.lock().expect("test lock").clone();
+    for (i, pair) in at[1..].windows(2).take(4).enumerate() {
+        // Less the fake's 50 ms latency; the 10 ms steps add at most 20 ms.
+        let gap = pair[1] - pair[0] - Duration::from_millis(50);
+        let base = Duration::from_secs(1 << i);
+        assert!(gap >= base.mul_f64(0.8) && gap <= base + Duration::from_millis(20), "retry {i}: {gap:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_401s_retires_once_and_every_request_gets_the_new_token() {
+    let fake = Fake::new(vec![Ok(HOUR)]);
+    let calls = Arc::clone(&fake.calls);
+    let tokens = manager(fake);
+    let first = tokens.current(WAIT).await.expect("first token");
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let replays: Vec<_> = (0..100)
+        .map(|_| {
+            let tokens = Arc::clone(&tokens);
+            tokio::spawn(async move {
+                assert!(tokens.retire(1), "a renewal follows");
+                tokens.newer_than(1, WAIT).await
+            })
+        })
+        .collect();
+    for replay in replays {
+        assert_eq!(replay.await.expect("task").expect("new token").generation, 2);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "exactly one renewal");
+    // A late 401 for the retired generation finds the new one already there: no further renewal.
+    assert!(tokens.retire(first.generation));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_on_a_young_token_or_a_static_one_is_passed_back() {
+    let fake = Fake::new(vec![Ok(HOUR)]);
+    let calls = Arc::clone(&fake.calls);
+    let tokens = manager(fake);
+    tokens.current(WAIT).await.expect("first token");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(!tokens.retire(1), "younger than min_token_age");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let mut fixed = Fake::new(vec![Ok(HOUR)]);
+    fixed.renews = false;
+    let tokens = manager(fixed);
+    tokens.current(WAIT).await.expect("static token");
+    tokio::time::advance(Duration::from_secs(120)).await;
+    assert!(!tokens.retire(1), "static credentials cannot be renewed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_first_fetch_answers_waiters_with_the_cause() {
+    let fake = Fake::new(vec![Err(ProviderError::Rejected { status: 400, code: "invalid_client".into(), description: None })]);
+    let tokens = manager(fake);
+    let error = tokens.current(WAIT).await.expect_err("no token");
+    assert!(error.0.contains("invalid_client"), "{error}");
+    // While the task backs off, requests fail fast instead of hanging.
+    let started = Instant::now();
+    tokens.current(WAIT).await.expect_err("still no token");
+    assert!(started.elapsed() < Duration::from_millis(10));
+}

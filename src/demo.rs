@@ -1,0 +1,158 @@
+//! `tokenbroker demo`: the four sandbox providers plus a proxy wired to them, on loopback, with
+//! no credentials needed. The proxy is configured through the same TOML path as production (the
+//! text is generated here, its secrets come from an in-memory environment), so the demo exercises
+//! what operators run.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::app::{App, Listeners};
+use crate::config::{self, Env, Loaded};
+use crate::sandbox::{self, Sandbox};
+use crate::signals;
+
+/// Ports the demo prefers, so the printed commands are the same every time when they are free.
+const PREFERRED_LISTEN: &str = "127.0.0.1:8080";
+const PREFERRED_ADMIN: &str = "127.0.0.1:9901";
+
+/// Runs the demo until Ctrl-C or SIGTERM.
+pub async fn run() -> ExitCode {
+    let sandbox = match Sandbox::start().await {
+        Ok(sandbox) => sandbox,
+        Err(error) => {
+            eprintln!("error: cannot start the sandbox providers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (listen, admin) = (free_or_ephemeral(PREFERRED_LISTEN), free_or_ephemeral(PREFERRED_ADMIN));
+    let (toml, env) = demo_config(&sandbox, listen, admin);
+    let loaded = match config::parse(&toml, "demo.toml", &env) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("error: the generated demo configuration is invalid (a bug):\n{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve(&loaded).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(loaded: &Loaded) -> Result<(), Box<dyn std::error::Error>> {
+    let listeners = Listeners::bind(&loaded.config).await?;
+    let addr = listeners.main.local_addr()?;
+    let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+    let app = App::build(&loaded.config, prometheus_client::registry::Registry::default())?;
+    print!("{}", instructions(addr, admin));
+    tracing::info!(listen = %addr, "tokenbroker demo serving");
+    app.run(listeners, signals::terminate()).await;
+    Ok(())
+}
+
+/// `preferred` when it can be bound now, else an ephemeral port.
+fn free_or_ephemeral(preferred: &str) -> SocketAddr {
+    let preferred: SocketAddr = preferred.parse().expect("a valid constant address");
+    match std::net::TcpListener::bind(preferred) {
+        Ok(_) => preferred,
+        Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
+}
+
+/// The demo configuration: one tenant per sandbox provider, secrets by `{ env }` as operators write them.
+pub fn demo_config(sandbox: &Sandbox, listen: SocketAddr, admin: SocketAddr) -> (String, DemoEnv) {
+    let scopes = sandbox::ACCS_SCOPES.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    let toml = format!(
+        r#"[server]
+listen = "{listen}"
+admin_listen = "{admin}"
+
+[[tenant]]
+name = "demo-adobe"
+provider = "adobe_ims"
+upstream = "{ims_api}"
+token_url = "{ims_token}"
+client_id = "{ims_client}"
+client_secret = {{ env = "DEMO_IMS_CLIENT_SECRET" }}
+scopes = [{scopes}]
+
+[[tenant]]
+name = "demo-shopline"
+provider = "shopline"
+handle = "{handle}"
+upstream = "{shopline}"
+app_key = "{app_key}"
+app_secret = {{ env = "DEMO_SHOPLINE_APP_SECRET" }}
+code = {{ env = "DEMO_SHOPLINE_CODE" }}
+
+[[tenant]]
+name = "demo-vantage"
+provider = "vantage"
+base_url = "{vantage}"
+tenant_id = "{vantage_tenant}"
+client_id = "{vantage_client}"
+client_secret = {{ env = "DEMO_VANTAGE_CLIENT_SECRET" }}
+
+[[tenant]]
+name = "demo-cyberbiz"
+provider = "cyberbiz"
+upstream = "{cyberbiz}"
+token = {{ env = "DEMO_CYBERBIZ_TOKEN" }}
+"#,
+        ims_api = sandbox.ims.api_base_url(),
+        ims_token = sandbox.ims.token_url(),
+        ims_client = sandbox::IMS_CLIENT_ID,
+        handle = sandbox::SHOPLINE_HANDLE,
+        shopline = sandbox.shopline.base_url(),
+        app_key = sandbox::SHOPLINE_APP_KEY,
+        vantage = sandbox.vantage.base_url(),
+        vantage_tenant = sandbox::VANTAGE_TENANT_ID,
+        vantage_client = sandbox::VANTAGE_CLIENT_ID,
+        cyberbiz = sandbox.cyberbiz.base_url(),
+    );
+    let env = DemoEnv(HashMap::from([
+        ("DEMO_IMS_CLIENT_SECRET", sandbox::IMS_CLIENT_SECRET.to_owned()),
+        ("DEMO_SHOPLINE_APP_SECRET", sandbox::SHOPLINE_APP_SECRET.to_owned()),
+        ("DEMO_SHOPLINE_CODE", sandbox::SHOPLINE_AUTH_CODE.to_owned()),
+        ("DEMO_VANTAGE_CLIENT_SECRET", sandbox::VANTAGE_CLIENT_SECRET.to_owned()),
+        ("DEMO_CYBERBIZ_TOKEN", sandbox.cyberbiz.token()),
+    ]));
+    (toml, env)
+}
+
+/// The demo's secrets, held in memory: the sandbox's own credentials, never real ones.
+pub struct DemoEnv(HashMap<&'static str, String>);
+
+impl Env for DemoEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// Ready-to-paste commands (`-g` keeps curl from globbing the brackets of Magento queries).
+fn instructions(addr: SocketAddr, admin: Option<SocketAddr>) -> String {
+    let base = format!("http://{addr}");
+    let mut text = String::from("\ntokenbroker demo: sandbox providers and a proxy, all on loopback. Try:\n\n");
+    for (what, path) in [
+        ("Adobe Commerce (IMS token, /rest/<store>/V1 preset, Store header)", "/demo-adobe/rest/default/V1/products?searchCriteria[pageSize]=2"),
+        ("SHOPLINE (signed token/create, then token/refresh)", "/demo-shopline/admin/openapi/v20230901/products/products.json"),
+        ("ABBYY Vantage (client credentials)", "/demo-vantage/api/publicapi/v1/skills"),
+        ("CYBERBIZ (static JWT, 5 requests/s)", "/demo-cyberbiz/v1/products"),
+    ] {
+        let _ = writeln!(text, "  # {what}\n  curl -sg '{base}{path}'\n");
+    }
+    if let Some(admin) = admin {
+        let _ = writeln!(text, "  # Health\n  curl -s http://{admin}/readyz\n");
+    }
+    text.push_str("Ctrl-C stops everything.\n");
+    text
+}

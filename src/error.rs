@@ -1,0 +1,161 @@
+//! The errors the proxy itself answers with, and the one place they become HTTP responses.
+//!
+//! Every failure of a request ends here as an `application/problem+json` body (RFC 9457) with a
+//! `tokenbroker-error: <code>` header, so a caller can tell a proxy-made 502 from the upstream's own.
+//! Bodies carry a short human `detail` written by us, never an upstream or IdP body, a token or a
+//! secret. Logging happens in the access log, not here.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::config::TenantName;
+
+/// What the proxy sends back: the upstream's streamed body, or one it made itself.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Name of the header that marks proxy-made errors.
+pub const ERROR_HEADER: &str = "tokenbroker-error";
+
+/// Whose fault a failure was (pingora's `ErrorSource`): drives log levels and alerting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The caller sent something we refuse.
+    Downstream,
+    /// The upstream API or its identity provider failed.
+    Upstream,
+    /// A fault of the proxy itself.
+    Internal,
+}
+
+/// A request the proxy answers itself.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no tenant is configured for this path")]
+    UnknownTenant,
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("a valid caller key is required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("this is not a forward proxy: {0} is not supported")]
+    MethodNotAllowed(&'static str),
+    #[error("the request body is larger than the tenant's limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("the tenant's rate limit is exhausted")]
+    RateLimited { retry_after: Duration },
+    #[error("no valid upstream token: {0}")]
+    TokenUnavailable(String),
+    #[error("the upstream could not be reached: {0}")]
+    UpstreamUnreachable(String),
+    #[error("the upstream did not answer within {0:?}")]
+    UpstreamTimeout(Duration),
+}
+
+impl ProxyError {
+    /// The stable code carried in `tokenbroker-error` and the problem `type`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownTenant => "unknown_tenant",
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::TokenUnavailable(_) => "token_unavailable",
+            Self::UpstreamUnreachable(_) => "upstream_unreachable",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownTenant => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn source_kind(&self) -> ErrorSource {
+        match self {
+            Self::TokenUnavailable(_) | Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) => ErrorSource::Upstream,
+            _ => ErrorSource::Downstream,
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::UnknownTenant => "Unknown tenant",
+            Self::BadRequest(_) => "Bad request",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden(_) => "Forbidden",
+            Self::MethodNotAllowed(_) => "Method not allowed",
+            Self::PayloadTooLarge { .. } => "Payload too large",
+            Self::RateLimited { .. } => "Rate limited",
+            Self::TokenUnavailable(_) => "Token unavailable",
+            Self::UpstreamUnreachable(_) => "Upstream unreachable",
+            Self::UpstreamTimeout(_) => "Upstream timeout",
+        }
+    }
+
+    /// The one mapping from error to response.
+    pub fn into_response(self, tenant: Option<&TenantName>) -> Response<ProxyBody> {
+        let status = self.status();
+        let mut problem = serde_json::json!({
+            "type": format!("urn:tokenbroker:error:{}", self.code()),
+            "title": self.title(),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+        });
+        if let Some(tenant) = tenant {
+            problem["tenant"] = serde_json::Value::from(tenant.as_str());
+        }
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(problem.to_string()))));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        if let Self::RateLimited { retry_after } = self {
+            // Whole seconds, rounded up: a client that waits this long will find a slot.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_json_carries_code_status_and_tenant() {
+        let tenant = TenantName::try_new("acme").expect("valid name");
+        let response = ProxyError::RateLimited { retry_after: Duration::from_millis(1200) }.into_response(Some(&tenant));
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[ERROR_HEADER], "rate_limited");
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        let Either::Right(body) = response.into_body() else { panic!("proxy-made body") };
+        let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(body))
+            .expect("full body is ready")
+            .expect("infallible")
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json body");
+        assert_eq!(json["status"], 429);
+        assert_eq!(json["tenant"], "acme");
+        assert_eq!(json["type"], "urn:tokenbroker:error:rate_limited");
+    }
+}

@@ -1,0 +1,299 @@
+//! Fake CYBERBIZ App Store API (UPSTREAMS.md section 4). CYBERBIZ has no token endpoint the
+//! proxy calls: merchants copy an HS256 JWT from the backend. So the fake mints such tokens on
+//! demand (`token()`), and its API enforces what CYBERBIZ documents: at most 5 requests in any
+//! second (429 beyond; the fake records the worst 1-second window it saw, so tests can prove the
+//! proxy stays under) and at most 2 MB per request (413, the front door's likely answer).
+//! An unknown, expired or revoked token gets 401 `{"error":["無權使用該 API"]}`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::common::{
+    self, Body, BodyError, RecordedRequest, TokenRegistry, TokenState, bump, get, json, lock,
+};
+use super::server::{Handler, ServerHandle};
+use crate::clock;
+
+pub const CYBERBIZ_SHOP_ID: u64 = 7109;
+pub const CYBERBIZ_SHOP_DOMAIN: &str = "sandbox.cyberbiz.co";
+/// The documented sample token lives exactly 2 hours (UPSTREAMS 4.1).
+pub const CYBERBIZ_DEFAULT_TTL: Duration = Duration::from_secs(2 * 3600);
+/// "Each request may be at most 2 MB" (UPSTREAMS 4.4), taken as decimal megabytes.
+pub const CYBERBIZ_BODY_LIMIT: u64 = 2_000_000;
+
+/// How much of an oversized body is read (and dropped) before answering 413, so ordinary
+/// clients get the answer rather than a reset mid-upload.
+const DRAIN_CAP: u64 = 64 * 1024 * 1024;
+
+/// The sliding window the request limit applies to.
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// How the fake shop is set up.
+#[derive(Debug, Clone)]
+pub struct CyberbizOptions {
+    pub shop_id: u64,
+    pub shop_domain: String,
+    /// Space-separated, as in the token's `scopes` claim.
+    pub scopes: String,
+    pub token_ttl: Duration,
+    /// Requests allowed in any 1-second window.
+    pub max_per_second: usize,
+    pub body_limit: u64,
+}
+
+impl Default for CyberbizOptions {
+    fn default() -> Self {
+        Self {
+            shop_id: CYBERBIZ_SHOP_ID,
+            shop_domain: CYBERBIZ_SHOP_DOMAIN.to_owned(),
+            scopes: "public read_products write_products read_orders".to_owned(),
+            token_ttl: CYBERBIZ_DEFAULT_TTL,
+            max_per_second: 5,
+            body_limit: CYBERBIZ_BODY_LIMIT,
+        }
+    }
+}
+
+/// A running fake CYBERBIZ; dropping it stops the server.
+#[derive(Debug)]
+pub struct CyberbizSandbox {
+    state: Arc<State>,
+    server: ServerHandle,
+}
+
+/// Recent request times: `admitted` enforces the limit, `arrived` measures the client.
+#[derive(Debug, Default)]
+struct Windows {
+    admitted: VecDeque<Instant>,
+    arrived: VecDeque<Instant>,
+    max_arrived: usize,
+}
+
+struct State {
+    options: CyberbizOptions,
+    ttl: Mutex<Duration>,
+    tokens: TokenRegistry,
+    windows: Mutex<Windows>,
+    api_calls: AtomicUsize,
+    over_limit: AtomicUsize,
+    too_large: AtomicUsize,
+    last_api: Mutex<Option<RecordedRequest>>,
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl CyberbizSandbox ===
+
+impl CyberbizSandbox {
+    pub async fn start(options: CyberbizOptions) -> io::Result<Self> {
+        let state = Arc::new(State {
+            ttl: Mutex::new(options.token_ttl),
+            tokens: TokenRegistry::default(),
+            windows: Mutex::new(Windows::default()),
+            api_calls: AtomicUsize::new(0),
+            over_limit: AtomicUsize::new(0),
+            too_large: AtomicUsize::new(0),
+            last_api: Mutex::new(None),
+            options,
+        });
+        let server = ServerHandle::start(Arc::clone(&state)).await?;
+        Ok(Self { state, server })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// `http://127.0.0.1:PORT`, standing in for `https://app-store-api.cyberbiz.io`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Mints a token as the CYBERBIZ backend would: an HS256 JWT with `iat`, `exp`, `shop_id`,
+    /// `shop_domain` and `scopes`, valid for the configured lifetime.
+    pub fn token(&self) -> String {
+        let ttl = *lock(&self.state.ttl);
+        self.token_with_ttl(ttl)
+    }
+
+    pub fn token_with_ttl(&self, ttl: Duration) -> String {
+        let now = clock::unix_millis() / 1000;
+        let options = &self.state.options;
+        let claims = json!({
+            "iat": now, "exp": now + ttl.as_secs(), "shop_id": options.shop_id,
+            "scopes": options.scopes, "shop_domain": options.shop_domain,
+            // Two tokens minted in the same second must still differ.
+            "jti": common::random_string(),
+        });
+        let token = common::mint_jwt("HS256", &claims);
+        self.state.tokens.insert(token.clone(), ttl);
+        token
+    }
+
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        *lock(&self.state.ttl) = ttl;
+    }
+
+    pub fn revoke_all(&self) {
+        self.state.tokens.revoke_all();
+    }
+
+    pub fn api_calls(&self) -> usize {
+        get(&self.state.api_calls)
+    }
+
+    /// The most requests that arrived within any 1-second window (admitted or not).
+    pub fn max_requests_in_any_second(&self) -> usize {
+        lock(&self.state.windows).max_arrived
+    }
+
+    /// Requests answered 429 for exceeding 5 per second.
+    pub fn requests_over_limit(&self) -> usize {
+        get(&self.state.over_limit)
+    }
+
+    /// Requests answered 413 for bodies over 2 MB.
+    pub fn bodies_too_large(&self) -> usize {
+        get(&self.state.too_large)
+    }
+
+    pub fn last_api_request(&self) -> Option<RecordedRequest> {
+        lock(&self.state.last_api).clone()
+    }
+
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+// === API ===
+
+impl Handler for State {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        bump(&self.api_calls);
+        let (parts, mut body) = req.into_parts();
+        if declared_length(&parts.headers).is_some_and(|len| len > self.options.body_limit) {
+            *lock(&self.last_api) = Some(RecordedRequest::new(&parts, 0));
+            common::discard(&mut body, DRAIN_CAP).await;
+            return self.too_large();
+        }
+        if !self.admit(Instant::now()) {
+            bump(&self.over_limit);
+            return json(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({"error": "Too Many Requests"}),
+            );
+        }
+        let token = common::bearer(&parts.headers);
+        let state = token.map_or(TokenState::Unknown, |t| self.tokens.state(t));
+        let summary = match common::read_body_mut(&mut body, self.options.body_limit).await {
+            Ok(summary) => summary,
+            Err(BodyError::TooLarge) => {
+                common::discard(&mut body, DRAIN_CAP).await;
+                return self.too_large();
+            }
+            Err(BodyError::Broken) => return common::empty(StatusCode::BAD_REQUEST),
+        };
+        *lock(&self.last_api) = Some(RecordedRequest::new(&parts, summary.len));
+        if state != TokenState::Valid {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": ["無權使用該 API"]}),
+            );
+        }
+        let echo = json!({"method": parts.method.as_str(), "path": parts.uri.path(),
+            "query": parts.uri.query(), "body_length": summary.len});
+        match (&parts.method, parts.uri.path()) {
+            (&Method::GET, "/v1/products") => paged(&products(&echo)),
+            (&Method::GET, "/v2/product_feeds") => {
+                paged(&json!([{"id": 1, "title": "Sandbox feed", "sandbox": echo}]))
+            }
+            (&Method::GET, "/shop") => json(StatusCode::OK, &self.shop(&echo)),
+            _ => json(
+                StatusCode::OK,
+                &json!({"body": summary.json(), "sandbox": echo}),
+            ),
+        }
+    }
+}
+
+impl State {
+    /// Records an arrival and admits it if fewer than the limit were admitted in the last second.
+    fn admit(&self, now: Instant) -> bool {
+        let mut windows = lock(&self.windows);
+        let recent = |t: &Instant| now.saturating_duration_since(*t) < WINDOW;
+        while windows.arrived.front().is_some_and(|t| !recent(t)) {
+            windows.arrived.pop_front();
+        }
+        while windows.admitted.front().is_some_and(|t| !recent(t)) {
+            windows.admitted.pop_front();
+        }
+        windows.arrived.push_back(now);
+        windows.max_arrived = windows.max_arrived.max(windows.arrived.len());
+        if windows.admitted.len() >= self.options.max_per_second {
+            return false;
+        }
+        windows.admitted.push_back(now);
+        true
+    }
+
+    fn too_large(&self) -> Response<Body> {
+        bump(&self.too_large);
+        json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({"error": "Request Entity Too Large"}),
+        )
+    }
+
+    fn shop(&self, echo: &serde_json::Value) -> serde_json::Value {
+        json!({"id": self.options.shop_id, "domain": self.options.shop_domain,
+            "name": "Sandbox Shop", "currency": "TWD", "timezone": "Asia/Taipei", "sandbox": echo})
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// A list response with the pagination headers a real SDK observed (UPSTREAMS 4.3).
+fn paged(items: &serde_json::Value) -> Response<Body> {
+    let count = items.as_array().map_or(0, Vec::len);
+    let mut response = json(StatusCode::OK, items);
+    let headers = response.headers_mut();
+    headers.insert("x-page", HeaderValue::from(1));
+    headers.insert("x-per-page", HeaderValue::from(50));
+    headers.insert("x-total", HeaderValue::from(count));
+    headers.insert("x-total-pages", HeaderValue::from(1));
+    headers.insert(
+        "x-request-id",
+        HeaderValue::from_str(&common::random_string()).expect("base64url is a valid header value"),
+    );
+    response
+}
+
+fn products(echo: &serde_json::Value) -> serde_json::Value {
+    json!([
+        {"id": 101, "title": "Sandbox tea", "price": 350.0, "status": "上架",
+         "updated_at": "2025-01-02 10:00:00", "sandbox": echo},
+        {"id": 102, "title": "Sandbox cup", "price": 480.0, "status": "上架",
+         "updated_at": "2025-01-02 10:05:00"}
+    ])
+}

@@ -1,0 +1,315 @@
+//! Fake Adobe IMS token endpoint plus an ACCS-like Commerce REST API on the same listener
+//! (UPSTREAMS.md section 1).
+//!
+//! Token side: `POST /ims/token/v3`, form fields (body or query) `grant_type=client_credentials`,
+//! `client_id`, `client_secret`, comma-separated `scope`, or client_secret_basic. Errors are 400
+//! `{"error","error_description"}` with IMS's own descriptions; the token is a JWT whose claims
+//! carry `created_at`/`expires_in` as millisecond strings while the JSON `expires_in` is seconds.
+//! API side: `/<tenant-id>/V1/...` needs `Authorization: Bearer` and `x-api-key: <client_id>`;
+//! a bad token gets Magento's guest 401. `/V1/sandbox/bytes` and `/V1/sandbox/slow` exist for
+//! streaming and timeout tests.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::json;
+
+use super::common::{
+    self, Body, FailSwitch, OAuthError, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, bump,
+    get, json, lock, oauth_error,
+};
+use super::server::{Handler, ServerHandle};
+use crate::clock;
+
+mod api;
+
+/// Demo client id; also the `x-api-key` the API expects.
+pub const IMS_CLIENT_ID: &str = "sandbox-client";
+/// Demo client secret (the first of the credential's two slots).
+pub const IMS_CLIENT_SECRET: &str = "sandbox-secret-1";
+/// Demo ACCS tenant id, the first path segment of every API call.
+pub const ACCS_TENANT_ID: &str = "sandbox-tenant";
+/// The scopes ACCS documents as required; the fake's default allowed set.
+pub const ACCS_SCOPES: &[&str] = &[
+    "openid",
+    "AdobeID",
+    "email",
+    "profile",
+    "additional_info.roles",
+    "additional_info.projectedProductContext",
+    "commerce.accs",
+];
+/// IMS's typical lifetime: the v3 response says `expires_in: 86399` (seconds).
+pub const IMS_DEFAULT_TTL: Duration = Duration::from_secs(86_399);
+
+/// How the fake IMS credential and ACCS tenant are set up.
+#[derive(Clone)]
+pub struct ImsOptions {
+    pub client_id: String,
+    /// Up to two valid secrets, as on a real S2S credential.
+    pub client_secrets: Vec<String>,
+    /// Scopes bound to the credential; asking for any other is `invalid_scope`.
+    pub allowed_scopes: Vec<String>,
+    pub token_ttl: Duration,
+    pub tenant_id: String,
+    /// Whether API calls must carry `x-api-key: <client_id>` (UPSTREAMS marks it unconfirmed).
+    pub require_api_key: bool,
+}
+
+impl Default for ImsOptions {
+    fn default() -> Self {
+        Self {
+            client_id: IMS_CLIENT_ID.to_owned(),
+            client_secrets: vec![IMS_CLIENT_SECRET.to_owned()],
+            allowed_scopes: ACCS_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+            token_ttl: IMS_DEFAULT_TTL,
+            tenant_id: ACCS_TENANT_ID.to_owned(),
+            require_api_key: true,
+        }
+    }
+}
+
+impl fmt::Debug for ImsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImsOptions")
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secrets",
+                &format_args!("[{} x ***]", self.client_secrets.len()),
+            )
+            .field("allowed_scopes", &self.allowed_scopes)
+            .field("token_ttl", &self.token_ttl)
+            .field("tenant_id", &self.tenant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running fake IMS + ACCS; dropping it stops the server.
+#[derive(Debug)]
+pub struct ImsSandbox {
+    state: Arc<ImsState>,
+    server: ServerHandle,
+}
+
+struct ImsState {
+    client_id: String,
+    tenant_id: String,
+    allowed_scopes: Vec<String>,
+    require_api_key: bool,
+    secrets: Mutex<Vec<String>>,
+    ttl: Mutex<Duration>,
+    tokens: TokenRegistry,
+    fail: FailSwitch,
+    token_calls: AtomicUsize,
+    tokens_issued: AtomicUsize,
+    api_calls: AtomicUsize,
+    last_api: Mutex<Option<RecordedRequest>>,
+}
+
+impl fmt::Debug for ImsState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImsState")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl ImsSandbox ===
+
+impl ImsSandbox {
+    pub async fn start(options: ImsOptions) -> io::Result<Self> {
+        let state = Arc::new(ImsState {
+            client_id: options.client_id,
+            tenant_id: options.tenant_id,
+            allowed_scopes: options.allowed_scopes,
+            require_api_key: options.require_api_key,
+            secrets: Mutex::new(options.client_secrets),
+            ttl: Mutex::new(options.token_ttl),
+            tokens: TokenRegistry::default(),
+            fail: FailSwitch::default(),
+            token_calls: AtomicUsize::new(0),
+            tokens_issued: AtomicUsize::new(0),
+            api_calls: AtomicUsize::new(0),
+            last_api: Mutex::new(None),
+        });
+        let server = ServerHandle::start(Arc::clone(&state)).await?;
+        Ok(Self { state, server })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/ims/token/v3", self.base_url())
+    }
+
+    /// The ACCS API base including the tenant id: `http://127.0.0.1:PORT/<tenant-id>`.
+    pub fn api_base_url(&self) -> String {
+        format!("{}/{}", self.base_url(), self.state.tenant_id)
+    }
+
+    /// Calls to the token endpoint, successful or not.
+    pub fn token_calls(&self) -> usize {
+        get(&self.state.token_calls)
+    }
+
+    /// Tokens actually issued.
+    pub fn tokens_issued(&self) -> usize {
+        get(&self.state.tokens_issued)
+    }
+
+    pub fn api_calls(&self) -> usize {
+        get(&self.state.api_calls)
+    }
+
+    /// Every token issued so far answers 401 from now on.
+    pub fn revoke_all(&self) {
+        self.state.tokens.revoke_all();
+    }
+
+    /// Lifetime of tokens issued from now on.
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        *lock(&self.state.ttl) = ttl;
+    }
+
+    /// The next `n` token calls answer 503.
+    pub fn fail_next_token_calls(&self, n: usize) {
+        self.state.fail.arm(n);
+    }
+
+    /// Replaces the valid secrets (rotation); tokens already issued stay valid, as on IMS.
+    pub fn set_valid_secrets(&self, secrets: Vec<String>) {
+        *lock(&self.state.secrets) = secrets;
+    }
+
+    pub fn last_api_request(&self) -> Option<RecordedRequest> {
+        lock(&self.state.last_api).clone()
+    }
+
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+// === token endpoint ===
+
+impl Handler for ImsState {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if req.uri().path() == "/ims/token/v3" {
+            return self.token(req).await;
+        }
+        let tenant_prefix = format!("/{}/V1/", self.tenant_id);
+        if req.uri().path().starts_with(&tenant_prefix) {
+            return self.api(req).await;
+        }
+        api::magento_error(StatusCode::NOT_FOUND, "Request does not match any route.")
+    }
+}
+
+impl ImsState {
+    async fn token(&self, req: Request<Incoming>) -> Response<Body> {
+        bump(&self.token_calls);
+        if self.fail.take() {
+            return common::unavailable();
+        }
+        if req.method() != Method::POST {
+            return oauth_error("invalid_request", "method not allowed");
+        }
+        let (parts, body) = req.into_parts();
+        let Ok(body) = common::read_body(body, TOKEN_BODY_LIMIT).await else {
+            return oauth_error("invalid_request", "request body too large or broken");
+        };
+        let mut fields = common::form_fields(parts.uri.query(), &body.head);
+        if let Some((id, secret)) = common::basic_credentials(&parts.headers) {
+            fields.insert("client_id".to_owned(), id);
+            fields.insert("client_secret".to_owned(), secret);
+        }
+        match self.check_token_request(&fields) {
+            Ok(scope) => self.issue(&scope),
+            Err(rejection) => rejection.into(),
+        }
+    }
+
+    /// Validates in IMS's order: client, secret, grant, scope. Returns the granted scope.
+    fn check_token_request(&self, fields: &HashMap<String, String>) -> Result<String, OAuthError> {
+        let field = |name: &str| {
+            fields
+                .get(name)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        };
+        if field("client_id") != Some(self.client_id.as_str()) {
+            return Err(OAuthError("invalid_client", "invalid client_id parameter"));
+        }
+        let secret = field("client_secret").unwrap_or_default();
+        if !lock(&self.secrets)
+            .iter()
+            .any(|valid| common::secret_eq(valid, secret))
+        {
+            return Err(OAuthError(
+                "invalid_client",
+                "invalid client_secret parameter",
+            ));
+        }
+        match field("grant_type") {
+            None => {
+                return Err(OAuthError(
+                    "invalid_request",
+                    "missing grant_type parameter",
+                ));
+            }
+            Some("client_credentials") => {}
+            Some(_) => {
+                return Err(OAuthError(
+                    "unsupported_grant_type",
+                    "unsupported grant_type",
+                ));
+            }
+        }
+        let Some(scope) = field("scope") else {
+            return Err(OAuthError("invalid_request", "missing scope parameter"));
+        };
+        if scope
+            .split(',')
+            .any(|s| !self.allowed_scopes.iter().any(|a| a == s.trim()))
+        {
+            return Err(OAuthError("invalid_scope", "invalid scope"));
+        }
+        Ok(scope.to_owned())
+    }
+
+    fn issue(&self, scope: &str) -> Response<Body> {
+        let ttl = *lock(&self.ttl);
+        let claims = json!({
+            "id": common::random_string(),
+            "type": "access_token",
+            "client_id": self.client_id,
+            "as": "ims-na1",
+            "scope": scope,
+            // IMS puts milliseconds, as strings, inside the token (UPSTREAMS 1.2).
+            "created_at": clock::unix_millis().to_string(),
+            "expires_in": ttl.as_millis().to_string(),
+        });
+        let token = common::mint_jwt("RS256", &claims);
+        self.tokens.insert(token.clone(), ttl);
+        bump(&self.tokens_issued);
+        json(
+            StatusCode::OK,
+            &json!({"access_token": token, "token_type": "bearer", "expires_in": ttl.as_secs()}),
+        )
+    }
+}

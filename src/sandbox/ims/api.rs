@@ -1,0 +1,122 @@
+//! The ACCS-like Commerce REST API behind the fake IMS (UPSTREAMS.md 1.3 and 1.5):
+//! `/<tenant-id>/V1/...` with `Authorization: Bearer` and `x-api-key`. Every answer reflects what
+//! the proxy sent (path, raw query, `Store` header, body length; never the token) so tests can
+//! check rewriting and header injection. `/V1/sandbox/bytes?n=` streams `n` bytes without
+//! buffering and `/V1/sandbox/slow?ms=` answers late, for benchmarks and timeout tests.
+
+use std::time::Duration;
+
+use http::{HeaderMap, Method, StatusCode};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::json;
+
+use super::super::common::{
+    self, Body, BodySummary, RecordedRequest, TokenState, bump, json, lock,
+};
+use super::ImsState;
+
+/// Upper bound on `/V1/sandbox/slow?ms=`, so a typo cannot park a connection for hours.
+const MAX_SLOW: Duration = Duration::from_secs(60);
+
+impl ImsState {
+    pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
+        bump(&self.api_calls);
+        let (parts, body) = req.into_parts();
+        let summary = common::read_body(body, u64::MAX).await.unwrap_or_default();
+        self.record(&parts, &summary);
+        if let Some(denied) = self.authorize(&parts.headers) {
+            return denied;
+        }
+        let path = parts.uri.path();
+        let query = parts.uri.query();
+        let route = path
+            .strip_prefix(&format!("/{}", self.tenant_id))
+            .unwrap_or(path);
+        let echo = echo(&parts, &summary);
+        match (&parts.method, route) {
+            (&Method::GET, "/V1/sandbox/bytes") => common::streamed(
+                common::query_param(query, "n")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            ),
+            (&Method::GET, "/V1/sandbox/slow") => {
+                let ms = common::query_param(query, "ms")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms).min(MAX_SLOW)).await;
+                json(StatusCode::OK, &json!({"slept_ms": ms, "sandbox": echo}))
+            }
+            (&Method::GET, "/V1/products") => json(StatusCode::OK, &products(query, &echo)),
+            (&Method::GET, "/V1/store/storeViews") => json(StatusCode::OK, &store_views(&echo)),
+            _ => json(
+                StatusCode::OK,
+                &json!({"body": summary.json(), "sandbox": echo}),
+            ),
+        }
+    }
+
+    fn record(&self, parts: &http::request::Parts, summary: &BodySummary) {
+        *lock(&self.last_api) = Some(RecordedRequest::new(parts, summary.len));
+    }
+
+    /// `None` when the caller may proceed; otherwise the rejection.
+    fn authorize(&self, headers: &HeaderMap) -> Option<Response<Body>> {
+        let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        if self.require_api_key && api_key != Some(self.client_id.as_str()) {
+            // Adobe I/O gateway shape (UPSTREAMS 1.5 marks the gateway layer unconfirmed).
+            let body = json!({"error_code": "403000", "message": "Api Key is invalid"});
+            return Some(json(StatusCode::FORBIDDEN, &body));
+        }
+        let valid =
+            common::bearer(headers).is_some_and(|t| self.tokens.state(t) == TokenState::Valid);
+        (!valid).then(unauthorized)
+    }
+}
+
+/// Magento's guest response, used for missing, bad, expired and revoked tokens alike.
+fn unauthorized() -> Response<Body> {
+    let body = json!({
+        "message": "The consumer isn't authorized to access %resources.",
+        "parameters": {"resources": "Magento_Catalog::products"}
+    });
+    json(StatusCode::UNAUTHORIZED, &body)
+}
+
+pub(super) fn magento_error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, &json!({"message": message}))
+}
+
+/// What the API reflects so tests can see what the proxy sent upstream (never the token).
+fn echo(parts: &http::request::Parts, summary: &BodySummary) -> serde_json::Value {
+    let store = parts.headers.get("store").and_then(|v| v.to_str().ok());
+    json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "store": store,
+        "body_length": summary.len,
+    })
+}
+
+fn products(query: Option<&str>, echo: &serde_json::Value) -> serde_json::Value {
+    let page_size: usize = common::query_param(query, "searchCriteria[pageSize]")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2)
+        .min(50);
+    let items: Vec<_> = (1..=page_size)
+        .map(|i| {
+            json!({"id": i, "sku": format!("SB-{i:04}"), "name": format!("Sandbox tee {i}"),
+            "price": 19.9, "status": 1, "type_id": "simple"})
+        })
+        .collect();
+    json!({"items": items, "search_criteria": {"page_size": page_size}, "total_count": 120, "sandbox": echo})
+}
+
+fn store_views(echo: &serde_json::Value) -> serde_json::Value {
+    json!([
+        {"id": 0, "code": "admin", "name": "Admin", "website_id": 0, "store_group_id": 0, "is_active": 1},
+        {"id": 1, "code": "default", "name": "Default Store View", "website_id": 1,
+         "store_group_id": 1, "is_active": 1, "sandbox": echo}
+    ])
+}

@@ -1,0 +1,133 @@
+//! The fake store's Admin REST API and its per-store leaky bucket (UPSTREAMS.md 2.3–2.5).
+//!
+//! Order of checks: store lock (423), bearer token (401 with SHOPLINE's `errors` body), then the
+//! bucket (429 `{"errors":"Too many request"}`), because the bucket belongs to an (app, store)
+//! pair and only an authenticated call can be attributed to one. Every response has `traceId`.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::header::RETRY_AFTER;
+use http::{HeaderValue, Method, StatusCode};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::super::common::{
+    self, Body, BodySummary, RecordedRequest, TokenState, bump, json, lock,
+};
+use super::{State, trace_id};
+
+/// A leaky bucket in GCRA form: `drained_at` is when the bucket would be empty again.
+/// Requests fit while the bucket holds fewer than `burst`; it drains at `rate` per second.
+#[derive(Debug)]
+pub(crate) struct LeakyBucket {
+    interval: Duration,
+    capacity: Duration,
+    drained_at: Option<Instant>,
+}
+
+impl LeakyBucket {
+    pub(crate) fn new(rate_per_second: u32, burst: u32) -> Self {
+        let interval = Duration::from_secs(1) / rate_per_second.max(1);
+        Self {
+            interval,
+            capacity: interval * burst.max(1),
+            drained_at: None,
+        }
+    }
+
+    /// Admits one request now, or says how long until one would fit.
+    pub(crate) fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+        let level_end = self.drained_at.map_or(now, |at| at.max(now)) + self.interval;
+        let fill = level_end - now;
+        if fill > self.capacity {
+            return Err(fill - self.capacity);
+        }
+        self.drained_at = Some(level_end);
+        Ok(())
+    }
+}
+
+impl State {
+    pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
+        bump(&self.api_calls);
+        let (parts, body) = req.into_parts();
+        let summary = common::read_body(body, u64::MAX).await.unwrap_or_default();
+        self.record(&parts, &summary);
+        let mut response = self.api_response(&parts, &summary);
+        response.headers_mut().insert("traceId", trace_id());
+        response
+    }
+
+    fn api_response(&self, parts: &http::request::Parts, summary: &BodySummary) -> Response<Body> {
+        if self.locked.load(Ordering::SeqCst) {
+            return json(StatusCode::LOCKED, &json!({"errors": "Store is locked"}));
+        }
+        match self.token_state(&parts.headers) {
+            TokenState::Valid => {}
+            TokenState::Expired => return unauthorized("ACCESS_TOKEN is expired!"),
+            TokenState::Revoked | TokenState::Unknown => {
+                return unauthorized("ACCESS_TOKEN is invalid!");
+            }
+        }
+        if let Err(wait) = lock(&self.bucket).admit(Instant::now()) {
+            return self.throttled(wait);
+        }
+        let echo = json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "body_length": summary.len,
+        });
+        if parts.method == Method::GET && parts.uri.path().ends_with("/products/products.json") {
+            return json(StatusCode::OK, &products(parts.uri.query(), &echo));
+        }
+        json(
+            StatusCode::OK,
+            &json!({"body": summary.json(), "sandbox": echo}),
+        )
+    }
+
+    fn throttled(&self, wait: Duration) -> Response<Body> {
+        bump(&self.throttled);
+        if let Some(limit) = self.options.lock_after_throttled {
+            if common::get(&self.throttled) >= limit {
+                self.locked.store(true, Ordering::SeqCst);
+            }
+        }
+        let mut response = json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"errors": "Too many request"}),
+        );
+        if self.options.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+
+    fn record(&self, parts: &http::request::Parts, summary: &BodySummary) {
+        *lock(&self.last_api) = Some(RecordedRequest::new(parts, summary.len));
+    }
+}
+
+fn unauthorized(message: &str) -> Response<Body> {
+    json(StatusCode::UNAUTHORIZED, &json!({"errors": message}))
+}
+
+fn products(query: Option<&str>, echo: &serde_json::Value) -> serde_json::Value {
+    let limit: usize = common::query_param(query, "limit")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2)
+        .min(50);
+    let products: Vec<_> = (1..=limit)
+        .map(|i| json!({"id": format!("16057{i:08}"), "title": format!("Sandbox tee {i}"),
+            "handle": format!("sandbox-tee-{i}"), "status": "active",
+            "variants": [{"id": format!("18057{i:08}"), "price": "19.90", "sku": format!("SB-{i:04}")}]}))
+        .collect();
+    json!({"products": products, "sandbox": echo})
+}

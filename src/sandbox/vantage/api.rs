@@ -1,0 +1,81 @@
+//! The fake Vantage public API (`/api/publicapi/v1/...`, UPSTREAMS.md 3.3). A missing, bad,
+//! expired or revoked token gets what ASP.NET's JwtBearer handler sends: 401, empty body,
+//! `WWW-Authenticate: Bearer error="invalid_token"` (UPSTREAMS 3.5, unconfirmed but likely).
+
+use http::header::WWW_AUTHENTICATE;
+use http::{HeaderValue, Method, StatusCode};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::json;
+
+use super::super::common::{self, Body, RecordedRequest, TokenState, bump, json, lock};
+use super::State;
+
+impl State {
+    pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
+        bump(&self.counters.api_calls);
+        let (parts, body) = req.into_parts();
+        let summary = common::read_body(body, u64::MAX).await.unwrap_or_default();
+        *lock(&self.last_api) = Some(RecordedRequest::new(&parts, summary.len));
+        let state =
+            common::bearer(&parts.headers).map_or(TokenState::Unknown, |t| self.tokens.state(t));
+        if state != TokenState::Valid {
+            return unauthorized(state);
+        }
+        let route = parts.uri.path().trim_start_matches("/api/publicapi/v1");
+        let segments: Vec<&str> = route.split('/').filter(|s| !s.is_empty()).collect();
+        match (&parts.method, segments.as_slice()) {
+            (&Method::GET, ["skills"]) => json(StatusCode::OK, &skills()),
+            (&Method::GET, ["transactions", id]) => json(StatusCode::OK, &transaction(id)),
+            (&Method::POST, ["transactions"]) => {
+                json(StatusCode::CREATED, &json!({"transactionId": uuid_like()}))
+            }
+            _ => json(
+                StatusCode::OK,
+                &json!({
+                    "method": parts.method.as_str(), "path": parts.uri.path(),
+                    "query": parts.uri.query(), "body_length": summary.len,
+                }),
+            ),
+        }
+    }
+}
+
+fn unauthorized(state: TokenState) -> Response<Body> {
+    let challenge = if state == TokenState::Expired {
+        r#"Bearer error="invalid_token", error_description="The token expired""#
+    } else {
+        r#"Bearer error="invalid_token""#
+    };
+    let mut response = common::empty(StatusCode::UNAUTHORIZED);
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
+fn skills() -> serde_json::Value {
+    json!([
+        {"id": "6b1c4c2e-0d7e-4c55-9f1a-1d6a2c000001", "name": "Invoice", "type": "Document"},
+        {"id": "6b1c4c2e-0d7e-4c55-9f1a-1d6a2c000002", "name": "Receipt", "type": "Document"},
+        {"id": "6b1c4c2e-0d7e-4c55-9f1a-1d6a2c000003", "name": "Classifier", "type": "Process"}
+    ])
+}
+
+fn transaction(id: &str) -> serde_json::Value {
+    json!({"id": id, "status": "Processed", "skillId": "6b1c4c2e-0d7e-4c55-9f1a-1d6a2c000001",
+        "documents": [{"id": uuid_like(), "resultFiles": []}]})
+}
+
+fn uuid_like() -> String {
+    let b = rand::random::<[u8; 16]>();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}

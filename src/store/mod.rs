@@ -1,0 +1,111 @@
+//! Token stores: where a tenant's current token is kept so that it outlives one token manager.
+//!
+//! The token manager asks the store before it calls a token endpoint and tells it after: with the
+//! in-process [`MemoryStore`] that lets a reloaded tenant whose credentials did not change pick up
+//! the token it already had; with a shared store (Redis, SPEC section 8) it lets replicas share one
+//! token, which SHOPLINE needs because every renewal shortens every other copy's life. Entries are
+//! keyed by tenant and a fingerprint of the credentials, so changed credentials never see an old
+//! token. Times are wall-clock unix milliseconds: the one place the program persists absolute time.
+
+mod memory;
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+pub use self::memory::MemoryStore;
+use crate::auth::Token;
+use crate::clock;
+use crate::config::{ProviderConfig, Secret, TenantName};
+
+/// Identifies one credential set: tenant name plus a hash of its provider configuration.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct StoreKey(String);
+
+impl StoreKey {
+    /// The fingerprint covers every field, secrets included (hashed, never shown).
+    pub fn new(tenant: &TenantName, provider: &ProviderConfig) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(provider.fingerprint_material().as_bytes());
+        let digest = hash.finalize();
+        Self(format!("{tenant}:{}", hex::encode(&digest[..12])))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A token as persisted: absolute wall-clock times, so another process can use it.
+#[derive(Debug, Clone)]
+pub struct StoredToken {
+    pub access: Secret<String>,
+    pub refresh_token: Option<Secret<String>>,
+    pub obtained_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub secret_index: usize,
+}
+
+impl StoredToken {
+    pub fn from_token(token: &Token) -> Self {
+        let now_ms = clock::unix_millis();
+        let to_ms = |at: tokio::time::Instant| {
+            let ahead = at.saturating_duration_since(tokio::time::Instant::now());
+            now_ms + u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX / 2)
+        };
+        let age = u64::try_from(token.obtained_at.elapsed().as_millis()).unwrap_or(0);
+        Self {
+            access: token.access.clone(),
+            refresh_token: token.refresh_token.clone(),
+            obtained_at_ms: now_ms.saturating_sub(age),
+            expires_at_ms: token.expires_at.map(to_ms),
+            secret_index: token.secret_index,
+        }
+    }
+
+    /// Back to monotonic time for this process.
+    pub fn to_token(&self) -> Token {
+        let now_ms = clock::unix_millis();
+        let now = tokio::time::Instant::now();
+        let from_ms = |ms: u64| {
+            if ms >= now_ms {
+                now + Duration::from_millis(ms - now_ms)
+            } else {
+                now.checked_sub(Duration::from_millis(now_ms - ms)).unwrap_or(now)
+            }
+        };
+        Token {
+            access: self.access.clone(),
+            obtained_at: from_ms(self.obtained_at_ms),
+            expires_at: self.expires_at_ms.map(from_ms),
+            refresh_token: self.refresh_token.clone(),
+            secret_index: self.secret_index,
+        }
+    }
+}
+
+/// The store a deployment uses; a closed set dispatched with `match`, like providers.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Memory(MemoryStore),
+}
+
+impl Store {
+    pub async fn get(&self, key: &StoreKey) -> Option<StoredToken> {
+        match self {
+            Self::Memory(store) => store.get(key),
+        }
+    }
+
+    pub async fn put(&self, key: &StoreKey, token: StoredToken) {
+        match self {
+            Self::Memory(store) => store.put(key, token),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Header hygiene between downstream and upstream.
+//!
+//! Hop-by-hop headers (RFC 9110 7.6.1) describe one connection and must not be forwarded, nor may
+//! any header the `Connection` header names. On the way up we also drop the caller's
+//! `Authorization` (the proxy sets the real one), `Proxy-Authorization`, the caller key, `Host`
+//! (the client sets the upstream's) and `Expect` (hyper answered it already).
+
+use http::header::{self, HeaderMap, HeaderName};
+
+/// The caller-key header of SPEC section 7.
+pub(crate) const CALLER_KEY_HEADER: HeaderName = HeaderName::from_static("tokenbroker-key");
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those listed in `Connection`.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are connection-specific too; collect before removing it.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// Prepares downstream request headers for the upstream: hop-by-hop and caller credentials out.
+pub(crate) fn sanitize_request(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(CALLER_KEY_HEADER);
+    headers.remove(header::HOST);
+    headers.remove(header::EXPECT);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn request_headers_lose_hop_by_hop_credentials_and_connection_listed_names() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic abc"),
+            ("authorization", "Bearer caller"),
+            ("tokenbroker-key", "k"),
+            ("host", "127.0.0.1:8080"),
+            ("transfer-encoding", "chunked"),
+            ("accept", "application/json"),
+            ("store", "default"),
+        ] {
+            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        sanitize_request(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["accept", "store"]);
+    }
+}

@@ -1,0 +1,106 @@
+//! The upstream side: a pooled HTTP/1.1 + HTTP/2 client over rustls, and header hygiene.
+//!
+//! One client (and so one connection pool) is shared by every tenant that trusts the default roots;
+//! a tenant with its own `ca_file` gets its own client. TLS is rustls with the ring provider, the
+//! system's web roots plus `ca_file`, and ALPN offering `h2` and `http/1.1`, so an upstream that
+//! speaks HTTP/2 gets multiplexed requests on one connection.
+
+pub(crate) mod headers;
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+
+/// A request body on its way upstream: buffered (so a 401 can replay it) or streamed under a cap.
+pub type UpstreamBody = Either<Full<Bytes>, Limited<Incoming>>;
+
+/// Idle keep-alive connections are closed after this: shorter than the 120 s+ most load balancers
+/// use, so we close first and never reuse a connection the other side is about to drop.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// TCP connect budget; the rest of the exchange is bounded by `request_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read ca_file {path}: {source}")]
+    CaFile { path: String, source: std::io::Error },
+    #[error("ca_file {path} holds no usable certificate")]
+    NoCertificate { path: String },
+}
+
+/// A pooled client to upstream APIs. Cloning shares the pool.
+#[derive(Clone, Debug)]
+pub struct UpstreamClient {
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+}
+
+impl UpstreamClient {
+    /// A client trusting the system roots and, when given, the certificates in `ca_file`.
+    pub fn new(ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
+        let mut roots = system_roots().clone();
+        if let Some(path) = ca_file {
+            add_ca_file(&mut roots, path)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        Ok(Self { client })
+    }
+
+    pub fn request(&self, request: http::Request<UpstreamBody>) -> hyper_util::client::legacy::ResponseFuture {
+        self.client.request(request)
+    }
+}
+
+/// The system's trust roots, loaded once per process (reading them costs milliseconds).
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        let loaded = rustls_native_certs::load_native_certs();
+        for error in &loaded.errors {
+            tracing::warn!(%error, "some system trust roots could not be loaded");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
+        tracing::debug!(added, ignored, "system trust roots loaded");
+        roots
+    })
+}
+
+fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsSetupError> {
+    let shown = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|source| TlsSetupError::CaFile { path: shown.clone(), source })?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsSetupError::CaFile { path: shown.clone(), source })?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(TlsSetupError::NoCertificate { path: shown });
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The binary's command line: `check` on the shipped example and on a broken file, `--version`.
+
+use std::process::Command;
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+
+fn tokenbroker() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+}
+
+/// Every `{ env = "NAME" }` in the example, given a dummy value.
+fn example_env() -> Vec<(String, String)> {
+    let example = std::fs::read_to_string(EXAMPLE).expect("config.example.toml exists");
+    let mut names: Vec<String> = example
+        .split("env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names.into_iter().map(|name| (name, "dummy-secret-value".to_owned())).collect()
+}
+
+#[test]
+fn check_accepts_the_shipped_example() {
+    let output = tokenbroker()
+        .args(["check", "--config", EXAMPLE])
+        .envs(example_env())
+        .output()
+        .expect("run tokenbroker check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "check failed:\n{stderr}");
+    assert!(!stderr.contains("dummy-secret-value"));
+}
+
+#[test]
+fn check_rejects_a_typo_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[tenant]]\nname = \"acme\"\nprovider = \"static\"\nupstream = \"http://127.0.0.1:9\"\nvalue = \"Bearer x\"\nrefresh_befor = \"5m\"\n",
+    )
+    .expect("write config");
+    let output = tokenbroker().args(["check", "--config"]).arg(&path).output().expect("run tokenbroker check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("broken.toml:9:"), "names the line of the typo:\n{stderr}");
+    assert!(stderr.contains("refresh_befor"), "names the key:\n{stderr}");
+}
+
+#[test]
+fn run_with_a_bad_config_exits_78_without_serving() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[[tenant]]\nname = \"Bad Name\"\n").expect("write config");
+    let output = tokenbroker().args(["run", "--config"]).arg(&path).output().expect("run tokenbroker");
+    assert_eq!(output.status.code(), Some(78));
+}
+
+#[test]
+fn version_and_help() {
+    let output = tokenbroker().arg("--version").output().expect("run");
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("tokenbroker "));
+    let output = tokenbroker().arg("--help").output().expect("run");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in ["run", "check", "demo"] {
+        assert!(help.contains(command), "{help}");
+    }
+}

@@ -1,0 +1,9 @@
+//! The single integration-test binary: real sockets on 127.0.0.1, real binary where it matters.
+
+// Harness items are `pub` for the test modules that share them.
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod cli;
+mod proxy;

@@ -1,0 +1,138 @@
+//! A recording upstream: answers by path and remembers every request it received in full.
+//!
+//! `/slow/<ms>` answers after a delay, `/bytes/<n>` streams n bytes, `/status/<code>` answers that
+//! status (429 with `Retry-After: 2`), anything else answers a small JSON echo. Only requests whose
+//! body arrived completely are recorded, so "nothing reached the upstream" is observable.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    /// Path and query exactly as received.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub version: Version,
+}
+
+#[derive(Clone, Default)]
+pub struct Upstream {
+    pub addr: Option<SocketAddr>,
+    recorded: Arc<Mutex<Vec<Recorded>>>,
+    started: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fake upstream");
+        let upstream = Self { addr: Some(listener.local_addr().expect("local addr")), ..Self::default() };
+        let serving = upstream.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let upstream = serving.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let upstream = upstream.clone();
+                        async move { Ok::<_, Infallible>(upstream.answer(req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        upstream
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("started")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Requests received completely, in arrival order.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.recorded.lock().expect("test lock").clone()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.recorded().pop().expect("the upstream received a request")
+    }
+
+    /// Requests whose headers arrived, complete or not.
+    pub fn started(&self) -> usize {
+        self.started.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+        self.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (parts, body) = req.into_parts();
+        let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
+            return plain(StatusCode::BAD_REQUEST, "incomplete body");
+        };
+        let target = parts.uri.path_and_query().map(|pq| pq.as_str().to_owned()).unwrap_or_default();
+        self.recorded.lock().expect("test lock").push(Recorded {
+            method: parts.method.clone(),
+            target: target.clone(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+            version: parts.version,
+        });
+        let path = parts.uri.path();
+        if let Some(ms) = path.strip_prefix("/slow/").and_then(|v| v.parse().ok()) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if let Some(n) = path.strip_prefix("/bytes/").and_then(|v| v.parse::<u64>().ok()) {
+            return streamed(n);
+        }
+        if let Some(code) = path.strip_prefix("/status/").and_then(|v| v.parse::<u16>().ok()) {
+            let mut response = plain(StatusCode::from_u16(code).expect("valid status"), "status");
+            if code == 429 {
+                response.headers_mut().insert("retry-after", "2".parse().expect("valid"));
+            }
+            return response;
+        }
+        let echo = serde_json::json!({ "target": target, "body_len": body.len() }).to_string();
+        let mut response = plain(StatusCode::OK, &echo);
+        let headers = response.headers_mut();
+        headers.insert("content-type", "application/json".parse().expect("valid"));
+        headers.insert("x-upstream", "fake".parse().expect("valid"));
+        headers.insert("keep-alive", "timeout=5".parse().expect("valid"));
+        response
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<BoxBody<Bytes, Infallible>> {
+    let mut response = Response::new(Full::new(Bytes::from(text.to_owned())).boxed());
+    *response.status_mut() = status;
+    response
+}
+
+/// `n` bytes in 64 KiB chunks, produced lazily: the fake never holds the whole body.
+fn streamed(n: u64) -> Response<BoxBody<Bytes, Infallible>> {
+    const CHUNK: u64 = 64 * 1024;
+    let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+    let frames = stream::iter((0..n.div_ceil(CHUNK)).map(move |i| {
+        let len = CHUNK.min(n - i * CHUNK) as usize;
+        Ok::<_, Infallible>(Frame::data(chunk.slice(..len)))
+    }));
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    response.headers_mut().insert("content-length", n.into());
+    response
+}
