@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderName, HeaderValue, Method};
 
 pub use secret::Secret;
-pub use validate::{Env, ProcessEnv};
 
 /// Everything the proxy needs to serve, validated. Built once per load or reload.
 #[derive(Debug, Clone)]
