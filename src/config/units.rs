@@ -1,1 +1,278 @@
-//! Durations ("90s") and sizes ("2MiB"). STUB: the config helper fills this.
+//! The textual units of the configuration: durations (`"90s"`), sizes (`"2MiB"`) and RFC 3339
+//! timestamps.
+//!
+//! Operators copy values between nginx, Envoy and Kubernetes manifests, so the accepted forms are
+//! deliberately narrow and every rejection says what would have been accepted: a bare `"90"` is
+//! refused rather than guessed to be seconds, and `MB` (10^6) and `MiB` (2^20) are both spelled out
+//! because they differ by 5 %.
+
+use std::time::{Duration, SystemTime};
+
+/// Why a unit string was refused; the message is shown to the operator as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UnitError {
+    #[error(
+        "`{0}` has no unit; write a duration such as \"90s\", \"5m\", \"10h\", \"250ms\" or \"1d\""
+    )]
+    DurationWithoutUnit(String),
+    #[error("`{0}` is negative; durations and sizes cannot be")]
+    Negative(String),
+    #[error("`{0}` is not a whole number followed by a unit (use \"90m\" rather than \"1.5h\")")]
+    NotInteger(String),
+    #[error("`{value}` has an unknown unit `{unit}`; expected one of {expected}")]
+    UnknownUnit {
+        value: String,
+        unit: String,
+        expected: &'static str,
+    },
+    #[error("`{0}` is too large")]
+    Overflow(String),
+    #[error("`{0}` is not an RFC 3339 date-time such as 2026-01-01T00:00:00Z")]
+    BadTimestamp(String),
+}
+
+const DURATION_UNITS: &str = "ms, s, m, h, d";
+const SIZE_UNITS: &str = "B, KB, KiB, MB, MiB, GB, GiB (or a bare number of bytes)";
+
+/// `"250ms"`, `"90s"`, `"5m"`, `"10h"`, `"1d"`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    let (number, unit) = split_number(text)?;
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" => return Err(UnitError::DurationWithoutUnit(text.to_owned())),
+        _ => return Err(unknown_unit(text, unit, DURATION_UNITS)),
+    };
+    let millis = number
+        .checked_mul(millis_per_unit)
+        .ok_or_else(|| UnitError::Overflow(text.to_owned()))?;
+    Ok(Duration::from_millis(millis))
+}
+
+/// `"2MB"` = 2 000 000, `"2MiB"` = 2 097 152, `"512"` = 512 bytes.
+pub(crate) fn parse_size(text: &str) -> Result<u64, UnitError> {
+    let (number, unit) = split_number(text)?;
+    let bytes_per_unit: u64 = match unit {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return Err(unknown_unit(text, unit, SIZE_UNITS)),
+    };
+    number
+        .checked_mul(bytes_per_unit)
+        .ok_or_else(|| UnitError::Overflow(text.to_owned()))
+}
+
+/// Splits `"  90 s "` into `(90, "s")`, refusing signs and fractions with a message that says so.
+fn split_number(text: &str) -> Result<(u64, &str), UnitError> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('-') {
+        return Err(UnitError::Negative(text.to_owned()));
+    }
+    let digits_end = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, rest) = trimmed.split_at(digits_end);
+    if digits.is_empty() || rest.starts_with('.') || rest.starts_with(',') {
+        return Err(UnitError::NotInteger(text.to_owned()));
+    }
+    let number = digits
+        .parse::<u64>()
+        .map_err(|_| UnitError::Overflow(text.to_owned()))?;
+    Ok((number, rest.trim_start()))
+}
+
+fn unknown_unit(text: &str, unit: &str, expected: &'static str) -> UnitError {
+    UnitError::UnknownUnit {
+        value: text.to_owned(),
+        unit: unit.to_owned(),
+        expected,
+    }
+}
+
+/// `2026-01-01T00:00:00Z`, `2026-01-01 00:00:00.5+08:00`: an RFC 3339 date-time with an offset.
+/// Hand-written because it is the only timestamp the configuration holds.
+pub(crate) fn parse_rfc3339(text: &str) -> Result<SystemTime, UnitError> {
+    let bad = || UnitError::BadTimestamp(text.to_owned());
+    let bytes = text.trim().as_bytes();
+    let (date_time, rest) = bytes.split_at_checked(19).ok_or_else(bad)?;
+    let local_secs = civil_seconds(date_time).ok_or_else(bad)?;
+    let (nanos, offset) = fraction_and_offset(rest).ok_or_else(bad)?;
+    let secs = u64::try_from(local_secs - offset).map_err(|_| bad())?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (also `t` or a space as separator) → seconds since the epoch, as if UTC.
+fn civil_seconds(b: &[u8]) -> Option<i64> {
+    let separators_ok = b[4] == b'-'
+        && b[7] == b'-'
+        && matches!(b[10], b'T' | b't' | b' ')
+        && b[13] == b':'
+        && b[16] == b':';
+    let num = |from: usize, to: usize| digits(&b[from..to]);
+    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    let in_range = (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && hour <= 23
+        && minute <= 59
+        && second <= 60;
+    (separators_ok && in_range)
+        .then(|| days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// `[.fraction](Z|±HH:MM)` → (nanoseconds, offset east of UTC in seconds).
+fn fraction_and_offset(mut rest: &[u8]) -> Option<(u32, i64)> {
+    let mut nanos = 0;
+    if let Some(after_dot) = rest.strip_prefix(b".") {
+        let len = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
+        // Nanosecond precision: further digits are dropped, fewer are right-padded.
+        let kept: Vec<u8> = after_dot[..len]
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(b'0'))
+            .take(9)
+            .collect();
+        nanos = u32::try_from(digits(&kept)?).ok().filter(|_| len > 0)?;
+        rest = &after_dot[len..];
+    }
+    let offset = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let offset = digits(&[*h1, *h2])? * 3600 + digits(&[*m1, *m2])? * 60;
+            if *sign == b'-' { -offset } else { offset }
+        }
+        _ => return None,
+    };
+    Some((nanos, offset))
+}
+
+/// A run of ASCII digits as a number.
+fn digits(bytes: &[u8]) -> Option<i64> {
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("90s", Some(90_000)),
+            ("5m", Some(300_000)),
+            ("10h", Some(36_000_000)),
+            ("250ms", Some(250)),
+            ("1d", Some(86_400_000)),
+            ("0s", Some(0)),
+            (" 30 s ", Some(30_000)),
+            ("90", None),
+            ("-5s", None),
+            ("1.5h", None),
+            ("s", None),
+            ("", None),
+            ("5 minutes", None),
+            ("5M", None),
+            ("99999999999999999999s", None),
+            ("9999999999999999d", None),
+        ];
+        for (text, want) in cases {
+            let got = parse_duration(text)
+                .ok()
+                .map(|d| u64::try_from(d.as_millis()).expect("small"));
+            assert_eq!(got, *want, "parse_duration({text:?})");
+        }
+    }
+
+    #[test]
+    fn duration_errors_say_what_is_wrong() {
+        assert!(matches!(
+            parse_duration("90"),
+            Err(UnitError::DurationWithoutUnit(_))
+        ));
+        assert!(matches!(parse_duration("-5s"), Err(UnitError::Negative(_))));
+        assert!(matches!(
+            parse_duration("1.5h"),
+            Err(UnitError::NotInteger(_))
+        ));
+        let message = parse_duration("5y").expect_err("no years").to_string();
+        assert!(
+            message.contains("unknown unit `y`") && message.contains("ms, s, m, h, d"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("2MB", Some(2_000_000)),
+            ("2MiB", Some(2_097_152)),
+            ("1KB", Some(1_000)),
+            ("1KiB", Some(1_024)),
+            ("3GB", Some(3_000_000_000)),
+            ("1GiB", Some(1_073_741_824)),
+            ("512B", Some(512)),
+            ("512", Some(512)),
+            ("10 MiB", Some(10_485_760)),
+            ("2mb", None),
+            ("-1MB", None),
+            ("1.5MB", None),
+            ("MB", None),
+            ("2TB", None),
+            ("99999999999999GiB", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text).ok(), *want, "parse_size({text:?})");
+        }
+    }
+
+    #[test]
+    fn rfc3339_timestamps() {
+        let cases: &[(&str, Option<(u64, u32)>)] = &[
+            ("1970-01-01T00:00:00Z", Some((0, 0))),
+            ("2026-01-01T00:00:00Z", Some((1_767_225_600, 0))),
+            ("2026-01-01T08:00:00+08:00", Some((1_767_225_600, 0))),
+            ("2025-12-31T23:00:00-01:00", Some((1_767_225_600, 0))),
+            (
+                "2024-02-29 12:30:45.25z",
+                Some((1_709_209_845, 250_000_000)),
+            ),
+            ("2026-01-01", None),
+            ("2026-01-01T00:00:00", None),
+            ("2026-13-01T00:00:00Z", None),
+            ("2026-01-01T00:00:00+0800", None),
+            ("1969-12-31T23:59:59Z", None),
+            ("yesterday", None),
+        ];
+        for (text, want) in cases {
+            let got = parse_rfc3339(text).ok().map(|t| {
+                let since = t
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .expect("after epoch");
+                (since.as_secs(), since.subsec_nanos())
+            });
+            assert_eq!(got, *want, "parse_rfc3339({text:?})");
+        }
+    }
+}

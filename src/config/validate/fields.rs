@@ -1,0 +1,259 @@
+//! Parsers for the kinds of value that recur across sections: durations, sizes, addresses,
+//! URLs, files and secrets. Each records a located error and returns `None` on failure, so a
+//! section can check all its keys before giving up.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Ctx, Scope};
+use crate::config::Secret;
+use crate::config::raw::{RawQuantity, RawSecret};
+use crate::config::units;
+
+impl Ctx<'_> {
+    /// A duration such as `"90s"`; `default` when absent.
+    pub(super) fn duration(
+        &mut self,
+        scope: &Scope,
+        key: &str,
+        raw: Option<&RawQuantity>,
+        default: Duration,
+    ) -> Option<Duration> {
+        let parsed = match raw {
+            None => return Some(default),
+            Some(RawQuantity::Integer(n)) => Err(format!(
+                "`{n}` has no unit; write a string such as \"{n}s\" (units: ms, s, m, h, d)"
+            )),
+            Some(RawQuantity::Text(text)) => units::parse_duration(text).map_err(|e| e.to_string()),
+        };
+        parsed
+            .map_err(|message| self.error(scope, key, message))
+            .ok()
+    }
+
+    /// A duration that must not be zero (a timeout or lifetime of 0 s would make nothing work).
+    pub(super) fn positive_duration(
+        &mut self,
+        scope: &Scope,
+        key: &str,
+        raw: Option<&RawQuantity>,
+        default: Duration,
+    ) -> Option<Duration> {
+        let duration = self.duration(scope, key, raw, default)?;
+        if duration.is_zero() {
+            return self.reject(scope, key, "must be longer than 0s");
+        }
+        Some(duration)
+    }
+
+    /// A size such as `"2MiB"` or a bare number of bytes; `default` when absent.
+    pub(super) fn size(
+        &mut self,
+        scope: &Scope,
+        key: &str,
+        raw: Option<&RawQuantity>,
+        default: u64,
+    ) -> Option<u64> {
+        let parsed = match raw {
+            None => return Some(default),
+            Some(RawQuantity::Integer(n)) => {
+                u64::try_from(*n).map_err(|_| format!("`{n}` is negative; sizes cannot be"))
+            }
+            Some(RawQuantity::Text(text)) => units::parse_size(text).map_err(|e| e.to_string()),
+        };
+        parsed
+            .map_err(|message| self.error(scope, key, message))
+            .ok()
+    }
+
+    /// A key the scope cannot do without.
+    pub(super) fn required<'r, T>(
+        &mut self,
+        scope: &Scope,
+        key: &str,
+        raw: Option<&'r T>,
+        why: &str,
+    ) -> Option<&'r T> {
+        if raw.is_none() {
+            self.error(scope, "", format!("`{key}` is required {why}"));
+        }
+        raw
+    }
+
+    /// A non-empty string.
+    pub(super) fn non_empty<'r>(
+        &mut self,
+        scope: &Scope,
+        key: &str,
+        raw: Option<&'r String>,
+        why: &str,
+    ) -> Option<&'r str> {
+        let value = self.required(scope, key, raw, why)?;
+        if value.trim().is_empty() {
+            self.error(scope, key, "must not be empty");
+            return None;
+        }
+        Some(value)
+    }
+
+    /// `IP:port`, e.g. `127.0.0.1:8080` or `[::1]:8080`.
+    pub(super) fn socket_addr(
+        &mut self,
+        scope: &Scope,
+        key: &str,
+        text: &str,
+    ) -> Option<SocketAddr> {
+        let parsed = text.parse();
+        if parsed.is_err() {
+            self.error(scope, key, format!("`{text}` is not an IP:port address such as 127.0.0.1:8080 (host names are not resolved)"));
+        }
+        parsed.ok()
+    }
+
+    /// An absolute `http`/`https` URL with a host, no credentials and no fragment.
+    pub(super) fn http_url(
+        &mut self,
+        scope: &Scope,
+        key: &str,
+        text: &str,
+        allow_query: bool,
+    ) -> Option<http::Uri> {
+        match check_http_url(text, allow_query) {
+            Ok(uri) => Some(uri),
+            Err(problem) => {
+                self.error(scope, key, format!("`{text}` {problem}"));
+                None
+            }
+        }
+    }
+
+    /// A token endpoint: like [`Self::http_url`], and a warning when credentials would cross the
+    /// network in clear.
+    pub(super) fn token_url(&mut self, scope: &Scope, key: &str, text: &str) -> Option<http::Uri> {
+        let uri = self.http_url(scope, key, text, true)?;
+        if uri.scheme_str() == Some("http") && !uri.host().is_some_and(is_loopback_host) {
+            self.warn(scope, key, format!("`{text}` is plain http to a non-loopback host: credentials would cross the network in clear"));
+        }
+        Some(uri)
+    }
+
+    /// A file that must exist and be readable now, not at the first request.
+    pub(super) fn existing_file(
+        &mut self,
+        scope: &Scope,
+        key: &str,
+        path: &str,
+    ) -> Option<PathBuf> {
+        match std::fs::File::open(path) {
+            Ok(_) => Some(PathBuf::from(path)),
+            Err(e) => {
+                self.error(scope, key, format!("cannot open `{path}`: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Resolves a credential. Errors and warnings name the scope, the key and where the value
+    /// was looked for, never the value.
+    pub(super) fn secret(
+        &mut self,
+        scope: &Scope,
+        key: &str,
+        raw: &RawSecret,
+    ) -> Option<Secret<String>> {
+        let resolved = match raw {
+            RawSecret::Literal(value) => {
+                self.warn(scope, key, "secret written literally in the configuration; prefer { env = \"NAME\" } or { file = \"/path\" }");
+                Ok(value.clone())
+            }
+            RawSecret::Env(reference) if reference.env.is_empty() => {
+                Err("`env` names no variable".to_owned())
+            }
+            RawSecret::Env(reference) => self
+                .env
+                .var(&reference.env)
+                .ok_or_else(|| format!("environment variable `{}` is not set", reference.env)),
+            RawSecret::File(reference) => self
+                .env
+                .read_file(std::path::Path::new(&reference.file))
+                .map(|content| content.trim().to_owned())
+                .map_err(|e| format!("cannot read secret file `{}`: {e}", reference.file)),
+        };
+        match resolved {
+            Ok(value) if value.is_empty() => {
+                self.error(scope, key, format!("secret is empty ({})", describe(raw)));
+                None
+            }
+            Ok(value) => Some(Secret::new(value)),
+            Err(message) => {
+                self.error(scope, key, message);
+                None
+            }
+        }
+    }
+
+    /// Like [`Self::secret`] for an optional key.
+    pub(super) fn opt_secret(
+        &mut self,
+        scope: &Scope,
+        key: &str,
+        raw: Option<&RawSecret>,
+    ) -> Option<Option<Secret<String>>> {
+        match raw {
+            None => Some(None),
+            Some(raw) => self.secret(scope, key, raw).map(Some),
+        }
+    }
+}
+
+/// An optional key: `Some(None)` when absent, `Some(Some(_))` when present and valid, `None` when
+/// present and invalid (already reported).
+pub(super) fn optional<R, T>(
+    raw: Option<R>,
+    parse: impl FnOnce(R) -> Option<T>,
+) -> Option<Option<T>> {
+    match raw {
+        None => Some(None),
+        Some(raw) => parse(raw).map(Some),
+    }
+}
+
+/// Where a secret came from, for messages.
+fn describe(raw: &RawSecret) -> String {
+    match raw {
+        RawSecret::Literal(_) => "literal".to_owned(),
+        RawSecret::Env(r) => format!("environment variable `{}`", r.env),
+        RawSecret::File(r) => format!("file `{}`", r.file),
+    }
+}
+
+pub(super) fn check_http_url(text: &str, allow_query: bool) -> Result<http::Uri, &'static str> {
+    // `http::Uri` silently drops a fragment; a `#` in a base URL is always a mistake.
+    if text.contains('#') {
+        return Err("must not have a #fragment");
+    }
+    let uri: http::Uri = text.parse().map_err(|_| "is not a valid URL")?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("must be an absolute http:// or https:// URL");
+    }
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not carry credentials (user:password@); use the provider's keys");
+    }
+    if authority.host().is_empty() {
+        return Err("has no host");
+    }
+    if !allow_query && uri.query().is_some() {
+        return Err("must not have a ?query");
+    }
+    Ok(uri)
+}
+
+/// `localhost`, `*.localhost`, `127.0.0.0/8`, `::1`: traffic that never leaves the machine.
+pub(super) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}

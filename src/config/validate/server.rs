@@ -1,0 +1,216 @@
+//! `[server]`, `[token]` (and its per-tenant overrides), `[store]`, and the listener rules that
+//! span sections: unique addresses, and no non-loopback listener without callers (SPEC 7).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::{Ctx, Scope};
+use crate::config::raw::{RawServer, RawStore, RawTenant, RawToken};
+use crate::config::{ServerConfig, StoreConfig, TenantConfig, TokenPolicy};
+
+const MIB: u64 = 1 << 20;
+
+/// `server.max_body` when not set: 10 MiB.
+pub(super) const DEFAULT_MAX_BODY: u64 = 10 * MIB;
+
+/// `[token]` when not set.
+pub(super) fn default_token_policy() -> TokenPolicy {
+    TokenPolicy {
+        refresh_before: Duration::from_secs(600),
+        retry_on_unauthorized: true,
+        replay_body_limit: MIB,
+        min_token_age: Duration::from_secs(30),
+    }
+}
+
+pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig> {
+    let scope = Scope::new("server", "[server]");
+    let listen = match &raw.listen {
+        Some(text) => ctx.socket_addr(&scope, "listen", text),
+        None => Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
+    };
+    let admin_listen = match raw.admin_listen.as_deref() {
+        // The admin port can be switched off for embedded or test deployments.
+        Some("off") => Some(None),
+        Some(text) => ctx.socket_addr(&scope, "admin_listen", text).map(Some),
+        None => Some(Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9901)))),
+    };
+    let shutdown_grace = ctx.duration(
+        &scope,
+        "shutdown_grace",
+        raw.shutdown_grace.as_ref(),
+        Duration::from_secs(30),
+    );
+    let timeout = Duration::from_secs(60);
+    let request_timeout = ctx.positive_duration(
+        &scope,
+        "request_timeout",
+        raw.request_timeout.as_ref(),
+        timeout,
+    );
+    let max_body = ctx.size(&scope, "max_body", raw.max_body.as_ref(), DEFAULT_MAX_BODY);
+    Some(ServerConfig {
+        listen: listen?,
+        admin_listen: admin_listen?,
+        shutdown_grace: shutdown_grace?,
+        request_timeout: request_timeout?,
+        max_body: max_body?,
+        allow_anonymous: raw.allow_anonymous.unwrap_or(false),
+        watch_config: raw.watch_config.unwrap_or(false),
+    })
+}
+
+pub(super) fn token_policy(ctx: &mut Ctx<'_>, raw: &RawToken) -> Option<TokenPolicy> {
+    let scope = Scope::new("token", "[token]");
+    let defaults = default_token_policy();
+    let fields = TokenFields {
+        refresh_before: raw.refresh_before.as_ref(),
+        retry_on_unauthorized: raw.retry_on_unauthorized,
+        replay_body_limit: raw.replay_body_limit.as_ref(),
+        min_token_age: raw.min_token_age.as_ref(),
+    };
+    apply_token_fields(ctx, &scope, &fields, &defaults)
+}
+
+/// A tenant's `[token]` keys over the global policy.
+pub(super) fn tenant_token_policy(
+    ctx: &mut Ctx<'_>,
+    scope: &Scope,
+    raw: &RawTenant,
+    base: &TokenPolicy,
+) -> Option<TokenPolicy> {
+    let fields = TokenFields {
+        refresh_before: raw.refresh_before.as_ref(),
+        retry_on_unauthorized: raw.retry_on_unauthorized,
+        replay_body_limit: raw.replay_body_limit.as_ref(),
+        min_token_age: raw.min_token_age.as_ref(),
+    };
+    apply_token_fields(ctx, scope, &fields, base)
+}
+
+/// The `[token]` keys, wherever they were written.
+struct TokenFields<'r> {
+    refresh_before: Option<&'r crate::config::raw::RawQuantity>,
+    retry_on_unauthorized: Option<bool>,
+    replay_body_limit: Option<&'r crate::config::raw::RawQuantity>,
+    min_token_age: Option<&'r crate::config::raw::RawQuantity>,
+}
+
+fn apply_token_fields(
+    ctx: &mut Ctx<'_>,
+    scope: &Scope,
+    raw: &TokenFields<'_>,
+    base: &TokenPolicy,
+) -> Option<TokenPolicy> {
+    let refresh_before = ctx.duration(
+        scope,
+        "refresh_before",
+        raw.refresh_before,
+        base.refresh_before,
+    );
+    let replay_body_limit = ctx.size(
+        scope,
+        "replay_body_limit",
+        raw.replay_body_limit,
+        base.replay_body_limit,
+    );
+    let min_token_age = ctx.duration(
+        scope,
+        "min_token_age",
+        raw.min_token_age,
+        base.min_token_age,
+    );
+    Some(TokenPolicy {
+        refresh_before: refresh_before?,
+        retry_on_unauthorized: raw
+            .retry_on_unauthorized
+            .unwrap_or(base.retry_on_unauthorized),
+        replay_body_limit: replay_body_limit?,
+        min_token_age: min_token_age?,
+    })
+}
+
+pub(super) fn store(ctx: &mut Ctx<'_>, raw: &RawStore) -> Option<StoreConfig> {
+    let scope = Scope::new("store", "[store]");
+    match raw.kind.as_deref().unwrap_or("memory") {
+        "memory" => {
+            if raw.url.is_some() {
+                ctx.key_error(&scope, "url", "only used with kind = \"redis\"");
+                return None;
+            }
+            Some(StoreConfig::Memory)
+        }
+        "redis" => {
+            let raw_url = ctx.required(&scope, "url", raw.url.as_ref(), "with kind = \"redis\"")?;
+            let url = ctx.secret(&scope, "url", raw_url)?;
+            // Checked without echoing: the URL may carry a password.
+            if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
+                ctx.error(&scope, "url", "must start with redis:// or rediss://");
+                return None;
+            }
+            Some(StoreConfig::Redis { url })
+        }
+        other => {
+            ctx.error(
+                &scope,
+                "kind",
+                format!("unknown store `{other}`; expected \"memory\" or \"redis\""),
+            );
+            None
+        }
+    }
+}
+
+/// Listener rules that need every section: each address bound once, and credentials lent only
+/// to loopback clients unless callers authenticate (or the operator opted out).
+pub(super) fn check_listeners(
+    ctx: &mut Ctx<'_>,
+    server: &ServerConfig,
+    tenants: &[TenantConfig],
+    no_callers: bool,
+) {
+    let server_scope = Scope::new("server", "[server]");
+    let mut taken: Vec<(SocketAddr, String)> = vec![(server.listen, "server.listen".to_owned())];
+    if let Some(admin) = server.admin_listen {
+        claim(ctx, &mut taken, admin, &server_scope, "admin_listen");
+    }
+    let anonymous_ok = !no_callers || server.allow_anonymous;
+    if !anonymous_ok && !server.listen.ip().is_loopback() {
+        ctx.error(&server_scope, "listen", anonymous_message(server.listen));
+    }
+    for (index, tenant) in tenants.iter().enumerate() {
+        let Some(listen) = tenant.listen else {
+            continue;
+        };
+        let scope = Scope::tenant(index, ctx.src);
+        claim(ctx, &mut taken, listen, &scope, "listen");
+        if !anonymous_ok && !listen.ip().is_loopback() {
+            ctx.error(&scope, "listen", anonymous_message(listen));
+        }
+    }
+}
+
+/// Records `addr` as bound by `scope.key`, or reports who already binds it. Port 0 asks the OS
+/// for a fresh port each time, so it never clashes.
+fn claim(
+    ctx: &mut Ctx<'_>,
+    taken: &mut Vec<(SocketAddr, String)>,
+    addr: SocketAddr,
+    scope: &Scope,
+    key: &str,
+) {
+    if addr.port() != 0 {
+        if let Some((_, owner)) = taken.iter().find(|(other, _)| *other == addr) {
+            ctx.error(scope, key, format!("{addr} is already used by {owner}"));
+            return;
+        }
+    }
+    taken.push((addr, format!("{} `{key}`", scope.label())));
+}
+
+fn anonymous_message(addr: SocketAddr) -> String {
+    format!(
+        "{addr} is not a loopback address and no [[caller]] is configured, so anyone who reaches it could use \
+         the credentials; add [[caller]] keys or set server.allow_anonymous = true"
+    )
+}
