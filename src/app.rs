@@ -23,11 +23,13 @@ use prometheus_client::registry::Registry;
 use crate::admin::metrics::{GlobalMetrics, MetricsCollector, TenantMetrics};
 use crate::auth::{Provider, TokenHttp, TokenHttpError, TokenHttpOptions};
 use crate::cache::TokenManager;
-use crate::config::{self, CallerConfig, ConfigError, ConfigErrors, RuntimeConfig, ServerConfig, TenantConfig, TenantName};
-use crate::reload::{self, ReloadHandle, ReloadRequest, ReloadSource};
+use crate::config::{
+    self, CallerConfig, ConfigError, ConfigErrors, RuntimeConfig, ServerConfig, TenantConfig, TenantName,
+};
 use crate::ratelimit::Limiter;
-use crate::store::{MemoryStore, Store, StoreKey};
+use crate::reload::{self, ReloadHandle, ReloadRequest, ReloadSource};
 use crate::server;
+use crate::store::{MemoryStore, Store, StoreKey};
 use crate::upstream::{TlsSetupError, UpstreamClient};
 
 /// Which listener a request arrived on.
@@ -104,7 +106,12 @@ impl Snapshot {
             let built = build_tenant(tenant, old.map(Arc::as_ref), &shared)?;
             tenants.insert(tenant.name.as_str().to_owned(), Arc::new(built));
         }
-        Ok(Self { server: config.server.clone(), callers: config.callers.clone(), tenants, shared })
+        Ok(Self {
+            server: config.server.clone(),
+            callers: config.callers.clone(),
+            tenants,
+            shared,
+        })
     }
 
     pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
@@ -124,7 +131,11 @@ fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) ->
     let renews = provider.renews();
     // Same credentials, same token policy: keep the token (and its renewal schedule).
     let tokens = match old {
-        Some(old) if old.config.provider == config.provider && old.config.token == config.token && old.config.ca_file == config.ca_file => {
+        Some(old)
+            if old.config.provider == config.provider
+                && old.config.token == config.token
+                && old.config.ca_file == config.ca_file =>
+        {
             Arc::clone(&old.tokens)
         }
         _ => {
@@ -133,9 +144,18 @@ fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) ->
             // A tenant's ca_file also applies to its token endpoint (an IdP behind a corporate CA).
             let http = match &config.ca_file {
                 None => shared.token_http.clone(),
-                Some(path) => TokenHttp::new(TokenHttpOptions { ca_file: Some(path.clone()), ..TokenHttpOptions::default() })?,
+                Some(path) => TokenHttp::new(TokenHttpOptions {
+                    ca_file: Some(path.clone()),
+                    ..TokenHttpOptions::default()
+                })?,
             };
-            Arc::new(TokenManager::spawn(config.name.clone(), provider, http, config.token.clone(), store))
+            Arc::new(TokenManager::spawn(
+                config.name.clone(),
+                provider,
+                http,
+                config.token.clone(),
+                store,
+            ))
         }
     };
     let limiter = match (config.rate_limit, old) {
@@ -149,7 +169,15 @@ fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) ->
         (Some(path), _) => UpstreamClient::new(Some(path))?,
     };
     let metrics = old.map_or_else(Arc::default, |old| Arc::clone(&old.metrics));
-    Ok(Tenant { config: config.clone(), tokens, limiter, client, upstream_headers, renews, metrics })
+    Ok(Tenant {
+        config: config.clone(),
+        tokens,
+        limiter,
+        client,
+        upstream_headers,
+        renews,
+        metrics,
+    })
 }
 
 /// The sockets the app serves on, bound before `run` so tests can use port 0.
@@ -202,11 +230,21 @@ impl App {
         let snapshot = Snapshot::build(config, None)?;
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
         let globals = Arc::new(GlobalMetrics::default());
-        registry.register_collector(Box::new(MetricsCollector { state: Arc::clone(&state), globals: Arc::clone(&globals) }));
+        registry.register_collector(Box::new(MetricsCollector {
+            state: Arc::clone(&state),
+            globals: Arc::clone(&globals),
+        }));
         // Reloads are serialised through this queue; one waiting request is enough, since each
         // reload reads the newest file.
         let (reload_tx, reload_rx) = mpsc::channel(4);
-        Ok(Self { state, registry: Arc::new(registry), globals, reload_tx, reload_rx, config_path: None })
+        Ok(Self {
+            state,
+            registry: Arc::new(registry),
+            globals,
+            reload_tx,
+            reload_rx,
+            config_path: None,
+        })
     }
 
     /// Reload from `path` on SIGHUP, and on change when `server.watch_config` is set.
@@ -222,7 +260,9 @@ impl App {
     }
 
     pub fn reload_handle(&self) -> ReloadHandle {
-        ReloadHandle { tx: self.reload_tx.clone() }
+        ReloadHandle {
+            tx: self.reload_tx.clone(),
+        }
     }
 
     /// Serves until `shutdown` resolves, applying reloads as they come, then drains in-flight
@@ -250,7 +290,10 @@ impl App {
             }
         }
         let grace = self.state.load().server.shutdown_grace;
-        tracing::info!(grace_s = grace.as_secs(), "shutting down: no new connections, draining in-flight requests");
+        tracing::info!(
+            grace_s = grace.as_secs(),
+            "shutting down: no new connections, draining in-flight requests"
+        );
         if servers.drain(grace).await {
             tracing::info!("drained");
         } else {
@@ -260,9 +303,14 @@ impl App {
 
     /// SIGHUP and file watching, stopped when the returned guard drops.
     fn spawn_reload_triggers(&self) -> Vec<AbortOnDrop> {
-        let Some(path) = self.config_path.clone() else { return Vec::new() };
+        let Some(path) = self.config_path.clone() else {
+            return Vec::new();
+        };
         let handle = self.reload_handle();
-        let mut triggers = vec![AbortOnDrop(tokio::spawn(reload::on_sighup(handle.clone(), path.clone())))];
+        let mut triggers = vec![AbortOnDrop(tokio::spawn(reload::on_sighup(
+            handle.clone(),
+            path.clone(),
+        )))];
         if self.state.load().server.watch_config {
             triggers.push(AbortOnDrop(tokio::spawn(reload::watch_file(handle, path))));
         }
@@ -300,11 +348,19 @@ impl App {
         warn_about_restart_only_changes(&old.server, &config.server);
         let snapshot = Snapshot::build(&config, Some(&old)).map_err(|e| single_error(e.to_string()))?;
         // Bind new tenant listeners before swapping, so a port conflict rejects the reload whole.
-        let wanted: Vec<(TenantName, SocketAddr)> = config.tenants.iter().filter_map(|t| Some((t.name.clone(), t.listen?))).collect();
+        let wanted: Vec<(TenantName, SocketAddr)> = config
+            .tenants
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.listen?)))
+            .collect();
         let mut fresh = Vec::new();
         for (name, addr) in &wanted {
             if servers.tenant_addr(name) != Some(*addr) {
-                fresh.push((name.clone(), *addr, bind(*addr).await.map_err(|e| single_error(e.to_string()))?));
+                fresh.push((
+                    name.clone(),
+                    *addr,
+                    bind(*addr).await.map_err(|e| single_error(e.to_string()))?,
+                ));
             }
         }
         self.state.store(Arc::new(snapshot));
@@ -323,7 +379,10 @@ fn warn_about_restart_only_changes(old: &ServerConfig, new: &ServerConfig) {
 }
 
 fn single_error(message: String) -> ConfigErrors {
-    ConfigErrors(vec![ConfigError { location: "reload".into(), message }])
+    ConfigErrors(vec![ConfigError {
+        location: "reload".into(),
+        message,
+    }])
 }
 
 /// Aborts a background task when dropped.

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "tokenbroker", version, about = "A reverse proxy that holds commerce-API credentials and rotates their tokens")]
+#[command(
+    name = "tokenbroker",
+    version,
+    about = "A reverse proxy that holds commerce-API credentials and rotates their tokens"
+)]
 pub struct Cli {
     /// Configuration file (TOML). Also read from TOKENBROKER_CONFIG.
     #[arg(long, global = true, env = "TOKENBROKER_CONFIG", value_name = "FILE")]

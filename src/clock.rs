@@ -16,7 +16,9 @@ pub fn system_now() -> SystemTime {
 
 /// Milliseconds since the Unix epoch (SHOPLINE signatures, the Redis store).
 pub fn unix_millis() -> u64 {
-    system_now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    system_now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The monotonic deadline matching wall-clock `at`; a time already past maps to now.

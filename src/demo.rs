@@ -67,7 +67,11 @@ fn free_or_ephemeral(preferred: &str) -> SocketAddr {
 
 /// The demo configuration: one tenant per sandbox provider, secrets by `{ env }` as operators write them.
 pub fn demo_config(sandbox: &Sandbox, listen: SocketAddr, admin: SocketAddr) -> (String, DemoEnv) {
-    let scopes = sandbox::ACCS_SCOPES.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    let scopes = sandbox::ACCS_SCOPES
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let toml = format!(
         r#"[server]
 listen = "{listen}"
@@ -143,9 +147,18 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>) -> String {
     let base = format!("http://{addr}");
     let mut text = String::from("\ntokenbroker demo: sandbox providers and a proxy, all on loopback. Try:\n\n");
     for (what, path) in [
-        ("Adobe Commerce (IMS token, /rest/<store>/V1 preset, Store header)", "/demo-adobe/rest/default/V1/products?searchCriteria[pageSize]=2"),
-        ("SHOPLINE (signed token/create, then token/refresh)", "/demo-shopline/admin/openapi/v20230901/products/products.json"),
-        ("ABBYY Vantage (client credentials)", "/demo-vantage/api/publicapi/v1/skills"),
+        (
+            "Adobe Commerce (IMS token, /rest/<store>/V1 preset, Store header)",
+            "/demo-adobe/rest/default/V1/products?searchCriteria[pageSize]=2",
+        ),
+        (
+            "SHOPLINE (signed token/create, then token/refresh)",
+            "/demo-shopline/admin/openapi/v20230901/products/products.json",
+        ),
+        (
+            "ABBYY Vantage (client credentials)",
+            "/demo-vantage/api/publicapi/v1/skills",
+        ),
         ("CYBERBIZ (static JWT, 5 requests/s)", "/demo-cyberbiz/v1/products"),
     ] {
         let _ = writeln!(text, "  # {what}\n  curl -sg '{base}{path}'\n");

@@ -90,7 +90,9 @@ impl ProxyError {
 
     pub fn source_kind(&self) -> ErrorSource {
         match self {
-            Self::TokenUnavailable(_) | Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) => ErrorSource::Upstream,
+            Self::TokenUnavailable(_) | Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) => {
+                ErrorSource::Upstream
+            }
             _ => ErrorSource::Downstream,
         }
     }
@@ -125,7 +127,10 @@ impl ProxyError {
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(problem.to_string()))));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         headers.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
         if let Self::RateLimited { retry_after } = self {
             // Whole seconds, rounded up: a client that waits this long will find a slot.
@@ -143,12 +148,17 @@ mod tests {
     #[test]
     fn problem_json_carries_code_status_and_tenant() {
         let tenant = TenantName::try_new("acme").expect("valid name");
-        let response = ProxyError::RateLimited { retry_after: Duration::from_millis(1200) }.into_response(Some(&tenant));
+        let response = ProxyError::RateLimited {
+            retry_after: Duration::from_millis(1200),
+        }
+        .into_response(Some(&tenant));
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[ERROR_HEADER], "rate_limited");
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
-        let Either::Right(body) = response.into_body() else { panic!("proxy-made body") };
+        let Either::Right(body) = response.into_body() else {
+            panic!("proxy-made body")
+        };
         let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(body))
             .expect("full body is ready")
             .expect("infallible")

@@ -1,21 +1,21 @@
 //! tokenbroker: a reverse proxy that holds commerce-API credentials, obtains and rotates their
 //! access tokens, rewrites paths, enforces provider rate limits and streams traffic through.
 
+pub mod admin;
+pub mod app;
 pub mod auth;
+pub mod cache;
+pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod ratelimit;
-pub mod sandbox;
-pub mod cache;
-pub mod error;
-pub mod routing;
-pub mod app;
-pub(crate) mod server;
-pub mod upstream;
-pub mod cli;
 pub mod demo;
-pub mod signals;
-pub mod telemetry;
-pub mod store;
-pub mod admin;
+pub mod error;
+pub mod ratelimit;
 pub mod reload;
+pub mod routing;
+pub mod sandbox;
+pub(crate) mod server;
+pub mod signals;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;

@@ -16,7 +16,10 @@ const EXIT_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(cli.config.as_deref()),
         Command::Run => runtime.block_on(run(cli.config.as_deref())),
@@ -82,7 +85,10 @@ async fn run(path: Option<&Path>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let listen = listeners.main.local_addr().map_or_else(|_| loaded.config.server.listen.to_string(), |a| a.to_string());
+    let listen = listeners
+        .main
+        .local_addr()
+        .map_or_else(|_| loaded.config.server.listen.to_string(), |a| a.to_string());
     tracing::info!(listen, tenants = loaded.config.tenants.len(), "tokenbroker serving");
     let app = match path.map(Path::to_path_buf) {
         Some(path) => app.with_config_path(path),

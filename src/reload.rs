@@ -43,13 +43,27 @@ impl ReloadHandle {
     /// Reloads from `source` and waits for the outcome.
     pub async fn reload(&self, source: ReloadSource) -> Result<(), ConfigErrors> {
         let (reply, outcome) = oneshot::channel();
-        let stopped = || ConfigErrors(vec![crate::config::ConfigError { location: "reload".into(), message: "the proxy is shutting down".into() }]);
-        self.tx.send(ReloadRequest { source, reply: Some(reply) }).await.map_err(|_| stopped())?;
+        let stopped = || {
+            ConfigErrors(vec![crate::config::ConfigError {
+                location: "reload".into(),
+                message: "the proxy is shutting down".into(),
+            }])
+        };
+        self.tx
+            .send(ReloadRequest {
+                source,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
 
     fn request(&self, path: &std::path::Path) {
-        let request = ReloadRequest { source: ReloadSource::File(path.to_path_buf()), reply: None };
+        let request = ReloadRequest {
+            source: ReloadSource::File(path.to_path_buf()),
+            reply: None,
+        };
         // A full queue already holds a reload that will read the newest file.
         let _ = self.tx.try_send(request);
     }

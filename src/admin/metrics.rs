@@ -18,7 +18,9 @@ use crate::app::Snapshot;
 use crate::clock;
 
 /// Latency buckets in seconds: sub-millisecond proxy overhead up to the default 60 s timeout.
-const BUCKETS: [f64; 16] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 /// Distinct status codes tracked per tenant; a tenant rarely sees more than a dozen.
 const STATUS_SLOTS: usize = 16;
 
@@ -35,7 +37,8 @@ impl AtomicHistogram {
         let secs = value.as_secs_f64();
         let slot = BUCKETS.iter().position(|bound| secs <= *bound).unwrap_or(BUCKETS.len());
         self.counts[slot].fetch_add(1, Relaxed);
-        self.sum_nanos.fetch_add(u64::try_from(value.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.sum_nanos
+            .fetch_add(u64::try_from(value.as_nanos()).unwrap_or(u64::MAX), Relaxed);
     }
 
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -141,48 +144,115 @@ impl prometheus_client::collector::Collector for MetricsCollector {
         let mut tenants: Vec<_> = snapshot.tenants().collect();
         tenants.sort_by(|a, b| a.config.name.cmp(&b.config.name));
 
-        let mut family = encoder.encode_descriptor("tokenbroker_requests", "Requests answered, by tenant and status code", None, MetricType::Counter)?;
+        let mut family = encoder.encode_descriptor(
+            "tokenbroker_requests",
+            "Requests answered, by tenant and status code",
+            None,
+            MetricType::Counter,
+        )?;
         for tenant in &tenants {
             let name = tenant.config.name.as_str();
             let mut result = Ok(());
             tenant.metrics.statuses.each(|status, count| {
                 if result.is_ok() {
-                    result = family.encode_family(&[("tenant", name), ("status", status)]).and_then(|mut m| counter(&mut m, count));
+                    result = family
+                        .encode_family(&[("tenant", name), ("status", status)])
+                        .and_then(|mut m| counter(&mut m, count));
                 }
             });
             result?;
         }
-        histogram_family(&mut encoder, "tokenbroker_request_duration_seconds", "Time from request to response headers, including waits", &tenants, |t| &t.metrics.request_duration)?;
-        histogram_family(&mut encoder, "tokenbroker_upstream_duration_seconds", "Time the upstream took to answer with headers", &tenants, |t| &t.metrics.upstream_duration)?;
-        histogram_family(&mut encoder, "tokenbroker_ratelimit_wait_seconds", "Time requests waited for a rate-limit slot", &tenants, |t| &t.metrics.ratelimit_wait)?;
+        histogram_family(
+            &mut encoder,
+            "tokenbroker_request_duration_seconds",
+            "Time from request to response headers, including waits",
+            &tenants,
+            |t| &t.metrics.request_duration,
+        )?;
+        histogram_family(
+            &mut encoder,
+            "tokenbroker_upstream_duration_seconds",
+            "Time the upstream took to answer with headers",
+            &tenants,
+            |t| &t.metrics.upstream_duration,
+        )?;
+        histogram_family(
+            &mut encoder,
+            "tokenbroker_ratelimit_wait_seconds",
+            "Time requests waited for a rate-limit slot",
+            &tenants,
+            |t| &t.metrics.ratelimit_wait,
+        )?;
 
-        let mut family = encoder.encode_descriptor("tokenbroker_token_renewals", "Token calls, by tenant and outcome", None, MetricType::Counter)?;
+        let mut family = encoder.encode_descriptor(
+            "tokenbroker_token_renewals",
+            "Token calls, by tenant and outcome",
+            None,
+            MetricType::Counter,
+        )?;
         for tenant in &tenants {
             let stats = tenant.tokens.stats();
             let name = tenant.config.name.as_str();
-            counter(&mut family.encode_family(&[("tenant", name), ("outcome", "success")])?, stats.renewals_ok)?;
-            counter(&mut family.encode_family(&[("tenant", name), ("outcome", "failure")])?, stats.renewals_failed)?;
+            counter(
+                &mut family.encode_family(&[("tenant", name), ("outcome", "success")])?,
+                stats.renewals_ok,
+            )?;
+            counter(
+                &mut family.encode_family(&[("tenant", name), ("outcome", "failure")])?,
+                stats.renewals_failed,
+            )?;
         }
-        let mut family = encoder.encode_descriptor("tokenbroker_token_expires_in_seconds", "Seconds until the current token expires (0 when none is valid)", None, MetricType::Gauge)?;
+        let mut family = encoder.encode_descriptor(
+            "tokenbroker_token_expires_in_seconds",
+            "Seconds until the current token expires (0 when none is valid)",
+            None,
+            MetricType::Gauge,
+        )?;
         for tenant in &tenants {
             let expires_in = match tenant.tokens.usable() {
-                Some(token) => token.expires_at.map_or(f64::INFINITY, |at| clock::remaining(at).as_secs_f64()),
+                Some(token) => token
+                    .expires_at
+                    .map_or(f64::INFINITY, |at| clock::remaining(at).as_secs_f64()),
                 None => 0.0,
             };
             family.encode_family(&tenant_label(tenant))?.encode_gauge(&expires_in)?;
         }
-        let mut family = encoder.encode_descriptor("tokenbroker_ratelimit_rejected", "Requests refused with 429 by the proxy's own limiter", None, MetricType::Counter)?;
+        let mut family = encoder.encode_descriptor(
+            "tokenbroker_ratelimit_rejected",
+            "Requests refused with 429 by the proxy's own limiter",
+            None,
+            MetricType::Counter,
+        )?;
         for tenant in &tenants {
             let rejected = tenant.limiter.as_ref().map_or(0, |l| l.state().rejected_total);
             counter(&mut family.encode_family(&tenant_label(tenant))?, rejected)?;
         }
-        let mut family = encoder.encode_descriptor("tokenbroker_unauthorized_replays", "Requests replayed after an upstream 401 with a renewed token", None, MetricType::Counter)?;
+        let mut family = encoder.encode_descriptor(
+            "tokenbroker_unauthorized_replays",
+            "Requests replayed after an upstream 401 with a renewed token",
+            None,
+            MetricType::Counter,
+        )?;
         for tenant in &tenants {
-            counter(&mut family.encode_family(&tenant_label(tenant))?, tenant.metrics.unauthorized_replays.load(Relaxed))?;
+            counter(
+                &mut family.encode_family(&tenant_label(tenant))?,
+                tenant.metrics.unauthorized_replays.load(Relaxed),
+            )?;
         }
-        let mut family = encoder.encode_descriptor("tokenbroker_config_reloads", "Configuration reloads, by outcome", None, MetricType::Counter)?;
-        counter(&mut family.encode_family(&[("outcome", "success")])?, self.globals.reloads_ok.load(Relaxed))?;
-        counter(&mut family.encode_family(&[("outcome", "failure")])?, self.globals.reloads_failed.load(Relaxed))?;
+        let mut family = encoder.encode_descriptor(
+            "tokenbroker_config_reloads",
+            "Configuration reloads, by outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(
+            &mut family.encode_family(&[("outcome", "success")])?,
+            self.globals.reloads_ok.load(Relaxed),
+        )?;
+        counter(
+            &mut family.encode_family(&[("outcome", "failure")])?,
+            self.globals.reloads_failed.load(Relaxed),
+        )?;
         Ok(())
     }
 }
@@ -239,6 +309,10 @@ mod tests {
         let total: u64 = histogram.counts.iter().map(|c| c.load(Relaxed)).sum();
         assert_eq!(total, 3);
         assert_eq!(histogram.counts[0].load(Relaxed), 1);
-        assert_eq!(histogram.counts[BUCKETS.len()].load(Relaxed), 1, "beyond 60 s lands in +Inf");
+        assert_eq!(
+            histogram.counts[BUCKETS.len()].load(Relaxed),
+            1,
+            "beyond 60 s lands in +Inf"
+        );
     }
 }

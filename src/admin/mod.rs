@@ -23,7 +23,11 @@ const STATIC_EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
 /// Answers one admin request.
 pub(crate) fn handle<B>(snapshot: &Snapshot, registry: &Registry, request: &Request<B>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", Bytes::from_static(b"GET only\n"));
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            Bytes::from_static(b"GET only\n"),
+        );
     }
     match request.uri().path() {
         "/healthz" => respond(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
@@ -37,8 +41,12 @@ pub(crate) fn handle<B>(snapshot: &Snapshot, registry: &Registry, request: &Requ
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     response
 }
 
@@ -54,26 +62,46 @@ fn readyz(snapshot: &Snapshot) -> Response<Full<Bytes>> {
             failing.push(json!({ "tenant": tenant.config.name.as_str(), "reason": reason }));
         }
     }
-    let status = if failing.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if failing.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json_response(status, &json!({ "ready": failing.is_empty(), "failing": failing }))
 }
 
 fn not_ready(tenant: &Tenant) -> Option<String> {
     let Some(token) = tenant.tokens.usable() else {
-        let cause = tenant.tokens.stats().last_error.unwrap_or_else(|| "no token yet".to_owned());
+        let cause = tenant
+            .tokens
+            .stats()
+            .last_error
+            .unwrap_or_else(|| "no token yet".to_owned());
         return Some(format!("no valid token: {cause}"));
     };
     let remaining = token.expires_at.map(clock::remaining)?;
-    (!tenant.renews && remaining < STATIC_EXPIRY_WARNING)
-        .then(|| format!("the static credential expires in {}s and cannot be renewed: replace it", remaining.as_secs()))
+    (!tenant.renews && remaining < STATIC_EXPIRY_WARNING).then(|| {
+        format!(
+            "the static credential expires in {}s and cannot be renewed: replace it",
+            remaining.as_secs()
+        )
+    })
 }
 
 fn metrics(registry: &Registry) -> Response<Full<Bytes>> {
     let mut text = String::with_capacity(16 * 1024);
     if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
-        return respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", Bytes::from_static(b"metrics encoding failed\n"));
+        return respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            Bytes::from_static(b"metrics encoding failed\n"),
+        );
     }
-    respond(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", Bytes::from(text))
+    respond(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        Bytes::from(text),
+    )
 }
 
 fn sorted(snapshot: &Snapshot) -> Vec<&std::sync::Arc<Tenant>> {
@@ -83,7 +111,10 @@ fn sorted(snapshot: &Snapshot) -> Vec<&std::sync::Arc<Tenant>> {
 }
 
 fn snapshot_tenants(snapshot: &Snapshot) -> Vec<Value> {
-    sorted(snapshot).into_iter().map(|tenant| tenant_state(tenant)).collect()
+    sorted(snapshot)
+        .into_iter()
+        .map(|tenant| tenant_state(tenant))
+        .collect()
 }
 
 /// One tenant as `/tenants` shows it: no token, no secret, no header value.

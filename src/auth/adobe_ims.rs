@@ -72,9 +72,7 @@ fn upstream_headers(config: &AdobeImsConfig) -> Vec<(HeaderName, HeaderValue)> {
         .into_iter()
         .filter_map(|(name, value)| {
             let value = HeaderValue::from_str(value?)
-                .inspect_err(|_| {
-                    tracing::warn!(header = name, "value not valid in a header; not sent")
-                })
+                .inspect_err(|_| tracing::warn!(header = name, "value not valid in a header; not sent"))
                 .ok()?;
             Some((HeaderName::from_static(name), value))
         })
@@ -103,9 +101,7 @@ mod tests {
         AdobeImsConfig {
             client_id: "cid".into(),
             client_secrets: secrets.iter().map(|s| Secret::from(*s)).collect(),
-            scopes: ["openid", "AdobeID", "commerce.accs"]
-                .map(String::from)
-                .to_vec(),
+            scopes: ["openid", "AdobeID", "commerce.accs"].map(String::from).to_vec(),
             token_url,
             org_id: Some("ORG@AdobeOrg".into()),
         }
@@ -113,19 +109,13 @@ mod tests {
 
     fn invalid_secret() -> crate::auth::testing::Canned {
         let body = json!({"error": "invalid_client", "error_description": "invalid client_secret parameter"});
-        (
-            400,
-            vec![("x-debug-id", "dbg-1".to_owned())],
-            body.to_string(),
-        )
+        (400, vec![("x-debug-id", "dbg-1".to_owned())], body.to_string())
     }
 
     #[tokio::test]
     async fn rotates_to_the_second_secret_on_invalid_client() {
         let idp = FakeEndpoint::start(|_, req| match req.field("client_secret").as_deref() {
-            Some("second") => {
-                ok(json!({"access_token": "at", "token_type": "bearer", "expires_in": 86399}))
-            }
+            Some("second") => ok(json!({"access_token": "at", "token_type": "bearer", "expires_in": 86399})),
             _ => invalid_secret(),
         })
         .await;
@@ -155,10 +145,7 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .to_vec()
         };
-        assert_eq!(
-            (got[0].form(), got[1].form()),
-            (fields("first"), fields("second"))
-        );
+        assert_eq!((got[0].form(), got[1].form()), (fields("first"), fields("second")));
     }
 
     #[tokio::test]
@@ -173,22 +160,14 @@ mod tests {
             .await
             .expect_err("rejected");
         let text = error.to_string();
-        assert!(
-            text.contains("invalid_client") && text.contains("dbg-1"),
-            "{text}"
-        );
-        assert!(
-            !text.contains("first") && !text.contains("second"),
-            "{text}"
-        );
+        assert!(text.contains("invalid_client") && text.contains("dbg-1"), "{text}");
+        assert!(!text.contains("first") && !text.contains("second"), "{text}");
         assert_eq!(idp.received().len(), 2);
     }
 
     #[tokio::test]
     async fn throttling_is_not_a_reason_to_try_another_secret() {
-        let idp =
-            FakeEndpoint::start(|_, _| (429, vec![("retry-after", "30".to_owned())], "{}".into()))
-                .await;
+        let idp = FakeEndpoint::start(|_, _| (429, vec![("retry-after", "30".to_owned())], "{}".into())).await;
         let ims = AdobeIms::new(config(idp.uri("/t"), &["first", "second"]));
         let error = ims
             .fetch(FetchCtx {
@@ -197,18 +176,14 @@ mod tests {
             })
             .await
             .expect_err("throttled");
-        assert!(
-            matches!(error, ProviderError::Throttled { retry_after: Some(d) } if d == Duration::from_secs(30))
-        );
+        assert!(matches!(error, ProviderError::Throttled { retry_after: Some(d) } if d == Duration::from_secs(30)));
         assert_eq!(idp.received().len(), 1);
     }
 
     #[tokio::test]
     async fn without_expires_in_the_jwt_millisecond_claims_give_the_expiry() {
         let created_ms = crate::clock::unix_millis();
-        let access = jwt::encode_unsigned(
-            &json!({"created_at": created_ms.to_string(), "expires_in": "86400000"}),
-        );
+        let access = jwt::encode_unsigned(&json!({"created_at": created_ms.to_string(), "expires_in": "86400000"}));
         let idp = FakeEndpoint::start(move |_, _| ok(json!({"access_token": access}))).await;
         let ims = AdobeIms::new(config(idp.uri("/t"), &["only"]));
         let before = tokio::time::Instant::now();
@@ -230,9 +205,7 @@ mod tests {
     #[test]
     fn claims_expiry_reads_numbers_and_strings_in_ms() {
         let at = |claims| claims_expiry(&jwt::encode_unsigned(&claims));
-        let expected = Some(Expiry::At(
-            UNIX_EPOCH + Duration::from_millis(1_700_086_400_000),
-        ));
+        let expected = Some(Expiry::At(UNIX_EPOCH + Duration::from_millis(1_700_086_400_000)));
         assert_eq!(
             at(json!({"created_at": "1700000000000", "expires_in": "86400000"})),
             expected
@@ -268,10 +241,7 @@ mod tests {
 
     #[test]
     fn debug_shows_no_secret() {
-        let ims = AdobeIms::new(config(
-            "https://ims.example/t".parse().expect("uri"),
-            &["hunter2"],
-        ));
+        let ims = AdobeIms::new(config("https://ims.example/t".parse().expect("uri"), &["hunter2"]));
         assert!(!format!("{ims:?}").contains("hunter2"));
     }
 }

@@ -93,10 +93,7 @@ pub struct ClientAuthFiles {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenHttpError {
     #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{} holds no PEM certificate", path.display())]
     NoCertificate { path: PathBuf },
     #[error("{} holds no PEM private key", path.display())]
@@ -131,9 +128,8 @@ struct Inner {
 /// so build one and clone it (an `Arc` bump) rather than calling this per tenant.
 impl Default for TokenHttp {
     fn default() -> Self {
-        Self::new(TokenHttpOptions::default()).expect(
-            "with no file to read only the protocol versions could fail; ring supports them",
-        )
+        Self::new(TokenHttpOptions::default())
+            .expect("with no file to read only the protocol versions could fail; ring supports them")
     }
 }
 
@@ -219,23 +215,17 @@ impl TokenHttp {
             .method(Method::POST)
             .uri(uri.clone())
             .header(ACCEPT, "application/json")
-            .header(
-                USER_AGENT,
-                concat!("tokenbroker/", env!("CARGO_PKG_VERSION")),
-            );
+            .header(USER_AGENT, concat!("tokenbroker/", env!("CARGO_PKG_VERSION")));
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
-        let request = builder.body(Full::new(body)).map_err(|e| {
-            ProviderError::Unreachable(format!("POST {}: cannot build request: {e}", redacted(uri)))
-        })?;
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| ProviderError::Unreachable(format!("POST {}: cannot build request: {e}", redacted(uri))))?;
         let timeout = self.inner.options.timeout;
         match tokio::time::timeout(timeout, self.exchange(request)).await {
             Ok(Ok((status, headers, body))) => classify(status, headers, body),
-            Ok(Err(why)) => Err(ProviderError::Unreachable(format!(
-                "POST {}: {why}",
-                redacted(uri)
-            ))),
+            Ok(Err(why)) => Err(ProviderError::Unreachable(format!("POST {}: {why}", redacted(uri)))),
             Err(_) => Err(ProviderError::Unreachable(format!(
                 "POST {}: no response within {timeout:?}",
                 redacted(uri)
@@ -244,27 +234,13 @@ impl TokenHttp {
     }
 
     /// Sends and reads the capped body; the error is a secret-free description.
-    async fn exchange(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-        let response = self
-            .inner
-            .client
-            .request(request)
-            .await
-            .map_err(|e| error_chain(&e))?;
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        let response = self.inner.client.request(request).await.map_err(|e| error_chain(&e))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_RESPONSE_BODY)
             .collect()
             .await
-            .map_err(|e| {
-                format!(
-                    "HTTP {}: cannot read response body: {}",
-                    parts.status,
-                    error_chain(&*e)
-                )
-            })?;
+            .map_err(|e| format!("HTTP {}: cannot read response body: {}", parts.status, error_chain(&*e)))?;
         Ok((parts.status, parts.headers, body.to_bytes()))
     }
 }
@@ -277,10 +253,9 @@ fn tls_config(options: &TokenHttpOptions) -> Result<rustls::ClientConfig, TokenH
         .with_safe_default_protocol_versions()?
         .with_root_certificates(root_store(options)?);
     Ok(match &options.client_auth {
-        Some(files) => builder.with_client_auth_cert(
-            read_certs(&files.cert_file)?,
-            read_private_key(&files.key_file)?,
-        )?,
+        Some(files) => {
+            builder.with_client_auth_cert(read_certs(&files.cert_file)?, read_private_key(&files.key_file)?)?
+        }
         None => builder.with_no_client_auth(),
     })
 }
@@ -293,11 +268,7 @@ fn root_store(options: &TokenHttpOptions) -> Result<rustls::RootCertStore, Token
             tracing::warn!(%error, "some system root certificates could not be loaded");
         }
         let (added, ignored) = roots.add_parsable_certificates(native.certs);
-        tracing::debug!(
-            added,
-            ignored,
-            "loaded system root certificates for token endpoints"
-        );
+        tracing::debug!(added, ignored, "loaded system root certificates for token endpoints");
     }
     if let Some(path) = &options.ca_file {
         for cert in read_certs(path)? {
@@ -317,9 +288,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TokenHttpErro
         .collect::<Result<Vec<_>, _>>()
         .map_err(read)?;
     if certs.is_empty() {
-        return Err(TokenHttpError::NoCertificate {
-            path: path.to_owned(),
-        });
+        return Err(TokenHttpError::NoCertificate { path: path.to_owned() });
     }
     Ok(certs)
 }
@@ -332,9 +301,7 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TokenHttpErro
     let file = std::fs::File::open(path).map_err(read)?;
     rustls_pemfile::private_key(&mut BufReader::new(file))
         .map_err(read)?
-        .ok_or_else(|| TokenHttpError::NoPrivateKey {
-            path: path.to_owned(),
-        })
+        .ok_or_else(|| TokenHttpError::NoPrivateKey { path: path.to_owned() })
 }
 
 // === request and response helpers ===
@@ -352,18 +319,10 @@ pub(crate) fn basic_auth_header(id: &str, secret: &str) -> Result<HeaderValue, P
 }
 
 /// Maps a complete answer to `Ok` (2xx) or the [`ProviderError`] it means.
-pub(crate) fn classify(
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<TokenResponse, ProviderError> {
+pub(crate) fn classify(status: StatusCode, headers: HeaderMap, body: Bytes) -> Result<TokenResponse, ProviderError> {
     let correlation = correlation(&headers);
     if status.is_success() {
-        return Ok(TokenResponse {
-            status,
-            headers,
-            body,
-        });
+        return Ok(TokenResponse { status, headers, body });
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
         return Err(ProviderError::Throttled {
@@ -371,9 +330,7 @@ pub(crate) fn classify(
         });
     }
     if status.is_server_error() {
-        return Err(ProviderError::Unreachable(format!(
-            "HTTP {status}{correlation}"
-        )));
+        return Err(ProviderError::Unreachable(format!("HTTP {status}{correlation}")));
     }
     if status.is_client_error() {
         let (code, description) = error_fields(&body, status);
@@ -409,10 +366,7 @@ fn error_fields(body: &[u8], status: StatusCode) -> (String, Option<String>) {
     let description = text("error_description")
         .or_else(|| text("message"))
         .or_else(|| text("errors"));
-    (
-        code.unwrap_or_else(|| format!("http_{}", status.as_u16())),
-        description,
-    )
+    (code.unwrap_or_else(|| format!("http_{}", status.as_u16())), description)
 }
 
 /// IdP text goes into logs: keep it short and on one line.

@@ -24,7 +24,9 @@ pub(crate) fn claims(token: &str) -> Option<serde_json::Map<String, serde_json::
 pub(crate) fn exp(token: &str) -> Option<u64> {
     let claims = claims(token)?;
     match claims.get("exp")? {
-        serde_json::Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
     }

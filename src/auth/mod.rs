@@ -30,8 +30,8 @@ use std::time::Duration;
 use ::http::{HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
-use crate::config::{ProviderConfig, Secret};
 pub use self::http::{ClientAuthFiles, TokenHttp, TokenHttpError, TokenHttpOptions};
+use crate::config::{ProviderConfig, Secret};
 
 /// A credential obtained from a provider.
 #[derive(Debug, Clone)]
@@ -60,7 +60,11 @@ pub struct FetchCtx<'a> {
 pub enum ProviderError {
     /// The IdP answered and said no (`invalid_client`, `invalid_grant`, SHOPLINE `code != 200`).
     #[error("token endpoint rejected the request ({status}): {code}{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    Rejected { status: u16, code: String, description: Option<String> },
+    Rejected {
+        status: u16,
+        code: String,
+        description: Option<String>,
+    },
     /// The IdP asked us to slow down.
     #[error("token endpoint throttled the request (retry after {retry_after:?})")]
     Throttled { retry_after: Option<Duration> },
@@ -119,7 +123,10 @@ impl Provider {
     pub fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError> {
         let (name, text) = match self {
             Self::Static(p) => (p.header_name().clone(), token.access.expose().clone()),
-            _ => (::http::header::AUTHORIZATION, format!("Bearer {}", token.access.expose())),
+            _ => (
+                ::http::header::AUTHORIZATION,
+                format!("Bearer {}", token.access.expose()),
+            ),
         };
         let mut value = HeaderValue::try_from(text)
             .map_err(|_| ProviderError::BadResponse("token has characters not allowed in a header".into()))?;

@@ -41,10 +41,7 @@ pub(crate) type Form = Vec<(String, String)>;
 #[derive(Clone, Copy)]
 pub(crate) enum Grant<'a> {
     ClientCredentials,
-    Password {
-        username: &'a str,
-        password: &'a str,
-    },
+    Password { username: &'a str, password: &'a str },
     RefreshToken(&'a str),
 }
 
@@ -82,11 +79,7 @@ pub(crate) fn grant_form(grant: Grant<'_>, scope: Option<String>) -> Form {
 /// The `scope` value, or `None` when there are no scopes: an empty `scope=` is an error at
 /// several IdPs, while an absent one means "the client's default scopes".
 pub(crate) fn join_scopes(scopes: &[String], separator: &str) -> Option<String> {
-    let scopes: Vec<&str> = scopes
-        .iter()
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
     (!scopes.is_empty()).then(|| scopes.join(separator))
 }
 
@@ -150,9 +143,7 @@ where
             Err(error) => return Err(error),
         }
     }
-    Err(ProviderError::BadResponse(
-        "no client secret is configured".into(),
-    ))
+    Err(ProviderError::BadResponse("no client secret is configured".into()))
 }
 
 /// `invalid_client` as RFC 6749 5.2 sends it: 400, or 401 when the client used Basic auth.
@@ -232,9 +223,7 @@ impl OAuth2 {
                 password: password.expose(),
             },
             OAuth2Grant::RefreshToken { refresh_token } => {
-                let current = previous
-                    .and_then(|p| p.refresh_token.as_ref())
-                    .unwrap_or(refresh_token);
+                let current = previous.and_then(|p| p.refresh_token.as_ref()).unwrap_or(refresh_token);
                 redeemed = Some(current.expose().as_str());
                 Grant::RefreshToken(current.expose())
             }
@@ -249,18 +238,14 @@ impl OAuth2 {
     }
 
     /// `private_key_jwt` and `tls_client_auth`: one request, no secret to rotate.
-    async fn post_without_secret(
-        &self,
-        shared: &TokenHttp,
-        mut form: Form,
-    ) -> Result<Granted, ProviderError> {
+    async fn post_without_secret(&self, shared: &TokenHttp, mut form: Form) -> Result<Granted, ProviderError> {
         let id = &self.config.client_id;
         form.push(("client_id".to_owned(), id.clone()));
         let http = match &*self.auth {
             ClientAuth::Assertion(signer) => {
-                let signer = signer.as_ref().map_err(|e| {
-                    ProviderError::BadResponse(format!("cannot sign the client assertion: {e}"))
-                })?;
+                let signer = signer
+                    .as_ref()
+                    .map_err(|e| ProviderError::BadResponse(format!("cannot sign the client assertion: {e}")))?;
                 let audience = self.config.token_url.to_string();
                 let assertion = signer.assertion(id, &audience, clock::unix_millis() / 1000)?;
                 form.push(("client_assertion_type".to_owned(), JWT_BEARER.to_owned()));
@@ -286,8 +271,7 @@ impl FetchToken for OAuth2 {
             ClientAuth::Secret(placement) => {
                 let client = (config.client_id.as_str(), config.client_secrets.as_slice());
                 let uri = &config.token_url;
-                request_with_secrets(ctx.http, uri, &form, client, placement, &config.response)
-                    .await?
+                request_with_secrets(ctx.http, uri, &form, client, placement, &config.response).await?
             }
             _ => (self.post_without_secret(ctx.http, form).await?, 0),
         };

@@ -88,10 +88,7 @@ impl FetchToken for Shopline {
         };
         let app = (app_key.as_str(), app_secret.expose().as_str());
         if let (Some(code), None) = (code, ctx.previous) {
-            match self
-                .call(ctx.http, app, CREATE_PATH, create_body(code.expose()))
-                .await
-            {
+            match self.call(ctx.http, app, CREATE_PATH, create_body(code.expose())).await {
                 Err(error @ ProviderError::Rejected { .. }) => tracing::warn!(
                     %error,
                     "token/create refused (the authorization code is one-time and short-lived); \
@@ -106,8 +103,8 @@ impl FetchToken for Shopline {
 
 /// `lowercase_hex(HMAC-SHA256(key = app_secret, message = body + timestamp))`.
 pub(crate) fn sign(app_secret: &str, body: &str, timestamp: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes())
-        .expect("HMAC-SHA256 accepts keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC-SHA256 accepts keys of any length");
     mac.update(body.as_bytes());
     mac.update(timestamp.as_bytes());
     hex::encode(mac.finalize().into_bytes())
@@ -126,8 +123,7 @@ pub(crate) fn signed_headers(
     timestamp: &str,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, ProviderError> {
     let header = |text: &str| {
-        HeaderValue::from_str(text)
-            .map_err(|_| ProviderError::BadResponse("app_key is not valid in a header".into()))
+        HeaderValue::from_str(text).map_err(|_| ProviderError::BadResponse("app_key is not valid in a header".into()))
     };
     let mut sign = header(&sign(app_secret, body, timestamp))?;
     sign.set_sensitive(true);
@@ -154,9 +150,9 @@ fn bad_url() -> ProviderError {
 pub(crate) fn parse_envelope(body: &[u8]) -> Result<Granted, ProviderError> {
     let json: Value = serde_json::from_slice(body)
         .map_err(|_| ProviderError::BadResponse("SHOPLINE token response is not JSON".into()))?;
-    let code = json.get("code").ok_or_else(|| {
-        ProviderError::BadResponse("SHOPLINE token response has no `code`".into())
-    })?;
+    let code = json
+        .get("code")
+        .ok_or_else(|| ProviderError::BadResponse("SHOPLINE token response has no `code`".into()))?;
     if unsigned(code) != Some(200) {
         let text = |key: &str| json.get(key).and_then(Value::as_str).map(sanitize);
         return Err(ProviderError::Rejected {
@@ -177,10 +173,7 @@ pub(crate) fn parse_envelope(body: &[u8]) -> Result<Granted, ProviderError> {
         tracing::debug!(scope, "SHOPLINE token granted");
     }
     let stated = data.get("expireTime").and_then(expire_time);
-    let expiry = earlier(
-        stated,
-        jwt::exp(access).map(|s| UNIX_EPOCH + Duration::from_secs(s)),
-    );
+    let expiry = earlier(stated, jwt::exp(access).map(|s| UNIX_EPOCH + Duration::from_secs(s)));
     Ok(Granted {
         access: Secret::new(access.to_owned()),
         expiry: expiry.map(Expiry::At),
@@ -201,10 +194,7 @@ fn expire_time(value: &Value) -> Option<SystemTime> {
 fn earlier(stated: Option<SystemTime>, claimed: Option<SystemTime>) -> Option<SystemTime> {
     match (stated, claimed) {
         (Some(a), Some(b)) => {
-            let gap = a
-                .duration_since(b)
-                .or_else(|_| b.duration_since(a))
-                .unwrap_or_default();
+            let gap = a.duration_since(b).or_else(|_| b.duration_since(a)).unwrap_or_default();
             if gap > EXPIRY_DISAGREEMENT {
                 tracing::warn!(
                     ?gap,

@@ -37,10 +37,19 @@ impl FetchToken for StaticToken {
 }
 
 /// A credential that never changes: usable until `expires_at`, then `Expired`.
-pub(crate) fn fixed_token(access: crate::config::Secret<String>, expires_at: Option<Instant>) -> Result<Token, ProviderError> {
+pub(crate) fn fixed_token(
+    access: crate::config::Secret<String>,
+    expires_at: Option<Instant>,
+) -> Result<Token, ProviderError> {
     let now = Instant::now();
     if expires_at.is_some_and(|at| at <= now) {
         return Err(ProviderError::Expired);
     }
-    Ok(Token { access, obtained_at: now, expires_at, refresh_token: None, secret_index: 0 })
+    Ok(Token {
+        access,
+        obtained_at: now,
+        expires_at,
+        refresh_token: None,
+        secret_index: 0,
+    })
 }

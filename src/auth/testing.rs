@@ -30,10 +30,7 @@ impl Received {
 
     /// The single value of form field `name`.
     pub(crate) fn field(&self, name: &str) -> Option<String> {
-        self.form()
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+        self.form().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 }
 
@@ -50,9 +47,7 @@ pub(crate) struct FakeEndpoint {
 
 impl FakeEndpoint {
     /// Starts serving; `handler` gets the 0-based call number and the request.
-    pub(crate) async fn start(
-        handler: impl Fn(usize, &Received) -> Canned + Send + Sync + 'static,
-    ) -> Self {
+    pub(crate) async fn start(handler: impl Fn(usize, &Received) -> Canned + Send + Sync + 'static) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -67,8 +62,7 @@ impl FakeEndpoint {
                     async move { Ok::<_, Infallible>(answer(req, &log, &*handler).await) }
                 });
                 tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
                 );
             }
         });
@@ -76,9 +70,7 @@ impl FakeEndpoint {
     }
 
     pub(crate) fn uri(&self, path: &str) -> Uri {
-        format!("http://{}{path}", self.addr)
-            .parse()
-            .expect("valid test URI")
+        format!("http://{}{path}", self.addr).parse().expect("valid test URI")
     }
 
     pub(crate) fn received(&self) -> Vec<Received> {
@@ -86,17 +78,9 @@ impl FakeEndpoint {
     }
 }
 
-async fn answer(
-    req: Request<Incoming>,
-    log: &Mutex<Vec<Received>>,
-    handler: &Handler,
-) -> Response<Full<Bytes>> {
+async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>, handler: &Handler) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let got = Received {
         path: parts.uri.path().to_owned(),
         headers: parts.headers,
@@ -114,9 +98,7 @@ async fn answer(
     for (name, value) in headers {
         response = response.header(name, value);
     }
-    response
-        .body(Full::new(Bytes::from(body)))
-        .expect("valid response")
+    response.body(Full::new(Bytes::from(body))).expect("valid response")
 }
 
 /// A client for loopback fakes: no system roots to load, short timeout.
@@ -130,19 +112,12 @@ pub(crate) fn test_http() -> TokenHttp {
 }
 
 /// `200` with `body`.
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "reads best as ok(json!(...)) in tests"
-)]
+#[expect(clippy::needless_pass_by_value, reason = "reads best as ok(json!(...)) in tests")]
 pub(crate) fn ok(body: serde_json::Value) -> Canned {
     (200, Vec::new(), body.to_string())
 }
 
 /// An OAuth error answer.
 pub(crate) fn oauth_error(status: u16, code: &str) -> Canned {
-    (
-        status,
-        Vec::new(),
-        serde_json::json!({ "error": code }).to_string(),
-    )
+    (status, Vec::new(), serde_json::json!({ "error": code }).to_string())
 }

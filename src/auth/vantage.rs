@@ -14,8 +14,7 @@
 
 use super::oauth2::response::standard_mapping;
 use super::oauth2::{
-    Form, Grant, SecretPlacement, grant_form, is_invalid_grant, join_scopes, keep_refresh_token,
-    request_with_secrets,
+    Form, Grant, SecretPlacement, grant_form, is_invalid_grant, join_scopes, keep_refresh_token, request_with_secrets,
 };
 use super::{FetchCtx, FetchToken, ProviderError, Token, TokenHttp};
 use crate::config::{PasswordOrClient, VantageConfig};
@@ -55,24 +54,12 @@ impl Vantage {
     }
 
     /// One request with secret rotation; `redeemed` is the refresh token it spends, if any.
-    async fn request(
-        &self,
-        http: &TokenHttp,
-        form: &Form,
-        redeemed: Option<&str>,
-    ) -> Result<Token, ProviderError> {
+    async fn request(&self, http: &TokenHttp, form: &Form, redeemed: Option<&str>) -> Result<Token, ProviderError> {
         let config = &self.config;
         let client = (config.client_id.as_str(), config.client_secrets.as_slice());
         let mapping = standard_mapping();
-        let (granted, index) = request_with_secrets(
-            http,
-            &config.token_url,
-            form,
-            client,
-            SecretPlacement::Form,
-            &mapping,
-        )
-        .await?;
+        let (granted, index) =
+            request_with_secrets(http, &config.token_url, form, client, SecretPlacement::Form, &mapping).await?;
         keep_refresh_token(granted, redeemed).into_token(index, None)
     }
 }
@@ -104,11 +91,7 @@ mod tests {
     use crate::auth::testing::{FakeEndpoint, oauth_error, ok, test_http};
     use crate::config::Secret;
 
-    fn config(
-        token_url: http::Uri,
-        offline_access: bool,
-        grant: PasswordOrClient,
-    ) -> VantageConfig {
+    fn config(token_url: http::Uri, offline_access: bool, grant: PasswordOrClient) -> VantageConfig {
         VantageConfig {
             base_url: "https://vantage-us.abbyy.com".parse().expect("uri"),
             tenant_id: None,
@@ -116,18 +99,13 @@ mod tests {
             client_id: "vc".into(),
             client_secrets: vec![Secret::from("vs")],
             grant,
-            scopes: ["openid", "permissions", "global.wildcard"]
-                .map(String::from)
-                .to_vec(),
+            scopes: ["openid", "permissions", "global.wildcard"].map(String::from).to_vec(),
             offline_access,
         }
     }
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-        items
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        items.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn previous(refresh_token: &str) -> Token {
@@ -188,15 +166,10 @@ mod tests {
 
     #[tokio::test]
     async fn redeems_the_refresh_token_and_keeps_the_rotated_one() {
-        let idp = FakeEndpoint::start(|_, _| {
-            ok(json!({"access_token": "a2", "expires_in": 3600, "refresh_token": "r2"}))
-        })
-        .await;
-        let vantage = Vantage::new(config(
-            idp.uri("/t"),
-            true,
-            PasswordOrClient::ClientCredentials,
-        ));
+        let idp =
+            FakeEndpoint::start(|_, _| ok(json!({"access_token": "a2", "expires_in": 3600, "refresh_token": "r2"})))
+                .await;
+        let vantage = Vantage::new(config(idp.uri("/t"), true, PasswordOrClient::ClientCredentials));
         let old = previous("r1");
         let token = vantage
             .fetch(FetchCtx {
@@ -205,10 +178,7 @@ mod tests {
             })
             .await
             .expect("token");
-        assert_eq!(
-            token.refresh_token.as_ref().map(|t| t.expose().as_str()),
-            Some("r2")
-        );
+        assert_eq!(token.refresh_token.as_ref().map(|t| t.expose().as_str()), Some("r2"));
         let got = idp.received();
         assert_eq!(got.len(), 1);
         let expected = [
@@ -227,11 +197,7 @@ mod tests {
             _ => ok(json!({"access_token": "a3", "expires_in": 3600, "refresh_token": "r3"})),
         })
         .await;
-        let vantage = Vantage::new(config(
-            idp.uri("/t"),
-            true,
-            PasswordOrClient::ClientCredentials,
-        ));
+        let vantage = Vantage::new(config(idp.uri("/t"), true, PasswordOrClient::ClientCredentials));
         let old = previous("spent");
         let token = vantage
             .fetch(FetchCtx {
@@ -241,32 +207,18 @@ mod tests {
             .await
             .expect("token");
         assert_eq!(token.access.expose(), "a3");
-        assert_eq!(
-            token.refresh_token.as_ref().map(|t| t.expose().as_str()),
-            Some("r3")
-        );
-        let grants: Vec<_> = idp
-            .received()
-            .iter()
-            .map(|r| r.field("grant_type"))
-            .collect();
+        assert_eq!(token.refresh_token.as_ref().map(|t| t.expose().as_str()), Some("r3"));
+        let grants: Vec<_> = idp.received().iter().map(|r| r.field("grant_type")).collect();
         assert_eq!(
             grants,
-            [
-                Some("refresh_token".into()),
-                Some("client_credentials".into())
-            ]
+            [Some("refresh_token".into()), Some("client_credentials".into())]
         );
     }
 
     #[tokio::test]
     async fn an_outage_during_refresh_is_not_masked_by_the_fallback() {
         let idp = FakeEndpoint::start(|_, _| (503, Vec::new(), "{}".into())).await;
-        let vantage = Vantage::new(config(
-            idp.uri("/t"),
-            true,
-            PasswordOrClient::ClientCredentials,
-        ));
+        let vantage = Vantage::new(config(idp.uri("/t"), true, PasswordOrClient::ClientCredentials));
         let old = previous("r1");
         let error = vantage
             .fetch(FetchCtx {
@@ -281,13 +233,8 @@ mod tests {
 
     #[tokio::test]
     async fn without_offline_access_a_held_refresh_token_is_ignored() {
-        let idp =
-            FakeEndpoint::start(|_, _| ok(json!({"access_token": "at", "expires_in": 60}))).await;
-        let vantage = Vantage::new(config(
-            idp.uri("/t"),
-            false,
-            PasswordOrClient::ClientCredentials,
-        ));
+        let idp = FakeEndpoint::start(|_, _| ok(json!({"access_token": "at", "expires_in": 60}))).await;
+        let vantage = Vantage::new(config(idp.uri("/t"), false, PasswordOrClient::ClientCredentials));
         let old = previous("r1");
         let token = vantage
             .fetch(FetchCtx {

@@ -130,13 +130,21 @@ impl<P: TokenSource> Drop for TokenManager<P> {
 
 impl<P: TokenSource> std::fmt::Debug for TokenManager<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenManager").field("tenant", &self.inner.tenant).finish_non_exhaustive()
+        f.debug_struct("TokenManager")
+            .field("tenant", &self.inner.tenant)
+            .finish_non_exhaustive()
     }
 }
 
 impl<P: TokenSource> TokenManager<P> {
     /// Starts the background task, which fetches the first token at once.
-    pub fn spawn(tenant: TenantName, source: P, http: TokenHttp, policy: TokenPolicy, store: (Store, StoreKey)) -> Self {
+    pub fn spawn(
+        tenant: TenantName,
+        source: P,
+        http: TokenHttp,
+        policy: TokenPolicy,
+        store: (Store, StoreKey),
+    ) -> Self {
         let (store, key) = store;
         let inner = Arc::new(Inner {
             tenant,
@@ -146,7 +154,10 @@ impl<P: TokenSource> TokenManager<P> {
             http,
             policy,
             current: ArcSwapOption::empty(),
-            status: watch::Sender::new(Status { fetching: true, ..Status::default() }),
+            status: watch::Sender::new(Status {
+                fetching: true,
+                ..Status::default()
+            }),
             retire_requested: AtomicU64::new(0),
             wake: Notify::new(),
             stats: Mutex::new(TokenStats::default()),
@@ -172,7 +183,9 @@ impl<P: TokenSource> TokenManager<P> {
     /// wait for [`Self::newer_than`] and replay), or `false` when the 401 must be passed back.
     pub fn retire(&self, generation: u64) -> bool {
         let inner = &self.inner;
-        let Some(current) = inner.current.load_full() else { return false };
+        let Some(current) = inner.current.load_full() else {
+            return false;
+        };
         if !inner.source.renews() || current.generation != generation {
             // Already replaced: a newer token is there to replay with.
             return inner.source.renews() && current.generation > generation;
@@ -193,7 +206,11 @@ impl<P: TokenSource> TokenManager<P> {
     }
 
     pub fn stats(&self) -> TokenStats {
-        self.inner.stats.lock().expect("stats lock is never poisoned: no panics while held").clone()
+        self.inner
+            .stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held")
+            .clone()
     }
 }
 
@@ -210,7 +227,11 @@ impl<P: TokenSource> Inner<P> {
 
     /// Waits for a valid token accepted by `want`, for an attempt in progress to finish, or fails
     /// at once with the last error when no attempt is under way (never hangs a request on backoff).
-    async fn wait(&self, limit: Duration, want: impl Fn(&CurrentToken) -> bool) -> Result<Arc<CurrentToken>, TokenUnavailable> {
+    async fn wait(
+        &self,
+        limit: Duration,
+        want: impl Fn(&CurrentToken) -> bool,
+    ) -> Result<Arc<CurrentToken>, TokenUnavailable> {
         let deadline = Instant::now() + limit;
         let mut status = self.status.subscribe();
         let started = status.borrow().completed;
@@ -272,7 +293,13 @@ impl<P: TokenSource> Inner<P> {
     }
 
     async fn fetch_and_store(&self, previous: Option<&CurrentToken>) -> Result<Token, ProviderError> {
-        let token = self.source.fetch(FetchCtx { http: &self.http, previous: previous.map(|c| &c.token) }).await?;
+        let token = self
+            .source
+            .fetch(FetchCtx {
+                http: &self.http,
+                previous: previous.map(|c| &c.token),
+            })
+            .await?;
         self.store.put(&self.key, StoredToken::from_token(&token)).await;
         Ok(token)
     }
@@ -334,7 +361,10 @@ impl<P: TokenSource> Inner<P> {
             return None;
         }
         let mut delay = refresh::backoff(failures, rand::random());
-        if let ProviderError::Throttled { retry_after: Some(after) } = error {
+        if let ProviderError::Throttled {
+            retry_after: Some(after),
+        } = error
+        {
             delay = delay.max(*after);
         }
         Some(Instant::now() + delay)

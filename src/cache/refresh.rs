@@ -49,7 +49,11 @@ mod tests {
             (secs(60), secs(600), 0.99, secs(30)),
         ];
         for (lifetime, before, jitter, expected) in table {
-            assert_eq!(refresh_delay(lifetime, before, jitter), expected, "{lifetime:?} {before:?} {jitter}");
+            assert_eq!(
+                refresh_delay(lifetime, before, jitter),
+                expected,
+                "{lifetime:?} {before:?} {jitter}"
+            );
         }
     }
 
@@ -59,7 +63,10 @@ mod tests {
         let before = Duration::from_secs(3 * H);
         for i in 0..100 {
             let d = refresh_delay(lifetime, before, f64::from(i) / 100.0);
-            assert!(d <= Duration::from_secs(7 * H) && d >= Duration::from_secs(7 * H).mul_f64(0.9), "{d:?}");
+            assert!(
+                d <= Duration::from_secs(7 * H) && d >= Duration::from_secs(7 * H).mul_f64(0.9),
+                "{d:?}"
+            );
             assert!(d >= lifetime.mul_f64(0.5) && d <= lifetime.mul_f64(0.8));
         }
     }

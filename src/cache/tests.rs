@@ -42,7 +42,11 @@ impl FetchToken for Fake {
         tokio::time::sleep(self.latency).await;
         let next = {
             let mut script = self.script.lock().expect("test lock");
-            if script.len() > 1 { script.pop_front() } else { script.front().cloned() }
+            if script.len() > 1 {
+                script.pop_front()
+            } else {
+                script.front().cloned()
+            }
         };
         let ttl = next.expect("script is not empty")?;
         let now = Instant::now();
@@ -78,8 +82,19 @@ fn policy() -> TokenPolicy {
 fn manager(fake: Fake) -> Arc<TokenManager<Fake>> {
     let name = TenantName::try_new("t").expect("valid");
     let store = Store::Memory(MemoryStore::default());
-    let key = StoreKey::new(&name, &crate::config::ProviderConfig::Cyberbiz(crate::config::CyberbizConfig { token: Secret::from("k") }));
-    Arc::new(TokenManager::spawn(name, fake, TokenHttp::default(), policy(), (store, key)))
+    let key = StoreKey::new(
+        &name,
+        &crate::config::ProviderConfig::Cyberbiz(crate::config::CyberbizConfig {
+            token: Secret::from("k"),
+        }),
+    );
+    Arc::new(TokenManager::spawn(
+        name,
+        fake,
+        TokenHttp::default(),
+        policy(),
+        (store, key),
+    ))
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -148,7 +163,10 @@ async fn failures_back_off_and_the_token_serves_until_real_expiry() {
         // Less the fake's 50 ms latency; the 10 ms steps add at most 20 ms.
         let gap = pair[1] - pair[0] - Duration::from_millis(50);
         let base = Duration::from_secs(1 << i);
-        assert!(gap >= base.mul_f64(0.8) && gap <= base + Duration::from_millis(20), "retry {i}: {gap:?}");
+        assert!(
+            gap >= base.mul_f64(0.8) && gap <= base + Duration::from_millis(20),
+            "retry {i}: {gap:?}"
+        );
     }
 }
 
@@ -199,7 +217,11 @@ async fn a_401_on_a_young_token_or_a_static_one_is_passed_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_first_fetch_answers_waiters_with_the_cause() {
-    let fake = Fake::new(vec![Err(ProviderError::Rejected { status: 400, code: "invalid_client".into(), description: None })]);
+    let fake = Fake::new(vec![Err(ProviderError::Rejected {
+        status: 400,
+        code: "invalid_client".into(),
+        description: None,
+    })]);
     let tokens = manager(fake);
     let error = tokens.current(WAIT).await.expect_err("no token");
     assert!(error.0.contains("invalid_client"), "{error}");

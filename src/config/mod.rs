@@ -112,8 +112,12 @@ impl TenantName {
     /// Validates the shape; `None` when the name is not acceptable.
     pub fn try_new(name: &str) -> Option<Self> {
         let bytes = name.as_bytes();
-        let first_ok = bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let rest_ok = bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-');
+        let first_ok = bytes
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-');
         (first_ok && rest_ok && bytes.len() <= 63).then(|| Self(name.to_owned()))
     }
 
@@ -171,7 +175,9 @@ impl ProviderConfig {
         match self {
             Self::AdobeIms(c) => c.client_secrets.iter().collect(),
             Self::Shopline(c) => match &c.credentials {
-                ShoplineCredentials::OAuth { app_secret, code, .. } => std::iter::once(app_secret).chain(code).collect(),
+                ShoplineCredentials::OAuth { app_secret, code, .. } => {
+                    std::iter::once(app_secret).chain(code).collect()
+                }
                 ShoplineCredentials::Private { access_token } => vec![access_token],
             },
             Self::Vantage(c) => c.client_secrets.iter().chain(c.grant.password()).collect(),
@@ -239,7 +245,11 @@ pub struct ShoplineConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShoplineCredentials {
     /// Public and custom apps: signed `token/create` (with a one-time `code`) and `token/refresh`.
-    OAuth { app_key: String, app_secret: Secret<String>, code: Option<Secret<String>> },
+    OAuth {
+        app_key: String,
+        app_secret: Secret<String>,
+        code: Option<Secret<String>>,
+    },
     /// Private apps: a static token whose expiry is read from the JWT.
     Private { access_token: Secret<String> },
 }
@@ -310,9 +320,14 @@ pub enum OAuth2AuthMethod {
     ClientSecretPost,
     ClientSecretBasic,
     /// RFC 7523: a JWT signed with this PEM key.
-    PrivateKeyJwt { private_key: Secret<String> },
+    PrivateKeyJwt {
+        private_key: Secret<String>,
+    },
     /// RFC 8705: mutual TLS to the token endpoint.
-    TlsClientAuth { client_cert: PathBuf, client_key: PathBuf },
+    TlsClientAuth {
+        client_cert: PathBuf,
+        client_key: PathBuf,
+    },
 }
 
 /// Where the token and its lifetime sit in a non-standard response.
@@ -396,7 +411,10 @@ pub struct Loaded {
 /// Reads and validates the file at `path`. Secrets given as `{ env }` or `{ file }` are resolved.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError { location: path.display().to_string(), message: format!("cannot read: {e}") }])
+        ConfigErrors(vec![ConfigError {
+            location: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        }])
     })?;
     parse(&text, &path.display().to_string(), &validate::ProcessEnv)
 }

@@ -125,10 +125,7 @@ impl<'de> Deserialize<'de> for RawRateLimit {
             fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<RawRateLimit, E> {
                 Ok(RawRateLimit::Switch(value))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<RawRateLimit, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawRateLimit, A::Error> {
                 let table = serde::de::value::MapAccessDeserializer::new(map);
                 RawRateLimitTable::deserialize(table).map(RawRateLimit::Limit)
             }
@@ -212,10 +209,7 @@ pub(crate) enum RawQuantity {
 
 /// `expires_at`: a TOML datetime (`2026-01-01T00:00:00Z`) or the same as a string.
 #[derive(Debug, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "expected an RFC 3339 date-time such as 2026-01-01T00:00:00Z"
-)]
+#[serde(untagged, expecting = "expected an RFC 3339 date-time such as 2026-01-01T00:00:00Z")]
 pub(crate) enum RawTime {
     Datetime(toml::value::Datetime),
     Text(String),

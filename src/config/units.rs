@@ -11,9 +11,7 @@ use std::time::{Duration, SystemTime};
 /// Why a unit string was refused; the message is shown to the operator as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum UnitError {
-    #[error(
-        "`{0}` has no unit; write a duration such as \"90s\", \"5m\", \"10h\", \"250ms\" or \"1d\""
-    )]
+    #[error("`{0}` has no unit; write a duration such as \"90s\", \"5m\", \"10h\", \"250ms\" or \"1d\"")]
     DurationWithoutUnit(String),
     #[error("`{0}` is negative; durations and sizes cannot be")]
     Negative(String),
@@ -76,9 +74,7 @@ fn split_number(text: &str) -> Result<(u64, &str), UnitError> {
     if trimmed.starts_with('-') {
         return Err(UnitError::Negative(text.to_owned()));
     }
-    let digits_end = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
+    let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let (digits, rest) = trimmed.split_at(digits_end);
     if digits.is_empty() || rest.starts_with('.') || rest.starts_with(',') {
         return Err(UnitError::NotInteger(text.to_owned()));
@@ -111,21 +107,13 @@ pub(crate) fn parse_rfc3339(text: &str) -> Result<SystemTime, UnitError> {
 
 /// `YYYY-MM-DDTHH:MM:SS` (also `t` or a space as separator) → seconds since the epoch, as if UTC.
 fn civil_seconds(b: &[u8]) -> Option<i64> {
-    let separators_ok = b[4] == b'-'
-        && b[7] == b'-'
-        && matches!(b[10], b'T' | b't' | b' ')
-        && b[13] == b':'
-        && b[16] == b':';
+    let separators_ok =
+        b[4] == b'-' && b[7] == b'-' && matches!(b[10], b'T' | b't' | b' ') && b[13] == b':' && b[16] == b':';
     let num = |from: usize, to: usize| digits(&b[from..to]);
     let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
     let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    let in_range = (1..=12).contains(&month)
-        && (1..=31).contains(&day)
-        && hour <= 23
-        && minute <= 59
-        && second <= 60;
-    (separators_ok && in_range)
-        .then(|| days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+    let in_range = (1..=12).contains(&month) && (1..=31).contains(&day) && hour <= 23 && minute <= 59 && second <= 60;
+    (separators_ok && in_range).then(|| days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 /// `[.fraction](Z|±HH:MM)` → (nanoseconds, offset east of UTC in seconds).
@@ -207,15 +195,9 @@ mod tests {
 
     #[test]
     fn duration_errors_say_what_is_wrong() {
-        assert!(matches!(
-            parse_duration("90"),
-            Err(UnitError::DurationWithoutUnit(_))
-        ));
+        assert!(matches!(parse_duration("90"), Err(UnitError::DurationWithoutUnit(_))));
         assert!(matches!(parse_duration("-5s"), Err(UnitError::Negative(_))));
-        assert!(matches!(
-            parse_duration("1.5h"),
-            Err(UnitError::NotInteger(_))
-        ));
+        assert!(matches!(parse_duration("1.5h"), Err(UnitError::NotInteger(_))));
         let message = parse_duration("5y").expect_err("no years").to_string();
         assert!(
             message.contains("unknown unit `y`") && message.contains("ms, s, m, h, d"),
@@ -254,10 +236,7 @@ mod tests {
             ("2026-01-01T00:00:00Z", Some((1_767_225_600, 0))),
             ("2026-01-01T08:00:00+08:00", Some((1_767_225_600, 0))),
             ("2025-12-31T23:00:00-01:00", Some((1_767_225_600, 0))),
-            (
-                "2024-02-29 12:30:45.25z",
-                Some((1_709_209_845, 250_000_000)),
-            ),
+            ("2024-02-29 12:30:45.25z", Some((1_709_209_845, 250_000_000))),
             ("2026-01-01", None),
             ("2026-01-01T00:00:00", None),
             ("2026-13-01T00:00:00Z", None),
@@ -267,9 +246,7 @@ mod tests {
         ];
         for (text, want) in cases {
             let got = parse_rfc3339(text).ok().map(|t| {
-                let since = t
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .expect("after epoch");
+                let since = t.duration_since(SystemTime::UNIX_EPOCH).expect("after epoch");
                 (since.as_secs(), since.subsec_nanos())
             });
             assert_eq!(got, *want, "parse_rfc3339({text:?})");

@@ -21,9 +21,7 @@ pub(crate) struct TokioClock {
 impl TokioClock {
     /// A clock whose zero is now.
     pub(crate) fn starting_now() -> Self {
-        Self {
-            start: Instant::now(),
-        }
+        Self { start: Instant::now() }
     }
 
     /// `at` as nanoseconds since the start (zero before it; saturates after ~584 years).

@@ -224,20 +224,11 @@ impl Limiter {
     fn predicted_wait(&self, ahead: usize) -> Duration {
         let now = self.clock.nanos_now();
         let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
-        let bucket_free = self
-            .next_slot_at
-            .load(Ordering::Acquire)
-            .saturating_sub(now);
+        let bucket_free = self.next_slot_at.load(Ordering::Acquire).saturating_sub(now);
         let by_bucket = Duration::from_nanos(bucket_free).saturating_add(self.period_times(ahead));
-        let pause_left = self
-            .paused_until
-            .load(Ordering::Acquire)
-            .saturating_sub(now);
-        let beyond_burst = ahead
-            .saturating_add(1)
-            .saturating_sub(self.config.burst.get());
-        let by_pause =
-            Duration::from_nanos(pause_left).saturating_add(self.period_times(beyond_burst));
+        let pause_left = self.paused_until.load(Ordering::Acquire).saturating_sub(now);
+        let beyond_burst = ahead.saturating_add(1).saturating_sub(self.config.burst.get());
+        let by_pause = Duration::from_nanos(pause_left).saturating_add(self.period_times(beyond_burst));
         by_bucket.max(by_pause)
     }
 

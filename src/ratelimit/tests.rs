@@ -53,9 +53,7 @@ async fn run_concurrently(limiter: &Arc<Limiter>, n: usize) -> Vec<Outcome> {
             let (limiter, log) = (Arc::clone(limiter), Arc::clone(&log));
             tokio::spawn(async move {
                 let outcome = limiter.acquire().await;
-                log.lock()
-                    .expect("log lock")
-                    .push((i, start.elapsed(), outcome));
+                log.lock().expect("log lock").push((i, start.elapsed(), outcome));
             })
         })
         .collect();
@@ -85,10 +83,7 @@ fn assert_quota(grants: &[Duration], per_second: u32, burst: u32) {
             (k + 1) as f64 <= allowed + 1e-9,
             "grant #{k} at {at:?} exceeds the quota"
         );
-        let in_window = grants
-            .iter()
-            .filter(|t| **t >= *at && **t < *at + ms(1000))
-            .count();
+        let in_window = grants.iter().filter(|t| **t >= *at && **t < *at + ms(1000)).count();
         let cap = (burst + per_second) as usize;
         assert!(
             in_window <= cap,
@@ -102,11 +97,7 @@ async fn burst_passes_immediately_without_awaiting() {
     let limiter = limiter(10, 5, ms(2000));
     for i in 0..5 {
         let outcome = limiter.acquire().now_or_never();
-        assert_eq!(
-            outcome,
-            Some(Ok(Duration::ZERO)),
-            "request {i} of the burst"
-        );
+        assert_eq!(outcome, Some(Ok(Duration::ZERO)), "request {i} of the burst");
     }
     assert_eq!(limiter.state().granted_total, 5);
 }
@@ -123,10 +114,7 @@ async fn fast_path_does_not_touch_the_queue() {
 async fn request_after_the_burst_waits_exactly_one_period() {
     let limiter = limiter(10, 3, ms(2000));
     for _ in 0..3 {
-        assert_eq!(
-            bounded("burst", limiter.acquire()).await,
-            Ok(Duration::ZERO)
-        );
+        assert_eq!(bounded("burst", limiter.acquire()).await, Ok(Duration::ZERO));
     }
     let start = Instant::now();
     assert_eq!(bounded("4th request", limiter.acquire()).await, Ok(ms(100)));
@@ -171,12 +159,7 @@ async fn excess_is_rejected_at_once_with_an_honest_retry_after() {
     let limiter = limiter(10, 2, ms(250));
     let start = Instant::now();
     let outcomes = run_concurrently(&limiter, 6).await;
-    let by_index = |i: usize| {
-        outcomes
-            .iter()
-            .find(|o| o.0 == i)
-            .expect("every index reports")
-    };
+    let by_index = |i: usize| outcomes.iter().find(|o| o.0 == i).expect("every index reports");
     assert_eq!(by_index(0).2, Ok(Duration::ZERO));
     assert_eq!(by_index(1).2, Ok(Duration::ZERO));
     assert_eq!(by_index(2).2, Ok(ms(100)));
@@ -184,17 +167,8 @@ async fn excess_is_rejected_at_once_with_an_honest_retry_after() {
     for i in [4, 5] {
         let (_, at, outcome) = by_index(i);
         // The 5th slot comes at 300 ms > 250 ms: say so now, not after holding for 250 ms.
-        assert_eq!(
-            *at,
-            Duration::ZERO,
-            "request {i} must be rejected without waiting"
-        );
-        assert_eq!(
-            *outcome,
-            Err(RateLimited {
-                retry_after: ms(300)
-            })
-        );
+        assert_eq!(*at, Duration::ZERO, "request {i} must be rejected without waiting");
+        assert_eq!(*outcome, Err(RateLimited { retry_after: ms(300) }));
     }
     assert_eq!(limiter.state().rejected_total, 2);
     // The estimate was right: at 300 ms a slot is free at once.
@@ -217,14 +191,8 @@ async fn aborted_head_of_queue_consumes_no_slot() {
     assert_eq!(limiter.state().waiting, 2);
     advance(ms(50)).await;
     head.abort(); // the caller disconnected mid-wait
-    let (outcome, at) = bounded("next waiter", next)
-        .await
-        .expect("task must not panic");
-    assert_eq!(
-        (outcome, at),
-        (Ok(ms(100)), ms(100)),
-        "it gets the head's slot on time"
-    );
+    let (outcome, at) = bounded("next waiter", next).await.expect("task must not panic");
+    assert_eq!((outcome, at), (Ok(ms(100)), ms(100)), "it gets the head's slot on time");
     assert_eq!(limiter.state().waiting, 0);
     assert_eq!(limiter.state().granted_total, 2);
 }
@@ -253,10 +221,7 @@ async fn dropped_waiters_consume_no_slot() {
     let last = bounded("last", last).await.expect("task must not panic");
     assert_eq!(head, (Ok(ms(99)), ms(100)));
     assert_eq!(last, (Ok(ms(198)), ms(200)));
-    assert_eq!(
-        (limiter.state().waiting, limiter.state().granted_total),
-        (0, 3)
-    );
+    assert_eq!((limiter.state().waiting, limiter.state().granted_total), (0, 3));
 }
 
 #[tokio::test(start_paused = true)]
@@ -265,10 +230,7 @@ async fn pause_holds_the_next_request() {
     limiter.pause_for(ms(1000));
     assert_eq!(limiter.state().paused_for, Some(ms(1000)));
     let start = Instant::now();
-    assert_eq!(
-        bounded("paused request", limiter.acquire()).await,
-        Ok(ms(1000))
-    );
+    assert_eq!(bounded("paused request", limiter.acquire()).await, Ok(ms(1000)));
     assert_eq!(start.elapsed(), ms(1000));
     assert_eq!(limiter.state().paused_for, None);
 }
@@ -278,10 +240,7 @@ async fn shorter_later_pause_does_not_shorten_a_longer_one() {
     let limiter = limiter(10, 10, ms(5000));
     limiter.pause_for(ms(2000));
     limiter.pause_for(ms(500));
-    assert_eq!(
-        bounded("paused request", limiter.acquire()).await,
-        Ok(ms(2000))
-    );
+    assert_eq!(bounded("paused request", limiter.acquire()).await, Ok(ms(2000)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -294,9 +253,7 @@ async fn pause_holds_requests_already_queued() {
     settle().await;
     advance(ms(50)).await;
     limiter.pause_for(ms(1000)); // upstream 429 while it waits for its 100 ms slot
-    let outcome = bounded("queued request", queued)
-        .await
-        .expect("task must not panic");
+    let outcome = bounded("queued request", queued).await.expect("task must not panic");
     assert_eq!(outcome, (Ok(ms(1050)), ms(1050)));
 }
 
@@ -308,9 +265,7 @@ async fn pause_beyond_max_wait_rejects_with_the_remaining_pause() {
     let outcome = limiter.acquire().now_or_never();
     assert_eq!(
         outcome,
-        Some(Err(RateLimited {
-            retry_after: ms(4000)
-        })),
+        Some(Err(RateLimited { retry_after: ms(4000) })),
         "rejected at once"
     );
 }
@@ -325,19 +280,9 @@ async fn pause_set_while_queued_rejects_a_waiter_it_would_outlast() {
     settle().await;
     advance(ms(50)).await;
     limiter.pause_for(ms(3000)); // ends at 3050 ms, past the waiter's 2000 ms deadline
-    let outcome = bounded("queued request", queued)
-        .await
-        .expect("task must not panic");
+    let outcome = bounded("queued request", queued).await.expect("task must not panic");
     // It notices on waking for its slot at 100 ms, not at its deadline.
-    assert_eq!(
-        outcome,
-        (
-            Err(RateLimited {
-                retry_after: ms(2950)
-            }),
-            ms(100)
-        )
-    );
+    assert_eq!(outcome, (Err(RateLimited { retry_after: ms(2950) }), ms(100)));
     assert_eq!(limiter.state().rejected_total, 1);
 }
 
@@ -367,11 +312,7 @@ async fn newcomer_at_a_slot_boundary_does_not_overtake_the_queue() {
     // (`advance` fires the head's timer, but the current-thread runtime has not polled the head
     // yet when `advance` returns, so without the waiter check the newcomer would win the slot.)
     advance(ms(100)).await;
-    assert_eq!(
-        limiter.acquire().now_or_never(),
-        None,
-        "the newcomer must queue"
-    );
+    assert_eq!(limiter.acquire().now_or_never(), None, "the newcomer must queue");
     let head = bounded("head", head).await.expect("task must not panic");
     assert_eq!(head, (Ok(ms(100)), ms(100)));
 }

@@ -19,7 +19,10 @@ pub(crate) fn rewrite<'a>(rules: &[RewriteRule], path: &'a str) -> Rewritten<'a>
     for rule in rules {
         if !rule.store_header {
             if let Cow::Owned(replaced) = rule.pattern.replace(path, rule.replace.as_str()) {
-                return Rewritten { path: Cow::Owned(replaced), store: None };
+                return Rewritten {
+                    path: Cow::Owned(replaced),
+                    store: None,
+                };
             }
             continue;
         }
@@ -27,10 +30,16 @@ pub(crate) fn rewrite<'a>(rules: &[RewriteRule], path: &'a str) -> Rewritten<'a>
             let mut replaced = String::with_capacity(path.len());
             captures.expand(&rule.replace, &mut replaced);
             let store = captures.name("store").map(|m| m.as_str());
-            return Rewritten { path: Cow::Owned(replaced), store };
+            return Rewritten {
+                path: Cow::Owned(replaced),
+                store,
+            };
         }
     }
-    Rewritten { path: Cow::Borrowed(path), store: None }
+    Rewritten {
+        path: Cow::Borrowed(path),
+        store: None,
+    }
 }
 
 #[cfg(test)]
@@ -40,7 +49,11 @@ mod tests {
     fn rule(pattern: &str, replace: &str) -> RewriteRule {
         let pattern = regex::Regex::new(pattern).expect("test pattern is valid");
         let store_header = pattern.capture_names().any(|n| n == Some("store"));
-        RewriteRule { pattern, replace: replace.to_owned(), store_header }
+        RewriteRule {
+            pattern,
+            replace: replace.to_owned(),
+            store_header,
+        }
     }
 
     fn adobe_preset() -> RewriteRule {

@@ -57,10 +57,9 @@ pub(crate) fn empty(status: StatusCode) -> Response<Body> {
 
 pub(crate) fn streamed(len: u64) -> Response<Body> {
     let mut response = Response::new(RepeatBody { remaining: len }.boxed());
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     response
 }
 
@@ -78,10 +77,7 @@ impl hyper::body::Body for RepeatBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
@@ -132,10 +128,7 @@ pub(crate) async fn read_body(body: Incoming, limit: u64) -> Result<BodySummary,
 }
 
 /// Like [`read_body`], leaving `body` in place so a caller can [`discard`] the rest of it.
-pub(crate) async fn read_body_mut(
-    body: &mut Incoming,
-    limit: u64,
-) -> Result<BodySummary, BodyError> {
+pub(crate) async fn read_body_mut(body: &mut Incoming, limit: u64) -> Result<BodySummary, BodyError> {
     let mut head = BytesMut::new();
     let mut len = 0u64;
     while let Some(frame) = body.frame().await {
@@ -313,9 +306,7 @@ impl TokenRegistry {
     }
 
     pub(crate) fn revoke_all(&self) {
-        lock(&self.tokens)
-            .values_mut()
-            .for_each(|entry| entry.revoked = true);
+        lock(&self.tokens).values_mut().for_each(|entry| entry.revoked = true);
     }
 }
 

@@ -20,9 +20,7 @@ use hyper::{Request, Response};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::common::{
-    self, Body, BodyError, RecordedRequest, TokenRegistry, TokenState, bump, get, json, lock,
-};
+use super::common::{self, Body, BodyError, RecordedRequest, TokenRegistry, TokenState, bump, get, json, lock};
 use super::server::{Handler, ServerHandle};
 use crate::clock;
 
@@ -197,10 +195,7 @@ impl Handler for State {
         }
         if !self.admit(Instant::now()) {
             bump(&self.over_limit);
-            return json(
-                StatusCode::TOO_MANY_REQUESTS,
-                &json!({"error": "Too Many Requests"}),
-            );
+            return json(StatusCode::TOO_MANY_REQUESTS, &json!({"error": "Too Many Requests"}));
         }
         let token = common::bearer(&parts.headers);
         let state = token.map_or(TokenState::Unknown, |t| self.tokens.state(t));
@@ -214,23 +209,15 @@ impl Handler for State {
         };
         *lock(&self.last_api) = Some(RecordedRequest::new(&parts, summary.len));
         if state != TokenState::Valid {
-            return json(
-                StatusCode::UNAUTHORIZED,
-                &json!({"error": ["無權使用該 API"]}),
-            );
+            return json(StatusCode::UNAUTHORIZED, &json!({"error": ["無權使用該 API"]}));
         }
         let echo = json!({"method": parts.method.as_str(), "path": parts.uri.path(),
             "query": parts.uri.query(), "body_length": summary.len});
         match (&parts.method, parts.uri.path()) {
             (&Method::GET, "/v1/products") => paged(&products(&echo)),
-            (&Method::GET, "/v2/product_feeds") => {
-                paged(&json!([{"id": 1, "title": "Sandbox feed", "sandbox": echo}]))
-            }
+            (&Method::GET, "/v2/product_feeds") => paged(&json!([{"id": 1, "title": "Sandbox feed", "sandbox": echo}])),
             (&Method::GET, "/shop") => json(StatusCode::OK, &self.shop(&echo)),
-            _ => json(
-                StatusCode::OK,
-                &json!({"body": summary.json(), "sandbox": echo}),
-            ),
+            _ => json(StatusCode::OK, &json!({"body": summary.json(), "sandbox": echo})),
         }
     }
 }

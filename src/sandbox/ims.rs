@@ -23,8 +23,8 @@ use hyper::{Request, Response};
 use serde_json::json;
 
 use super::common::{
-    self, Body, FailSwitch, OAuthError, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, bump,
-    get, json, lock, oauth_error,
+    self, Body, FailSwitch, OAuthError, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, bump, get, json, lock,
+    oauth_error,
 };
 use super::server::{Handler, ServerHandle};
 use crate::clock;
@@ -81,10 +81,7 @@ impl fmt::Debug for ImsOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ImsOptions")
             .field("client_id", &self.client_id)
-            .field(
-                "client_secrets",
-                &format_args!("[{} x ***]", self.client_secrets.len()),
-            )
+            .field("client_secrets", &format_args!("[{} x ***]", self.client_secrets.len()))
             .field("allowed_scopes", &self.allowed_scopes)
             .field("token_ttl", &self.token_ttl)
             .field("tenant_id", &self.tenant_id)
@@ -246,38 +243,21 @@ impl ImsState {
 
     /// Validates in IMS's order: client, secret, grant, scope. Returns the granted scope.
     fn check_token_request(&self, fields: &HashMap<String, String>) -> Result<String, OAuthError> {
-        let field = |name: &str| {
-            fields
-                .get(name)
-                .map(String::as_str)
-                .filter(|v| !v.is_empty())
-        };
+        let field = |name: &str| fields.get(name).map(String::as_str).filter(|v| !v.is_empty());
         if field("client_id") != Some(self.client_id.as_str()) {
             return Err(OAuthError("invalid_client", "invalid client_id parameter"));
         }
         let secret = field("client_secret").unwrap_or_default();
-        if !lock(&self.secrets)
-            .iter()
-            .any(|valid| common::secret_eq(valid, secret))
-        {
-            return Err(OAuthError(
-                "invalid_client",
-                "invalid client_secret parameter",
-            ));
+        if !lock(&self.secrets).iter().any(|valid| common::secret_eq(valid, secret)) {
+            return Err(OAuthError("invalid_client", "invalid client_secret parameter"));
         }
         match field("grant_type") {
             None => {
-                return Err(OAuthError(
-                    "invalid_request",
-                    "missing grant_type parameter",
-                ));
+                return Err(OAuthError("invalid_request", "missing grant_type parameter"));
             }
             Some("client_credentials") => {}
             Some(_) => {
-                return Err(OAuthError(
-                    "unsupported_grant_type",
-                    "unsupported grant_type",
-                ));
+                return Err(OAuthError("unsupported_grant_type", "unsupported grant_type"));
             }
         }
         let Some(scope) = field("scope") else {

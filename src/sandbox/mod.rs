@@ -30,20 +30,16 @@ mod tests;
 
 pub use common::{Body, RecordedRequest};
 pub use cyberbiz::{
-    CYBERBIZ_BODY_LIMIT, CYBERBIZ_DEFAULT_TTL, CYBERBIZ_SHOP_DOMAIN, CYBERBIZ_SHOP_ID,
-    CyberbizOptions, CyberbizSandbox,
+    CYBERBIZ_BODY_LIMIT, CYBERBIZ_DEFAULT_TTL, CYBERBIZ_SHOP_DOMAIN, CYBERBIZ_SHOP_ID, CyberbizOptions, CyberbizSandbox,
 };
-pub use ims::{
-    ACCS_SCOPES, ACCS_TENANT_ID, IMS_CLIENT_ID, IMS_CLIENT_SECRET, IMS_DEFAULT_TTL, ImsOptions,
-    ImsSandbox,
-};
+pub use ims::{ACCS_SCOPES, ACCS_TENANT_ID, IMS_CLIENT_ID, IMS_CLIENT_SECRET, IMS_DEFAULT_TTL, ImsOptions, ImsSandbox};
 pub use shopline::{
-    SHOPLINE_APP_KEY, SHOPLINE_APP_SECRET, SHOPLINE_AUTH_CODE, SHOPLINE_DEFAULT_TTL,
-    SHOPLINE_GRACE, SHOPLINE_HANDLE, ShoplineOptions, ShoplineSandbox, shopline_sign,
+    SHOPLINE_APP_KEY, SHOPLINE_APP_SECRET, SHOPLINE_AUTH_CODE, SHOPLINE_DEFAULT_TTL, SHOPLINE_GRACE, SHOPLINE_HANDLE,
+    ShoplineOptions, ShoplineSandbox, shopline_sign,
 };
 pub use vantage::{
-    VANTAGE_CLIENT_ID, VANTAGE_CLIENT_SECRET, VANTAGE_PASSWORD, VANTAGE_SCOPES, VANTAGE_TENANT_ID,
-    VANTAGE_USERNAME, VantageOptions, VantageSandbox,
+    VANTAGE_CLIENT_ID, VANTAGE_CLIENT_SECRET, VANTAGE_PASSWORD, VANTAGE_SCOPES, VANTAGE_TENANT_ID, VANTAGE_USERNAME,
+    VantageOptions, VantageSandbox,
 };
 
 /// All four fakes with their demo credentials (the `*_CLIENT_ID`/`*_SECRET`/... constants).

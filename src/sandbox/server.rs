@@ -34,10 +34,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
 
 /// One fake's request handler. Implementations are cheap to share (`Arc<Self>`).
 pub(crate) trait Handler: Send + Sync + 'static {
-    fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-    ) -> impl Future<Output = Response<Body>> + Send;
+    fn handle(self: Arc<Self>, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
 }
 
 /// A running fake server; dropping it stops the server and closes its connections.
@@ -87,11 +84,7 @@ impl Drop for ServerHandle {
     }
 }
 
-async fn accept_loop<H: Handler>(
-    listener: TcpListener,
-    handler: Arc<H>,
-    mut stopped: oneshot::Receiver<()>,
-) {
+async fn accept_loop<H: Handler>(listener: TcpListener, handler: Arc<H>, mut stopped: oneshot::Receiver<()>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();

@@ -27,8 +27,7 @@ use sha2::Sha256;
 use tokio::time::Instant;
 
 use super::common::{
-    self, Body, FailSwitch, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, TokenState, bump,
-    get, json, lock,
+    self, Body, FailSwitch, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, TokenState, bump, get, json, lock,
 };
 use super::server::{Handler, ServerHandle};
 use crate::clock;
@@ -53,8 +52,7 @@ pub fn shopline_sign(app_secret: &str, body: &[u8], timestamp: &str) -> String {
 }
 
 fn signer(app_secret: &str, body: &[u8], timestamp: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes())
-        .expect("HMAC accepts keys of any length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(body);
     mac.update(timestamp.as_bytes());
     mac
@@ -152,10 +150,7 @@ impl ShoplineSandbox {
             codes: Mutex::new(options.codes.iter().cloned().collect()),
             current: Mutex::new(None),
             tokens: TokenRegistry::default(),
-            bucket: Mutex::new(api::LeakyBucket::new(
-                options.rate_per_second,
-                options.burst,
-            )),
+            bucket: Mutex::new(api::LeakyBucket::new(options.rate_per_second, options.burst)),
             locked: AtomicBool::new(false),
             fail: FailSwitch::default(),
             token_calls: AtomicUsize::new(0),
@@ -302,19 +297,14 @@ impl State {
 
     /// Checks `appkey`, the timestamp window and the signature, in that order.
     fn verify_signed(&self, headers: &HeaderMap, body: &Bytes) -> Result<(), EnvelopeError> {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-        };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
         if !common::secret_eq(header("appkey"), &self.options.app_key) {
             return Err(EnvelopeError(400, "APPKEY_INVALID", "appkey is invalid"));
         }
         let timestamp = header("timestamp");
-        let fresh = timestamp.parse::<u64>().is_ok_and(|ts| {
-            clock::unix_millis().abs_diff(ts) <= TIMESTAMP_WINDOW.as_millis() as u64
-        });
+        let fresh = timestamp
+            .parse::<u64>()
+            .is_ok_and(|ts| clock::unix_millis().abs_diff(ts) <= TIMESTAMP_WINDOW.as_millis() as u64);
         if !fresh {
             return Err(EnvelopeError(
                 400,
@@ -410,6 +400,5 @@ pub(super) fn iso8601_utc(unix_ms: u64) -> String {
 }
 
 fn trace_id() -> HeaderValue {
-    HeaderValue::from_str(&hex::encode(rand::random::<[u8; 12]>()))
-        .expect("hex is a valid header value")
+    HeaderValue::from_str(&hex::encode(rand::random::<[u8; 12]>())).expect("hex is a valid header value")
 }

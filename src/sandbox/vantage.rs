@@ -24,8 +24,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::common::{
-    self, Body, FailSwitch, OAuthError, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, bump,
-    get, json, lock, oauth_error,
+    self, Body, FailSwitch, OAuthError, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, bump, get, json, lock,
+    oauth_error,
 };
 use super::server::{Handler, ServerHandle};
 
@@ -242,9 +242,7 @@ impl Handler for State {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let tenant_part = format!("/auth2/{}", self.options.tenant_id);
-        let auth_path = path
-            .strip_prefix(&tenant_part)
-            .or_else(|| path.strip_prefix("/auth2"));
+        let auth_path = path.strip_prefix(&tenant_part).or_else(|| path.strip_prefix("/auth2"));
         match auth_path {
             Some("/connect/token") => self.token(req).await,
             Some("/.well-known/openid-configuration") => self.discovery(&req, &path),
@@ -288,18 +286,9 @@ impl State {
     }
 
     fn client_authenticated(&self, fields: &Fields) -> bool {
-        let id = fields
-            .get("client_id")
-            .map(String::as_str)
-            .unwrap_or_default();
-        let secret = fields
-            .get("client_secret")
-            .map(String::as_str)
-            .unwrap_or_default();
-        id == self.options.client_id
-            && lock(&self.secrets)
-                .iter()
-                .any(|s| common::secret_eq(s, secret))
+        let id = fields.get("client_id").map(String::as_str).unwrap_or_default();
+        let secret = fields.get("client_secret").map(String::as_str).unwrap_or_default();
+        id == self.options.client_id && lock(&self.secrets).iter().any(|s| common::secret_eq(s, secret))
     }
 
     fn discovery(&self, req: &Request<Incoming>, path: &str) -> Response<Body> {

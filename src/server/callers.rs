@@ -81,15 +81,60 @@ mod tests {
         let acme = TenantName::try_new("acme").expect("valid");
         let callers = [caller("k-orders", Some(vec!["acme"]), Some(vec![http::Method::GET]))];
         let get = http::Method::GET;
-        assert!(check(&callers, &acme, &request(Some(("tokenbroker-key", "k-orders")), get.clone())).is_ok());
-        assert!(check(&callers, &acme, &request(Some(("authorization", "Bearer k-orders")), get.clone())).is_ok());
-        assert!(check(&callers, &acme, &request(Some(("authorization", "bearer k-orders")), get.clone())).is_ok());
+        assert!(
+            check(
+                &callers,
+                &acme,
+                &request(Some(("tokenbroker-key", "k-orders")), get.clone())
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                &callers,
+                &acme,
+                &request(Some(("authorization", "Bearer k-orders")), get.clone())
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                &callers,
+                &acme,
+                &request(Some(("authorization", "bearer k-orders")), get.clone())
+            )
+            .is_ok()
+        );
         let code = |r: Result<(), ProxyError>| r.expect_err("refused").code();
-        assert_eq!(code(check(&callers, &acme, &request(None, get.clone()))), "unauthorized");
-        assert_eq!(code(check(&callers, &acme, &request(Some(("tokenbroker-key", "k-order")), get.clone()))), "unauthorized");
-        assert_eq!(code(check(&callers, &acme, &request(Some(("tokenbroker-key", "k-orders")), http::Method::POST))), "forbidden");
+        assert_eq!(
+            code(check(&callers, &acme, &request(None, get.clone()))),
+            "unauthorized"
+        );
+        assert_eq!(
+            code(check(
+                &callers,
+                &acme,
+                &request(Some(("tokenbroker-key", "k-order")), get.clone())
+            )),
+            "unauthorized"
+        );
+        assert_eq!(
+            code(check(
+                &callers,
+                &acme,
+                &request(Some(("tokenbroker-key", "k-orders")), http::Method::POST)
+            )),
+            "forbidden"
+        );
         let other = TenantName::try_new("other").expect("valid");
-        assert_eq!(code(check(&callers, &other, &request(Some(("tokenbroker-key", "k-orders")), get))), "forbidden");
+        assert_eq!(
+            code(check(
+                &callers,
+                &other,
+                &request(Some(("tokenbroker-key", "k-orders")), get)
+            )),
+            "forbidden"
+        );
         assert!(check(&[], &other, &request(None, http::Method::DELETE)).is_ok());
     }
 }

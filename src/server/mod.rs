@@ -15,12 +15,12 @@ use std::future::Future;
 
 use bytes::Bytes;
 use hyper::body::{Body, Incoming};
-use hyper::{Request, Response};
-use prometheus_client::registry::Registry;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -49,7 +49,11 @@ pub(crate) struct Servers {
 
 impl Servers {
     pub(crate) fn new() -> Self {
-        Self { graceful: Arc::new(GracefulShutdown::new()), fixed: Vec::new(), tenants: HashMap::new() }
+        Self {
+            graceful: Arc::new(GracefulShutdown::new()),
+            fixed: Vec::new(),
+            tenants: HashMap::new(),
+        }
     }
 
     /// Serves the main listener.
@@ -59,7 +63,13 @@ impl Servers {
     }
 
     /// Serves a tenant's own listener (configured as `addr`).
-    pub(crate) fn add_tenant(&mut self, name: TenantName, addr: SocketAddr, listener: TcpListener, state: Arc<ArcSwap<Snapshot>>) {
+    pub(crate) fn add_tenant(
+        &mut self,
+        name: TenantName,
+        addr: SocketAddr,
+        listener: TcpListener,
+        state: Arc<ArcSwap<Snapshot>>,
+    ) {
         let accept_loop = self.spawn_proxy(listener, Binding::Tenant(name.clone()), state);
         if let Some((_, old)) = self.tenants.insert(name, (addr, accept_loop)) {
             let _ = old.stop.send(true);
@@ -94,7 +104,12 @@ impl Servers {
     }
 
     /// Serves the admin endpoints on `listener`.
-    pub(crate) fn spawn_admin(&mut self, listener: TcpListener, state: Arc<ArcSwap<Snapshot>>, registry: Arc<Registry>) {
+    pub(crate) fn spawn_admin(
+        &mut self,
+        listener: TcpListener,
+        state: Arc<ArcSwap<Snapshot>>,
+        registry: Arc<Registry>,
+    ) {
         let accept_loop = self.spawn(listener, move |request: Request<Incoming>| {
             let response = admin::handle(&state.load(), &registry, &request);
             std::future::ready(Ok::<_, Infallible>(response))
@@ -118,7 +133,11 @@ impl Servers {
     /// Stops accepting, then waits up to `grace` for open connections to finish their requests.
     /// Returns whether everything drained in time.
     pub(crate) async fn drain(self, grace: Duration) -> bool {
-        let loops: Vec<AcceptLoop> = self.fixed.into_iter().chain(self.tenants.into_values().map(|(_, l)| l)).collect();
+        let loops: Vec<AcceptLoop> = self
+            .fixed
+            .into_iter()
+            .chain(self.tenants.into_values().map(|(_, l)| l))
+            .collect();
         for accept_loop in &loops {
             let _ = accept_loop.stop.send(true);
         }
@@ -130,8 +149,12 @@ impl Servers {
     }
 }
 
-async fn accept_loop<F, Fut, B>(listener: TcpListener, handler: F, graceful: Arc<GracefulShutdown>, mut stop: watch::Receiver<bool>)
-where
+async fn accept_loop<F, Fut, B>(
+    listener: TcpListener,
+    handler: F,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
@@ -151,7 +174,9 @@ where
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler.clone())).into_owned();
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service_fn(handler.clone()))
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

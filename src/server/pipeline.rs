@@ -64,7 +64,12 @@ pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Requ
     response
 }
 
-async fn proxy(snapshot: &Snapshot, binding: &Binding, request: Request<Incoming>, ctx: &mut RequestCtx) -> Result<Response<ProxyBody>, ProxyError> {
+async fn proxy(
+    snapshot: &Snapshot,
+    binding: &Binding,
+    request: Request<Incoming>,
+    ctx: &mut RequestCtx,
+) -> Result<Response<ProxyBody>, ProxyError> {
     // Not an open proxy: only origin-form requests for our own tenants go anywhere.
     refuse_foreign(&request)?;
     // The tenant decides every later limit, so it comes first; its path is normalised here, once.
@@ -89,16 +94,23 @@ fn refuse_foreign(request: &Request<Incoming>) -> Result<(), ProxyError> {
     }
     // HTTP/2 always carries an authority; in HTTP/1 an absolute-form target asks for a forward proxy.
     if request.version() < Version::HTTP_2 && request.uri().scheme().is_some() {
-        return Err(ProxyError::BadRequest("absolute-form requests are refused: this is not a forward proxy"));
+        return Err(ProxyError::BadRequest(
+            "absolute-form requests are refused: this is not a forward proxy",
+        ));
     }
     Ok(())
 }
 
-fn resolve_tenant<'r>(snapshot: &Snapshot, binding: &Binding, raw_path: &'r str) -> Result<(Arc<Tenant>, Cow<'r, str>), ProxyError> {
+fn resolve_tenant<'r>(
+    snapshot: &Snapshot,
+    binding: &Binding,
+    raw_path: &'r str,
+) -> Result<(Arc<Tenant>, Cow<'r, str>), ProxyError> {
     let (tenant, rest) = match binding {
         Binding::Tenant(name) => (snapshot.tenant(name.as_str()), raw_path),
         Binding::Main => {
-            let (segment, rest) = path::split_tenant(raw_path).ok_or(ProxyError::BadRequest("the path must start with /"))?;
+            let (segment, rest) =
+                path::split_tenant(raw_path).ok_or(ProxyError::BadRequest("the path must start with /"))?;
             (snapshot.tenant(segment), rest)
         }
     };
@@ -108,14 +120,18 @@ fn resolve_tenant<'r>(snapshot: &Snapshot, binding: &Binding, raw_path: &'r str)
 }
 
 fn check_declared_size(tenant: &Tenant, headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
-    let Some(value) = headers.get(header::CONTENT_LENGTH) else { return Ok(None) };
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return Ok(None);
+    };
     let length = value
         .to_str()
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or(ProxyError::BadRequest("Content-Length is not a number"))?;
     if length > tenant.config.max_body {
-        return Err(ProxyError::PayloadTooLarge { limit: tenant.config.max_body });
+        return Err(ProxyError::PayloadTooLarge {
+            limit: tenant.config.max_body,
+        });
     }
     Ok(Some(length))
 }
@@ -123,7 +139,9 @@ fn check_declared_size(tenant: &Tenant, headers: &HeaderMap) -> Result<Option<u6
 async fn wait_for_slot(tenant: &Tenant) -> Result<Duration, ProxyError> {
     match &tenant.limiter {
         None => Ok(Duration::ZERO),
-        Some(limiter) => limiter.acquire().await.map_err(|limited| ProxyError::RateLimited { retry_after: limited.retry_after }),
+        Some(limiter) => limiter.acquire().await.map_err(|limited| ProxyError::RateLimited {
+            retry_after: limited.retry_after,
+        }),
     }
 }
 
@@ -177,7 +195,9 @@ async fn prepare_body(tenant: &Tenant, declared: Option<u64>, body: Incoming) ->
     }
     match Limited::new(body, max_body).collect().await {
         Ok(collected) => Ok(PreparedBody::Buffered(collected.to_bytes())),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ProxyError::PayloadTooLarge { limit: tenant.config.max_body }),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ProxyError::PayloadTooLarge {
+            limit: tenant.config.max_body,
+        }),
         Err(_) => Err(ProxyError::BadRequest("the request body could not be read")),
     }
 }
@@ -193,19 +213,40 @@ async fn forward_with_replay(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let timeout = snapshot.server.request_timeout;
     let deadline = Instant::now() + timeout;
-    let token = tenant.tokens.current(timeout).await.map_err(|e| ProxyError::TokenUnavailable(e.0))?;
+    let token = tenant
+        .tokens
+        .current(timeout)
+        .await
+        .map_err(|e| ProxyError::TokenUnavailable(e.0))?;
     ctx.generation = Some(token.generation);
     let (first_body, replay) = match body {
-        PreparedBody::Buffered(bytes) => (Either::Left(Full::new(bytes.clone())), Some((parts.headers.clone(), bytes))),
+        PreparedBody::Buffered(bytes) => (
+            Either::Left(Full::new(bytes.clone())),
+            Some((parts.headers.clone(), bytes)),
+        ),
         PreparedBody::Streamed(stream) => (Either::Right(stream), None),
     };
     let sent = Instant::now();
-    let response = send(tenant, &parts.method, uri.clone(), parts.headers, first_body, &token, deadline, timeout).await?;
+    let response = send(
+        tenant,
+        &parts.method,
+        uri.clone(),
+        parts.headers,
+        first_body,
+        &token,
+        deadline,
+        timeout,
+    )
+    .await?;
     ctx.upstream_elapsed = Some(sent.elapsed());
-    if !(tenant.config.token.retry_on_unauthorized && tenant.provider_rejects(response.status())) || !tenant.tokens.retire(token.generation) {
+    let rejected = tenant.config.token.retry_on_unauthorized && tenant.provider_rejects(response.status());
+    // `retire` renews only the generation that failed, and says whether a newer token will follow.
+    if !(rejected && tenant.tokens.retire(token.generation)) {
         return Ok(finish(tenant, response, ctx));
     }
-    let Some((headers, bytes)) = replay else { return Ok(finish(tenant, response, ctx)) };
+    let Some((headers, bytes)) = replay else {
+        return Ok(finish(tenant, response, ctx));
+    };
     let Ok(newer) = tenant.tokens.newer_than(token.generation, clamp_to(deadline)).await else {
         // No better token: the caller gets the upstream's own 401.
         return Ok(finish(tenant, response, ctx));
@@ -213,9 +254,22 @@ async fn forward_with_replay(
     drop(response);
     ctx.generation = Some(newer.generation);
     ctx.replayed = true;
-    tenant.metrics.unauthorized_replays.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tenant
+        .metrics
+        .unauthorized_replays
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let sent = Instant::now();
-    let replayed = send(tenant, &parts.method, uri, headers, Either::Left(Full::new(bytes)), &newer, deadline, timeout).await?;
+    let replayed = send(
+        tenant,
+        &parts.method,
+        uri,
+        headers,
+        Either::Left(Full::new(bytes)),
+        &newer,
+        deadline,
+        timeout,
+    )
+    .await?;
     ctx.upstream_elapsed = Some(sent.elapsed());
     Ok(finish(tenant, replayed, ctx))
 }
@@ -253,7 +307,9 @@ fn classify_send_error(tenant: &Tenant, error: &hyper_util::client::legacy::Erro
     let mut chain = String::new();
     while let Some(current) = cause {
         if current.is::<http_body_util::LengthLimitError>() {
-            return ProxyError::PayloadTooLarge { limit: tenant.config.max_body };
+            return ProxyError::PayloadTooLarge {
+                limit: tenant.config.max_body,
+            };
         }
         if !chain.is_empty() {
             chain.push_str(": ");

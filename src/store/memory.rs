@@ -19,14 +19,21 @@ pub struct MemoryStore {
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore").field("entries", &self.entries.entry_count()).finish()
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.entries.entry_count())
+            .finish()
     }
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        let entries = moka::sync::Cache::builder().max_capacity(MAX_ENTRIES).time_to_idle(IDLE_EVICTION).build();
-        Self { entries: Arc::new(entries) }
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(MAX_ENTRIES)
+            .time_to_idle(IDLE_EVICTION)
+            .build();
+        Self {
+            entries: Arc::new(entries),
+        }
     }
 }
 

@@ -94,10 +94,16 @@ fn system_roots() -> &'static RootCertStore {
 
 fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsSetupError> {
     let shown = path.display().to_string();
-    let pem = std::fs::read(path).map_err(|source| TlsSetupError::CaFile { path: shown.clone(), source })?;
+    let pem = std::fs::read(path).map_err(|source| TlsSetupError::CaFile {
+        path: shown.clone(),
+        source,
+    })?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsSetupError::CaFile { path: shown.clone(), source })?;
+        .map_err(|source| TlsSetupError::CaFile {
+            path: shown.clone(),
+            source,
+        })?;
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
         return Err(TlsSetupError::NoCertificate { path: shown });

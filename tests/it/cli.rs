@@ -19,7 +19,10 @@ fn example_env() -> Vec<(String, String)> {
         .collect();
     names.sort();
     names.dedup();
-    names.into_iter().map(|name| (name, "dummy-secret-value".to_owned())).collect()
+    names
+        .into_iter()
+        .map(|name| (name, "dummy-secret-value".to_owned()))
+        .collect()
 }
 
 #[test]
@@ -43,10 +46,17 @@ fn check_rejects_a_typo_naming_file_line_and_key() {
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[[tenant]]\nname = \"acme\"\nprovider = \"static\"\nupstream = \"http://127.0.0.1:9\"\nvalue = \"Bearer x\"\nrefresh_befor = \"5m\"\n",
     )
     .expect("write config");
-    let output = tokenbroker().args(["check", "--config"]).arg(&path).output().expect("run tokenbroker check");
+    let output = tokenbroker()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run tokenbroker check");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("broken.toml:9:"), "names the line of the typo:\n{stderr}");
+    assert!(
+        stderr.contains("broken.toml:9:"),
+        "names the line of the typo:\n{stderr}"
+    );
     assert!(stderr.contains("refresh_befor"), "names the key:\n{stderr}");
 }
 
@@ -55,7 +65,11 @@ fn run_with_a_bad_config_exits_78_without_serving() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[[tenant]]\nname = \"Bad Name\"\n").expect("write config");
-    let output = tokenbroker().args(["run", "--config"]).arg(&path).output().expect("run tokenbroker");
+    let output = tokenbroker()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run tokenbroker");
     assert_eq!(output.status.code(), Some(78));
 }
 

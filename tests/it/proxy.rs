@@ -34,13 +34,20 @@ max_body = "1KiB"
 }
 
 async fn start(upstream: &Upstream, extra: &str) -> Proxy {
-    Proxy::start_with_env(&config(upstream, extra), &env(&[("ACME_VALUE", "Bearer static-acme-token")])).await
+    Proxy::start_with_env(
+        &config(upstream, extra),
+        &env(&[("ACME_VALUE", "Bearer static-acme-token")]),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn routes_by_prefix_and_by_own_listener() {
     let upstream = Upstream::start().await;
-    let own = format!("[[tenant]]\nname = \"own\"\nprovider = \"static\"\nupstream = \"{}\"\nlisten = \"127.0.0.1:0\"\nvalue = {{ env = \"ACME_VALUE\" }}\n", upstream.url());
+    let own = format!(
+        "[[tenant]]\nname = \"own\"\nprovider = \"static\"\nupstream = \"{}\"\nlisten = \"127.0.0.1:0\"\nvalue = {{ env = \"ACME_VALUE\" }}\n",
+        upstream.url()
+    );
     let proxy = start(&upstream, &own).await;
 
     let answer = get(&proxy.url("/acme/V1/products")).await;
@@ -50,7 +57,11 @@ async fn routes_by_prefix_and_by_own_listener() {
     let own_addr = proxy.tenant_addrs["own"];
     let answer = get(&format!("http://{own_addr}/acme/V1/orders")).await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(upstream.last().target, "/acme/V1/orders", "no prefix is stripped on a tenant's own listener");
+    assert_eq!(
+        upstream.last().target,
+        "/acme/V1/orders",
+        "no prefix is stripped on a tenant's own listener"
+    );
 
     let answer = get(&proxy.url("/nobody/V1/products")).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
@@ -70,7 +81,10 @@ async fn inbound_http2_cleartext_is_served() {
     let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
-    let response = h2.get(proxy.url("/acme/V1/x").parse().expect("uri")).await.expect("h2 answer");
+    let response = h2
+        .get(proxy.url("/acme/V1/x").parse().expect("uri"))
+        .await
+        .expect("h2 answer");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(upstream.last().target, "/base/V1/x");
@@ -101,14 +115,28 @@ async fn header_rules_hold_both_ways() {
     assert_eq!(seen["x-api-key"], "fixed-key");
     assert_eq!(seen["host"], upstream.addr().to_string());
     assert_eq!(seen["accept"], "application/json");
-    for gone in ["x-hop", "keep-alive", "te", "upgrade", "proxy-authorization", "tokenbroker-key"] {
+    for gone in [
+        "x-hop",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+        "tokenbroker-key",
+    ] {
         assert!(!seen.contains_key(gone), "{gone} must not reach the upstream");
     }
-    assert!(!seen.keys().any(|k| k.as_str().starts_with("x-forwarded") || k == "forwarded" || k == "via"));
+    assert!(
+        !seen
+            .keys()
+            .any(|k| k.as_str().starts_with("x-forwarded") || k == "forwarded" || k == "via")
+    );
     assert_eq!(seen.get_all("authorization").iter().count(), 1);
 
     assert_eq!(answer.headers["x-upstream"], "fake");
-    assert!(!answer.headers.contains_key("keep-alive"), "hop-by-hop response headers are stripped");
+    assert!(
+        !answer.headers.contains_key("keep-alive"),
+        "hop-by-hop response headers are stripped"
+    );
 }
 
 #[tokio::test]
@@ -153,21 +181,37 @@ async fn traversal_attempts_stay_inside_the_tenant() {
         assert_eq!(upstream.last().target, expected, "{sent}");
     }
     let before = upstream.recorded().len();
-    for refused in ["/acme/..%2f..%2fother", "/acme/x/..%5C..%5Cother", "/acme/%2e%2e%2fother"] {
+    for refused in [
+        "/acme/..%2f..%2fother",
+        "/acme/x/..%5C..%5Cother",
+        "/acme/%2e%2e%2fother",
+    ] {
         let answer = get(&proxy.url(refused)).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{refused}");
         assert_eq!(answer.headers["tokenbroker-error"], "bad_request");
     }
-    assert_eq!(upstream.recorded().len(), before, "refused paths never reach the upstream");
+    assert_eq!(
+        upstream.recorded().len(),
+        before,
+        "refused paths never reach the upstream"
+    );
 }
 
 #[tokio::test]
 async fn absolute_form_and_connect_are_refused() {
     let upstream = Upstream::start().await;
     let proxy = start(&upstream, "").await;
-    let absolute = raw_status_line(proxy.addr, "GET http://example.com/acme/x HTTP/1.1\r\nHost: example.com\r\n\r\n").await;
+    let absolute = raw_status_line(
+        proxy.addr,
+        "GET http://example.com/acme/x HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    )
+    .await;
     assert!(absolute.starts_with("HTTP/1.1 400"), "{absolute}");
-    let connect = raw_status_line(proxy.addr, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").await;
+    let connect = raw_status_line(
+        proxy.addr,
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .await;
     assert!(connect.starts_with("HTTP/1.1 405"), "{connect}");
     assert_eq!(upstream.started(), 0);
 }
@@ -177,7 +221,9 @@ async fn oversized_bodies_get_413_and_no_complete_body_reaches_the_upstream() {
     let upstream = Upstream::start().await;
     let proxy = start(&upstream, "").await;
     // Declared too large: refused before anything goes upstream.
-    let request = Request::post(proxy.url("/acme/V1/products")).body(Full::new(Bytes::from(vec![b'a'; 2000]))).expect("valid");
+    let request = Request::post(proxy.url("/acme/V1/products"))
+        .body(Full::new(Bytes::from(vec![b'a'; 2000])))
+        .expect("valid");
     let answer = send(request).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(answer.headers["tokenbroker-error"], "payload_too_large");
@@ -190,10 +236,15 @@ async fn oversized_bodies_get_413_and_no_complete_body_reaches_the_upstream() {
     let request = Request::post(proxy.url("/acme/V1/products")).body(body).expect("valid");
     let response = client.request(request).await.expect("an answer");
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(upstream.recorded().is_empty(), "no complete oversized body was received");
+    assert!(
+        upstream.recorded().is_empty(),
+        "no complete oversized body was received"
+    );
 
     // Within the cap: forwarded intact.
-    let request = Request::post(proxy.url("/acme/V1/products")).body(Full::new(Bytes::from(vec![b'c'; 1000]))).expect("valid");
+    let request = Request::post(proxy.url("/acme/V1/products"))
+        .body(Full::new(Bytes::from(vec![b'c'; 1000])))
+        .expect("valid");
     assert_eq!(send(request).await.status, StatusCode::OK);
     assert_eq!(upstream.last().body.len(), 1000);
 }
@@ -202,8 +253,13 @@ async fn oversized_bodies_get_413_and_no_complete_body_reaches_the_upstream() {
 async fn upstream_down_is_502_and_slow_is_504() {
     let upstream = Upstream::start().await;
     // Bind then drop: a port nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
-    let down = format!("[[tenant]]\nname = \"down\"\nprovider = \"static\"\nupstream = \"http://{closed}\"\nvalue = {{ env = \"ACME_VALUE\" }}\n");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let down = format!(
+        "[[tenant]]\nname = \"down\"\nprovider = \"static\"\nupstream = \"http://{closed}\"\nvalue = {{ env = \"ACME_VALUE\" }}\n"
+    );
     let proxy = start(&upstream, &down).await;
 
     let answer = get(&proxy.url("/down/V1/x")).await;
@@ -216,14 +272,21 @@ async fn upstream_down_is_502_and_slow_is_504() {
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(answer.headers["tokenbroker-error"], "upstream_timeout");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
 async fn the_process_survives_a_flood_of_bad_requests() {
     let upstream = Upstream::start().await;
     let proxy = start(&upstream, "").await;
-    for garbage in ["\x16\x03\x01\x00\x05hello\r\n\r\n", "GET /acme/x HTTP/9.9\r\n\r\n", "GET\r\n\r\n"] {
+    for garbage in [
+        "\x16\x03\x01\x00\x05hello\r\n\r\n",
+        "GET /acme/x HTTP/9.9\r\n\r\n",
+        "GET\r\n\r\n",
+    ] {
         let _ = raw_status_line(proxy.addr, garbage).await;
     }
     assert_eq!(get(&proxy.url("/acme/V1/ok")).await.status, StatusCode::OK);
@@ -236,7 +299,11 @@ async fn a_large_response_streams_through_in_bounded_memory() {
     let upstream = Upstream::start().await;
     let binary = Binary::start(&config(&upstream, ""), &[("ACME_VALUE", "Bearer static-acme-token")]);
     let response = support::client()
-        .request(Request::get(binary.url(&format!("/acme/bytes/{STREAM_BYTES}"))).body(Full::default()).expect("valid"))
+        .request(
+            Request::get(binary.url(&format!("/acme/bytes/{STREAM_BYTES}")))
+                .body(Full::default())
+                .expect("valid"),
+        )
         .await
         .expect("response headers");
     assert_eq!(response.status(), StatusCode::OK);
@@ -247,7 +314,10 @@ async fn a_large_response_streams_through_in_bounded_memory() {
     }
     assert_eq!(received, STREAM_BYTES);
     let peak = binary.peak_rss_kib();
-    assert!(peak < 64 * 1024, "peak RSS {peak} KiB while streaming {STREAM_BYTES} bytes");
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {peak} KiB while streaming {STREAM_BYTES} bytes"
+    );
 }
 
 #[tokio::test]
@@ -269,7 +339,10 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert_eq!(answer.status, StatusCode::OK, "the in-flight request finished");
     let status = wait_exit(&mut binary.child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
-    assert!(tokio::net::TcpStream::connect(binary.addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(binary.addr).await.is_err(),
+        "no longer accepting"
+    );
     assert!(binary.logs().contains("shutting down"));
 }
 
@@ -279,7 +352,10 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::
         if let Some(status) = child.try_wait().expect("try_wait") {
             return status;
         }
-        assert!(std::time::SystemTime::now() < deadline, "the process exits within {limit:?}");
+        assert!(
+            std::time::SystemTime::now() < deadline,
+            "the process exits within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -23,8 +23,7 @@ fn classify_json(status: u16, pairs: &[(&'static str, &str)], body: &str) -> Pro
 
 #[test]
 fn a_2xx_is_the_response() {
-    let response = classify(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"{}"))
-        .expect("200 is success");
+    let response = classify(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"{}")).expect("200 is success");
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(&response.body[..], b"{}");
 }
@@ -67,10 +66,7 @@ fn shopline_envelope_errors_read_i18n_code_and_message() {
         &[("traceid", "t-9")],
         r#"{"code":401,"i18nCode":"SIGN_ERROR","message":"sign invalid"}"#,
     );
-    let ProviderError::Rejected {
-        code, description, ..
-    } = error
-    else {
+    let ProviderError::Rejected { code, description, .. } = error else {
         panic!("not Rejected")
     };
     assert_eq!(code, "SIGN_ERROR");
@@ -80,18 +76,9 @@ fn shopline_envelope_errors_read_i18n_code_and_message() {
 #[test]
 fn throttled_carries_retry_after_seconds() {
     let error = classify_json(429, &[("retry-after", "7")], "{}");
-    assert!(
-        matches!(error, ProviderError::Throttled { retry_after: Some(d) } if d == Duration::from_secs(7))
-    );
-    let error = classify_json(
-        429,
-        &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")],
-        "{}",
-    );
-    assert!(matches!(
-        error,
-        ProviderError::Throttled { retry_after: None }
-    ));
+    assert!(matches!(error, ProviderError::Throttled { retry_after: Some(d) } if d == Duration::from_secs(7)));
+    let error = classify_json(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], "{}");
+    assert!(matches!(error, ProviderError::Throttled { retry_after: None }));
 }
 
 #[test]
@@ -100,10 +87,7 @@ fn server_errors_are_unreachable_and_keep_the_debug_id_not_the_body() {
     let ProviderError::Unreachable(message) = error else {
         panic!("not Unreachable")
     };
-    assert!(
-        message.contains("503") && message.contains("dbg-9"),
-        "{message}"
-    );
+    assert!(message.contains("503") && message.contains("dbg-9"), "{message}");
     assert!(!message.contains("s3cr3t"));
 }
 
@@ -122,8 +106,7 @@ fn idp_text_is_shortened_and_kept_on_one_line() {
         &serde_json::json!({"error": "invalid_request", "error_description": long}).to_string(),
     );
     let ProviderError::Rejected {
-        description: Some(d),
-        ..
+        description: Some(d), ..
     } = error
     else {
         panic!("no description")
@@ -164,10 +147,7 @@ async fn post_form_sends_the_fields_and_basic_auth() {
     let got = &idp.received()[0];
     assert_eq!(got.path, "/token");
     assert_eq!(&got.body[..], b"grant_type=client_credentials&scope=a+b");
-    assert_eq!(
-        got.headers["content-type"],
-        "application/x-www-form-urlencoded"
-    );
+    assert_eq!(got.headers["content-type"], "application/x-www-form-urlencoded");
     assert_eq!(
         got.headers["authorization"],
         format!("Basic {}", STANDARD.encode("id:sec")).as_str()
@@ -181,15 +161,12 @@ async fn a_rejection_over_the_wire_is_rejected() {
         .post_form(&idp.uri("/t"), [("a", "b")], None)
         .await
         .expect_err("400");
-    assert!(
-        matches!(error, ProviderError::Rejected { status: 400, ref code, .. } if code == "invalid_grant")
-    );
+    assert!(matches!(error, ProviderError::Rejected { status: 400, ref code, .. } if code == "invalid_grant"));
 }
 
 #[tokio::test]
 async fn an_oversized_body_is_unreachable_not_read() {
-    let idp =
-        FakeEndpoint::start(|_, _| (200, Vec::new(), "x".repeat(MAX_RESPONSE_BODY + 1))).await;
+    let idp = FakeEndpoint::start(|_, _| (200, Vec::new(), "x".repeat(MAX_RESPONSE_BODY + 1))).await;
     let error = test_http()
         .post_json(&idp.uri("/t"), Vec::new(), Bytes::new())
         .await
@@ -199,9 +176,7 @@ async fn an_oversized_body_is_unreachable_not_read() {
 
 #[tokio::test]
 async fn a_refused_connection_is_unreachable_without_the_query() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     let uri: Uri = format!("http://{addr}/token?client_secret=s3cr3t")
@@ -214,19 +189,14 @@ async fn a_refused_connection_is_unreachable_without_the_query() {
     let ProviderError::Unreachable(message) = error else {
         panic!("not Unreachable")
     };
-    assert!(
-        message.contains(&format!("http://{addr}/token")),
-        "{message}"
-    );
+    assert!(message.contains(&format!("http://{addr}/token")), "{message}");
     assert!(!message.contains("s3cr3t"), "{message}");
 }
 
 #[tokio::test]
 async fn a_silent_endpoint_times_out_as_unreachable() {
     // Accepts but never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let _hold = tokio::spawn(async move {
         let _conn = listener.accept().await;
@@ -239,10 +209,7 @@ async fn a_silent_endpoint_times_out_as_unreachable() {
     })
     .expect("client");
     let uri: Uri = format!("http://{addr}/token").parse().expect("uri");
-    let error = http
-        .post_form(&uri, [("a", "b")], None)
-        .await
-        .expect_err("timeout");
+    let error = http.post_form(&uri, [("a", "b")], None).await.expect_err("timeout");
     assert!(
         matches!(&error, ProviderError::Unreachable(m) if m.contains("no response within")),
         "{error:?}"
@@ -295,12 +262,9 @@ fn mtls_endpoint() -> (std::net::SocketAddr, std::thread::JoinHandle<Served>) {
     roots
         .add(read_certs(&testdata("ca.pem")).expect("ca")[0].clone())
         .expect("root");
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .expect("client verifier");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .expect("client verifier");
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
@@ -316,10 +280,7 @@ fn mtls_endpoint() -> (std::net::SocketAddr, std::thread::JoinHandle<Served>) {
     (addr, thread)
 }
 
-fn serve_once(
-    listener: &std::net::TcpListener,
-    config: rustls::ServerConfig,
-) -> Result<(Vec<u8>, bool), String> {
+fn serve_once(listener: &std::net::TcpListener, config: rustls::ServerConfig) -> Result<(Vec<u8>, bool), String> {
     use std::io::{Read as _, Write as _};
     let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))
@@ -393,19 +354,12 @@ async fn https_with_an_extra_ca_and_a_client_certificate() {
         .post_form(&uri, [("client_id", "c1")], None)
         .await
         .expect("200 over mTLS");
-    assert_eq!(
-        &response.body[..],
-        br#"{"access_token":"mtls-token","expires_in":60}"#
-    );
-    let (request, presented) =
-        tokio::task::spawn_blocking(move || server.join().expect("server thread"))
-            .await
-            .expect("joined")
-            .expect("served");
-    assert!(
-        presented,
-        "the server must have seen the client certificate"
-    );
+    assert_eq!(&response.body[..], br#"{"access_token":"mtls-token","expires_in":60}"#);
+    let (request, presented) = tokio::task::spawn_blocking(move || server.join().expect("server thread"))
+        .await
+        .expect("joined")
+        .expect("served");
+    assert!(presented, "the server must have seen the client certificate");
     assert!(String::from_utf8_lossy(&request).ends_with("\r\n\r\nclient_id=c1"));
 }
 
@@ -422,10 +376,7 @@ async fn https_without_the_required_client_certificate_is_unreachable() {
     let served = tokio::task::spawn_blocking(move || server.join().expect("server thread"))
         .await
         .expect("joined");
-    assert!(
-        served.is_err(),
-        "the handshake must fail without a client certificate"
-    );
+    assert!(served.is_err(), "the handshake must fail without a client certificate");
 }
 
 #[tokio::test]

@@ -62,13 +62,9 @@ impl AssertionSigner {
                 let der = pkcs8.secret_pkcs8_der();
                 match RsaKeyPair::from_pkcs8(der) {
                     Ok(rsa) => SigningKey::Rs256(rsa),
-                    Err(_) => EcdsaKeyPair::from_pkcs8(
-                        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                        der,
-                        &rng,
-                    )
-                    .map(SigningKey::Es256)
-                    .map_err(|e| KeyError::Unsupported(e.to_string()))?,
+                    Err(_) => EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
+                        .map(SigningKey::Es256)
+                        .map_err(|e| KeyError::Unsupported(e.to_string()))?,
                 }
             }
             PrivateKeyDer::Pkcs1(pkcs1) => RsaKeyPair::from_der(pkcs1.secret_pkcs1_der())
@@ -114,10 +110,7 @@ impl AssertionSigner {
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
         let signature = self.sign(signing_input.as_bytes())?;
-        Ok(format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature)
-        ))
+        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, ProviderError> {
@@ -125,20 +118,11 @@ impl AssertionSigner {
         match &self.key {
             SigningKey::Rs256(key) => {
                 let mut signature = vec![0; key.public().modulus_len()];
-                key.sign(
-                    &signature::RSA_PKCS1_SHA256,
-                    &self.rng,
-                    message,
-                    &mut signature,
-                )
-                .map_err(failed)?;
+                key.sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut signature)
+                    .map_err(failed)?;
                 Ok(signature)
             }
-            SigningKey::Es256(key) => Ok(key
-                .sign(&self.rng, message)
-                .map_err(failed)?
-                .as_ref()
-                .to_vec()),
+            SigningKey::Es256(key) => Ok(key.sign(&self.rng, message).map_err(failed)?.as_ref().to_vec()),
         }
     }
 

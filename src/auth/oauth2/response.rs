@@ -36,19 +36,13 @@ impl Granted {
     /// The [`Token`], taking its expiry from the response, else the JWT `exp`, else `default_ttl`.
     /// No expiry at all, or one already past, is a `BadResponse`: a token we cannot schedule
     /// renewal for would be used until it fails.
-    pub(crate) fn into_token(
-        self,
-        secret_index: usize,
-        default_ttl: Option<Duration>,
-    ) -> Result<Token, ProviderError> {
+    pub(crate) fn into_token(self, secret_index: usize, default_ttl: Option<Duration>) -> Result<Token, ProviderError> {
         let expiry = self
             .expiry
             .or_else(|| jwt_expiry(self.access.expose()))
             .or(default_ttl.map(Expiry::In))
             .ok_or_else(|| {
-                ProviderError::BadResponse(
-                    "no expiry in the response and the token is not a JWT with `exp`".into(),
-                )
+                ProviderError::BadResponse("no expiry in the response and the token is not a JWT with `exp`".into())
             })?;
         let now = Instant::now();
         let expires_at = match expiry {
@@ -87,28 +81,21 @@ pub(crate) fn standard_mapping() -> ResponseMapping {
 
 /// Reads a 2xx body. A body without a token where `mapping` says it is, is a `BadResponse`
 /// (some gateways answer 200 with an error page). The refresh token is always `refresh_token`.
-pub(crate) fn parse_token_response(
-    body: &[u8],
-    mapping: &ResponseMapping,
-) -> Result<Granted, ProviderError> {
-    let json: Value = serde_json::from_slice(body)
-        .map_err(|_| ProviderError::BadResponse("token response is not JSON".into()))?;
+pub(crate) fn parse_token_response(body: &[u8], mapping: &ResponseMapping) -> Result<Granted, ProviderError> {
+    let json: Value =
+        serde_json::from_slice(body).map_err(|_| ProviderError::BadResponse("token response is not JSON".into()))?;
     let access = lookup(&json, &mapping.token)
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ProviderError::BadResponse(format!("no token at `{}`", mapping.token.join(".")))
-        })?;
+        .ok_or_else(|| ProviderError::BadResponse(format!("no token at `{}`", mapping.token.join("."))))?;
     let expiry = match &mapping.expires_at {
         Some(path) => lookup(&json, path).and_then(absolute_time).map(Expiry::At),
-        None => lookup(&json, &mapping.expires_in)
-            .and_then(unsigned)
-            .map(|n| {
-                Expiry::In(match mapping.expires_in_unit {
-                    ExpiresInUnit::Seconds => Duration::from_secs(n),
-                    ExpiresInUnit::Millis => Duration::from_millis(n),
-                })
-            }),
+        None => lookup(&json, &mapping.expires_in).and_then(unsigned).map(|n| {
+            Expiry::In(match mapping.expires_in_unit {
+                ExpiresInUnit::Seconds => Duration::from_secs(n),
+                ExpiresInUnit::Millis => Duration::from_millis(n),
+            })
+        }),
     };
     let refresh_token = json
         .get("refresh_token")
@@ -161,16 +148,10 @@ pub(crate) fn parse_datetime(text: &str) -> Option<SystemTime> {
         None => 0,
     };
     let nanos = match rest.get(1..=fraction_len).filter(|_| fraction_len > 0) {
-        Some(digits) => format!("{:0<9}", &digits[..digits.len().min(9)])
-            .parse()
-            .ok()?,
+        Some(digits) => format!("{:0<9}", &digits[..digits.len().min(9)]).parse().ok()?,
         None => 0,
     };
-    let zone = &rest[if fraction_len > 0 {
-        fraction_len + 1
-    } else {
-        0
-    }..];
+    let zone = &rest[if fraction_len > 0 { fraction_len + 1 } else { 0 }..];
     let offset = zone_offset(zone)?;
     let secs = days * 86_400 + seconds_of_day - offset;
     let secs = u64::try_from(secs).ok()?;
@@ -183,26 +164,9 @@ fn days_since_epoch(date: &str) -> Option<i64> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let (y, m, d) = (
-        number(&date[..4])?,
-        number(&date[5..7])?,
-        number(&date[8..])?,
-    );
+    let (y, m, d) = (number(&date[..4])?, number(&date[5..7])?, number(&date[8..])?);
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_len = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
+    let month_len = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     if !(1..=12).contains(&m) || d < 1 || d > month_len[(m - 1) as usize] {
         return None;
     }
@@ -220,11 +184,7 @@ fn seconds_of_day(clock: &str) -> Option<i64> {
     if b.len() != 8 || b[2] != b':' || b[5] != b':' {
         return None;
     }
-    let (h, m, s) = (
-        number(&clock[..2])?,
-        number(&clock[3..5])?,
-        number(&clock[6..])?,
-    );
+    let (h, m, s) = (number(&clock[..2])?, number(&clock[3..5])?, number(&clock[6..])?);
     (h < 24 && m < 60 && s <= 60).then_some(h * 3600 + m * 60 + s)
 }
 

@@ -51,11 +51,7 @@ fn grant_forms_carry_exactly_the_wire_fields() {
     };
     assert_eq!(
         pairs(&grant_form(password, None)),
-        [
-            ("grant_type", "password"),
-            ("username", "u@x"),
-            ("password", "p w")
-        ]
+        [("grant_type", "password"), ("username", "u@x"), ("password", "p w")]
     );
     assert_eq!(
         pairs(&grant_form(Grant::RefreshToken("rt"), None)),
@@ -69,20 +65,14 @@ fn scopes_join_with_the_separator_and_vanish_when_empty() {
         join_scopes(&strings(&["openid", "AdobeID"]), ",").as_deref(),
         Some("openid,AdobeID")
     );
-    assert_eq!(
-        join_scopes(&strings(&["a", "b"]), " ").as_deref(),
-        Some("a b")
-    );
+    assert_eq!(join_scopes(&strings(&["a", "b"]), " ").as_deref(), Some("a b"));
     assert_eq!(join_scopes(&[], " "), None);
     assert_eq!(join_scopes(&strings(&[""]), " "), None);
 }
 
 #[test]
 fn generic_form_adds_audience_and_extra_params_and_no_empty_scope() {
-    let mut cfg = config(
-        OAuth2AuthMethod::ClientSecretPost,
-        OAuth2Grant::ClientCredentials,
-    );
+    let mut cfg = config(OAuth2AuthMethod::ClientSecretPost, OAuth2Grant::ClientCredentials);
     cfg.audience = Some("https://api.example".into());
     cfg.extra_params = vec![("resource".into(), "r1".into())];
     let provider = OAuth2::new(cfg);
@@ -124,12 +114,7 @@ fn test_token() -> Token {
 
 // === response parsing ===
 
-fn mapping(
-    token: &str,
-    expires_in: &str,
-    unit: ExpiresInUnit,
-    expires_at: Option<&str>,
-) -> ResponseMapping {
+fn mapping(token: &str, expires_in: &str, unit: ExpiresInUnit, expires_at: Option<&str>) -> ResponseMapping {
     let path = |p: &str| p.split('.').map(str::to_owned).collect::<Vec<_>>();
     ResponseMapping {
         token: path(token),
@@ -141,15 +126,11 @@ fn mapping(
 
 #[test]
 fn standard_response_reads_token_expiry_and_refresh_token() {
-    let body =
-        json!({"access_token": "at", "expires_in": 86399, "refresh_token": "rt"}).to_string();
+    let body = json!({"access_token": "at", "expires_in": 86399, "refresh_token": "rt"}).to_string();
     let granted = parse_token_response(body.as_bytes(), &standard_mapping()).expect("parsed");
     assert_eq!(granted.access.expose(), "at");
     assert_eq!(granted.expiry, Some(Expiry::In(Duration::from_secs(86399))));
-    assert_eq!(
-        granted.refresh_token.as_ref().map(|t| t.expose().as_str()),
-        Some("rt")
-    );
+    assert_eq!(granted.refresh_token.as_ref().map(|t| t.expose().as_str()), Some("rt"));
     let quoted = json!({"access_token": "at", "expires_in": "3600"}).to_string();
     let granted = parse_token_response(quoted.as_bytes(), &standard_mapping()).expect("parsed");
     assert_eq!(granted.expiry, Some(Expiry::In(Duration::from_secs(3600))));
@@ -169,12 +150,7 @@ fn mapping_follows_dotted_paths_and_millisecond_units() {
 
 #[test]
 fn mapping_reads_absolute_expiry_as_unix_seconds_or_rfc3339() {
-    let m = mapping(
-        "token",
-        "unused",
-        ExpiresInUnit::Seconds,
-        Some("meta.expiresAt"),
-    );
+    let m = mapping("token", "unused", ExpiresInUnit::Seconds, Some("meta.expiresAt"));
     let secs = json!({"token": "at", "meta": {"expiresAt": 1_900_000_000}}).to_string();
     let granted = parse_token_response(secs.as_bytes(), &m).expect("parsed");
     assert_eq!(
@@ -191,12 +167,7 @@ fn mapping_reads_absolute_expiry_as_unix_seconds_or_rfc3339() {
 
 #[test]
 fn a_200_without_a_token_is_a_bad_response_naming_the_path_only() {
-    let m = mapping(
-        "data.accessToken",
-        "expires_in",
-        ExpiresInUnit::Seconds,
-        None,
-    );
+    let m = mapping("data.accessToken", "expires_in", ExpiresInUnit::Seconds, None);
     let error = parse_token_response(br#"{"data":{"other":"s3cr3t"}}"#, &m).expect_err("no token");
     assert!(
         matches!(&error, ProviderError::BadResponse(msg) if msg.contains("data.accessToken") && !msg.contains("s3cr3t"))
@@ -220,10 +191,7 @@ fn datetimes_parse_with_offsets_fractions_and_zulu() {
         at(1_704_888_000, 123_000_000)
     );
     assert_eq!(parse_datetime("2024-01-10T12:00:00Z"), at(1_704_888_000, 0));
-    assert_eq!(
-        parse_datetime("2024-01-10 07:00:00-0500"),
-        at(1_704_888_000, 0)
-    );
+    assert_eq!(parse_datetime("2024-01-10 07:00:00-0500"), at(1_704_888_000, 0));
     assert_eq!(
         parse_datetime("2025-10-20T19:18:08.465+00:00"),
         at(1_760_987_888, 465_000_000)
@@ -265,8 +233,7 @@ async fn expiry_precedence_is_response_then_jwt_then_default() {
         refresh_token: None,
     };
 
-    let token = granted(&jwt, Some(Expiry::In(Duration::from_secs(60))))
-        .into_token(1, Some(Duration::from_secs(5)));
+    let token = granted(&jwt, Some(Expiry::In(Duration::from_secs(60)))).into_token(1, Some(Duration::from_secs(5)));
     let token = token.expect("token");
     assert_eq!(token.expires_at, Some(now + Duration::from_secs(60)));
     assert_eq!(token.secret_index, 1);
@@ -301,19 +268,13 @@ fn decode_segment(segment: &str) -> serde_json::Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).expect("base64url")).expect("json")
 }
 
-fn check_assertion(
-    signer: &AssertionSigner,
-    verify: &'static dyn ring::signature::VerificationAlgorithm,
-) {
+fn check_assertion(signer: &AssertionSigner, verify: &'static dyn ring::signature::VerificationAlgorithm) {
     let jwt = signer
         .assertion("client-1", "https://idp.example/token", 1_700_000_000)
         .expect("signed");
     let parts: Vec<&str> = jwt.split('.').collect();
     assert_eq!(parts.len(), 3);
-    assert_eq!(
-        decode_segment(parts[0]),
-        json!({"alg": signer.alg(), "typ": "JWT"})
-    );
+    assert_eq!(decode_segment(parts[0]), json!({"alg": signer.alg(), "typ": "JWT"}));
     let claims = decode_segment(parts[1]);
     assert_eq!(claims["iss"], "client-1");
     assert_eq!(claims["sub"], "client-1");
@@ -347,9 +308,7 @@ fn rs256_assertions_verify() {
 #[test]
 fn es256_assertions_verify() {
     let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
-    let pkcs8 =
-        ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &ring::rand::SystemRandom::new())
-            .expect("generate");
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &ring::rand::SystemRandom::new()).expect("generate");
     let pem = format!(
         "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
         STANDARD.encode(pkcs8.as_ref())
@@ -372,10 +331,7 @@ fn unusable_keys_are_refused_without_showing_them() {
     let error = AssertionSigner::from_pem(&garbage).expect_err("not a key");
     assert!(matches!(error, KeyError::Unsupported(_)));
     let signer = AssertionSigner::from_pem(RSA_PEM).expect("key");
-    assert_eq!(
-        format!("{signer:?}"),
-        "AssertionSigner { alg: \"RS256\", .. }"
-    );
+    assert_eq!(format!("{signer:?}"), "AssertionSigner { alg: \"RS256\", .. }");
 }
 
 // === on the wire ===
@@ -397,10 +353,7 @@ async fn fetch(provider: &OAuth2, previous: Option<&Token>) -> Result<Token, Pro
 #[tokio::test]
 async fn client_secret_basic_sends_credentials_in_the_header_only() {
     let idp = FakeEndpoint::start(|_, _| ok(json!({"access_token": "at", "expires_in": 60}))).await;
-    let mut cfg = config(
-        OAuth2AuthMethod::ClientSecretBasic,
-        OAuth2Grant::ClientCredentials,
-    );
+    let mut cfg = config(OAuth2AuthMethod::ClientSecretBasic, OAuth2Grant::ClientCredentials);
     cfg.scopes = strings(&["read", "write"]);
     cfg.client_secrets = vec![Secret::from("s e:c")];
     let token = fetch(&at(&idp, cfg), None).await.expect("token");
@@ -424,14 +377,9 @@ async fn client_secret_post_rotates_on_invalid_client_only() {
         _ => ok(json!({"access_token": "at"})),
     })
     .await;
-    let mut cfg = config(
-        OAuth2AuthMethod::ClientSecretPost,
-        OAuth2Grant::ClientCredentials,
-    );
+    let mut cfg = config(OAuth2AuthMethod::ClientSecretPost, OAuth2Grant::ClientCredentials);
     cfg.client_secrets = vec![Secret::from("old"), Secret::from("new")];
-    let token = fetch(&at(&idp, cfg.clone()), None)
-        .await
-        .expect("second secret works");
+    let token = fetch(&at(&idp, cfg.clone()), None).await.expect("second secret works");
     assert_eq!(token.secret_index, 1);
     let got = idp.received();
     assert_eq!(
@@ -468,10 +416,7 @@ async fn refresh_grant_keeps_the_redeemed_token_when_none_is_returned() {
         (got[0].field("refresh_token"), got[1].field("refresh_token")),
         (Some("r1".into()), Some("r2".into()))
     );
-    assert_eq!(
-        second.refresh_token.as_ref().map(|t| t.expose().as_str()),
-        Some("r2")
-    );
+    assert_eq!(second.refresh_token.as_ref().map(|t| t.expose().as_str()), Some("r2"));
 }
 
 #[tokio::test]
@@ -483,10 +428,7 @@ async fn private_key_jwt_sends_a_signed_assertion_and_no_secret() {
     let provider = at(&idp, config(method, OAuth2Grant::ClientCredentials));
     fetch(&provider, None).await.expect("token");
     let got = &idp.received()[0];
-    assert_eq!(
-        got.field("client_assertion_type").as_deref(),
-        Some(JWT_BEARER)
-    );
+    assert_eq!(got.field("client_assertion_type").as_deref(), Some(JWT_BEARER));
     assert_eq!(got.field("client_id").as_deref(), Some("client-1"));
     assert_eq!(got.field("client_secret"), None);
     let assertion = got.field("client_assertion").expect("assertion");

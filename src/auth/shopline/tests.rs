@@ -28,20 +28,13 @@ fn success(token: &str) -> Canned {
 
 /// Answers like SHOPLINE: 200 envelope when `sign` matches `body + timestamp`, else an error.
 fn verifying(request: &Received, token: &str) -> Canned {
-    let header = |name: &str| {
-        request
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
+    let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     let body = std::str::from_utf8(&request.body).unwrap_or("");
     let fresh = header("timestamp")
         .parse::<u64>()
         .is_ok_and(|ts| clock::unix_millis().abs_diff(ts) < 60_000);
     let signed = header("sign") == sign(APP_SECRET, body, header("timestamp"));
-    if fresh && signed && header("appkey") == "ak-1" && header("content-type") == "application/json"
-    {
+    if fresh && signed && header("appkey") == "ak-1" && header("content-type") == "application/json" {
         success(token)
     } else {
         ok(json!({"code": 401, "i18nCode": "SIGN_ERROR", "message": "sign invalid", "data": null}))
@@ -157,10 +150,7 @@ fn envelope_errors_under_http_200_are_rejections() {
         br#"{"code":200,"data":{}}"#,
         b"not json",
     ] {
-        assert!(matches!(
-            parse_envelope(body),
-            Err(ProviderError::BadResponse(_))
-        ));
+        assert!(matches!(parse_envelope(body), Err(ProviderError::BadResponse(_))));
     }
 }
 
@@ -188,10 +178,7 @@ async fn private_apps_read_the_jwt_and_never_call_out() {
         .expect("token");
     assert_eq!(token.access.expose(), &access);
     let left = token.expires_at.expect("expiry") - token.obtained_at;
-    assert!(
-        left > Duration::from_secs(3 * 365 * 86_400 - 10),
-        "{left:?}"
-    );
+    assert!(left > Duration::from_secs(3 * 365 * 86_400 - 10), "{left:?}");
     assert!(!format!("{shopline:?}").contains(&access));
 }
 
@@ -199,8 +186,7 @@ async fn private_apps_read_the_jwt_and_never_call_out() {
 
 #[tokio::test]
 async fn creates_with_the_code_first_then_refreshes_with_an_empty_signed_body() {
-    let store =
-        FakeEndpoint::start(|n, req| verifying(req, if n == 0 { "t1" } else { "t2" })).await;
+    let store = FakeEndpoint::start(|n, req| verifying(req, if n == 0 { "t1" } else { "t2" })).await;
     let shopline = Shopline::new(oauth_config(store.uri(""), Some("code-1")));
     assert!(shopline.renews());
     let http = test_http();
@@ -225,10 +211,7 @@ async fn creates_with_the_code_first_then_refreshes_with_an_empty_signed_body() 
         (got[0].path.as_str(), &got[0].body[..]),
         (CREATE_PATH, &br#"{"code":"code-1"}"#[..])
     );
-    assert_eq!(
-        (got[1].path.as_str(), &got[1].body[..]),
-        (REFRESH_PATH, &b""[..])
-    );
+    assert_eq!((got[1].path.as_str(), &got[1].body[..]), (REFRESH_PATH, &b""[..]));
     assert!(got.iter().all(|r| r.headers.get("authorization").is_none()));
 }
 

@@ -15,11 +15,7 @@ const MIN_KEY_LEN: usize = 16;
 /// Every `[[caller]]`; `None` when any is invalid.
 pub(super) fn callers(ctx: &mut Ctx<'_>) -> Option<Vec<CallerConfig>> {
     let tenant_names: Vec<String> = (0..ctx.src.len("tenant"))
-        .filter_map(|i| {
-            ctx.src
-                .str_at(&format!("tenant.{i}.name"))
-                .map(str::to_owned)
-        })
+        .filter_map(|i| ctx.src.str_at(&format!("tenant.{i}.name")).map(str::to_owned))
         .collect();
     let mut seen = Seen::default();
     let mut callers = Vec::new();
@@ -62,11 +58,7 @@ impl Seen {
         self.names.push((name.to_owned(), scope.label().to_owned()));
         match first {
             Some(first) => {
-                ctx.error(
-                    scope,
-                    "name",
-                    format!("duplicate caller name (first used by {first})"),
-                );
+                ctx.error(scope, "name", format!("duplicate caller name (first used by {first})"));
                 false
             }
             None => true,
@@ -83,11 +75,7 @@ impl Seen {
         self.keys.push((key.clone(), scope.label().to_owned()));
         match first {
             Some(first) => {
-                ctx.error(
-                    scope,
-                    "key",
-                    format!("same key as {first}: each caller needs its own"),
-                );
+                ctx.error(scope, "key", format!("same key as {first}: each caller needs its own"));
                 false
             }
             None => true,
@@ -122,9 +110,7 @@ fn caller(
         raw.name.as_ref(),
         "(it names the caller in logs and metrics)",
     );
-    let tenants = optional(raw.tenants.as_ref(), |list| {
-        tenants(ctx, scope, list, tenant_names)
-    });
+    let tenants = optional(raw.tenants.as_ref(), |list| tenants(ctx, scope, list, tenant_names));
     let methods = optional(raw.methods.as_ref(), |list| methods(ctx, scope, list));
     Some(CallerConfig {
         name: name?.to_owned(),
@@ -136,12 +122,7 @@ fn caller(
 }
 
 /// `["*"]` → empty (all tenants, `None` in the model); otherwise names of existing tenants.
-fn tenants(
-    ctx: &mut Ctx<'_>,
-    scope: &Scope,
-    list: &[String],
-    tenant_names: &[String],
-) -> Option<Vec<TenantName>> {
+fn tenants(ctx: &mut Ctx<'_>, scope: &Scope, list: &[String], tenant_names: &[String]) -> Option<Vec<TenantName>> {
     if list == ["*"] {
         return Some(Vec::new());
     }

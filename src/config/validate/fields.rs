@@ -27,9 +27,7 @@ impl Ctx<'_> {
             )),
             Some(RawQuantity::Text(text)) => units::parse_duration(text).map_err(|e| e.to_string()),
         };
-        parsed
-            .map_err(|message| self.error(scope, key, message))
-            .ok()
+        parsed.map_err(|message| self.error(scope, key, message)).ok()
     }
 
     /// A duration that must not be zero (a timeout or lifetime of 0 s would make nothing work).
@@ -48,13 +46,7 @@ impl Ctx<'_> {
     }
 
     /// A size such as `"2MiB"` or a bare number of bytes; `default` when absent.
-    pub(super) fn size(
-        &mut self,
-        scope: &Scope,
-        key: &str,
-        raw: Option<&RawQuantity>,
-        default: u64,
-    ) -> Option<u64> {
+    pub(super) fn size(&mut self, scope: &Scope, key: &str, raw: Option<&RawQuantity>, default: u64) -> Option<u64> {
         let parsed = match raw {
             None => return Some(default),
             Some(RawQuantity::Integer(n)) => {
@@ -62,19 +54,11 @@ impl Ctx<'_> {
             }
             Some(RawQuantity::Text(text)) => units::parse_size(text).map_err(|e| e.to_string()),
         };
-        parsed
-            .map_err(|message| self.error(scope, key, message))
-            .ok()
+        parsed.map_err(|message| self.error(scope, key, message)).ok()
     }
 
     /// A key the scope cannot do without.
-    pub(super) fn required<'r, T>(
-        &mut self,
-        scope: &Scope,
-        key: &str,
-        raw: Option<&'r T>,
-        why: &str,
-    ) -> Option<&'r T> {
+    pub(super) fn required<'r, T>(&mut self, scope: &Scope, key: &str, raw: Option<&'r T>, why: &str) -> Option<&'r T> {
         if raw.is_none() {
             self.error(scope, "", format!("`{key}` is required {why}"));
         }
@@ -98,27 +82,20 @@ impl Ctx<'_> {
     }
 
     /// `IP:port`, e.g. `127.0.0.1:8080` or `[::1]:8080`.
-    pub(super) fn socket_addr(
-        &mut self,
-        scope: &Scope,
-        key: &str,
-        text: &str,
-    ) -> Option<SocketAddr> {
+    pub(super) fn socket_addr(&mut self, scope: &Scope, key: &str, text: &str) -> Option<SocketAddr> {
         let parsed = text.parse();
         if parsed.is_err() {
-            self.error(scope, key, format!("`{text}` is not an IP:port address such as 127.0.0.1:8080 (host names are not resolved)"));
+            self.error(
+                scope,
+                key,
+                format!("`{text}` is not an IP:port address such as 127.0.0.1:8080 (host names are not resolved)"),
+            );
         }
         parsed.ok()
     }
 
     /// An absolute `http`/`https` URL with a host, no credentials and no fragment.
-    pub(super) fn http_url(
-        &mut self,
-        scope: &Scope,
-        key: &str,
-        text: &str,
-        allow_query: bool,
-    ) -> Option<http::Uri> {
+    pub(super) fn http_url(&mut self, scope: &Scope, key: &str, text: &str, allow_query: bool) -> Option<http::Uri> {
         match check_http_url(text, allow_query) {
             Ok(uri) => Some(uri),
             Err(problem) => {
@@ -133,18 +110,17 @@ impl Ctx<'_> {
     pub(super) fn token_url(&mut self, scope: &Scope, key: &str, text: &str) -> Option<http::Uri> {
         let uri = self.http_url(scope, key, text, true)?;
         if uri.scheme_str() == Some("http") && !uri.host().is_some_and(is_loopback_host) {
-            self.warn(scope, key, format!("`{text}` is plain http to a non-loopback host: credentials would cross the network in clear"));
+            self.warn(
+                scope,
+                key,
+                format!("`{text}` is plain http to a non-loopback host: credentials would cross the network in clear"),
+            );
         }
         Some(uri)
     }
 
     /// A file that must exist and be readable now, not at the first request.
-    pub(super) fn existing_file(
-        &mut self,
-        scope: &Scope,
-        key: &str,
-        path: &str,
-    ) -> Option<PathBuf> {
+    pub(super) fn existing_file(&mut self, scope: &Scope, key: &str, path: &str) -> Option<PathBuf> {
         match std::fs::File::open(path) {
             Ok(_) => Some(PathBuf::from(path)),
             Err(e) => {
@@ -156,20 +132,17 @@ impl Ctx<'_> {
 
     /// Resolves a credential. Errors and warnings name the scope, the key and where the value
     /// was looked for, never the value.
-    pub(super) fn secret(
-        &mut self,
-        scope: &Scope,
-        key: &str,
-        raw: &RawSecret,
-    ) -> Option<Secret<String>> {
+    pub(super) fn secret(&mut self, scope: &Scope, key: &str, raw: &RawSecret) -> Option<Secret<String>> {
         let resolved = match raw {
             RawSecret::Literal(value) => {
-                self.warn(scope, key, "secret written literally in the configuration; prefer { env = \"NAME\" } or { file = \"/path\" }");
+                self.warn(
+                    scope,
+                    key,
+                    "secret written literally in the configuration; prefer { env = \"NAME\" } or { file = \"/path\" }",
+                );
                 Ok(value.clone())
             }
-            RawSecret::Env(reference) if reference.env.is_empty() => {
-                Err("`env` names no variable".to_owned())
-            }
+            RawSecret::Env(reference) if reference.env.is_empty() => Err("`env` names no variable".to_owned()),
             RawSecret::Env(reference) => self
                 .env
                 .var(&reference.env)
@@ -209,10 +182,7 @@ impl Ctx<'_> {
 
 /// An optional key: `Some(None)` when absent, `Some(Some(_))` when present and valid, `None` when
 /// present and invalid (already reported).
-pub(super) fn optional<R, T>(
-    raw: Option<R>,
-    parse: impl FnOnce(R) -> Option<T>,
-) -> Option<Option<T>> {
+pub(super) fn optional<R, T>(raw: Option<R>, parse: impl FnOnce(R) -> Option<T>) -> Option<Option<T>> {
     match raw {
         None => Some(None),
         Some(raw) => parse(raw).map(Some),

@@ -63,10 +63,7 @@ const SECTIONS: [&str; 5] = ["server", "token", "store", "tenant", "caller"];
 fn build(ctx: &mut Ctx<'_>) -> Option<RuntimeConfig> {
     for (key, span) in ctx.src.keys("") {
         if !SECTIONS.contains(&key.as_str()) {
-            let message = format!(
-                "unknown section `{key}`; expected one of {}",
-                SECTIONS.join(", ")
-            );
+            let message = format!("unknown section `{key}`; expected one of {}", SECTIONS.join(", "));
             ctx.push_error(Some(span), message);
         }
     }
@@ -200,11 +197,7 @@ impl Ctx<'_> {
 
     /// The raw section at `path` (its default when absent), or `None` after recording serde's
     /// complaint about it.
-    fn section<T: Default + serde::de::DeserializeOwned>(
-        &mut self,
-        path: &str,
-        label: &str,
-    ) -> Option<T> {
+    fn section<T: Default + serde::de::DeserializeOwned>(&mut self, path: &str, label: &str) -> Option<T> {
         match self.src.deserialize::<T>(path, label) {
             Ok(value) => Some(value.unwrap_or_default()),
             Err(error) => {
@@ -222,12 +215,10 @@ impl Ctx<'_> {
         let warnings = self.warnings.into_iter().map(|(_, w)| w).collect();
         match config {
             Some(config) if self.errors.is_empty() => Ok(Loaded { config, warnings }),
-            _ if self.errors.is_empty() => Err(ConfigErrors(vec![
-                self.src.error(None, "invalid configuration".into()),
-            ])),
-            _ => Err(ConfigErrors(
-                self.errors.into_iter().map(|(_, e)| e).collect(),
-            )),
+            _ if self.errors.is_empty() => {
+                Err(ConfigErrors(vec![self.src.error(None, "invalid configuration".into())]))
+            }
+            _ => Err(ConfigErrors(self.errors.into_iter().map(|(_, e)| e).collect())),
         }
     }
 }

@@ -42,12 +42,7 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
         Duration::from_secs(30),
     );
     let timeout = Duration::from_secs(60);
-    let request_timeout = ctx.positive_duration(
-        &scope,
-        "request_timeout",
-        raw.request_timeout.as_ref(),
-        timeout,
-    );
+    let request_timeout = ctx.positive_duration(&scope, "request_timeout", raw.request_timeout.as_ref(), timeout);
     let max_body = ctx.size(&scope, "max_body", raw.max_body.as_ref(), DEFAULT_MAX_BODY);
     Some(ServerConfig {
         listen: listen?,
@@ -102,29 +97,17 @@ fn apply_token_fields(
     raw: &TokenFields<'_>,
     base: &TokenPolicy,
 ) -> Option<TokenPolicy> {
-    let refresh_before = ctx.duration(
-        scope,
-        "refresh_before",
-        raw.refresh_before,
-        base.refresh_before,
-    );
+    let refresh_before = ctx.duration(scope, "refresh_before", raw.refresh_before, base.refresh_before);
     let replay_body_limit = ctx.size(
         scope,
         "replay_body_limit",
         raw.replay_body_limit,
         base.replay_body_limit,
     );
-    let min_token_age = ctx.duration(
-        scope,
-        "min_token_age",
-        raw.min_token_age,
-        base.min_token_age,
-    );
+    let min_token_age = ctx.duration(scope, "min_token_age", raw.min_token_age, base.min_token_age);
     Some(TokenPolicy {
         refresh_before: refresh_before?,
-        retry_on_unauthorized: raw
-            .retry_on_unauthorized
-            .unwrap_or(base.retry_on_unauthorized),
+        retry_on_unauthorized: raw.retry_on_unauthorized.unwrap_or(base.retry_on_unauthorized),
         replay_body_limit: replay_body_limit?,
         min_token_age: min_token_age?,
     })
@@ -163,12 +146,7 @@ pub(super) fn store(ctx: &mut Ctx<'_>, raw: &RawStore) -> Option<StoreConfig> {
 
 /// Listener rules that need every section: each address bound once, and credentials lent only
 /// to loopback clients unless callers authenticate (or the operator opted out).
-pub(super) fn check_listeners(
-    ctx: &mut Ctx<'_>,
-    server: &ServerConfig,
-    tenants: &[TenantConfig],
-    no_callers: bool,
-) {
+pub(super) fn check_listeners(ctx: &mut Ctx<'_>, server: &ServerConfig, tenants: &[TenantConfig], no_callers: bool) {
     let server_scope = Scope::new("server", "[server]");
     let mut taken: Vec<(SocketAddr, String)> = vec![(server.listen, "server.listen".to_owned())];
     if let Some(admin) = server.admin_listen {
@@ -192,13 +170,7 @@ pub(super) fn check_listeners(
 
 /// Records `addr` as bound by `scope.key`, or reports who already binds it. Port 0 asks the OS
 /// for a fresh port each time, so it never clashes.
-fn claim(
-    ctx: &mut Ctx<'_>,
-    taken: &mut Vec<(SocketAddr, String)>,
-    addr: SocketAddr,
-    scope: &Scope,
-    key: &str,
-) {
+fn claim(ctx: &mut Ctx<'_>, taken: &mut Vec<(SocketAddr, String)>, addr: SocketAddr, scope: &Scope, key: &str) {
     if addr.port() != 0 {
         if let Some((_, owner)) = taken.iter().find(|(other, _)| *other == addr) {
             ctx.error(scope, key, format!("{addr} is already used by {owner}"));

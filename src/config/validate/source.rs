@@ -99,10 +99,7 @@ impl<'t> Source<'t> {
         let Some(DeValue::Table(table)) = self.get(path).map(Spanned::get_ref) else {
             return Vec::new();
         };
-        let mut keys: Vec<_> = table
-            .iter()
-            .map(|(k, _)| (k.get_ref().to_string(), k.span()))
-            .collect();
+        let mut keys: Vec<_> = table.iter().map(|(k, _)| (k.get_ref().to_string(), k.span())).collect();
         keys.sort_by_key(|(_, span)| span.start);
         keys
     }
@@ -149,11 +146,7 @@ impl<'t> Source<'t> {
 
     /// Deserializes the value at `path` as `T`; serde's error (unknown key, wrong type) is
     /// returned located and naming the key it is about.
-    pub(super) fn deserialize<T: Deserialize<'t>>(
-        &self,
-        path: &str,
-        label: &str,
-    ) -> Result<Option<T>, ConfigError> {
+    pub(super) fn deserialize<T: Deserialize<'t>>(&self, path: &str, label: &str) -> Result<Option<T>, ConfigError> {
         let Some(value) = self.get(path) else {
             return Ok(None);
         };
@@ -204,9 +197,7 @@ type Child<'v, 't> = (Option<Range<usize>>, &'v Spanned<DeValue<'t>>);
 
 fn child<'v, 't>(value: &'v DeValue<'t>, segment: &str) -> Option<Child<'v, 't>> {
     match value {
-        DeValue::Table(table) => table
-            .get_key_value(segment)
-            .map(|(k, v)| (Some(k.span()), v)),
+        DeValue::Table(table) => table.get_key_value(segment).map(|(k, v)| (Some(k.span()), v)),
         DeValue::Array(items) => segment
             .parse::<usize>()
             .ok()
@@ -267,21 +258,15 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_all_located() {
-        let errors = Source::parse("a = \nb = 2\nc = ]\n", "f.toml")
-            .err()
-            .expect("invalid");
+        let errors = Source::parse("a = \nb = 2\nc = ]\n", "f.toml").err().expect("invalid");
         assert!(errors.len() >= 2, "{errors:?}");
         assert!(errors[0].location.starts_with("f.toml:1:"), "{errors:?}");
-        assert!(
-            errors.iter().any(|e| e.location.starts_with("f.toml:3:")),
-            "{errors:?}"
-        );
+        assert!(errors.iter().any(|e| e.location.starts_with("f.toml:3:")), "{errors:?}");
     }
 
     #[test]
     fn unknown_field_names_the_closest_key() {
-        let message =
-            "unknown field `refresh_befor`, expected one of `name`, `refresh_before`, `token`";
+        let message = "unknown field `refresh_befor`, expected one of `name`, `refresh_before`, `token`";
         assert_eq!(
             explain_serde_message(message),
             "unknown key `refresh_befor` (did you mean `refresh_before`?)"

@@ -12,9 +12,7 @@ use http::{HeaderName, HeaderValue};
 use super::fields::optional;
 use super::{Ctx, Scope, providers, server};
 use crate::config::raw::{RawRateLimit, RawRewrite, RawSecret, RawTenant};
-use crate::config::{
-    RateLimitConfig, RewriteRule, ServerConfig, TenantConfig, TenantName, TokenPolicy, UpstreamUrl,
-};
+use crate::config::{RateLimitConfig, RewriteRule, ServerConfig, TenantConfig, TenantName, TokenPolicy, UpstreamUrl};
 
 /// Headers a tenant may not fix: connection management (hop-by-hop, framing) and the ones the
 /// proxy owns (`host` is the upstream's, `authorization` is the provider's credential).
@@ -48,11 +46,7 @@ pub(super) fn tenants(
         let scope = Scope::tenant(index, ctx.src);
         if let Some(name) = ctx.src.str_at(&scope.path_of("name")) {
             if let Some(first) = seen.insert(name.to_owned(), scope.path_of("")) {
-                ctx.error(
-                    &scope,
-                    "name",
-                    format!("duplicate tenant name (first used by {first})"),
-                );
+                ctx.error(&scope, "name", format!("duplicate tenant name (first used by {first})"));
                 all_valid = false;
             }
         }
@@ -74,9 +68,7 @@ fn tenant(
 ) -> Option<TenantConfig> {
     let name = tenant_name(ctx, scope, raw);
     let kind = providers::kind(ctx, scope, raw);
-    let preset = kind
-        .map(|kind| providers::preset(kind, raw))
-        .unwrap_or_default();
+    let preset = kind.map(|kind| providers::preset(kind, raw)).unwrap_or_default();
     let upstream = upstream(ctx, scope, raw, kind, &preset);
     let provider = kind.and_then(|kind| providers::build(ctx, scope, kind, raw, upstream.as_ref()));
     let token = server::tenant_token_policy(ctx, scope, raw, token);
@@ -84,13 +76,9 @@ fn tenant(
     let max_body = preset.max_body.unwrap_or(max_body);
     let max_body = ctx.size(scope, "max_body", raw.max_body.as_ref(), max_body);
     let headers = headers(ctx, scope, raw);
-    let ca_file = optional(raw.ca_file.as_ref(), |path| {
-        ctx.existing_file(scope, "ca_file", path)
-    });
+    let ca_file = optional(raw.ca_file.as_ref(), |path| ctx.existing_file(scope, "ca_file", path));
     let rewrite = rewrite(ctx, scope, raw.rewrite.as_deref(), preset.rewrite);
-    let listen = optional(raw.listen.as_ref(), |text| {
-        ctx.socket_addr(scope, "listen", text)
-    });
+    let listen = optional(raw.listen.as_ref(), |text| ctx.socket_addr(scope, "listen", text));
     Some(TenantConfig {
         name: name?,
         listen: listen?,
@@ -115,11 +103,9 @@ fn upstream(
 ) -> Option<http::Uri> {
     match (raw.upstream.as_ref().or(preset.upstream.as_ref()), kind) {
         (Some(text), _) => ctx.http_url(scope, "upstream", text, false),
-        (None, Some(kind)) if !preset.has_default_upstream => ctx.reject(
-            scope,
-            "",
-            format!("`upstream` is required for provider `{kind}`"),
-        ),
+        (None, Some(kind)) if !preset.has_default_upstream => {
+            ctx.reject(scope, "", format!("`upstream` is required for provider `{kind}`"))
+        }
         // No provider, or a default that could not be built (its own key is reported).
         (None, _) => None,
     }
@@ -137,9 +123,7 @@ fn tenant_name(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<Tena
         ctx.error(
             scope,
             "name",
-            format!(
-                "`{name}` must match [a-z0-9][a-z0-9_-]{{0,62}} (lower case, it is a path segment)"
-            ),
+            format!("`{name}` must match [a-z0-9][a-z0-9_-]{{0,62}} (lower case, it is a path segment)"),
         );
     }
     parsed
@@ -213,11 +197,7 @@ fn positive_u32(ctx: &mut Ctx<'_>, scope: &Scope, key: &str, value: i64) -> Opti
     parsed
 }
 
-fn headers(
-    ctx: &mut Ctx<'_>,
-    scope: &Scope,
-    raw: &RawTenant,
-) -> Option<Vec<(HeaderName, HeaderValue)>> {
+fn headers(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<Vec<(HeaderName, HeaderValue)>> {
     let mut headers = Vec::new();
     let mut valid = true;
     for (name, value) in raw.headers.iter().flatten() {
@@ -238,11 +218,7 @@ fn header(
     raw: &RawSecret,
 ) -> Option<(HeaderName, HeaderValue)> {
     let Ok(header_name) = HeaderName::from_bytes(name.as_bytes()) else {
-        ctx.key_error(
-            scope,
-            key,
-            format!("`{name}` is not a valid HTTP header name"),
-        );
+        ctx.key_error(scope, key, format!("`{name}` is not a valid HTTP header name"));
         return None;
     };
     if FORBIDDEN_HEADERS.contains(&header_name.as_str()) {
@@ -294,19 +270,10 @@ fn rewrite(
     rules.into_iter().collect()
 }
 
-fn rewrite_rule(
-    ctx: &mut Ctx<'_>,
-    scope: &Scope,
-    index: usize,
-    raw: &RawRewrite,
-) -> Option<RewriteRule> {
+fn rewrite_rule(ctx: &mut Ctx<'_>, scope: &Scope, index: usize, raw: &RawRewrite) -> Option<RewriteRule> {
     let key = format!("rewrite.{index}");
     let (Some(pattern), Some(replace)) = (&raw.pattern, &raw.replace) else {
-        return ctx.reject(
-            scope,
-            &key,
-            "a rewrite rule needs both `match` and `replace`",
-        );
+        return ctx.reject(scope, &key, "a rewrite rule needs both `match` and `replace`");
     };
     match regex::Regex::new(pattern) {
         Ok(regex) => Some(rule_of(regex, replace.clone())),

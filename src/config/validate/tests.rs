@@ -68,11 +68,7 @@ pub(super) fn parse_err(text: &str) -> Vec<ConfigError> {
 pub(super) fn location_of(text: &str, needle: &str) -> String {
     let offset = text.find(needle).expect("needle is in the text");
     let line = text[..offset].matches('\n').count() + 1;
-    let column = text[..offset]
-        .rsplit('\n')
-        .next()
-        .map_or(0, |l| l.chars().count())
-        + 1;
+    let column = text[..offset].rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     format!("t.toml:{line}:{column}")
 }
 
@@ -85,7 +81,8 @@ pub(super) fn find<'e>(errors: &'e [ConfigError], fragments: &[&str]) -> &'e Con
 }
 
 /// A minimal valid tenant to which tests append keys.
-pub(super) const CYBERBIZ: &str = "[[tenant]]\nname = \"cb\"\nprovider = \"cyberbiz\"\ntoken = { env = \"ACME_CYBERBIZ_TOKEN\" }\n";
+pub(super) const CYBERBIZ: &str =
+    "[[tenant]]\nname = \"cb\"\nprovider = \"cyberbiz\"\ntoken = { env = \"ACME_CYBERBIZ_TOKEN\" }\n";
 
 #[test]
 fn example_validates_without_warnings() {
@@ -95,30 +92,15 @@ fn example_validates_without_warnings() {
     let kinds: Vec<_> = config.tenants.iter().map(|t| t.provider.kind()).collect();
     assert_eq!(
         kinds,
-        [
-            "adobe_ims",
-            "shopline",
-            "vantage",
-            "cyberbiz",
-            "oauth2",
-            "static"
-        ]
+        ["adobe_ims", "shopline", "vantage", "cyberbiz", "oauth2", "static"]
     );
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(config.store, StoreConfig::Memory);
     assert_eq!(config.callers.len(), 1);
     assert_eq!(config.callers[0].key.expose(), "orders-service-key-value-7");
     let shopline = &config.tenants[1];
-    assert_eq!(
-        shopline.token.refresh_before.as_secs(),
-        1800,
-        "tenant override"
-    );
-    assert_eq!(
-        config.tenants[0].token.refresh_before.as_secs(),
-        600,
-        "global value"
-    );
+    assert_eq!(shopline.token.refresh_before.as_secs(), 1800, "tenant override");
+    assert_eq!(config.tenants[0].token.refresh_before.as_secs(), 600, "global value");
     assert_eq!(config.tenants[4].max_body, 5_000_000);
     assert_eq!(config.tenants[4].token.replay_body_limit, 512 * 1024);
 }
@@ -157,17 +139,10 @@ fn missing_env_var_names_tenant_and_key_at_its_location() {
             "`ACME_ADOBE_SECRET` is not set",
         ],
     );
-    assert_eq!(
-        error.location,
-        location_of(EXAMPLE, "{ env = \"ACME_ADOBE_SECRET\" }")
-    );
+    assert_eq!(error.location, location_of(EXAMPLE, "{ env = \"ACME_ADOBE_SECRET\" }"));
     find(
         &errors,
-        &[
-            "caller \"orders-service\"",
-            "key `key`",
-            "ORDERS_SERVICE_KEY",
-        ],
+        &["caller \"orders-service\"", "key `key`", "ORDERS_SERVICE_KEY"],
     );
     assert_eq!(
         errors.len(),
@@ -178,17 +153,12 @@ fn missing_env_var_names_tenant_and_key_at_its_location() {
 
 #[test]
 fn typo_is_located_at_the_key_and_suggests_the_right_one() {
-    let text =
-        format!("[server]\nlisten = \"127.0.0.1:8080\"\n\n{CYBERBIZ}  refresh_befor = \"5m\"\n");
+    let text = format!("[server]\nlisten = \"127.0.0.1:8080\"\n\n{CYBERBIZ}  refresh_befor = \"5m\"\n");
     let errors = parse_err(&text);
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(errors[0].location, location_of(&text, "refresh_befor"));
     assert_eq!(errors[0].location, "t.toml:8:3");
-    assert!(
-        errors[0].message.contains("tenant \"cb\""),
-        "{}",
-        errors[0].message
-    );
+    assert!(errors[0].message.contains("tenant \"cb\""), "{}", errors[0].message);
     assert!(
         errors[0].message.contains("did you mean `refresh_before`"),
         "{}",
@@ -244,19 +214,9 @@ tenants = ["nope"]
     );
     let lines: Vec<usize> = errors
         .iter()
-        .map(|e| {
-            e.location
-                .split(':')
-                .nth(1)
-                .expect("line")
-                .parse()
-                .expect("n")
-        })
+        .map(|e| e.location.split(':').nth(1).expect("line").parse().expect("n"))
         .collect();
-    assert!(
-        lines.windows(2).all(|w| w[0] <= w[1]),
-        "file order: {lines:?}"
-    );
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "file order: {lines:?}");
 }
 
 #[test]
@@ -276,19 +236,12 @@ fn wrong_types_name_the_key() {
 
 #[test]
 fn literal_secret_is_accepted_with_a_warning() {
-    let text =
-        "[[tenant]]\nname = \"cb\"\nprovider = \"cyberbiz\"\ntoken = \"literal-token-value\"\n";
+    let text = "[[tenant]]\nname = \"cb\"\nprovider = \"cyberbiz\"\ntoken = \"literal-token-value\"\n";
     let loaded = parse_ok(text);
     assert_eq!(loaded.warnings.len(), 1, "{:#?}", loaded.warnings);
     let warning = &loaded.warnings[0];
-    assert!(
-        warning.message.contains("tenant \"cb\", key `token`"),
-        "{warning}"
-    );
-    assert!(
-        !warning.message.contains("literal-token-value"),
-        "{warning}"
-    );
+    assert!(warning.message.contains("tenant \"cb\", key `token`"), "{warning}");
+    assert!(!warning.message.contains("literal-token-value"), "{warning}");
     assert_eq!(warning.location, "t.toml:4:9");
 }
 
@@ -296,19 +249,14 @@ fn literal_secret_is_accepted_with_a_warning() {
 fn file_secrets_are_trimmed_and_missing_files_are_errors() {
     let text = "[[tenant]]\nname = \"cb\"\nprovider = \"cyberbiz\"\ntoken = { file = \"/run/secrets/cb\" }\n";
     let mut env = MapEnv::default();
-    env.files.insert(
-        PathBuf::from("/run/secrets/cb"),
-        "  file-token\n".to_owned(),
-    );
+    env.files
+        .insert(PathBuf::from("/run/secrets/cb"), "  file-token\n".to_owned());
     let loaded = validate(text, "t.toml", &env).expect("valid");
-    let crate::config::ProviderConfig::Cyberbiz(cyberbiz) = &loaded.config.tenants[0].provider
-    else {
+    let crate::config::ProviderConfig::Cyberbiz(cyberbiz) = &loaded.config.tenants[0].provider else {
         panic!("cyberbiz")
     };
     assert_eq!(cyberbiz.token.expose(), "file-token");
-    let errors = validate(text, "t.toml", &MapEnv::default())
-        .expect_err("no file")
-        .0;
+    let errors = validate(text, "t.toml", &MapEnv::default()).expect_err("no file").0;
     find(
         &errors,
         &[
@@ -340,9 +288,7 @@ fn non_loopback_listener_needs_callers_or_allow_anonymous() {
         "t.toml:2:10"
     );
     parse_ok("[server]\nlisten = \"0.0.0.0:8080\"\nallow_anonymous = true\n");
-    parse_ok(
-        "[server]\nlisten = \"0.0.0.0:8080\"\n[[caller]]\nname = \"a\"\nkey = { env = \"ORDERS_SERVICE_KEY\" }\n",
-    );
+    parse_ok("[server]\nlisten = \"0.0.0.0:8080\"\n[[caller]]\nname = \"a\"\nkey = { env = \"ORDERS_SERVICE_KEY\" }\n");
     let tenant = format!("{CYBERBIZ}listen = \"10.0.0.5:8081\"\n");
     find(
         &parse_err(&tenant),
@@ -352,9 +298,7 @@ fn non_loopback_listener_needs_callers_or_allow_anonymous() {
 
 #[test]
 fn listener_addresses_are_unique_except_port_zero() {
-    let text = format!(
-        "[server]\nadmin_listen = \"127.0.0.1:8080\"\n{CYBERBIZ}listen = \"127.0.0.1:8080\"\n"
-    );
+    let text = format!("[server]\nadmin_listen = \"127.0.0.1:8080\"\n{CYBERBIZ}listen = \"127.0.0.1:8080\"\n");
     let errors = parse_err(&text);
     assert_eq!(errors.len(), 2, "{errors:#?}");
     find(&errors, &["admin_listen", "already used by server.listen"]);
@@ -373,9 +317,7 @@ fn listener_addresses_are_unique_except_port_zero() {
 
 #[test]
 fn tenant_names_are_checked_and_unique() {
-    let text = format!(
-        "{CYBERBIZ}{CYBERBIZ}[[tenant]]\nname = \"Bad Name\"\nprovider = \"cyberbiz\"\ntoken = \"x\"\n"
-    );
+    let text = format!("{CYBERBIZ}{CYBERBIZ}[[tenant]]\nname = \"Bad Name\"\nprovider = \"cyberbiz\"\ntoken = \"x\"\n");
     let errors = parse_err(&text);
     find(&errors, &["duplicate tenant name"]);
     find(&errors, &["`Bad Name` must match"]);
@@ -391,10 +333,7 @@ fn callers_are_validated() {
     let errors = parse_err(&text);
     assert_eq!(errors.len(), 4, "{errors:#?}");
     find(&errors, &["caller \"b\"", "same key as caller \"a\""]);
-    find(
-        &errors,
-        &["caller \"b\"", "methods[0]", "not an HTTP method"],
-    );
+    find(&errors, &["caller \"b\"", "methods[0]", "not an HTTP method"]);
     find(&errors, &["duplicate caller name"]);
     find(&errors, &["tenants[1]", "must be alone"]);
     let ok = parse_ok(&format!(
@@ -416,17 +355,9 @@ fn store_redis_needs_a_url() {
         &["key `url`", "only used with kind = \"redis\""],
     );
     let mut env = example_env();
-    env.vars
-        .insert("REDIS".into(), "redis://:pw@redis:6379".into());
-    let loaded = validate(
-        "[store]\nkind = \"redis\"\nurl = { env = \"REDIS\" }\n",
-        "t.toml",
-        &env,
-    )
-    .expect("valid");
-    assert!(
-        matches!(&loaded.config.store, StoreConfig::Redis { url } if url.expose() == "redis://:pw@redis:6379")
-    );
+    env.vars.insert("REDIS".into(), "redis://:pw@redis:6379".into());
+    let loaded = validate("[store]\nkind = \"redis\"\nurl = { env = \"REDIS\" }\n", "t.toml", &env).expect("valid");
+    assert!(matches!(&loaded.config.store, StoreConfig::Redis { url } if url.expose() == "redis://:pw@redis:6379"));
 }
 
 #[test]
@@ -441,9 +372,6 @@ fn unknown_section_is_an_error() {
 fn tenant_and_caller_must_be_arrays_of_tables() {
     let errors = parse_err("[tenant]\nname = \"x\"\n[caller]\nname = \"y\"\n");
     assert_eq!(errors.len(), 2, "{errors:#?}");
-    assert_eq!(
-        find(&errors, &["write `[[tenant]]`"]).location,
-        "t.toml:1:1"
-    );
+    assert_eq!(find(&errors, &["write `[[tenant]]`"]).location, "t.toml:1:1");
     find(&errors, &["write `[[caller]]`"]);
 }

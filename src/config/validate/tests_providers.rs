@@ -3,8 +3,7 @@
 
 use super::tests::{CYBERBIZ, find, location_of, parse_err, parse_ok};
 use crate::config::{
-    OAuth2AuthMethod, OAuth2Grant, PasswordOrClient, ProviderConfig, ShoplineCredentials,
-    TenantConfig,
+    OAuth2AuthMethod, OAuth2Grant, PasswordOrClient, ProviderConfig, ShoplineCredentials, TenantConfig,
 };
 
 const SHOPLINE: &str = "[[tenant]]\nname = \"sl\"\nprovider = \"shopline\"\nhandle = \"acme\"\napp_key = \"k\"\napp_secret = { env = \"ACME_SHOPLINE_APP_SECRET\" }\n";
@@ -12,12 +11,7 @@ const ADOBE: &str = "[[tenant]]\nname = \"ad\"\nprovider = \"adobe_ims\"\nupstre
 const OAUTH2: &str = "[[tenant]]\nname = \"o2\"\nprovider = \"oauth2\"\nupstream = \"https://api.example.com\"\ntoken_url = \"https://login.example.com/token\"\nclient_id = \"cid\"\n";
 
 fn only_tenant(text: &str) -> TenantConfig {
-    parse_ok(text)
-        .config
-        .tenants
-        .into_iter()
-        .next()
-        .expect("one tenant")
+    parse_ok(text).config.tenants.into_iter().next().expect("one tenant")
 }
 
 #[test]
@@ -26,20 +20,14 @@ fn shopline_defaults_upstream_token_url_and_rate_limit() {
     assert_eq!(tenant.upstream.to_string(), "https://acme.myshopline.com");
     let limit = tenant.rate_limit.expect("provider default");
     assert_eq!(
-        (
-            limit.per_second.get(),
-            limit.burst.get(),
-            limit.max_wait.as_secs()
-        ),
+        (limit.per_second.get(), limit.burst.get(), limit.max_wait.as_secs()),
         (4, 40, 5)
     );
     let ProviderConfig::Shopline(shopline) = &tenant.provider else {
         panic!("shopline")
     };
     assert_eq!(shopline.token_url.host(), Some("acme.myshopline.com"));
-    assert!(
-        matches!(&shopline.credentials, ShoplineCredentials::OAuth { app_key, code: None, .. } if app_key == "k")
-    );
+    assert!(matches!(&shopline.credentials, ShoplineCredentials::OAuth { app_key, code: None, .. } if app_key == "k"));
 }
 
 #[test]
@@ -53,11 +41,7 @@ fn rate_limit_false_disables_the_provider_default() {
         .rate_limit
         .expect("set");
     assert_eq!(
-        (
-            custom.per_second.get(),
-            custom.burst.get(),
-            custom.max_wait.as_secs()
-        ),
+        (custom.per_second.get(), custom.burst.get(), custom.max_wait.as_secs()),
         (2, 2, 5)
     );
     find(
@@ -73,10 +57,7 @@ fn rate_limit_false_disables_the_provider_default() {
 #[test]
 fn shopline_credentials_are_one_kind_or_the_other() {
     let both = format!("{SHOPLINE}access_token = {{ env = \"ACME_ERP_SECRET\" }}\n");
-    find(
-        &parse_err(&both),
-        &["tenant \"sl\", key `access_token`", "not both"],
-    );
+    find(&parse_err(&both), &["tenant \"sl\", key `access_token`", "not both"]);
     let neither = "[[tenant]]\nname = \"sl\"\nprovider = \"shopline\"\nhandle = \"acme\"\n";
     find(
         &parse_err(neither),
@@ -86,11 +67,9 @@ fn shopline_credentials_are_one_kind_or_the_other() {
     let ProviderConfig::Shopline(shopline) = only_tenant(&private).provider else {
         panic!("shopline")
     };
-    assert!(matches!(
-        shopline.credentials,
-        ShoplineCredentials::Private { .. }
-    ));
-    let no_handle = "[[tenant]]\nname = \"sl\"\nprovider = \"shopline\"\naccess_token = { env = \"ACME_ERP_SECRET\" }\n";
+    assert!(matches!(shopline.credentials, ShoplineCredentials::Private { .. }));
+    let no_handle =
+        "[[tenant]]\nname = \"sl\"\nprovider = \"shopline\"\naccess_token = { env = \"ACME_ERP_SECRET\" }\n";
     let errors = parse_err(no_handle);
     assert_eq!(errors.len(), 1, "{errors:#?}");
     find(&errors, &["`handle` is required"]);
@@ -100,10 +79,7 @@ fn shopline_credentials_are_one_kind_or_the_other() {
 fn cyberbiz_defaults() {
     let tenant = only_tenant(CYBERBIZ);
     assert_eq!(tenant.max_body, 2_000_000);
-    assert_eq!(
-        tenant.upstream.to_string(),
-        "https://app-store-api.cyberbiz.io"
-    );
+    assert_eq!(tenant.upstream.to_string(), "https://app-store-api.cyberbiz.io");
     let limit = tenant.rate_limit.expect("provider default");
     assert_eq!((limit.per_second.get(), limit.burst.get()), (5, 1));
     assert_eq!(
@@ -115,10 +91,7 @@ fn cyberbiz_defaults() {
 #[test]
 fn adobe_preset_rewrites_rest_paths_and_sends_the_store_header() {
     let tenant = only_tenant(ADOBE);
-    assert_eq!(
-        tenant.upstream.base_path, "/Tenant123",
-        "trailing slash stripped"
-    );
+    assert_eq!(tenant.upstream.base_path, "/Tenant123", "trailing slash stripped");
     assert!(tenant.rate_limit.is_none(), "no documented ACCS limit");
     let [rule] = tenant.rewrite.as_slice() else {
         panic!("one preset rule: {:?}", tenant.rewrite)
@@ -131,14 +104,10 @@ fn adobe_preset_rewrites_rest_paths_and_sends_the_store_header() {
         "/V1/products?x=1"
     );
     assert_eq!(
-        rule.pattern
-            .replace("/rest/V1/orders", rule.replace.as_str()),
+        rule.pattern.replace("/rest/V1/orders", rule.replace.as_str()),
         "/V1/orders"
     );
-    let caps = rule
-        .pattern
-        .captures("/rest/french/V1/products")
-        .expect("matches");
+    let caps = rule.pattern.captures("/rest/french/V1/products").expect("matches");
     assert_eq!(caps.name("store").map(|m| m.as_str()), Some("french"));
     assert!(!rule.pattern.is_match("/graphql"));
     let ProviderConfig::AdobeIms(adobe) = &tenant.provider else {
@@ -148,11 +117,7 @@ fn adobe_preset_rewrites_rest_paths_and_sends_the_store_header() {
         adobe.token_url.to_string(),
         "https://ims-na1.adobelogin.com/ims/token/v3"
     );
-    assert!(
-        only_tenant(&format!("{ADOBE}rewrite = []\n"))
-            .rewrite
-            .is_empty()
-    );
+    assert!(only_tenant(&format!("{ADOBE}rewrite = []\n")).rewrite.is_empty());
     let custom = only_tenant(&format!(
         "{ADOBE}rewrite = [{{ match = \"^/s/(?P<store>\\\\w+)(/.*)$\", replace = \"$2\" }}]\n"
     ));
@@ -187,10 +152,7 @@ fn a_key_of_another_provider_is_rejected_at_the_key() {
     let errors = parse_err(&text);
     let error = find(
         &errors,
-        &[
-            "tenant \"ad\", key `handle`",
-            "not valid for provider `adobe_ims`",
-        ],
+        &["tenant \"ad\", key `handle`", "not valid for provider `adobe_ims`"],
     );
     assert_eq!(error.location, location_of(&text, "handle"));
 }
@@ -209,8 +171,7 @@ fn vantage_derives_its_token_url() {
     );
     assert_eq!(vantage.scopes, ["openid", "permissions", "global.wildcard"]);
     assert_eq!(vantage.grant, PasswordOrClient::ClientCredentials);
-    let with_id =
-        format!("{base}tenant_id = \"t-1\"\nbase_url = \"https://vantage-eu.abbyy.com/\"\n");
+    let with_id = format!("{base}tenant_id = \"t-1\"\nbase_url = \"https://vantage-eu.abbyy.com/\"\n");
     let ProviderConfig::Vantage(vantage) = only_tenant(&with_id).provider else {
         panic!("vantage")
     };
@@ -236,11 +197,7 @@ fn oauth2_combinations() {
     };
     assert_eq!(
         (o2.grant, o2.auth_method, o2.scope_separator.as_str()),
-        (
-            OAuth2Grant::ClientCredentials,
-            OAuth2AuthMethod::ClientSecretPost,
-            " "
-        )
+        (OAuth2Grant::ClientCredentials, OAuth2AuthMethod::ClientSecretPost, " ")
     );
     assert_eq!(
         (o2.default_ttl.as_secs(), &o2.response.token),
@@ -250,9 +207,8 @@ fn oauth2_combinations() {
         &parse_err(OAUTH2),
         &["`client_secret` (or `client_secrets` for rotation) is required"],
     );
-    let jwt_with_secret = format!(
-        "{post}auth_method = \"private_key_jwt\"\nprivate_key = {{ env = \"ACME_ERP_SECRET\" }}\n"
-    );
+    let jwt_with_secret =
+        format!("{post}auth_method = \"private_key_jwt\"\nprivate_key = {{ env = \"ACME_ERP_SECRET\" }}\n");
     let errors = parse_err(&jwt_with_secret);
     find(&errors, &["key `client_secret`", "only used with"]);
     find(&errors, &["key `private_key`", "not a PEM private key"]);
@@ -263,27 +219,21 @@ fn oauth2_combinations() {
         &parse_err(&reserved),
         &["extra_params.grant_type", "cannot be overridden"],
     );
-    let mapped =
-        format!("{post}response = {{ token = \"data.accessToken\", expires_in_unit = \"ms\" }}\n");
+    let mapped = format!("{post}response = {{ token = \"data.accessToken\", expires_in_unit = \"ms\" }}\n");
     let ProviderConfig::OAuth2(o2) = only_tenant(&mapped).provider else {
         panic!("oauth2")
     };
     assert_eq!(o2.response.token, ["data", "accessToken"]);
-    let tls = format!(
-        "{OAUTH2}auth_method = \"tls_client_auth\"\nclient_cert = \"/nonexistent/c.pem\"\n"
-    );
+    let tls = format!("{OAUTH2}auth_method = \"tls_client_auth\"\nclient_cert = \"/nonexistent/c.pem\"\n");
     let errors = parse_err(&tls);
     find(&errors, &["`client_key` is required"]);
-    find(
-        &errors,
-        &["key `client_cert`", "cannot open `/nonexistent/c.pem`"],
-    );
+    find(&errors, &["key `client_cert`", "cannot open `/nonexistent/c.pem`"]);
 }
 
 #[test]
 fn plain_http_token_url_off_the_machine_is_a_warning() {
-    let remote = format!("{OAUTH2}client_secret = {{ env = \"ACME_ERP_SECRET\" }}\n")
-        .replace("https://login", "http://login");
+    let remote =
+        format!("{OAUTH2}client_secret = {{ env = \"ACME_ERP_SECRET\" }}\n").replace("https://login", "http://login");
     let loaded = parse_ok(&remote);
     assert_eq!(loaded.warnings.len(), 1, "{:#?}", loaded.warnings);
     assert!(loaded.warnings[0].message.contains("key `token_url`"));
@@ -311,19 +261,14 @@ fn upstream_must_be_a_plain_base_url() {
         );
     }
     find(
-        &parse_err(&ADOBE.replace(
-            "upstream = \"https://na1.api.commerce.adobe.com/Tenant123/\"\n",
-            "",
-        )),
+        &parse_err(&ADOBE.replace("upstream = \"https://na1.api.commerce.adobe.com/Tenant123/\"\n", "")),
         &["`upstream` is required"],
     );
 }
 
 #[test]
 fn headers_and_ca_file() {
-    let ok = only_tenant(&format!(
-        "{CYBERBIZ}headers = {{ \"X-Team\" = \"orders\" }}\n"
-    ));
+    let ok = only_tenant(&format!("{CYBERBIZ}headers = {{ \"X-Team\" = \"orders\" }}\n"));
     assert_eq!(ok.headers[0].0.as_str(), "x-team");
     assert!(ok.headers[0].1.is_sensitive());
     for name in ["authorization", "Host", "connection", "transfer-encoding"] {
@@ -344,10 +289,7 @@ fn headers_and_ca_file() {
 fn invalid_regex_is_located() {
     let text = format!("{CYBERBIZ}rewrite = [{{ match = \"^/a(\", replace = \"$1\" }}]\n");
     let errors = parse_err(&text);
-    let error = find(
-        &errors,
-        &["key `rewrite[0].match`", "invalid regular expression"],
-    );
+    let error = find(&errors, &["key `rewrite[0].match`", "invalid regular expression"]);
     assert_eq!(error.location, location_of(&text, "\"^/a(\""));
 }
 
@@ -359,9 +301,7 @@ fn static_header_value_and_expiry() {
     };
     assert_eq!((st.header.as_str(), st.expires_at), ("authorization", None));
     for expiry in ["2026-01-01T00:00:00Z", "\"2026-01-01T08:00:00+08:00\""] {
-        let ProviderConfig::Static(st) =
-            only_tenant(&format!("{base}expires_at = {expiry}\n")).provider
-        else {
+        let ProviderConfig::Static(st) = only_tenant(&format!("{base}expires_at = {expiry}\n")).provider else {
             panic!("static")
         };
         let secs = st

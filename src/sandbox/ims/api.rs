@@ -11,9 +11,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::json;
 
-use super::super::common::{
-    self, Body, BodySummary, RecordedRequest, TokenState, bump, json, lock,
-};
+use super::super::common::{self, Body, BodySummary, RecordedRequest, TokenState, bump, json, lock};
 use super::ImsState;
 
 /// Upper bound on `/V1/sandbox/slow?ms=`, so a typo cannot park a connection for hours.
@@ -30,9 +28,7 @@ impl ImsState {
         }
         let path = parts.uri.path();
         let query = parts.uri.query();
-        let route = path
-            .strip_prefix(&format!("/{}", self.tenant_id))
-            .unwrap_or(path);
+        let route = path.strip_prefix(&format!("/{}", self.tenant_id)).unwrap_or(path);
         let echo = echo(&parts, &summary);
         match (&parts.method, route) {
             (&Method::GET, "/V1/sandbox/bytes") => common::streamed(
@@ -49,10 +45,7 @@ impl ImsState {
             }
             (&Method::GET, "/V1/products") => json(StatusCode::OK, &products(query, &echo)),
             (&Method::GET, "/V1/store/storeViews") => json(StatusCode::OK, &store_views(&echo)),
-            _ => json(
-                StatusCode::OK,
-                &json!({"body": summary.json(), "sandbox": echo}),
-            ),
+            _ => json(StatusCode::OK, &json!({"body": summary.json(), "sandbox": echo})),
         }
     }
 
@@ -68,8 +61,7 @@ impl ImsState {
             let body = json!({"error_code": "403000", "message": "Api Key is invalid"});
             return Some(json(StatusCode::FORBIDDEN, &body));
         }
-        let valid =
-            common::bearer(headers).is_some_and(|t| self.tokens.state(t) == TokenState::Valid);
+        let valid = common::bearer(headers).is_some_and(|t| self.tokens.state(t) == TokenState::Valid);
         (!valid).then(unauthorized)
     }
 }

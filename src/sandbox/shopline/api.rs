@@ -14,9 +14,7 @@ use hyper::{Request, Response};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::super::common::{
-    self, Body, BodySummary, RecordedRequest, TokenState, bump, json, lock,
-};
+use super::super::common::{self, Body, BodySummary, RecordedRequest, TokenState, bump, json, lock};
 use super::{State, trace_id};
 
 /// A leaky bucket in GCRA form: `drained_at` is when the bucket would be empty again.
@@ -84,10 +82,7 @@ impl State {
         if parts.method == Method::GET && parts.uri.path().ends_with("/products/products.json") {
             return json(StatusCode::OK, &products(parts.uri.query(), &echo));
         }
-        json(
-            StatusCode::OK,
-            &json!({"body": summary.json(), "sandbox": echo}),
-        )
+        json(StatusCode::OK, &json!({"body": summary.json(), "sandbox": echo}))
     }
 
     fn throttled(&self, wait: Duration) -> Response<Body> {
@@ -97,10 +92,7 @@ impl State {
                 self.locked.store(true, Ordering::SeqCst);
             }
         }
-        let mut response = json(
-            StatusCode::TOO_MANY_REQUESTS,
-            &json!({"errors": "Too many request"}),
-        );
+        let mut response = json(StatusCode::TOO_MANY_REQUESTS, &json!({"errors": "Too many request"}));
         if self.options.retry_after {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             response
@@ -125,9 +117,11 @@ fn products(query: Option<&str>, echo: &serde_json::Value) -> serde_json::Value 
         .unwrap_or(2)
         .min(50);
     let products: Vec<_> = (1..=limit)
-        .map(|i| json!({"id": format!("16057{i:08}"), "title": format!("Sandbox tee {i}"),
+        .map(|i| {
+            json!({"id": format!("16057{i:08}"), "title": format!("Sandbox tee {i}"),
             "handle": format!("sandbox-tee-{i}"), "status": "active",
-            "variants": [{"id": format!("18057{i:08}"), "price": "19.90", "sku": format!("SB-{i:04}")}]}))
+            "variants": [{"id": format!("18057{i:08}"), "price": "19.90", "sku": format!("SB-{i:04}")}]})
+        })
         .collect();
     json!({"products": products, "sandbox": echo})
 }

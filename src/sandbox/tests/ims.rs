@@ -8,9 +8,7 @@ use super::{FORM, Reply, form, send};
 use crate::sandbox::{ACCS_SCOPES, IMS_CLIENT_ID, IMS_CLIENT_SECRET, ImsOptions, ImsSandbox};
 
 async fn fake() -> ImsSandbox {
-    ImsSandbox::start(ImsOptions::default())
-        .await
-        .expect("fake IMS starts")
+    ImsSandbox::start(ImsOptions::default()).await.expect("fake IMS starts")
 }
 
 async fn request_token(ims: &ImsSandbox, secret: &str, scope: &str) -> Reply {
@@ -26,10 +24,7 @@ async fn request_token(ims: &ImsSandbox, secret: &str, scope: &str) -> Reply {
 async fn token(ims: &ImsSandbox) -> String {
     let reply = request_token(ims, IMS_CLIENT_SECRET, &ACCS_SCOPES.join(",")).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    reply.json()["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_owned()
+    reply.json()["access_token"].as_str().expect("access_token").to_owned()
 }
 
 async fn api_get(ims: &ImsSandbox, path_and_query: &str, token: &str) -> Reply {
@@ -52,14 +47,9 @@ async fn issues_a_token_whose_claims_carry_milliseconds() {
     let body = reply.json();
     assert_eq!(body["token_type"], "bearer");
     assert_eq!(body["expires_in"], 86_399);
-    let claims =
-        crate::auth::jwt::claims(body["access_token"].as_str().expect("token")).expect("JWT");
+    let claims = crate::auth::jwt::claims(body["access_token"].as_str().expect("token")).expect("JWT");
     assert_eq!(claims["expires_in"], "86399000");
-    let created: u64 = claims["created_at"]
-        .as_str()
-        .expect("string")
-        .parse()
-        .expect("ms");
+    let created: u64 = claims["created_at"].as_str().expect("string").parse().expect("ms");
     assert!(
         created.abs_diff(crate::clock::unix_millis()) < 60_000,
         "created_at is unix ms"
@@ -68,11 +58,7 @@ async fn issues_a_token_whose_claims_carry_milliseconds() {
 }
 
 /// Fields to override, expected `error`, expected `error_description`.
-type Case = (
-    &'static [(&'static str, &'static str)],
-    &'static str,
-    &'static str,
-);
+type Case = (&'static [(&'static str, &'static str)], &'static str, &'static str);
 
 #[tokio::test]
 async fn rejects_bad_credentials_and_fields_like_ims() {
@@ -99,11 +85,7 @@ async fn rejects_bad_credentials_and_fields_like_ims() {
             "unsupported_grant_type",
             "unsupported grant_type",
         ),
-        (
-            &[("grant_type", "")],
-            "invalid_request",
-            "missing grant_type parameter",
-        ),
+        (&[("grant_type", "")], "invalid_request", "missing grant_type parameter"),
     ];
     for (overrides, error, description) in cases {
         let mut fields = vec![
@@ -113,10 +95,7 @@ async fn rejects_bad_credentials_and_fields_like_ims() {
             ("scope", all.as_str()),
         ];
         for (name, value) in overrides {
-            fields
-                .iter_mut()
-                .filter(|(n, _)| n == name)
-                .for_each(|f| f.1 = value);
+            fields.iter_mut().filter(|(n, _)| n == name).for_each(|f| f.1 = value);
         }
         let reply = send(Method::POST, &ims.token_url(), &[FORM], form(&fields)).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{overrides:?}");
@@ -132,20 +111,10 @@ async fn rejects_bad_credentials_and_fields_like_ims() {
 async fn accepts_client_secret_basic() {
     use base64::Engine as _;
     let ims = fake().await;
-    let basic = base64::engine::general_purpose::STANDARD
-        .encode(format!("{IMS_CLIENT_ID}:{IMS_CLIENT_SECRET}"));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{IMS_CLIENT_ID}:{IMS_CLIENT_SECRET}"));
     let auth = format!("Basic {basic}");
-    let body = form(&[
-        ("grant_type", "client_credentials"),
-        ("scope", "openid,commerce.accs"),
-    ]);
-    let reply = send(
-        Method::POST,
-        &ims.token_url(),
-        &[FORM, ("authorization", &auth)],
-        body,
-    )
-    .await;
+    let body = form(&[("grant_type", "client_credentials"), ("scope", "openid,commerce.accs")]);
+    let reply = send(Method::POST, &ims.token_url(), &[FORM, ("authorization", &auth)], body).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
 }
 
@@ -153,22 +122,14 @@ async fn accepts_client_secret_basic() {
 async fn secret_rotation_keeps_issued_tokens_alive() {
     let ims = fake().await;
     let before = token(&ims).await;
-    ims.set_valid_secrets(vec![
-        IMS_CLIENT_SECRET.to_owned(),
-        "sandbox-secret-2".to_owned(),
-    ]);
+    ims.set_valid_secrets(vec![IMS_CLIENT_SECRET.to_owned(), "sandbox-secret-2".to_owned()]);
     assert_eq!(
-        request_token(&ims, "sandbox-secret-2", "openid")
-            .await
-            .status,
+        request_token(&ims, "sandbox-secret-2", "openid").await.status,
         StatusCode::OK
     );
     ims.set_valid_secrets(vec!["sandbox-secret-2".to_owned()]);
     let old = request_token(&ims, IMS_CLIENT_SECRET, "openid").await;
-    assert_eq!(
-        old.json()["error_description"],
-        "invalid client_secret parameter"
-    );
+    assert_eq!(old.json()["error_description"], "invalid client_secret parameter");
     assert_eq!(
         api_get(&ims, "/V1/store/storeViews", &before).await.status,
         StatusCode::OK
@@ -221,18 +182,13 @@ async fn post_echoes_body_and_outage_switch_gives_503() {
     let ims = fake().await;
     ims.fail_next_token_calls(1);
     assert_eq!(
-        request_token(&ims, IMS_CLIENT_SECRET, "openid")
-            .await
-            .status,
+        request_token(&ims, IMS_CLIENT_SECRET, "openid").await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
     let token = token(&ims).await;
     let url = format!("{}/V1/products", ims.api_base_url());
     let auth = format!("Bearer {token}");
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("x-api-key", IMS_CLIENT_ID),
-    ];
+    let headers = [("authorization", auth.as_str()), ("x-api-key", IMS_CLIENT_ID)];
     let reply = send(Method::POST, &url, &headers, r#"{"product":{"sku":"A"}}"#).await;
     assert_eq!(reply.json()["body"]["product"]["sku"], "A");
     assert_eq!(reply.json()["sandbox"]["body_length"], 23);

@@ -36,19 +36,12 @@ fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-async fn send(
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> Reply {
+async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
     let mut request = Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request
-        .body(Full::new(body.into()))
-        .expect("valid test request");
+    let request = request.body(Full::new(body.into())).expect("valid test request");
     let exchange = async {
         let response = client().request(request).await.expect("fake reachable");
         let (parts, body) = response.into_parts();
@@ -112,18 +105,12 @@ async fn dropping_a_fake_closes_its_listener() {
 async fn registry_expiry_and_grace_follow_tokio_time() {
     let registry = super::common::TokenRegistry::default();
     registry.insert("old".to_owned(), Duration::from_secs(36_000));
-    registry.expire_by(
-        "old",
-        tokio::time::Instant::now() + Duration::from_secs(300),
-    );
+    registry.expire_by("old", tokio::time::Instant::now() + Duration::from_secs(300));
     tokio::time::advance(Duration::from_secs(299)).await;
     assert_eq!(registry.state("old"), super::common::TokenState::Valid);
     tokio::time::advance(Duration::from_secs(2)).await;
     assert_eq!(registry.state("old"), super::common::TokenState::Expired);
-    assert_eq!(
-        registry.state("never-issued"),
-        super::common::TokenState::Unknown
-    );
+    assert_eq!(registry.state("never-issued"), super::common::TokenState::Unknown);
     registry.insert("new".to_owned(), Duration::from_secs(10));
     registry.revoke_all();
     assert_eq!(registry.state("new"), super::common::TokenState::Revoked);

@@ -7,24 +7,15 @@ use http::{Method, StatusCode};
 use super::{Reply, send};
 use crate::sandbox::shopline::{api::LeakyBucket, iso8601_utc};
 use crate::sandbox::{
-    SHOPLINE_APP_KEY, SHOPLINE_APP_SECRET, SHOPLINE_AUTH_CODE, ShoplineOptions, ShoplineSandbox,
-    shopline_sign,
+    SHOPLINE_APP_KEY, SHOPLINE_APP_SECRET, SHOPLINE_AUTH_CODE, ShoplineOptions, ShoplineSandbox, shopline_sign,
 };
 
 async fn fake(options: ShoplineOptions) -> ShoplineSandbox {
-    ShoplineSandbox::start(options)
-        .await
-        .expect("fake SHOPLINE starts")
+    ShoplineSandbox::start(options).await.expect("fake SHOPLINE starts")
 }
 
 /// A token call signed with `secret` at `timestamp` (ms).
-async fn signed(
-    store: &ShoplineSandbox,
-    action: &str,
-    body: &str,
-    secret: &str,
-    timestamp: u64,
-) -> Reply {
+async fn signed(store: &ShoplineSandbox, action: &str, body: &str, secret: &str, timestamp: u64) -> Reply {
     let url = format!("{}/admin/oauth/token/{action}", store.base_url());
     let timestamp = timestamp.to_string();
     let sign = shopline_sign(secret, body.as_bytes(), &timestamp);
@@ -38,14 +29,7 @@ async fn signed(
 }
 
 async fn refresh(store: &ShoplineSandbox) -> String {
-    let reply = signed(
-        store,
-        "refresh",
-        "",
-        SHOPLINE_APP_SECRET,
-        crate::clock::unix_millis(),
-    )
-    .await;
+    let reply = signed(store, "refresh", "", SHOPLINE_APP_SECRET, crate::clock::unix_millis()).await;
     assert_eq!(reply.json()["code"], 200, "{:?}", reply.body);
     reply.json()["data"]["accessToken"]
         .as_str()
@@ -58,13 +42,7 @@ async fn products(store: &ShoplineSandbox, token: &str) -> Reply {
         "{}/admin/openapi/v20230901/products/products.json?limit=2",
         store.base_url()
     );
-    send(
-        Method::GET,
-        &url,
-        &[("authorization", &format!("Bearer {token}"))],
-        "",
-    )
-    .await
+    send(Method::GET, &url, &[("authorization", &format!("Bearer {token}"))], "").await
 }
 
 #[tokio::test]
@@ -80,10 +58,7 @@ async fn create_accepts_a_correct_signature_and_a_code_only_once() {
     );
     let token = envelope["data"]["accessToken"].as_str().expect("token");
     let exp = crate::auth::jwt::exp(token).expect("JWT exp");
-    assert!(
-        (exp * 1000).abs_diff(now + 36_000_000) < 60_000,
-        "lives 10 h"
-    );
+    assert!((exp * 1000).abs_diff(now + 36_000_000) < 60_000, "lives 10 h");
     assert!(
         envelope["data"]["expireTime"]
             .as_str()
@@ -91,9 +66,7 @@ async fn create_accepts_a_correct_signature_and_a_code_only_once() {
     );
     assert_eq!(products(&store, token).await.status, StatusCode::OK);
 
-    let again = signed(&store, "create", &body, SHOPLINE_APP_SECRET, now)
-        .await
-        .json();
+    let again = signed(&store, "create", &body, SHOPLINE_APP_SECRET, now).await.json();
     assert_eq!(again["i18nCode"], "CODE_INVALID");
     assert_eq!((store.create_calls(), store.token_calls()), (2, 2));
 }
@@ -106,14 +79,7 @@ async fn rejects_wrong_signature_stale_timestamp_and_wrong_appkey() {
     assert_eq!(wrong.json()["i18nCode"], "SIGN_ERROR");
     assert_ne!(wrong.json()["code"], 200);
     let eleven_minutes_ago = now - 11 * 60 * 1000;
-    let stale = signed(
-        &store,
-        "refresh",
-        "",
-        SHOPLINE_APP_SECRET,
-        eleven_minutes_ago,
-    )
-    .await;
+    let stale = signed(&store, "refresh", "", SHOPLINE_APP_SECRET, eleven_minutes_ago).await;
     assert_eq!(stale.json()["i18nCode"], "TIMESTAMP_EXPIRED");
     // A signature over a different body (`{}` instead of empty) must not verify either.
     let url = format!("{}/admin/oauth/token/refresh", store.base_url());
@@ -128,11 +94,7 @@ async fn rejects_wrong_signature_stale_timestamp_and_wrong_appkey() {
         send(Method::POST, &url, &tampered, "{}").await.json()["i18nCode"],
         "SIGN_ERROR"
     );
-    let other_app = [
-        ("appkey", "other"),
-        ("timestamp", ts.as_str()),
-        ("sign", sign.as_str()),
-    ];
+    let other_app = [("appkey", "other"), ("timestamp", ts.as_str()), ("sign", sign.as_str())];
     assert_eq!(
         send(Method::POST, &url, &other_app, "").await.json()["i18nCode"],
         "APPKEY_INVALID"
@@ -179,10 +141,7 @@ async fn api_throttles_beyond_the_bucket_and_can_lock_the_store() {
     assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(throttled.json()["errors"], "Too many request");
     assert_eq!(throttled.headers["retry-after"], "1");
-    assert_eq!(
-        products(&store, &token).await.status,
-        StatusCode::TOO_MANY_REQUESTS
-    );
+    assert_eq!(products(&store, &token).await.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(products(&store, &token).await.status, StatusCode::LOCKED);
     assert_eq!((store.throttled_calls(), store.api_calls()), (2, 6));
     store.set_locked(false);
@@ -207,13 +166,7 @@ async fn leaky_bucket_admits_a_burst_then_four_per_second() {
 
 #[test]
 fn expire_time_is_iso_8601_with_milliseconds() {
-    assert_eq!(
-        iso8601_utc(1_760_987_888_465),
-        "2025-10-20T19:18:08.465+00:00"
-    );
-    assert_eq!(
-        iso8601_utc(951_782_400_000),
-        "2000-02-29T00:00:00.000+00:00"
-    );
+    assert_eq!(iso8601_utc(1_760_987_888_465), "2025-10-20T19:18:08.465+00:00");
+    assert_eq!(iso8601_utc(951_782_400_000), "2000-02-29T00:00:00.000+00:00");
     assert_eq!(iso8601_utc(0), "1970-01-01T00:00:00.000+00:00");
 }

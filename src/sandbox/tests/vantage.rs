@@ -4,8 +4,7 @@ use http::{Method, StatusCode};
 
 use super::{FORM, Reply, form, send};
 use crate::sandbox::{
-    VANTAGE_CLIENT_ID, VANTAGE_CLIENT_SECRET, VANTAGE_PASSWORD, VANTAGE_USERNAME, VantageOptions,
-    VantageSandbox,
+    VANTAGE_CLIENT_ID, VANTAGE_CLIENT_SECRET, VANTAGE_PASSWORD, VANTAGE_USERNAME, VantageOptions, VantageSandbox,
 };
 
 async fn fake() -> VantageSandbox {
@@ -35,13 +34,7 @@ async fn password_grant(vantage: &VantageSandbox, scope: &str) -> Reply {
 
 async fn skills(vantage: &VantageSandbox, token: &str) -> Reply {
     let url = format!("{}/api/publicapi/v1/skills", vantage.base_url());
-    send(
-        Method::GET,
-        &url,
-        &[("authorization", &format!("Bearer {token}"))],
-        "",
-    )
-    .await
+    send(Method::GET, &url, &[("authorization", &format!("Bearer {token}"))], "").await
 }
 
 #[tokio::test]
@@ -49,11 +42,7 @@ async fn client_credentials_by_post_or_basic_with_several_secrets() {
     use base64::Engine as _;
     let vantage = fake().await;
     let scope = "openid permissions global.wildcard";
-    let reply = grant(
-        &vantage,
-        &[("grant_type", "client_credentials"), ("scope", scope)],
-    )
-    .await;
+    let reply = grant(&vantage, &[("grant_type", "client_credentials"), ("scope", scope)]).await;
     let body = reply.json();
     assert_eq!(
         (body["token_type"].as_str(), body["scope"].as_str()),
@@ -64,8 +53,7 @@ async fn client_credentials_by_post_or_basic_with_several_secrets() {
     assert_eq!(skills(&vantage, token).await.status, StatusCode::OK);
 
     vantage.set_valid_secrets(vec![VANTAGE_CLIENT_SECRET.to_owned(), "second".to_owned()]);
-    let basic =
-        base64::engine::general_purpose::STANDARD.encode(format!("{VANTAGE_CLIENT_ID}:second"));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{VANTAGE_CLIENT_ID}:second"));
     let auth = format!("Basic {basic}");
     let body = form(&[("grant_type", "client_credentials")]);
     let url = vantage.tenant_token_url();
@@ -92,10 +80,7 @@ async fn client_credentials_by_post_or_basic_with_several_secrets() {
         (StatusCode::BAD_REQUEST, Some("invalid_client"))
     );
     assert_eq!(
-        (
-            vantage.token_calls(),
-            vantage.grant_calls("client_credentials")
-        ),
+        (vantage.token_calls(), vantage.grant_calls("client_credentials")),
         (3, 2)
     );
 }
@@ -103,35 +88,21 @@ async fn client_credentials_by_post_or_basic_with_several_secrets() {
 #[tokio::test]
 async fn refresh_tokens_are_one_time() {
     let vantage = fake().await;
-    let first = password_grant(
-        &vantage,
-        "openid permissions global.wildcard offline_access",
-    )
-    .await
-    .json();
+    let first = password_grant(&vantage, "openid permissions global.wildcard offline_access")
+        .await
+        .json();
     let first_refresh = first["refresh_token"]
         .as_str()
         .expect("offline_access gives a refresh token");
     let refresh = |token: &str| {
         let token = token.to_owned();
         let vantage = &vantage;
-        async move {
-            grant(
-                vantage,
-                &[("grant_type", "refresh_token"), ("refresh_token", &token)],
-            )
-            .await
-        }
+        async move { grant(vantage, &[("grant_type", "refresh_token"), ("refresh_token", &token)]).await }
     };
     let second = refresh(first_refresh).await.json();
-    let second_refresh = second["refresh_token"]
-        .as_str()
-        .expect("rotated refresh token");
+    let second_refresh = second["refresh_token"].as_str().expect("rotated refresh token");
     assert_ne!(first_refresh, second_refresh);
-    assert_eq!(
-        second["scope"],
-        "openid permissions global.wildcard offline_access"
-    );
+    assert_eq!(second["scope"], "openid permissions global.wildcard offline_access");
 
     let reused = refresh(first_refresh).await;
     assert_eq!(
@@ -140,10 +111,7 @@ async fn refresh_tokens_are_one_time() {
     );
     assert_eq!(refresh(second_refresh).await.status, StatusCode::OK);
     assert_eq!(
-        (
-            vantage.refresh_token_uses(),
-            vantage.refresh_token_reuse_attempts()
-        ),
+        (vantage.refresh_token_uses(), vantage.refresh_token_reuse_attempts()),
         (2, 1)
     );
     assert_eq!(vantage.grant_calls("refresh_token"), 3);
@@ -168,10 +136,7 @@ async fn no_refresh_token_without_offline_access_and_grant_errors() {
     assert_eq!(bad_password.json()["error"], "invalid_grant");
     let cc_offline = grant(
         &vantage,
-        &[
-            ("grant_type", "client_credentials"),
-            ("scope", "openid offline_access"),
-        ],
+        &[("grant_type", "client_credentials"), ("scope", "openid offline_access")],
     )
     .await;
     assert_eq!(cc_offline.json()["error"], "invalid_scope");
@@ -179,10 +144,7 @@ async fn no_refresh_token_without_offline_access_and_grant_errors() {
     assert_eq!(odd.json()["error"], "unsupported_grant_type");
     let unknown_scope = grant(
         &vantage,
-        &[
-            ("grant_type", "client_credentials"),
-            ("scope", "openid admin"),
-        ],
+        &[("grant_type", "client_credentials"), ("scope", "openid admin")],
     )
     .await;
     assert_eq!(unknown_scope.json()["error"], "invalid_scope");
@@ -196,22 +158,13 @@ async fn api_answers_401_with_empty_body_and_challenge() {
         .expect("t")
         .to_owned();
     let url = format!("{}/api/publicapi/v1/transactions/abc", vantage.base_url());
-    let ok = send(
-        Method::GET,
-        &url,
-        &[("authorization", &format!("Bearer {token}"))],
-        "",
-    )
-    .await;
+    let ok = send(Method::GET, &url, &[("authorization", &format!("Bearer {token}"))], "").await;
     assert_eq!(ok.json()["id"], "abc");
     vantage.revoke_all();
     let denied = skills(&vantage, &token).await;
     assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
     assert!(denied.body.is_empty());
-    assert_eq!(
-        denied.headers["www-authenticate"],
-        r#"Bearer error="invalid_token""#
-    );
+    assert_eq!(denied.headers["www-authenticate"], r#"Bearer error="invalid_token""#);
     assert_eq!(vantage.api_calls(), 2);
 }
 

@@ -17,8 +17,7 @@ impl State {
         let (parts, body) = req.into_parts();
         let summary = common::read_body(body, u64::MAX).await.unwrap_or_default();
         *lock(&self.last_api) = Some(RecordedRequest::new(&parts, summary.len));
-        let state =
-            common::bearer(&parts.headers).map_or(TokenState::Unknown, |t| self.tokens.state(t));
+        let state = common::bearer(&parts.headers).map_or(TokenState::Unknown, |t| self.tokens.state(t));
         if state != TokenState::Valid {
             return unauthorized(state);
         }
@@ -27,9 +26,7 @@ impl State {
         match (&parts.method, segments.as_slice()) {
             (&Method::GET, ["skills"]) => json(StatusCode::OK, &skills()),
             (&Method::GET, ["transactions", id]) => json(StatusCode::OK, &transaction(id)),
-            (&Method::POST, ["transactions"]) => {
-                json(StatusCode::CREATED, &json!({"transactionId": uuid_like()}))
-            }
+            (&Method::POST, ["transactions"]) => json(StatusCode::CREATED, &json!({"transactionId": uuid_like()})),
             _ => json(
                 StatusCode::OK,
                 &json!({
@@ -70,12 +67,5 @@ fn transaction(id: &str) -> serde_json::Value {
 fn uuid_like() -> String {
     let b = rand::random::<[u8; 16]>();
     let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }

@@ -37,14 +37,8 @@ impl State {
         if !self.options.allow_password_grant {
             return Err(OAuthError("unauthorized_client", ""));
         }
-        let user = fields
-            .get("username")
-            .map(String::as_str)
-            .unwrap_or_default();
-        let password = fields
-            .get("password")
-            .map(String::as_str)
-            .unwrap_or_default();
+        let user = fields.get("username").map(String::as_str).unwrap_or_default();
+        let password = fields.get("password").map(String::as_str).unwrap_or_default();
         if user != self.options.username || !common::secret_eq(password, &self.options.password) {
             return Err(OAuthError("invalid_grant", "invalid_username_or_password"));
         }

@@ -66,7 +66,13 @@ impl Proxy {
         let task = tokio::spawn(app.run(listeners, async move {
             let _ = rx.await;
         }));
-        Self { addr, admin_addr, tenant_addrs, shutdown: Some(tx), task }
+        Self {
+            addr,
+            admin_addr,
+            tenant_addrs,
+            shutdown: Some(tx),
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -82,7 +88,10 @@ impl Proxy {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task).await.expect("drains in time").expect("app task");
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("drains in time")
+            .expect("app task");
     }
 }
 
@@ -122,7 +131,11 @@ pub async fn send(request: Request<Full<Bytes>>) -> Answer {
         .expect("the proxy answers");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("body arrives").to_bytes();
-    Answer { status: parts.status, headers: parts.headers, body }
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 pub async fn get(url: &str) -> Answer {
@@ -135,8 +148,15 @@ pub async fn raw_status_line(addr: SocketAddr, request: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut buffer = vec![0; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await.expect("answer in time").expect("read");
-    String::from_utf8_lossy(&buffer[..n]).lines().next().unwrap_or_default().to_owned()
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&buffer[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The real binary, started with a config file; reads its listen address from its JSON log.
@@ -156,7 +176,10 @@ impl Binary {
             .args(["run", "--log-format", "json", "--config"])
             .arg(&path)
             .envs(envs.iter().copied())
-            .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -174,10 +197,21 @@ impl Binary {
                 collected.lock().expect("test lock").push(line);
             }
         });
-        let ready = rx.recv_timeout(Duration::from_secs(20)).expect("the binary reports that it serves");
+        let ready = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the binary reports that it serves");
         let json: serde_json::Value = serde_json::from_str(&ready).expect("json log line");
-        let addr = json["listen"].as_str().expect("listen field").parse().expect("socket address");
-        Self { child, addr, stderr, _dir: dir }
+        let addr = json["listen"]
+            .as_str()
+            .expect("listen field")
+            .parse()
+            .expect("socket address");
+        Self {
+            child,
+            addr,
+            stderr,
+            _dir: dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -185,7 +219,10 @@ impl Binary {
     }
 
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").args(["-s", name, &self.child.id().to_string()]).status().expect("run kill");
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill -s {name}");
     }
 

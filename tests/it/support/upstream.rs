@@ -40,18 +40,25 @@ pub struct Upstream {
 impl Upstream {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fake upstream");
-        let upstream = Self { addr: Some(listener.local_addr().expect("local addr")), ..Self::default() };
+        let upstream = Self {
+            addr: Some(listener.local_addr().expect("local addr")),
+            ..Self::default()
+        };
         let serving = upstream.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let upstream = serving.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let upstream = upstream.clone();
                         async move { Ok::<_, Infallible>(upstream.answer(req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -86,7 +93,11 @@ impl Upstream {
         let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
             return plain(StatusCode::BAD_REQUEST, "incomplete body");
         };
-        let target = parts.uri.path_and_query().map(|pq| pq.as_str().to_owned()).unwrap_or_default();
+        let target = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_default();
         self.recorded.lock().expect("test lock").push(Recorded {
             method: parts.method.clone(),
             target: target.clone(),
@@ -94,17 +105,21 @@ impl Upstream {
             body: body.clone(),
             version: parts.version,
         });
+        // Behaviours are chosen by the last segments, whatever base path the tenant adds.
         let path = parts.uri.path();
-        if let Some(ms) = path.strip_prefix("/slow/").and_then(|v| v.parse().ok()) {
+        let after = |marker: &str| path.rsplit_once(marker).map(|(_, v)| v.to_owned());
+        if let Some(ms) = after("/slow/").and_then(|v| v.parse().ok()) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        if let Some(n) = path.strip_prefix("/bytes/").and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(n) = after("/bytes/").and_then(|v| v.parse::<u64>().ok()) {
             return streamed(n);
         }
-        if let Some(code) = path.strip_prefix("/status/").and_then(|v| v.parse::<u16>().ok()) {
+        if let Some(code) = after("/status/").and_then(|v| v.parse::<u16>().ok()) {
             let mut response = plain(StatusCode::from_u16(code).expect("valid status"), "status");
             if code == 429 {
-                response.headers_mut().insert("retry-after", "2".parse().expect("valid"));
+                response
+                    .headers_mut()
+                    .insert("retry-after", "2".parse().expect("valid"));
             }
             return response;
         }

@@ -15,9 +15,17 @@ pub(super) fn build(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option
     let client_secrets = client_secrets(ctx, scope, raw, Some(2));
     let scopes = scopes(ctx, scope, raw, None).filter(|list| {
         if list.is_empty() {
-            ctx.error(scope, "", "`scopes` is required for provider `adobe_ims` (IMS refuses a token request without one)");
+            ctx.error(
+                scope,
+                "",
+                "`scopes` is required for provider `adobe_ims` (IMS refuses a token request without one)",
+            );
         } else if !list.iter().any(|s| s == "commerce.accs") {
-            ctx.warn(scope, "scopes", "does not include `commerce.accs`, which the Adobe Commerce (ACCS) REST API requires");
+            ctx.warn(
+                scope,
+                "scopes",
+                "does not include `commerce.accs`, which the Adobe Commerce (ACCS) REST API requires",
+            );
         }
         !list.is_empty()
     });

@@ -20,14 +20,7 @@ use super::{Ctx, Scope};
 use crate::config::raw::RawTenant;
 use crate::config::{ProviderConfig, RateLimitConfig, Secret};
 
-const PROVIDERS: [&str; 6] = [
-    "adobe_ims",
-    "shopline",
-    "vantage",
-    "cyberbiz",
-    "oauth2",
-    "static",
-];
+const PROVIDERS: [&str; 6] = ["adobe_ims", "shopline", "vantage", "cyberbiz", "oauth2", "static"];
 
 /// Every provider-specific key, and the providers that take it.
 const PROVIDER_KEYS: &[(&str, &[&str])] = &[
@@ -65,8 +58,7 @@ const PROVIDER_KEYS: &[(&str, &[&str])] = &[
 ];
 
 /// `/rest/V1/...` and `/rest/<store>/V1/...` → `/V1/...`; the store code becomes the `Store` header.
-pub(super) const ADOBE_REWRITE: &[(&str, &str)] =
-    &[(r"^/rest(?:/(?P<store>[A-Za-z0-9_]+))?(/V1/.*)$", "$2")];
+pub(super) const ADOBE_REWRITE: &[(&str, &str)] = &[(r"^/rest(?:/(?P<store>[A-Za-z0-9_]+))?(/V1/.*)$", "$2")];
 const VANTAGE_BASE_URL: &str = "https://vantage-us.abbyy.com";
 const CYBERBIZ_UPSTREAM: &str = "https://app-store-api.cyberbiz.io";
 
@@ -93,18 +85,12 @@ pub(super) fn kind(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<
         ctx.error(
             scope,
             "provider",
-            format!(
-                "unknown provider `{name}`; expected one of {}",
-                PROVIDERS.join(", ")
-            ),
+            format!("unknown provider `{name}`; expected one of {}", PROVIDERS.join(", ")),
         );
         return None;
     };
     for (key, _) in ctx.src.keys(&scope.path_of("")) {
-        let owners = PROVIDER_KEYS
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, owners)| *owners);
+        let owners = PROVIDER_KEYS.iter().find(|(k, _)| *k == key).map(|(_, owners)| *owners);
         if owners.is_some_and(|owners| !owners.contains(&kind)) {
             ctx.key_error(scope, &key, format!("not valid for provider `{kind}`"));
         }
@@ -230,13 +216,7 @@ pub(super) fn scopes(
     default: Option<&[&str]>,
 ) -> Option<Vec<String>> {
     let Some(list) = &raw.scopes else {
-        return Some(
-            default
-                .unwrap_or_default()
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
-        );
+        return Some(default.unwrap_or_default().iter().map(|s| (*s).to_owned()).collect());
     };
     let mut valid = true;
     for (index, item) in list.iter().enumerate() {
@@ -260,9 +240,7 @@ pub(super) fn optional_text(
     raw: Option<&String>,
 ) -> Option<Option<String>> {
     match raw {
-        Some(text) if text.trim().is_empty() => {
-            ctx.reject(scope, key, "must not be empty (omit the key instead)")
-        }
+        Some(text) if text.trim().is_empty() => ctx.reject(scope, key, "must not be empty (omit the key instead)"),
         other => Some(other.cloned()),
     }
 }

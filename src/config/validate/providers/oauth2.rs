@@ -9,9 +9,7 @@ use super::{client_secrets, optional_text, scopes};
 use crate::config::raw::{RawResponse, RawTenant};
 use crate::config::validate::fields::optional;
 use crate::config::validate::{Ctx, Scope};
-use crate::config::{
-    ExpiresInUnit, OAuth2AuthMethod, OAuth2Config, OAuth2Grant, ResponseMapping, Secret,
-};
+use crate::config::{ExpiresInUnit, OAuth2AuthMethod, OAuth2Config, OAuth2Grant, ResponseMapping, Secret};
 
 /// Form parameters the proxy sets itself; `extra_params` may not replace them.
 const RESERVED_PARAMS: [&str; 10] = [
@@ -64,10 +62,7 @@ pub(super) fn build(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option
 /// Client secrets, except with the methods that authenticate without one (where a secret given
 /// would go unused).
 fn secrets(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<Vec<Secret<String>>> {
-    if !matches!(
-        raw.auth_method.as_deref(),
-        Some("private_key_jwt" | "tls_client_auth")
-    ) {
+    if !matches!(raw.auth_method.as_deref(), Some("private_key_jwt" | "tls_client_auth")) {
         return client_secrets(ctx, scope, raw, None);
     }
     let given = [
@@ -115,11 +110,7 @@ fn grant(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<OAuth2Gran
         }
         other => {
             let expected = "\"client_credentials\", \"password\" or \"refresh_token\"";
-            ctx.error(
-                scope,
-                "grant",
-                format!("unknown grant `{other}`; expected {expected}"),
-            );
+            ctx.error(scope, "grant", format!("unknown grant `{other}`; expected {expected}"));
             None
         }
     }
@@ -134,11 +125,8 @@ fn auth_method(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<OAut
     let method = raw.auth_method.as_deref().unwrap_or("client_secret_post");
     let (method, ok) = match method {
         "client_secret_post" | "client_secret_basic" => {
-            let instead = format!(
-                "auth_method = \"private_key_jwt\" or \"tls_client_auth\" (not {method:?})"
-            );
-            let ok =
-                forbid(ctx, scope, &key_given, &instead) & forbid(ctx, scope, &tls_given, &instead);
+            let instead = format!("auth_method = \"private_key_jwt\" or \"tls_client_auth\" (not {method:?})");
+            let ok = forbid(ctx, scope, &key_given, &instead) & forbid(ctx, scope, &tls_given, &instead);
             let method = if method == "client_secret_post" {
                 OAuth2AuthMethod::ClientSecretPost
             } else {
@@ -155,8 +143,7 @@ fn auth_method(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<OAut
             (tls_client_auth(ctx, scope, raw), ok)
         }
         other => {
-            let expected =
-                "client_secret_post, client_secret_basic, private_key_jwt or tls_client_auth";
+            let expected = "client_secret_post, client_secret_basic, private_key_jwt or tls_client_auth";
             let message = format!("unknown auth_method `{other}`; expected one of {expected}");
             (ctx.reject(scope, "auth_method", message), false)
         }
@@ -199,17 +186,12 @@ fn pem_key(ctx: &mut Ctx<'_>, scope: &Scope, key: Secret<String>) -> Option<Secr
     None
 }
 
-fn extra_params(
-    ctx: &mut Ctx<'_>,
-    scope: &Scope,
-    raw: &RawTenant,
-) -> Option<Vec<(String, String)>> {
+fn extra_params(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<Vec<(String, String)>> {
     let mut params = Vec::new();
     let mut valid = true;
     for (name, value) in raw.extra_params.iter().flatten() {
         if RESERVED_PARAMS.contains(&name.as_str()) {
-            let message =
-                "is set by the proxy from its own key and cannot be overridden in extra_params";
+            let message = "is set by the proxy from its own key and cannot be overridden in extra_params";
             ctx.key_error(scope, &format!("extra_params.{name}"), message);
             valid = false;
         } else {
@@ -219,11 +201,7 @@ fn extra_params(
     valid.then_some(params)
 }
 
-fn response(
-    ctx: &mut Ctx<'_>,
-    scope: &Scope,
-    raw: Option<&RawResponse>,
-) -> Option<ResponseMapping> {
+fn response(ctx: &mut Ctx<'_>, scope: &Scope, raw: Option<&RawResponse>) -> Option<ResponseMapping> {
     let empty = RawResponse {
         token: None,
         expires_in: None,
@@ -282,12 +260,7 @@ fn field_path(ctx: &mut Ctx<'_>, scope: &Scope, key: &str, text: &str) -> Option
 
 /// Reports each given key that the current choice ignores, pointing at `instead`; true when
 /// none was given.
-pub(super) fn forbid(
-    ctx: &mut Ctx<'_>,
-    scope: &Scope,
-    keys: &[(&str, bool)],
-    instead: &str,
-) -> bool {
+pub(super) fn forbid(ctx: &mut Ctx<'_>, scope: &Scope, keys: &[(&str, bool)], instead: &str) -> bool {
     let mut ok = true;
     for (key, given) in keys {
         if *given {

@@ -75,7 +75,11 @@ fn credentials(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<Shop
             None
         }
         (None, None, None) => {
-            ctx.error(scope, "", "provider `shopline` needs `app_key` + `app_secret`, or `access_token` for a private app");
+            ctx.error(
+                scope,
+                "",
+                "provider `shopline` needs `app_key` + `app_secret`, or `access_token` for a private app",
+            );
             None
         }
         (None, _, _) => {

@@ -38,11 +38,7 @@ fn header(ctx: &mut Ctx<'_>, scope: &Scope, name: Option<&str>) -> Option<Header
             ctx.reject(scope, "header", format!("`{name}` is managed by the proxy"))
         }
         Ok(header) => Some(header),
-        Err(_) => ctx.reject(
-            scope,
-            "header",
-            format!("`{name}` is not a valid HTTP header name"),
-        ),
+        Err(_) => ctx.reject(scope, "header", format!("`{name}` is not a valid HTTP header name")),
     }
 }
 

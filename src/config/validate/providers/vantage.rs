@@ -19,10 +19,7 @@ pub(super) fn build(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option
     let base_url = ctx.http_url(scope, "base_url", base_text, false);
     let tenant_id = optional_text(ctx, scope, "tenant_id", raw.tenant_id.as_ref());
     if let Some(Some(id)) = &tenant_id {
-        if !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
-        {
+        if !id.chars().all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c)) {
             ctx.error(
                 scope,
                 "tenant_id",
@@ -57,11 +54,7 @@ pub(super) fn build(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option
 }
 
 /// `grant = "client_credentials"` (default) or `"password"` with `username` and `password`.
-fn password_or_client(
-    ctx: &mut Ctx<'_>,
-    scope: &Scope,
-    raw: &RawTenant,
-) -> Option<PasswordOrClient> {
+fn password_or_client(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<PasswordOrClient> {
     match raw.grant.as_deref().unwrap_or("client_credentials") {
         "client_credentials" => forbid(
             ctx,
