@@ -131,7 +131,15 @@ pub(super) fn store(ctx: &mut Ctx<'_>, raw: &RawStore) -> Option<StoreConfig> {
                 ctx.error(&scope, "url", "must start with redis:// or rediss://");
                 return None;
             }
-            Some(StoreConfig::Redis { url })
+            // Refused rather than silently served from memory: replicas would each renew on their own,
+            // which for SHOPLINE shortens every other copy's life (SPEC 5, 8).
+            let _ = url;
+            ctx.error(
+                &scope,
+                "kind",
+                "the shared Redis store is not available in this version yet; use kind = \"memory\" (one token per process)",
+            );
+            None
         }
         other => {
             ctx.error(
