@@ -358,7 +358,8 @@ fn store_redis_needs_a_url() {
     // echoes the URL (it may carry a password).
     let mut env = example_env();
     env.vars.insert("REDIS".into(), "redis://:pw@redis:6379".into());
-    let errors = validate("[store]\nkind = \"redis\"\nurl = { env = \"REDIS\" }\n", "t.toml", &env).expect_err("refused");
+    let errors =
+        validate("[store]\nkind = \"redis\"\nurl = { env = \"REDIS\" }\n", "t.toml", &env).expect_err("refused");
     let text = errors.to_string();
     assert!(text.contains("not available in this version"), "{text}");
     assert!(!text.contains(":pw@"), "{text}");
