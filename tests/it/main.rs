@@ -3,6 +3,8 @@
 // Harness items are `pub` for the test modules that share them.
 #![allow(unreachable_pub)]
 
+// The shared harness offers helpers that only some test modules use.
+#[allow(dead_code)]
 mod support;
 
 mod cli;

@@ -53,6 +53,7 @@ pub(crate) fn validate(text: &str, origin: &str, env: &dyn Env) -> Result<Loaded
         env,
         errors: Vec::new(),
         warnings: Vec::new(),
+        regexes: std::collections::HashMap::new(),
     };
     let config = build(&mut ctx);
     ctx.finish(config)
@@ -163,9 +164,22 @@ struct Ctx<'a> {
     env: &'a dyn Env,
     errors: Vec<(usize, ConfigError)>,
     warnings: Vec<(usize, ConfigError)>,
+    /// Patterns compiled so far: a thousand tenants with the same rule share one compiled program
+    /// (`Regex::clone` shares it), which keeps memory flat as tenants grow.
+    regexes: std::collections::HashMap<String, regex::Regex>,
 }
 
 impl Ctx<'_> {
+    /// Compiles `pattern`, or reuses the program compiled for an identical pattern.
+    fn regex(&mut self, pattern: &str) -> Result<regex::Regex, regex::Error> {
+        if let Some(compiled) = self.regexes.get(pattern) {
+            return Ok(compiled.clone());
+        }
+        let compiled = regex::Regex::new(pattern)?;
+        self.regexes.insert(pattern.to_owned(), compiled.clone());
+        Ok(compiled)
+    }
+
     /// An error about the value of `key` in `scope` (or about the scope when `key` is empty).
     fn error(&mut self, scope: &Scope, key: &str, message: impl Display) {
         let span = self.src.value_span(&scope.path_of(key));

@@ -258,7 +258,7 @@ fn rewrite(
         return Some(
             preset
                 .iter()
-                .map(|(pattern, replace)| preset_rule(pattern, replace))
+                .map(|(pattern, replace)| preset_rule(ctx, pattern, replace))
                 .collect(),
         );
     };
@@ -275,7 +275,7 @@ fn rewrite_rule(ctx: &mut Ctx<'_>, scope: &Scope, index: usize, raw: &RawRewrite
     let (Some(pattern), Some(replace)) = (&raw.pattern, &raw.replace) else {
         return ctx.reject(scope, &key, "a rewrite rule needs both `match` and `replace`");
     };
-    match regex::Regex::new(pattern) {
+    match ctx.regex(pattern) {
         Ok(regex) => Some(rule_of(regex, replace.clone())),
         Err(e) => {
             // regex's message is multi-line with a caret diagram; its last line says what is wrong.
@@ -295,9 +295,9 @@ fn rewrite_rule(ctx: &mut Ctx<'_>, scope: &Scope, index: usize, raw: &RawRewrite
     }
 }
 
-fn preset_rule(pattern: &str, replace: &str) -> RewriteRule {
+fn preset_rule(ctx: &mut Ctx<'_>, pattern: &str, replace: &str) -> RewriteRule {
     rule_of(
-        regex::Regex::new(pattern).expect("provider presets are valid regexes (tested)"),
+        ctx.regex(pattern).expect("provider presets are valid regexes (tested)"),
         replace.to_owned(),
     )
 }
