@@ -17,6 +17,8 @@ use crate::signals;
 /// Ports the demo prefers, so the printed commands are the same every time when they are free.
 const PREFERRED_LISTEN: &str = "127.0.0.1:8080";
 const PREFERRED_ADMIN: &str = "127.0.0.1:9901";
+/// CYBERBIZ API tokens are static JWTs; the demo's lives a month.
+const DEMO_CYBERBIZ_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run() -> ExitCode {
@@ -125,7 +127,11 @@ token = {{ env = "DEMO_CYBERBIZ_TOKEN" }}
         ("DEMO_SHOPLINE_APP_SECRET", sandbox::SHOPLINE_APP_SECRET.to_owned()),
         ("DEMO_SHOPLINE_CODE", sandbox::SHOPLINE_AUTH_CODE.to_owned()),
         ("DEMO_VANTAGE_CLIENT_SECRET", sandbox::VANTAGE_CLIENT_SECRET.to_owned()),
-        ("DEMO_CYBERBIZ_TOKEN", sandbox.cyberbiz.token()),
+        // Longer than the one-day expiry warning of /readyz, so the demo starts ready.
+        (
+            "DEMO_CYBERBIZ_TOKEN",
+            sandbox.cyberbiz.token_with_ttl(DEMO_CYBERBIZ_TTL),
+        ),
     ]));
     (toml, env)
 }
@@ -164,7 +170,10 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>) -> String {
         let _ = writeln!(text, "  # {what}\n  curl -sg '{base}{path}'\n");
     }
     if let Some(admin) = admin {
-        let _ = writeln!(text, "  # Health\n  curl -s http://{admin}/readyz\n");
+        let _ = writeln!(
+            text,
+            "  # Readiness, and each tenant's token state (never the token itself)\n  curl -s http://{admin}/readyz\n  curl -s http://{admin}/tenants\n"
+        );
     }
     text.push_str("Ctrl-C stops everything.\n");
     text
