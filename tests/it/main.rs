@@ -6,4 +6,6 @@
 mod support;
 
 mod cli;
+mod providers;
 mod proxy;
+mod tokens;
