@@ -17,10 +17,12 @@ use crate::signals;
 /// Ports the demo prefers, so the printed commands are the same every time when they are free.
 const PREFERRED_LISTEN: &str = "127.0.0.1:8080";
 const PREFERRED_ADMIN: &str = "127.0.0.1:9901";
+/// Longer than any demo session and than the readiness warning window for static credentials.
+const DEMO_CYBERBIZ_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run() -> ExitCode {
-    let sandbox = match Sandbox::start().await {
+    let sandbox = match start_sandbox().await {
         Ok(sandbox) => sandbox,
         Err(error) => {
             eprintln!("error: cannot start the sandbox providers: {error}");
@@ -54,6 +56,22 @@ async fn serve(loaded: &Loaded) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(listen = %addr, "tokenbroker demo serving");
     app.run(listeners, signals::terminate()).await;
     Ok(())
+}
+
+/// The four fakes with their defaults, except that the CYBERBIZ token outlives the readiness
+/// warning for static credentials (24 h): with the realistic 2-hour token, the `/readyz` command
+/// the demo prints would answer 503 from the first second.
+async fn start_sandbox() -> std::io::Result<Sandbox> {
+    Ok(Sandbox {
+        ims: sandbox::ImsSandbox::start(sandbox::ImsOptions::default()).await?,
+        shopline: sandbox::ShoplineSandbox::start(sandbox::ShoplineOptions::default()).await?,
+        vantage: sandbox::VantageSandbox::start(sandbox::VantageOptions::default()).await?,
+        cyberbiz: sandbox::CyberbizSandbox::start(sandbox::CyberbizOptions {
+            token_ttl: DEMO_CYBERBIZ_TTL,
+            ..sandbox::CyberbizOptions::default()
+        })
+        .await?,
+    })
 }
 
 /// `preferred` when it can be bound now, else an ephemeral port.
