@@ -77,7 +77,7 @@ async fn relay(
 
 // === configuration ===
 
-const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n";
+pub const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n";
 
 /// The secrets every tenant below reads, as the sandbox's demo credentials.
 pub fn sandbox_env() -> MapEnv {
