@@ -8,4 +8,5 @@ mod support;
 mod cli;
 mod providers;
 mod proxy;
+mod sandboxed;
 mod tokens;

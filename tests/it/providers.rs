@@ -12,8 +12,8 @@ use tokenbroker::sandbox::{
 };
 use tokio::time::Instant;
 
+use crate::sandboxed::{SERVER, adobe_tenant, shopline_tenant, start_proxy, vantage_tenant};
 use crate::support::{Proxy, env, get};
-use crate::tokens::{SERVER, adobe_tenant, sandbox_env, shopline_tenant, start_proxy, vantage_tenant};
 
 const ORG_ID: &str = "ABCDEF0123456789ABCDEF01@AdobeOrg";
 
