@@ -230,3 +230,65 @@ async fn a_failing_first_fetch_answers_waiters_with_the_cause() {
     tokens.current(WAIT).await.expect_err("still no token");
     assert!(started.elapsed() < Duration::from_millis(10));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_replaces_the_token_at_once_and_a_held_one_is_unaffected() {
+    // SHOPLINE: new requests switch to the new token the moment it arrives; a request already
+    // sent holds its own `Arc` and keeps the old header (valid upstream for the grace period).
+    let fake = Fake::new(vec![Ok(HOUR)]);
+    let (calls, fetched_at) = (Arc::clone(&fake.calls), Arc::clone(&fake.fetched_at));
+    let tokens = manager(fake);
+    let held = tokens.current(WAIT).await.expect("first token");
+    let old_header = held.header_value.clone();
+    while fetched_at.lock().expect("test lock").len() < 2 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    // The renewal call is in flight (50 ms): requests go on with generation 1, without waiting.
+    tokio::time::advance(Duration::from_millis(40)).await;
+    assert_eq!(tokens.usable().map(|t| t.generation), Some(1));
+    tokio::time::advance(Duration::from_millis(10)).await;
+    // No more time passes: the background task only needs a turn on the scheduler.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let now = tokens.usable().expect("a valid token");
+    assert_eq!(now.generation, 2, "replaced as soon as the renewal answered");
+    assert_ne!(now.header_value, old_header);
+    assert_eq!(tokens.current(WAIT).await.expect("token").generation, 2);
+    // The held token is untouched and still valid until its own expiry.
+    assert_eq!((held.generation, &held.header_value), (1, &old_header));
+    assert!(held.is_valid_at(Instant::now()));
+    // Its late 401 finds the newer token: replay, no second renewal.
+    assert!(tokens.retire(held.generation));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_renewal_waits_at_least_retry_after() {
+    let throttled = ProviderError::Throttled {
+        retry_after: Some(Duration::from_secs(20)),
+    };
+    let fake = Fake::new(vec![Ok(Duration::from_secs(100)), Err(throttled), Ok(HOUR)]);
+    let fetched_at = Arc::clone(&fake.fetched_at);
+    let tokens = manager(fake);
+    tokens.current(WAIT).await.expect("first token");
+    while fetched_at.lock().expect("test lock").len() < 3 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    let at = fetched_at.lock().expect("test lock").clone();
+    // The plain first backoff would be about 1 s; the IdP asked for 20 (the 100 ms steps add a
+    // little on top, never take anything off).
+    let gap = at[2] - at[1] - Duration::from_millis(50);
+    assert!(
+        gap >= Duration::from_secs(20) && gap <= Duration::from_millis(20_500),
+        "{gap:?}"
+    );
+    // The renewal was due at 50 s (100 s lifetime, clamped to 50 %); 20 s later is still before
+    // the first token's expiry, so it never lapsed.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(tokens.usable().map(|t| t.generation), Some(2));
+}

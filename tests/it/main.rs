@@ -8,4 +8,7 @@
 mod support;
 
 mod cli;
+mod providers;
 mod proxy;
+mod sandboxed;
+mod tokens;
