@@ -17,7 +17,10 @@ use serde_json::{Value, json};
 use crate::app::{Snapshot, Tenant};
 use crate::clock;
 
-/// A static credential this close to expiry fails readiness, so operators replace it in time.
+/// A static credential this close to expiry is reported by `/readyz` (still ready), so operators
+/// replace it in time. Readiness itself fails only within the tenant's `refresh_before` of the
+/// expiry: failing a whole day early would take a pod out of service for a credential that still
+/// works (a 2-hour CYBERBIZ token would never be ready at all).
 const STATIC_EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
 
 /// Answers one admin request.
