@@ -89,7 +89,18 @@ async fn run(path: Option<&Path>) -> ExitCode {
         .main
         .local_addr()
         .map_or_else(|_| loaded.config.server.listen.to_string(), |a| a.to_string());
-    tracing::info!(listen, tenants = loaded.config.tenants.len(), "tokenbroker serving");
+    // The bound admin address too: with port 0 in the config, the log is the only place it shows.
+    let admin = listeners
+        .admin
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string());
+    tracing::info!(
+        listen,
+        admin,
+        tenants = loaded.config.tenants.len(),
+        "tokenbroker serving"
+    );
     let app = match path.map(Path::to_path_buf) {
         Some(path) => app.with_config_path(path),
         None => app,
