@@ -5,5 +5,9 @@
 
 mod support;
 
+mod admin;
+mod callers;
 mod cli;
 mod proxy;
+mod reload;
+mod secrets;
