@@ -497,3 +497,28 @@ async fn access_log_has_one_event_per_request_without_the_query() {
     );
     assert!(!binary.logs().contains("admin-static-credential"));
 }
+
+#[tokio::test]
+async fn admin_answers_get_only_on_its_four_paths() {
+    let upstream = Upstream::start().await;
+    let literal = static_tenant("acme", &upstream.url(), "").replace("{ env = \"STATIC_VALUE\" }", "\"Bearer x\"");
+    let proxy = Proxy::start(&format!("{SERVER}{literal}")).await;
+    for path in ["/healthz", "/readyz", "/metrics", "/tenants"] {
+        let answer = get(&proxy.admin_url(path)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert_eq!(answer.headers["cache-control"], "no-store", "{path}");
+        let post = Request::post(proxy.admin_url(path))
+            .body(Full::default())
+            .expect("valid request");
+        assert_eq!(send(post).await.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+    }
+    let metrics = get(&proxy.admin_url("/metrics")).await;
+    assert!(
+        metrics.headers["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("application/openmetrics-text"))
+    );
+    assert_eq!(get(&proxy.admin_url("/acme/x")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(upstream.started(), 0, "the admin listener never proxies");
+    proxy.stop().await;
+}

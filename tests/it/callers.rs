@@ -155,6 +155,7 @@ async fn tenant_and_method_lists_are_enforced() {
         call(&proxy, "PUT", "/acme/orders/1", orders).await.status,
         StatusCode::OK
     );
+    assert_eq!(upstream.last().method, http::Method::PUT);
     // A caller with ["*"] and no method list may do anything on any tenant.
     let ops = Some(("tokenbroker-key", OPS_KEY));
     assert_eq!(

@@ -44,13 +44,13 @@ struct Load {
 }
 
 impl Load {
-    fn start(url: String, tasks: usize) -> Self {
+    fn start(url: &str, tasks: usize) -> Self {
         let ok = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tasks = (0..tasks)
             .map(|_| {
-                let (url, ok, failed, stop) = (url.clone(), ok.clone(), failed.clone(), stop.clone());
+                let (url, ok, failed, stop) = (url.to_owned(), ok.clone(), failed.clone(), stop.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let answer = get(&url).await;
@@ -110,7 +110,7 @@ async fn reloads_under_load_fail_no_request_and_keep_unchanged_tokens() {
     let (stay_calls, rotating_calls) = (stay_ims.token_calls(), rotating_ims.token_calls());
     assert_eq!((stay_calls, rotating_calls), (1, 1));
 
-    let load = Load::start(products.clone(), 4);
+    let load = Load::start(&products, 4);
     // An in-flight request on a tenant that a reload removes finishes on its old configuration.
     let slow = tokio::spawn({
         let url = proxy.url("/delta/slow/800");
