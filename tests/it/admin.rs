@@ -1,6 +1,5 @@
 //! The admin listener end to end (SPEC 6): readiness as tokens come and go, every metric with
-//! exact values after a scripted sequence of requests, `/tenants`, and the access log of the real
-//! binary (one JSON event per request, request id, no query string).
+//! exact values after a scripted sequence of requests, and `/tenants`.
 
 use std::time::Duration;
 
@@ -10,42 +9,12 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokenbroker::sandbox::{self, ImsOptions, ImsSandbox};
 
+use crate::support::tenants::{SERVER, ims_tenant, static_tenant};
 use crate::support::upstream::Upstream;
-use crate::support::{Binary, Proxy, env, eventually, get, sample, send};
+use crate::support::{Proxy, env, eventually, get, sample, send};
 
 const IMS_SECRET: (&str, &str) = ("IMS_SECRET", sandbox::IMS_CLIENT_SECRET);
 const STATIC_VALUE: &str = "Bearer admin-static-credential";
-
-/// An adobe_ims tenant `name` on `ims`; the upstream is the fake's root so unknown paths get 404.
-pub fn ims_tenant(name: &str, ims: &ImsSandbox, extra: &str) -> String {
-    format!(
-        r#"
-[[tenant]]
-name = "{name}"
-provider = "adobe_ims"
-upstream = "{base}"
-token_url = "{token}"
-client_id = "{client}"
-client_secret = {{ env = "IMS_SECRET" }}
-scopes = ["openid", "AdobeID", "commerce.accs"]
-rewrite = []
-{extra}
-"#,
-        base = ims.base_url(),
-        token = ims.token_url(),
-        client = sandbox::IMS_CLIENT_ID,
-    )
-}
-
-/// A static tenant `name` in front of `upstream`.
-pub fn static_tenant(name: &str, upstream: &str, extra: &str) -> String {
-    format!(
-        "\n[[tenant]]\nname = \"{name}\"\nprovider = \"static\"\nupstream = \"{upstream}\"\nvalue = {{ env = \"STATIC_VALUE\" }}\n{extra}\n"
-    )
-}
-
-pub const SERVER: &str =
-    "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nrequest_timeout = \"5s\"\n";
 
 /// A bearer JWT whose `exp` is `secs_from_now` ahead (the static provider reads it, unverified).
 fn jwt_expiring_in(secs_from_now: u64) -> String {
@@ -410,92 +379,6 @@ async fn tenants_shows_state_but_never_a_token_or_secret() {
         assert!(!text.contains(secret.as_str()), "/tenants leaks a secret or token");
     }
     proxy.stop().await;
-}
-
-/// The binary's access log: exactly one JSON event per request with the request's fields, the
-/// caller's request id or a generated one, and never the query string.
-#[tokio::test]
-async fn access_log_has_one_event_per_request_without_the_query() {
-    let upstream = Upstream::start().await;
-    let limited = r#"rate_limit = { per_second = 100, burst = 100, max_wait = "1s" }"#;
-    let toml = format!("{SERVER}{}", static_tenant("acme", &upstream.url(), limited));
-    let binary = Binary::start_with_log(&toml, &[("STATIC_VALUE", STATIC_VALUE)], "info");
-    let with_id = |path: &str, id: &str| {
-        Request::get(binary.url(path))
-            .header("x-request-id", id)
-            .body(Full::default())
-            .expect("valid request")
-    };
-    let answer = send(with_id("/acme/V1/orders?searchCriteria=hidden-query-value", "req-1")).await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(
-        upstream.last().headers["x-request-id"],
-        "req-1",
-        "the caller's own header passes through"
-    );
-    assert_eq!(
-        send(with_id("/acme/status/404", "req-2")).await.status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(send(with_id("/nobody/x", "req-3")).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(get(&binary.url("/acme/anonymous")).await.status, StatusCode::OK);
-    assert_eq!(get(&binary.url("/acme/anonymous")).await.status, StatusCode::OK);
-    assert!(
-        !upstream.recorded()[3].headers.contains_key("x-request-id"),
-        "a generated id is not forwarded"
-    );
-
-    let access = |binary: &Binary| -> Vec<serde_json::Value> {
-        binary
-            .json_logs()
-            .into_iter()
-            .filter(|l| l["target"] == "tokenbroker::access")
-            .collect()
-    };
-    let complete = eventually(Duration::from_secs(3), || {
-        let n = access(&binary).len();
-        async move { n >= 5 }
-    })
-    .await;
-    assert!(complete, "{}", binary.logs());
-    let events = access(&binary);
-    assert_eq!(events.len(), 5, "one event per request:\n{}", binary.logs());
-    let by_id = |id: &str| -> &serde_json::Value {
-        let matching: Vec<_> = events.iter().filter(|e| e["request_id"] == id).collect();
-        assert_eq!(matching.len(), 1, "exactly one event for {id}");
-        matching[0]
-    };
-    let first = by_id("req-1");
-    assert_eq!(first["level"], "INFO");
-    assert_eq!(first["tenant"], "acme");
-    assert_eq!(first["method"], "GET");
-    assert_eq!(first["path"], "/acme/V1/orders");
-    assert_eq!(first["status"], 200);
-    assert_eq!(first["upstream_status"], 200);
-    assert_eq!(first["token_generation"], 1);
-    assert!(first["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{first}");
-    assert!(first["rate_limit_wait_ms"].as_f64().is_some(), "{first}");
-    let second = by_id("req-2");
-    assert_eq!(
-        (second["status"].clone(), second["upstream_status"].clone()),
-        (404.into(), 404.into())
-    );
-    let third = by_id("req-3");
-    assert_eq!(third["status"], 404);
-    assert_eq!(third["error"], "unknown_tenant");
-    assert!(third.get("upstream_status").is_none_or(serde_json::Value::is_null));
-    let generated: Vec<_> = events
-        .iter()
-        .filter(|e| e["path"] == "/acme/anonymous")
-        .map(|e| e["request_id"].as_str().expect("an id").to_owned())
-        .collect();
-    assert_eq!(generated.len(), 2);
-    assert_ne!(generated[0], generated[1], "generated ids are unique");
-    assert!(
-        !binary.logs().contains("hidden-query-value"),
-        "the query string is never logged"
-    );
-    assert!(!binary.logs().contains("admin-static-credential"));
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use http::{Request, StatusCode};
 use http_body_util::Full;
 
-use crate::admin::{SERVER, static_tenant};
+use crate::support::tenants::{SERVER, static_tenant};
 use crate::support::upstream::Upstream;
 use crate::support::{Answer, MapEnv, Proxy, env, send};
 

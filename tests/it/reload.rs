@@ -10,7 +10,7 @@ use http::StatusCode;
 use tokenbroker::reload::ReloadSource;
 use tokenbroker::sandbox::{self, ImsOptions, ImsSandbox};
 
-use crate::admin::{SERVER, ims_tenant, static_tenant};
+use crate::support::tenants::{SERVER, ims_tenant, static_tenant};
 use crate::support::upstream::Upstream;
 use crate::support::{Binary, MapEnv, Proxy, env, eventually, get, sample};
 
