@@ -221,6 +221,8 @@ pub struct App {
     reload_rx: mpsc::Receiver<ReloadRequest>,
     /// The file SIGHUP (and `watch_config`) reload from.
     config_path: Option<PathBuf>,
+    /// Fingerprint of the text the first configuration was parsed from (the watcher's baseline).
+    loaded_fingerprint: Option<[u8; 32]>,
 }
 
 impl App {
@@ -244,13 +246,17 @@ impl App {
             reload_tx,
             reload_rx,
             config_path: None,
+            loaded_fingerprint: None,
         })
     }
 
     /// Reload from `path` on SIGHUP, and on change when `server.watch_config` is set.
+    /// `loaded_text` is what the running configuration was parsed from: the watcher reloads as
+    /// soon as the file differs from it, even if it changed before the watcher started.
     #[must_use]
-    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+    pub fn with_config_path(mut self, path: PathBuf, loaded_text: &str) -> Self {
         self.config_path = Some(path);
+        self.loaded_fingerprint = Some(reload::fingerprint_of(loaded_text.as_bytes()));
         self
     }
 
@@ -312,7 +318,11 @@ impl App {
             path.clone(),
         )))];
         if self.state.load().server.watch_config {
-            triggers.push(AbortOnDrop(tokio::spawn(reload::watch_file(handle, path))));
+            triggers.push(AbortOnDrop(tokio::spawn(reload::watch_file(
+                handle,
+                path,
+                self.loaded_fingerprint,
+            ))));
         }
         triggers
     }

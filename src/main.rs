@@ -36,17 +36,18 @@ fn config_path(path: Option<&Path>) -> Result<PathBuf, ConfigErrors> {
     })
 }
 
-fn load(path: Option<&Path>) -> Result<Loaded, ConfigErrors> {
-    let loaded = config::load(&config_path(path)?)?;
+/// The validated configuration and the text it came from (the file watcher's baseline).
+fn load(path: Option<&Path>) -> Result<(Loaded, String), ConfigErrors> {
+    let (loaded, text) = config::load_with_text(&config_path(path)?)?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
-    Ok(loaded)
+    Ok((loaded, text))
 }
 
 fn check(path: Option<&Path>) -> ExitCode {
     match load(path) {
-        Ok(loaded) => {
+        Ok((loaded, _)) => {
             eprintln!("configuration is valid: {} tenant(s)", loaded.config.tenants.len());
             ExitCode::SUCCESS
         }
@@ -64,7 +65,7 @@ async fn run(path: Option<&Path>) -> ExitCode {
     };
     let path = path.as_path();
     let path = Some(path);
-    let loaded = match load(path) {
+    let (loaded, text) = match load(path) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");
@@ -89,9 +90,20 @@ async fn run(path: Option<&Path>) -> ExitCode {
         .main
         .local_addr()
         .map_or_else(|_| loaded.config.server.listen.to_string(), |a| a.to_string());
-    tracing::info!(listen, tenants = loaded.config.tenants.len(), "tokenbroker serving");
+    // The bound admin address too: with port 0 in the config, the log is the only place it shows.
+    let admin = listeners
+        .admin
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string());
+    tracing::info!(
+        listen,
+        admin,
+        tenants = loaded.config.tenants.len(),
+        "tokenbroker serving"
+    );
     let app = match path.map(Path::to_path_buf) {
-        Some(path) => app.with_config_path(path),
+        Some(path) => app.with_config_path(path, &text),
         None => app,
     };
     app.run(listeners, signals::terminate()).await;

@@ -81,9 +81,14 @@ pub(crate) async fn on_sighup(handle: ReloadHandle, path: PathBuf) {
     }
 }
 
-/// Reloads `path` whenever its content changes and then settles.
-pub(crate) async fn watch_file(handle: ReloadHandle, path: PathBuf) {
-    let mut applied = fingerprint(&path).await;
+/// Reloads `path` whenever its content changes and then settles. `loaded` is the fingerprint of
+/// the text the running configuration came from: starting from what the file holds when the
+/// watcher starts instead would silently adopt a change made in between as the baseline.
+pub(crate) async fn watch_file(handle: ReloadHandle, path: PathBuf, loaded: Option<[u8; 32]>) {
+    let mut applied = match loaded {
+        Some(loaded) => Some(loaded),
+        None => fingerprint(&path).await,
+    };
     let mut pending: Option<[u8; 32]> = None;
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
@@ -104,5 +109,10 @@ pub(crate) async fn watch_file(handle: ReloadHandle, path: PathBuf) {
 /// A hash of what the path reads now (through any symlinks); `None` while it cannot be read.
 async fn fingerprint(path: &std::path::Path) -> Option<[u8; 32]> {
     let bytes = tokio::fs::read(path).await.ok()?;
-    Some(Sha256::digest(&bytes).into())
+    Some(fingerprint_of(&bytes))
+}
+
+/// The watcher's notion of "the same file": a hash of its bytes.
+pub(crate) fn fingerprint_of(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
 }

@@ -41,15 +41,19 @@ impl AtomicHistogram {
             .fetch_add(u64::try_from(value.as_nanos()).unwrap_or(u64::MAX), Relaxed);
     }
 
+    /// prometheus-client takes *per-bucket* counts and accumulates them itself, and writes
+    /// `le="+Inf"` only for an upper bound of `f64::MAX` (`INFINITY` would print as `inf`, which
+    /// is not valid OpenMetrics).
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let mut cumulative = 0;
+        let mut total = 0;
         let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
         for (i, count) in self.counts.iter().enumerate() {
-            cumulative += count.load(Relaxed);
-            buckets.push((BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), cumulative));
+            let count = count.load(Relaxed);
+            total += count;
+            buckets.push((BUCKETS.get(i).copied().unwrap_or(f64::MAX), count));
         }
         let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, cumulative, &buckets, None)
+        encoder.encode_histogram::<NoLabelSet>(sum, total, &buckets, None)
     }
 }
 
@@ -204,15 +208,18 @@ impl prometheus_client::collector::Collector for MetricsCollector {
         }
         let mut family = encoder.encode_descriptor(
             "tokenbroker_token_expires_in_seconds",
-            "Seconds until the current token expires (0 when none is valid)",
+            "Seconds until the current token expires (0 when none is valid; absent when the credential has no known expiry)",
             None,
             MetricType::Gauge,
         )?;
         for tenant in &tenants {
+            // A credential without expiry has no value here: `inf` is not valid OpenMetrics, and
+            // a made-up large number would be a lie an alert could compare against.
             let expires_in = match tenant.tokens.usable() {
-                Some(token) => token
-                    .expires_at
-                    .map_or(f64::INFINITY, |at| clock::remaining(at).as_secs_f64()),
+                Some(token) => match token.expires_at {
+                    Some(at) => clock::remaining(at).as_secs_f64(),
+                    None => continue,
+                },
                 None => 0.0,
             };
             family.encode_family(&tenant_label(tenant))?.encode_gauge(&expires_in)?;
@@ -298,6 +305,40 @@ mod tests {
         assert_eq!(seen[1], ("404".to_owned(), 1));
         assert_eq!(seen.len(), STATUS_SLOTS + 1);
         assert_eq!(seen.last(), Some(&("other".to_owned(), 16)));
+    }
+
+    #[test]
+    fn histogram_text_is_cumulative_once_and_ends_in_plus_inf() {
+        struct One(AtomicHistogram);
+        impl std::fmt::Debug for One {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("One")
+            }
+        }
+        impl prometheus_client::collector::Collector for One {
+            fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+                let family = encoder.encode_descriptor("h_seconds", "test", None, MetricType::Histogram)?;
+                self.0.encode(family)
+            }
+        }
+        let histogram = AtomicHistogram::default();
+        histogram.observe(Duration::from_micros(300));
+        histogram.observe(Duration::from_millis(30));
+        histogram.observe(Duration::from_secs(120));
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(One(histogram)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        for line in [
+            "h_seconds_count 3\n",
+            "h_seconds_bucket{le=\"0.0005\"} 1\n",
+            "h_seconds_bucket{le=\"0.025\"} 1\n",
+            "h_seconds_bucket{le=\"0.05\"} 2\n",
+            "h_seconds_bucket{le=\"60.0\"} 2\n",
+            "h_seconds_bucket{le=\"+Inf\"} 3\n",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
     }
 
     #[test]

@@ -410,13 +410,20 @@ pub struct Loaded {
 
 /// Reads and validates the file at `path`. Secrets given as `{ env }` or `{ file }` are resolved.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    load_with_text(path).map(|(loaded, _)| loaded)
+}
+
+/// Like [`load`], also returning the text that was validated: the file watcher compares later
+/// reads against exactly what was loaded, so a change made just after loading is not missed.
+pub fn load_with_text(path: &Path) -> Result<(Loaded, String), ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             location: path.display().to_string(),
             message: format!("cannot read: {e}"),
         }])
     })?;
-    parse(&text, &path.display().to_string(), &validate::ProcessEnv)
+    let loaded = parse(&text, &path.display().to_string(), &validate::ProcessEnv)?;
+    Ok((loaded, text))
 }
 
 /// Validates configuration `text`; `origin` names it in error locations.

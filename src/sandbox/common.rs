@@ -308,6 +308,11 @@ impl TokenRegistry {
     pub(crate) fn revoke_all(&self) {
         lock(&self.tokens).values_mut().for_each(|entry| entry.revoked = true);
     }
+
+    /// Every token still on record (swept ones are gone), for leak tests.
+    pub(crate) fn all(&self) -> Vec<String> {
+        lock(&self.tokens).keys().cloned().collect()
+    }
 }
 
 // === counters ===

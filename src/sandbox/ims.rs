@@ -173,6 +173,11 @@ impl ImsSandbox {
         get(&self.state.api_calls)
     }
 
+    /// Every access token issued so far, so tests can prove none of them leaks.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state.tokens.all()
+    }
+
     /// Every token issued so far answers 401 from now on.
     pub fn revoke_all(&self) {
         self.state.tokens.revoke_all();

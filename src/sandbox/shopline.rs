@@ -217,6 +217,11 @@ impl ShoplineSandbox {
         self.state.tokens.revoke_all();
     }
 
+    /// Every access token issued so far, so tests can prove none of them leaks.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state.tokens.all()
+    }
+
     pub fn set_token_ttl(&self, ttl: Duration) {
         *lock(&self.state.ttl) = ttl;
     }

@@ -207,6 +207,13 @@ impl VantageSandbox {
         get(&self.state.counters.api_calls)
     }
 
+    /// Every access and refresh token issued so far, so tests can prove none of them leaks.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let mut tokens = self.state.tokens.all();
+        tokens.extend(lock(&self.state.refresh_tokens).keys().cloned());
+        tokens
+    }
+
     /// Every access and refresh token issued so far stops working.
     pub fn revoke_all(&self) {
         self.state.tokens.revoke_all();

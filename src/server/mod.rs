@@ -3,6 +3,7 @@
 
 pub(crate) mod callers;
 pub(crate) mod pipeline;
+mod request_id;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-use super::callers;
+use super::{callers, request_id};
 use crate::app::{Binding, Snapshot, Tenant};
 use crate::cache::CurrentToken;
 use crate::error::{ProxyBody, ProxyError};
@@ -35,8 +35,12 @@ use crate::upstream::{UpstreamBody, headers};
 /// What the pipeline learns about one request, for the access log.
 pub(crate) struct RequestCtx {
     pub(crate) started: Instant,
+    /// Correlates the access log line with the caller's own logs (see [`request_id::of`]).
+    pub(crate) request_id: String,
     pub(crate) tenant: Option<Arc<Tenant>>,
-    pub(crate) rate_limit_wait: Duration,
+    /// How long the request waited for a rate-limit slot; `None` when it never got one (no
+    /// limiter, refused earlier, or rejected with 429), so the wait histogram only holds real waits.
+    pub(crate) rate_limit_wait: Option<Duration>,
     pub(crate) generation: Option<u64>,
     pub(crate) upstream_status: Option<StatusCode>,
     pub(crate) upstream_elapsed: Option<Duration>,
@@ -47,8 +51,9 @@ pub(crate) struct RequestCtx {
 pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Request<Incoming>) -> Response<ProxyBody> {
     let mut ctx = RequestCtx {
         started: Instant::now(),
+        request_id: request_id::of(request.headers()),
         tenant: None,
-        rate_limit_wait: Duration::ZERO,
+        rate_limit_wait: None,
         generation: None,
         upstream_status: None,
         upstream_elapsed: None,
@@ -136,12 +141,17 @@ fn check_declared_size(tenant: &Tenant, headers: &HeaderMap) -> Result<Option<u6
     Ok(Some(length))
 }
 
-async fn wait_for_slot(tenant: &Tenant) -> Result<Duration, ProxyError> {
+/// The wait for a slot, `None` when the tenant has no limiter.
+async fn wait_for_slot(tenant: &Tenant) -> Result<Option<Duration>, ProxyError> {
     match &tenant.limiter {
-        None => Ok(Duration::ZERO),
-        Some(limiter) => limiter.acquire().await.map_err(|limited| ProxyError::RateLimited {
-            retry_after: limited.retry_after,
-        }),
+        None => Ok(None),
+        Some(limiter) => limiter
+            .acquire()
+            .await
+            .map(Some)
+            .map_err(|limited| ProxyError::RateLimited {
+                retry_after: limited.retry_after,
+            }),
     }
 }
 
@@ -355,19 +365,20 @@ fn record(ctx: &RequestCtx, method: &Method, uri: &Uri, response: &Response<Prox
         if let Some(elapsed) = ctx.upstream_elapsed {
             metrics.upstream_duration.observe(elapsed);
         }
-        if tenant.limiter.is_some() {
-            metrics.ratelimit_wait.observe(ctx.rate_limit_wait);
+        if let Some(wait) = ctx.rate_limit_wait {
+            metrics.ratelimit_wait.observe(wait);
         }
     }
     tracing::info!(
         target: "tokenbroker::access",
+        request_id = ctx.request_id.as_str(),
         tenant = ctx.tenant.as_ref().map(|t| t.config.name.as_str()),
         method = %method,
         path = uri.path(),
         status = response.status().as_u16(),
         upstream_status = ctx.upstream_status.map(|s| s.as_u16()),
         duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
-        rate_limit_wait_ms = ctx.rate_limit_wait.as_secs_f64() * 1000.0,
+        rate_limit_wait_ms = ctx.rate_limit_wait.map(|w| w.as_secs_f64() * 1000.0),
         token_generation = ctx.generation,
         replayed = ctx.replayed,
         error = response.headers().get(crate::error::ERROR_HEADER).and_then(|v| v.to_str().ok()),

@@ -7,8 +7,13 @@
 #[allow(dead_code)]
 mod support;
 
+mod access_log;
+mod admin;
+mod callers;
 mod cli;
 mod providers;
 mod proxy;
+mod reload;
 mod sandboxed;
+mod secrets;
 mod tokens;

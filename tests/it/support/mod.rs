@@ -1,12 +1,13 @@
 //! The integration harness: a proxy built from TOML on ephemeral ports (in process), the real
 //! binary as a child process, and a plain HTTP client.
 
+pub mod tenants;
 pub mod upstream;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +19,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokenbroker::app::{App, Listeners};
-use tokenbroker::config::{self, Env};
+use tokenbroker::config::{self, ConfigErrors, Env};
+use tokenbroker::reload::{ReloadHandle, ReloadSource};
 use tokio::sync::oneshot;
 
 /// Secrets for tests come from this map, never from the process environment.
@@ -42,6 +44,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub tenant_addrs: HashMap<String, SocketAddr>,
+    /// Taken before `run` consumes the app, so tests can reload a running proxy.
+    pub reload: ReloadHandle,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -62,6 +66,7 @@ impl Proxy {
             .collect();
         let admin_addr = listeners.admin.as_ref().map(|l| l.local_addr().expect("local addr"));
         let app = App::build(&loaded.config, prometheus_client::registry::Registry::default()).expect("app builds");
+        let reload = app.reload_handle();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run(listeners, async move {
             let _ = rx.await;
@@ -70,6 +75,7 @@ impl Proxy {
             addr,
             admin_addr,
             tenant_addrs,
+            reload,
             shutdown: Some(tx),
             task,
         }
@@ -81,6 +87,12 @@ impl Proxy {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin_addr.expect("an admin listener"))
+    }
+
+    /// Reloads the running proxy with `toml` (validated here, secrets from `env`).
+    pub async fn reload_with_env(&self, toml: &str, env: &MapEnv) -> Result<(), ConfigErrors> {
+        let loaded = config::parse(toml, "reload.toml", env)?;
+        self.reload.reload(ReloadSource::Config(Box::new(loaded.config))).await
     }
 
     /// Triggers shutdown and waits until the app has drained.
@@ -163,12 +175,22 @@ pub async fn raw_status_line(addr: SocketAddr, request: &str) -> String {
 pub struct Binary {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin listener's bound address, when the config has one.
+    pub admin_addr: Option<SocketAddr>,
+    /// The config file the binary reads (and re-reads on SIGHUP or when watching).
+    pub config_path: PathBuf,
     pub stderr: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
 impl Binary {
     pub fn start(toml: &str, envs: &[(&str, &str)]) -> Self {
+        let level = std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into());
+        Self::start_with_log(toml, envs, &level)
+    }
+
+    /// Starts the binary with `RUST_LOG=rust_log`.
+    pub fn start_with_log(toml: &str, envs: &[(&str, &str)], rust_log: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("tokenbroker.toml");
         std::fs::write(&path, toml).expect("write config");
@@ -176,10 +198,7 @@ impl Binary {
             .args(["run", "--log-format", "json", "--config"])
             .arg(&path)
             .envs(envs.iter().copied())
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -206,9 +225,12 @@ impl Binary {
             .expect("listen field")
             .parse()
             .expect("socket address");
+        let admin_addr = json["admin"].as_str().map(|a| a.parse().expect("socket address"));
         Self {
             child,
             addr,
+            admin_addr,
+            config_path: path,
             stderr,
             _dir: dir,
         }
@@ -216,6 +238,23 @@ impl Binary {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr.expect("an admin listener"))
+    }
+
+    /// Replaces the config file the way editors and ConfigMaps do: write a sibling, rename over.
+    pub fn replace_config(&self, toml: &str) {
+        let staged = self.config_path.with_extension("toml.new");
+        std::fs::write(&staged, toml).expect("write the new config");
+        std::fs::rename(&staged, &self.config_path).expect("rename over the config");
+    }
+
+    /// Log lines parsed as JSON (lines that are not JSON are skipped).
+    pub fn json_logs(&self) -> Vec<serde_json::Value> {
+        let lines = self.stderr.lock().expect("test lock").clone();
+        lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     pub fn signal(&self, name: &str) {
@@ -246,4 +285,35 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of one series in a Prometheus/OpenMetrics text exposition, e.g.
+/// `sample(text, r#"tokenbroker_requests_total{tenant="a",status="200"}"#)`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        let value = value.split(' ').next()?;
+        match value {
+            "+Inf" => Some(f64::INFINITY),
+            other => other.parse().ok(),
+        }
+    })
 }

@@ -27,6 +27,7 @@ pub struct Recorded {
     pub target: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    #[allow(dead_code)] // for protocol tests; none of the current ones reads it
     pub version: Version,
 }
 

@@ -1,0 +1,100 @@
+//! The real binary's access log: one JSON event per request at info with the request's fields
+//! (request id, tenant, method, path without query, status, upstream status, duration, token
+//! generation, rate-limit wait).
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::Full;
+
+use crate::support::tenants::{SERVER, static_tenant};
+use crate::support::upstream::Upstream;
+use crate::support::{Binary, eventually, get, send};
+
+const STATIC_VALUE: &str = "Bearer admin-static-credential";
+
+/// The binary's access log: exactly one JSON event per request with the request's fields, the
+/// caller's request id or a generated one, and never the query string.
+#[tokio::test]
+async fn access_log_has_one_event_per_request_without_the_query() {
+    let upstream = Upstream::start().await;
+    let limited = r#"rate_limit = { per_second = 100, burst = 100, max_wait = "1s" }"#;
+    let toml = format!("{SERVER}{}", static_tenant("acme", &upstream.url(), limited));
+    let binary = Binary::start_with_log(&toml, &[("STATIC_VALUE", STATIC_VALUE)], "info");
+    let with_id = |path: &str, id: &str| {
+        Request::get(binary.url(path))
+            .header("x-request-id", id)
+            .body(Full::default())
+            .expect("valid request")
+    };
+    let answer = send(with_id("/acme/V1/orders?searchCriteria=hidden-query-value", "req-1")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        upstream.last().headers["x-request-id"],
+        "req-1",
+        "the caller's own header passes through"
+    );
+    assert_eq!(
+        send(with_id("/acme/status/404", "req-2")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(send(with_id("/nobody/x", "req-3")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(get(&binary.url("/acme/anonymous")).await.status, StatusCode::OK);
+    assert_eq!(get(&binary.url("/acme/anonymous")).await.status, StatusCode::OK);
+    assert!(
+        !upstream.recorded()[3].headers.contains_key("x-request-id"),
+        "a generated id is not forwarded"
+    );
+
+    let access = |binary: &Binary| -> Vec<serde_json::Value> {
+        binary
+            .json_logs()
+            .into_iter()
+            .filter(|l| l["target"] == "tokenbroker::access")
+            .collect()
+    };
+    let complete = eventually(Duration::from_secs(3), || {
+        let n = access(&binary).len();
+        async move { n >= 5 }
+    })
+    .await;
+    assert!(complete, "{}", binary.logs());
+    let events = access(&binary);
+    assert_eq!(events.len(), 5, "one event per request:\n{}", binary.logs());
+    let by_id = |id: &str| -> &serde_json::Value {
+        let matching: Vec<_> = events.iter().filter(|e| e["request_id"] == id).collect();
+        assert_eq!(matching.len(), 1, "exactly one event for {id}");
+        matching[0]
+    };
+    let first = by_id("req-1");
+    assert_eq!(first["level"], "INFO");
+    assert_eq!(first["tenant"], "acme");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/acme/V1/orders");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["upstream_status"], 200);
+    assert_eq!(first["token_generation"], 1);
+    assert!(first["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{first}");
+    assert!(first["rate_limit_wait_ms"].as_f64().is_some(), "{first}");
+    let second = by_id("req-2");
+    assert_eq!(
+        (second["status"].clone(), second["upstream_status"].clone()),
+        (404.into(), 404.into())
+    );
+    let third = by_id("req-3");
+    assert_eq!(third["status"], 404);
+    assert_eq!(third["error"], "unknown_tenant");
+    assert!(third.get("upstream_status").is_none_or(serde_json::Value::is_null));
+    let generated: Vec<_> = events
+        .iter()
+        .filter(|e| e["path"] == "/acme/anonymous")
+        .map(|e| e["request_id"].as_str().expect("an id").to_owned())
+        .collect();
+    assert_eq!(generated.len(), 2);
+    assert_ne!(generated[0], generated[1], "generated ids are unique");
+    assert!(
+        !binary.logs().contains("hidden-query-value"),
+        "the query string is never logged"
+    );
+    assert!(!binary.logs().contains("admin-static-credential"));
+}

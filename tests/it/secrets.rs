@@ -1,0 +1,308 @@
+//! No secret and no token is ever written anywhere (SPEC 3): the real binary at `RUST_LOG=trace`
+//! goes through token fetches for three token-fetching providers, background renewals, a 401
+//! replay, refresh-token fallback, error responses and a SIGHUP reload; then its stderr, `/metrics`,
+//! `/tenants`, `/readyz` and every error body are searched for every secret and every token the
+//! fakes issued.
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use tokenbroker::sandbox::{
+    self, ImsOptions, ImsSandbox, ShoplineOptions, ShoplineSandbox, VantageOptions, VantageSandbox,
+};
+
+use crate::support::upstream::Upstream;
+use crate::support::{Answer, Binary, eventually, get, send};
+
+/// Distinct, recognisable secret values: a hit cannot be a coincidence.
+struct Secrets {
+    ims: String,
+    app_secret: String,
+    code: String,
+    vantage: String,
+    password: String,
+    static_token: String,
+    caller_key: String,
+}
+
+impl Secrets {
+    fn new() -> Self {
+        let unique = |what: &str| format!("{what}-{:016x}", rand::random::<u64>());
+        Self {
+            ims: unique("ims-client-secret"),
+            app_secret: unique("shopline-app-secret"),
+            code: unique("shopline-code"),
+            vantage: unique("vantage-client-secret"),
+            password: unique("vantage-password"),
+            static_token: unique("static-token"),
+            caller_key: unique("caller-key"),
+        }
+    }
+
+    fn all(&self) -> Vec<&str> {
+        vec![
+            &self.ims,
+            &self.app_secret,
+            &self.code,
+            &self.vantage,
+            &self.password,
+            &self.static_token,
+            &self.caller_key,
+        ]
+    }
+}
+
+const TTL: Duration = Duration::from_secs(3);
+
+struct Fakes {
+    ims: ImsSandbox,
+    shopline: ShoplineSandbox,
+    vantage: VantageSandbox,
+}
+
+async fn fakes(secrets: &Secrets) -> Fakes {
+    let ims = ImsSandbox::start(ImsOptions {
+        client_secrets: vec![secrets.ims.clone()],
+        token_ttl: TTL,
+        ..ImsOptions::default()
+    });
+    let shopline = ShoplineSandbox::start(ShoplineOptions {
+        app_secret: secrets.app_secret.clone(),
+        codes: vec![secrets.code.clone()],
+        token_ttl: TTL,
+        ..ShoplineOptions::default()
+    });
+    let vantage = VantageSandbox::start(VantageOptions {
+        client_secrets: vec![secrets.vantage.clone()],
+        password: secrets.password.clone(),
+        token_ttl: TTL,
+        ..VantageOptions::default()
+    });
+    let (ims, shopline, vantage) = tokio::join!(ims, shopline, vantage);
+    Fakes {
+        ims: ims.expect("fake IMS"),
+        shopline: shopline.expect("fake SHOPLINE"),
+        vantage: vantage.expect("fake Vantage"),
+    }
+}
+
+fn config(fakes: &Fakes, plain_upstream: &str, extra_header: &str) -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+request_timeout = "5s"
+
+[[tenant]]
+name = "ims"
+provider = "adobe_ims"
+upstream = "{ims_api}"
+token_url = "{ims_token}"
+client_id = "{ims_client}"
+client_secret = {{ env = "T_IMS_SECRET" }}
+scopes = ["openid", "AdobeID", "commerce.accs"]
+min_token_age = "0s"
+
+[[tenant]]
+name = "shop"
+provider = "shopline"
+handle = "{handle}"
+upstream = "{shopline}"
+app_key = "{app_key}"
+app_secret = {{ env = "T_APP_SECRET" }}
+code = {{ env = "T_CODE" }}
+
+[[tenant]]
+name = "vantage"
+provider = "vantage"
+base_url = "{vantage}"
+tenant_id = "{vantage_tenant}"
+client_id = "{vantage_client}"
+client_secret = {{ env = "T_VANTAGE_SECRET" }}
+grant = "password"
+username = "{username}"
+password = {{ env = "T_PASSWORD" }}
+offline_access = true
+min_token_age = "0s"
+
+[[tenant]]
+name = "fixed"
+provider = "static"
+upstream = "{plain_upstream}"
+value = {{ env = "T_STATIC" }}
+max_body = "1KiB"
+{extra_header}
+
+[[tenant]]
+name = "down"
+provider = "static"
+upstream = "http://{closed}"
+value = {{ env = "T_STATIC" }}
+
+[[caller]]
+name = "test"
+key = {{ env = "T_CALLER_KEY" }}
+tenants = ["*"]
+"#,
+        ims_api = fakes.ims.api_base_url(),
+        ims_token = fakes.ims.token_url(),
+        ims_client = sandbox::IMS_CLIENT_ID,
+        handle = sandbox::SHOPLINE_HANDLE,
+        shopline = fakes.shopline.base_url(),
+        app_key = sandbox::SHOPLINE_APP_KEY,
+        vantage = fakes.vantage.base_url(),
+        vantage_tenant = sandbox::VANTAGE_TENANT_ID,
+        vantage_client = sandbox::VANTAGE_CLIENT_ID,
+        username = sandbox::VANTAGE_USERNAME,
+    )
+}
+
+async fn call(binary: &Binary, method: &str, path: &str, key: &str, body: usize) -> Answer {
+    let request = Request::builder()
+        .method(method)
+        .uri(binary.url(path))
+        .header("tokenbroker-key", key)
+        .body(Full::new(vec![b'x'; body].into()))
+        .expect("valid request");
+    send(request).await
+}
+
+const PATHS: [&str; 4] = [
+    "/ims/rest/default/V1/products?searchCriteria[pageSize]=1",
+    "/shop/admin/openapi/v20230901/products/products.json",
+    "/vantage/api/publicapi/v1/skills",
+    "/fixed/V1/products",
+];
+
+/// Every tenant has renewed at least `n` times (its `renewals_ok` in `/tenants`).
+async fn renewed(binary: &Binary, n: u64) -> bool {
+    let tenants = get(&binary.admin_url("/tenants")).await.json();
+    tenants["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .filter(|t| ["ims", "shop", "vantage"].contains(&t["name"].as_str().unwrap_or_default()))
+        .all(|t| t["token"]["renewals_ok"].as_u64() >= Some(n))
+}
+
+#[tokio::test]
+async fn no_secret_or_token_appears_in_logs_metrics_tenants_or_errors() {
+    let secrets = Secrets::new();
+    let fakes = fakes(&secrets).await;
+    let upstream = Upstream::start().await;
+    let static_value = format!("Bearer {}", secrets.static_token);
+    let envs = [
+        ("T_IMS_SECRET", secrets.ims.as_str()),
+        ("T_APP_SECRET", secrets.app_secret.as_str()),
+        ("T_CODE", secrets.code.as_str()),
+        ("T_VANTAGE_SECRET", secrets.vantage.as_str()),
+        ("T_PASSWORD", secrets.password.as_str()),
+        ("T_STATIC", static_value.as_str()),
+        ("T_CALLER_KEY", secrets.caller_key.as_str()),
+    ];
+    let binary = Binary::start_with_log(&config(&fakes, &upstream.url(), ""), &envs, "trace");
+    let key = secrets.caller_key.as_str();
+    let mut bodies = Vec::new();
+
+    let ready = eventually(Duration::from_secs(10), || async {
+        get(&binary.admin_url("/readyz")).await.status == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "{}", get(&binary.admin_url("/readyz")).await.text());
+    for path in PATHS {
+        let answer = call(&binary, "GET", path, key, 0).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text());
+    }
+    // Background renewals (3 s tokens renew after 1.5–2.4 s).
+    assert!(
+        eventually(Duration::from_secs(8), || renewed(&binary, 2)).await,
+        "every token renewed in the background"
+    );
+
+    // 401 → renew → replay; for Vantage the refresh token is revoked too, so the renewal falls
+    // back to the password grant.
+    fakes.ims.revoke_all();
+    fakes.vantage.revoke_all();
+    for path in [PATHS[0], PATHS[2]] {
+        let answer = call(&binary, "GET", path, key, 0).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path} replayed: {}", answer.text());
+    }
+
+    // Error responses produced by the proxy.
+    for (method, path, key, body, status) in [
+        ("GET", "/nobody/x", key, 0, StatusCode::NOT_FOUND),
+        ("POST", "/fixed/V1/products", key, 2048, StatusCode::PAYLOAD_TOO_LARGE),
+        ("GET", "/down/x", key, 0, StatusCode::BAD_GATEWAY),
+        ("GET", "/fixed/V1/products", "wrong-key", 0, StatusCode::UNAUTHORIZED),
+    ] {
+        let answer = call(&binary, method, path, key, body).await;
+        assert_eq!(answer.status, status, "{path}");
+        bodies.push(answer.text());
+    }
+
+    // A reload by SIGHUP, then traffic on the reloaded configuration.
+    std::fs::write(
+        &binary.config_path,
+        config(&fakes, &upstream.url(), r#"headers = { "x-team" = "orders" }"#),
+    )
+    .expect("rewrite config");
+    binary.signal("HUP");
+    let reloaded = eventually(Duration::from_secs(5), || {
+        let logs = binary.logs();
+        async move { logs.contains("configuration reloaded") }
+    })
+    .await;
+    assert!(reloaded, "the reload happened");
+    for path in PATHS {
+        assert_eq!(
+            call(&binary, "GET", path, key, 0).await.status,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+
+    let mut surfaces = vec![
+        ("/metrics", get(&binary.admin_url("/metrics")).await.text()),
+        ("/tenants", get(&binary.admin_url("/tenants")).await.text()),
+        ("/readyz", get(&binary.admin_url("/readyz")).await.text()),
+    ];
+    surfaces.extend(bodies.into_iter().map(|b| ("an error body", b)));
+    // Give the last events a moment to be written, then take stderr.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = binary.logs();
+    assert!(logs.contains("\"level\":\"TRACE\""), "the binary logged at trace level");
+    surfaces.push(("stderr", logs));
+
+    let mut tokens = fakes.ims.issued_tokens();
+    tokens.extend(fakes.shopline.issued_tokens());
+    tokens.extend(fakes.vantage.issued_tokens());
+    assert!(
+        fakes.ims.issued_tokens().len() >= 3,
+        "IMS issued first, renewed and replay tokens"
+    );
+    assert!(fakes.shopline.issued_tokens().len() >= 2);
+    assert!(fakes.vantage.issued_tokens().len() >= 4, "access and refresh tokens");
+    let mut needles: Vec<String> = secrets.all().into_iter().map(str::to_owned).collect();
+    for token in &tokens {
+        needles.push(token.clone());
+        // A JWT's signature alone would also be a leak (its header segment is not secret).
+        if let Some((_, signature)) = token.rsplit_once('.') {
+            needles.push(signature.to_owned());
+        }
+    }
+    for (surface, text) in &surfaces {
+        for needle in &needles {
+            assert!(
+                !text.contains(needle.as_str()),
+                "{surface} contains a secret or token ({} chars, starting {:?})",
+                needle.len(),
+                &needle[..6]
+            );
+        }
+    }
+}
