@@ -57,12 +57,16 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
     respond(status, "application/json", Bytes::from(value.to_string()))
 }
 
-/// Ready when every tenant holds a valid token, and no static credential is within a day of expiry.
+/// Ready when every tenant holds a valid token that is not about to lapse; static credentials
+/// within a day of expiry are listed under `expiring` without failing readiness.
 fn readyz(snapshot: &Snapshot) -> Response<Full<Bytes>> {
-    let mut failing = Vec::new();
+    let (mut failing, mut expiring) = (Vec::new(), Vec::new());
     for tenant in sorted(snapshot) {
-        if let Some(reason) = not_ready(tenant) {
-            failing.push(json!({ "tenant": tenant.config.name.as_str(), "reason": reason }));
+        let entry = |reason: String| json!({ "tenant": tenant.config.name.as_str(), "reason": reason });
+        match readiness(tenant) {
+            Readiness::Ready => {}
+            Readiness::Expiring(reason) => expiring.push(entry(reason)),
+            Readiness::Failing(reason) => failing.push(entry(reason)),
         }
     }
     let status = if failing.is_empty() {
@@ -70,25 +74,43 @@ fn readyz(snapshot: &Snapshot) -> Response<Full<Bytes>> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json_response(status, &json!({ "ready": failing.is_empty(), "failing": failing }))
+    json_response(
+        status,
+        &json!({ "ready": failing.is_empty(), "failing": failing, "expiring": expiring }),
+    )
 }
 
-fn not_ready(tenant: &Tenant) -> Option<String> {
+enum Readiness {
+    Ready,
+    /// Still serving, but an operator must act soon.
+    Expiring(String),
+    Failing(String),
+}
+
+fn readiness(tenant: &Tenant) -> Readiness {
     let Some(token) = tenant.tokens.usable() else {
         let cause = tenant
             .tokens
             .stats()
             .last_error
             .unwrap_or_else(|| "no token yet".to_owned());
-        return Some(format!("no valid token: {cause}"));
+        return Readiness::Failing(format!("no valid token: {cause}"));
     };
-    let remaining = token.expires_at.map(clock::remaining)?;
-    (!tenant.renews && remaining < STATIC_EXPIRY_WARNING).then(|| {
-        format!(
-            "the static credential expires in {}s and cannot be renewed: replace it",
-            remaining.as_secs()
-        )
-    })
+    let Some(remaining) = token.expires_at.map(clock::remaining) else {
+        return Readiness::Ready;
+    };
+    if tenant.renews || remaining >= STATIC_EXPIRY_WARNING {
+        return Readiness::Ready;
+    }
+    let reason = format!(
+        "the static credential expires in {}s and cannot be renewed: replace it",
+        remaining.as_secs()
+    );
+    if remaining < tenant.config.token.refresh_before {
+        Readiness::Failing(reason)
+    } else {
+        Readiness::Expiring(reason)
+    }
 }
 
 fn metrics(registry: &Registry) -> Response<Full<Bytes>> {

@@ -113,7 +113,7 @@ async fn readiness_follows_the_token_through_start_and_outage() {
 }
 
 #[tokio::test]
-async fn static_credentials_near_or_past_expiry_fail_readiness() {
+async fn static_credentials_are_reported_a_day_ahead_and_fail_readiness_only_when_about_to_lapse() {
     let upstream = Upstream::start().await;
     let url = upstream.url();
     let tenant = |name: &str, value_env: &str, extra: &str| {
@@ -122,24 +122,46 @@ async fn static_credentials_near_or_past_expiry_fail_readiness() {
         )
     };
     let toml = format!(
-        "{SERVER}{}{}{}{}",
+        "{SERVER}{}{}{}{}{}",
         tenant("soon", "SOON", ""),
+        tenant("imminent", "IMMINENT", ""),
         tenant("later", "LATER", ""),
         tenant("lapsed", "PLAIN", "expires_at = \"2020-01-01T00:00:00Z\""),
         tenant("forever", "PLAIN", ""),
     );
-    let (soon, later) = (jwt_expiring_in(3600), jwt_expiring_in(10 * 24 * 3600));
+    // `refresh_before` defaults to 10 min: 5 min left fails readiness, 1 h left is only reported.
+    let (soon, imminent, later) = (
+        jwt_expiring_in(3600),
+        jwt_expiring_in(300),
+        jwt_expiring_in(10 * 24 * 3600),
+    );
     let proxy = Proxy::start_with_env(
         &toml,
-        &env(&[("SOON", &soon), ("LATER", &later), ("PLAIN", STATIC_VALUE)]),
+        &env(&[
+            ("SOON", &soon),
+            ("IMMINENT", &imminent),
+            ("LATER", &later),
+            ("PLAIN", STATIC_VALUE),
+        ]),
     )
     .await;
     let answer = get(&proxy.admin_url("/readyz")).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(failing_tenants(&answer), ["lapsed", "soon"]);
-    let reasons = answer.json()["failing"].to_string();
+    assert_eq!(failing_tenants(&answer), ["imminent", "lapsed"]);
+    let expiring: Vec<String> = answer.json()["expiring"]
+        .as_array()
+        .expect("expiring list")
+        .iter()
+        .map(|e| e["tenant"].as_str().expect("tenant name").to_owned())
+        .collect();
+    assert_eq!(expiring, ["soon"], "a day-ahead warning, still ready");
+    let reasons = format!("{}{}", answer.json()["failing"], answer.json()["expiring"]);
     assert!(reasons.contains("cannot be renewed"), "{reasons}");
-    assert!(!reasons.contains(&soon[7..]) && !reasons.contains("admin-static-credential"));
+    assert!(
+        !reasons.contains(&soon[7..])
+            && !reasons.contains(&imminent[7..])
+            && !reasons.contains("admin-static-credential")
+    );
     assert_eq!(get(&proxy.admin_url("/healthz")).await.status, StatusCode::OK);
 
     let tenants = get(&proxy.admin_url("/tenants")).await.json();
