@@ -18,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// What the upstream saw of one request.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub version: Version,
+    /// When the request's headers arrived (tokio clock), for rate assertions.
+    pub arrived: Instant,
 }
 
 #[derive(Clone, Default)]
@@ -88,6 +91,7 @@ impl Upstream {
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+        let arrived = Instant::now();
         self.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let (parts, body) = req.into_parts();
         let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
@@ -104,6 +108,7 @@ impl Upstream {
             headers: parts.headers.clone(),
             body: body.clone(),
             version: parts.version,
+            arrived,
         });
         // Behaviours are chosen by the last segments, whatever base path the tenant adds.
         let path = parts.uri.path();
