@@ -9,3 +9,4 @@ mod support;
 
 mod cli;
 mod proxy;
+mod rate_limit;
