@@ -315,16 +315,18 @@ async fn cyberbiz_default_keeps_any_second_at_five() {
     let proxy = Proxy::start_with_env(&toml, &env(&[("CB_TOKEN", &token)])).await;
 
     let answers = fire((0..20).map(|_| proxy.url("/cb/v1/products")).collect()).await;
-    for (answer, _) in &answers {
-        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-    }
-    assert_eq!(sandbox.api_calls(), 20);
-    assert_eq!(sandbox.requests_over_limit(), 0);
+    // (ms since the batch began, status) in answer order: shows which slot arrived late on failure.
+    let mut timeline: Vec<(u128, u16)> = answers
+        .iter()
+        .map(|(a, t)| (t.as_millis(), a.status.as_u16()))
+        .collect();
+    timeline.sort_unstable();
+    let (over, peak) = (sandbox.requests_over_limit(), sandbox.max_requests_in_any_second());
     assert!(
-        sandbox.max_requests_in_any_second() <= 5,
-        "{} requests reached CYBERBIZ within one second",
-        sandbox.max_requests_in_any_second()
+        over == 0 && peak <= 5 && timeline.iter().all(|(_, s)| *s == 200),
+        "{peak} requests reached CYBERBIZ within one second, {over} over its limit: {timeline:?}"
     );
+    assert_eq!(sandbox.api_calls(), 20);
 }
 
 #[tokio::test]
@@ -335,6 +337,14 @@ async fn shopline_423_is_passed_back_and_logged_as_an_error() {
 
     let answer = get(&binary.url("/shop/status/423")).await;
     assert_passed_back(&answer, StatusCode::LOCKED);
+    // Counted: the per-tenant status counter (in process, where the admin address is known).
+    let proxy = start(&[tenant("shop", &upstream.url(), "")]).await;
+    assert_passed_back(&get(&proxy.url("/shop/status/423")).await, StatusCode::LOCKED);
+    let metrics = get(&proxy.admin_url("/metrics")).await.text();
+    assert!(
+        metrics.contains(r#"tokenbroker_requests_total{tenant="shop",status="423"} 1"#),
+        "{metrics}"
+    );
     let logged = || {
         binary.logs().lines().any(|line| {
             line.contains("\"level\":\"ERROR\"") && line.contains("423") && line.contains("\"tenant\":\"shop\"")
@@ -347,4 +357,46 @@ async fn shopline_423_is_passed_back_and_logged_as_an_error() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("no error-level log line for the 423:\n{}", binary.logs());
+}
+
+/// Not a test: the hot-path cost of a limiter that never says no, against no limiter at all.
+/// Run: `cargo test --test it rate_limit::hot_path_cost -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check; prints medians"]
+async fn hot_path_cost_of_an_unlimited_tenant() {
+    const ROUNDS: usize = 2_000;
+    let upstream = Upstream::start().await;
+    let generous = r#"rate_limit = { per_second = 1000000, burst = 1000000, max_wait = "1s" }"#;
+    let proxy = start(&[
+        tenant("free", &upstream.url(), ""),
+        tenant("generous", &upstream.url(), generous),
+    ])
+    .await;
+    let client = crate::support::client();
+    let (free, generous) = (proxy.url("/free/x"), proxy.url("/generous/x"));
+    let mut samples = [Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS)];
+    // Interleaved on one keep-alive client, so drift and warm-up hit both alike.
+    for _ in 0..ROUNDS {
+        for (url, sample) in [&free, &generous].into_iter().zip(samples.iter_mut()) {
+            let request = http::Request::get(url.as_str())
+                .body(Default::default())
+                .expect("request");
+            let began = Instant::now();
+            let response = client.request(request).await.expect("answer");
+            let _ = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .expect("body");
+            sample.push(began.elapsed());
+        }
+    }
+    for (name, sample) in ["unlimited", "1e6/s limit"].into_iter().zip(samples.iter_mut()) {
+        sample.sort_unstable();
+        let at = |q: f64| sample[((sample.len() - 1) as f64 * q) as usize];
+        eprintln!(
+            "{name:>12}: median {:?}, p90 {:?}, p99 {:?} over {ROUNDS}",
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        );
+    }
 }
