@@ -13,6 +13,7 @@ mod callers;
 mod cli;
 mod providers;
 mod proxy;
+mod rate_limit;
 mod reload;
 mod sandboxed;
 mod secrets;

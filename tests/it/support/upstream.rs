@@ -18,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// What the upstream saw of one request.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub struct Recorded {
     pub body: Bytes,
     #[allow(dead_code)] // for protocol tests; none of the current ones reads it
     pub version: Version,
+    /// When the request's headers arrived (tokio clock), for rate assertions.
+    pub arrived: Instant,
 }
 
 #[derive(Clone, Default)]
@@ -89,6 +92,7 @@ impl Upstream {
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+        let arrived = Instant::now();
         self.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let (parts, body) = req.into_parts();
         let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
@@ -105,6 +109,7 @@ impl Upstream {
             headers: parts.headers.clone(),
             body: body.clone(),
             version: parts.version,
+            arrived,
         });
         // Behaviours are chosen by the last segments, whatever base path the tenant adds.
         let path = parts.uri.path();
