@@ -98,7 +98,10 @@ pub struct LimiterState {
 
 impl Limiter {
     pub fn new(config: RateLimitConfig) -> Self {
-        let quota = Quota::per_second(config.per_second).allow_burst(config.burst);
+        let period = Duration::from_secs(1) / config.per_second.get() + config.headroom;
+        let quota = Quota::with_period(period)
+            .expect("a positive rate gives a non-zero period")
+            .allow_burst(config.burst);
         let clock = TokioClock::starting_now();
         Self {
             config,

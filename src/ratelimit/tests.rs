@@ -25,6 +25,7 @@ fn limiter(per_second: u32, burst: u32, max_wait: Duration) -> Arc<Limiter> {
         per_second: NonZeroU32::new(per_second).expect("test rates are non-zero"),
         burst: NonZeroU32::new(burst).expect("test bursts are non-zero"),
         max_wait,
+        headroom: Duration::ZERO,
     }))
 }
 
@@ -152,6 +153,24 @@ async fn cyberbiz_requests_are_spaced_200ms_apart() {
         assert_eq!(pair[1] - pair[0], ms(200), "gap after grant #{k}");
     }
     assert_quota(&grants, 5, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn headroom_widens_every_slot() {
+    // The CYBERBIZ preset: 5/s plus 20 ms, so any six grants span 1.1 s, not 1.0 s.
+    let limiter = Arc::new(Limiter::new(RateLimitConfig {
+        per_second: NonZeroU32::new(5).expect("non-zero"),
+        burst: NonZeroU32::new(1).expect("non-zero"),
+        max_wait: ms(10_000),
+        headroom: ms(20),
+    }));
+    let grants = grant_times(&run_concurrently(&limiter, 12).await);
+    for (k, pair) in grants.windows(2).enumerate() {
+        assert_eq!(pair[1] - pair[0], ms(220), "gap after grant #{k}");
+    }
+    for six in grants.windows(6) {
+        assert_eq!(six[5] - six[0], ms(1100));
+    }
 }
 
 #[tokio::test(start_paused = true)]

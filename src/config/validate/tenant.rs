@@ -182,6 +182,7 @@ fn rate_limit(
         per_second: per_second?,
         burst: burst?,
         max_wait: max_wait?,
+        headroom: Duration::ZERO,
     }))
 }
 

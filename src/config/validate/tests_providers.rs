@@ -83,6 +83,11 @@ fn cyberbiz_defaults() {
     let limit = tenant.rate_limit.expect("provider default");
     assert_eq!((limit.per_second.get(), limit.burst.get()), (5, 1));
     assert_eq!(
+        limit.headroom,
+        std::time::Duration::from_millis(20),
+        "slots spaced 220 ms, not 200"
+    );
+    assert_eq!(
         only_tenant(&format!("{CYBERBIZ}max_body = \"1MiB\"\n")).max_body,
         1 << 20
     );
