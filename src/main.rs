@@ -59,13 +59,14 @@ fn check(path: Option<&Path>) -> ExitCode {
 }
 
 async fn run(path: Option<&Path>) -> ExitCode {
-    let Ok(path) = config_path(path) else {
-        eprintln!("error: no configuration file: pass --config FILE or set TOKENBROKER_CONFIG");
-        return ExitCode::from(EXIT_CONFIG);
+    let path = match config_path(path) {
+        Ok(path) => path,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
-    let path = path.as_path();
-    let path = Some(path);
-    let (loaded, text) = match load(path) {
+    let (loaded, text) = match load(Some(&path)) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");
@@ -102,10 +103,8 @@ async fn run(path: Option<&Path>) -> ExitCode {
         tenants = loaded.config.tenants.len(),
         "tokenbroker serving"
     );
-    let app = match path.map(Path::to_path_buf) {
-        Some(path) => app.with_config_path(path, &text),
-        None => app,
-    };
-    app.run(listeners, signals::terminate()).await;
+    app.with_config_path(path, &text)
+        .run(listeners, signals::terminate())
+        .await;
     ExitCode::SUCCESS
 }
