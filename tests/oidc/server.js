@@ -9,7 +9,7 @@
 
 import { createServer } from 'node:http';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 // The resource server a token can be minted for with `resource=` (RFC 8707).
 const RESOURCE = 'https://api.tokenbroker.test';
@@ -43,6 +43,8 @@ const clients = [
   machine({ client_id: 'post-client', client_secret: 'p0st s3cret:+/%&=', token_endpoint_auth_method: 'client_secret_post' }),
   machine({ client_id: 'rs256-client', token_endpoint_auth_method: 'private_key_jwt', token_endpoint_auth_signing_alg: 'RS256', jwks: { keys: [RS256_JWK] } }),
   machine({ client_id: 'es256-client', token_endpoint_auth_method: 'private_key_jwt', token_endpoint_auth_signing_alg: 'ES256', jwks: { keys: [ES256_JWK] } }),
+  // Plays the resource server: the test introspects every issued token with it (RFC 7662).
+  machine({ client_id: 'introspector', client_secret: 'introspector-secret', token_endpoint_auth_method: 'client_secret_post' }),
 ];
 
 const server = createServer();
@@ -61,7 +63,7 @@ server.listen(Number(process.env.OIDC_PORT ?? 0), '127.0.0.1', () => {
         enabled: true,
         // Only the one test resource exists; anything else is `invalid_target`.
         getResourceServerInfo(ctx, resourceIndicator) {
-          if (resourceIndicator !== RESOURCE) throw new Provider.errors.InvalidTarget();
+          if (resourceIndicator !== RESOURCE) throw new errors.InvalidTarget();
           // Opaque, so the introspection endpoint can vouch for it (it refuses JWT access tokens).
           return { scope: 'api:read', audience: RESOURCE, accessTokenFormat: 'opaque', accessTokenTTL: 600 };
         },
