@@ -200,3 +200,15 @@ async fn a_resource_indicator_in_extra_params_binds_the_token_to_that_audience()
         "the provider's RFC 8707 error: {detail}"
     );
 }
+
+#[tokio::test]
+async fn a_retired_first_secret_is_refused_with_invalid_client_and_the_next_one_is_used() {
+    let op = OpenIdProvider::start();
+    let endpoints = op.discover().await;
+    // The provider answers Basic-auth failures with 401 invalid_client (RFC 6749 5.2): that
+    // status must count as "try the next secret", as a 400 does.
+    let auth = "client_id = \"basic-client\"\nauth_method = \"client_secret_basic\"\n\
+                client_secrets = [\"retired-secret\", { env = \"OIDC_SECRET\" }]";
+    let run = run_tenant(&endpoints, auth, op::BASIC_SECRET).await;
+    assert_accepted(&op, &endpoints, &run, "basic-client", "api:read api:write").await;
+}
