@@ -94,7 +94,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::auth::testing::{FakeEndpoint, ok, test_http};
+    use crate::auth::testing::{FakeEndpoint, fetch, ok};
     use crate::config::Secret;
 
     fn config(token_url: http::Uri, secrets: &[&str]) -> AdobeImsConfig {
@@ -121,13 +121,7 @@ mod tests {
         .await;
         let ims = AdobeIms::new(config(idp.uri("/ims/token/v3"), &["first", "second"]));
         let before = tokio::time::Instant::now();
-        let token = ims
-            .fetch(FetchCtx {
-                http: &test_http(),
-                previous: None,
-            })
-            .await
-            .expect("token");
+        let token = fetch(&ims, None).await.expect("token");
         assert_eq!(token.secret_index, 1);
         assert_eq!(token.access.expose(), "at");
         let lifetime = token.expires_at.expect("expiry") - before;
@@ -152,13 +146,7 @@ mod tests {
     async fn all_secrets_rejected_reports_the_debug_id() {
         let idp = FakeEndpoint::start(|_, _| invalid_secret()).await;
         let ims = AdobeIms::new(config(idp.uri("/t"), &["first", "second"]));
-        let error = ims
-            .fetch(FetchCtx {
-                http: &test_http(),
-                previous: None,
-            })
-            .await
-            .expect_err("rejected");
+        let error = fetch(&ims, None).await.expect_err("rejected");
         let text = error.to_string();
         assert!(text.contains("invalid_client") && text.contains("dbg-1"), "{text}");
         assert!(!text.contains("first") && !text.contains("second"), "{text}");
@@ -169,13 +157,7 @@ mod tests {
     async fn throttling_is_not_a_reason_to_try_another_secret() {
         let idp = FakeEndpoint::start(|_, _| (429, vec![("retry-after", "30".to_owned())], "{}".into())).await;
         let ims = AdobeIms::new(config(idp.uri("/t"), &["first", "second"]));
-        let error = ims
-            .fetch(FetchCtx {
-                http: &test_http(),
-                previous: None,
-            })
-            .await
-            .expect_err("throttled");
+        let error = fetch(&ims, None).await.expect_err("throttled");
         assert!(matches!(error, ProviderError::Throttled { retry_after: Some(d) } if d == Duration::from_secs(30)));
         assert_eq!(idp.received().len(), 1);
     }
@@ -187,13 +169,7 @@ mod tests {
         let idp = FakeEndpoint::start(move |_, _| ok(json!({"access_token": access}))).await;
         let ims = AdobeIms::new(config(idp.uri("/t"), &["only"]));
         let before = tokio::time::Instant::now();
-        let token = ims
-            .fetch(FetchCtx {
-                http: &test_http(),
-                previous: None,
-            })
-            .await
-            .expect("token");
+        let token = fetch(&ims, None).await.expect("token");
         let lifetime = token.expires_at.expect("expiry") - before;
         // 24 h, not 24,000 h (ms read as s) nor 86 s (s read as ms).
         assert!(

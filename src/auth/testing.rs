@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::http::{TokenHttp, TokenHttpOptions};
+use super::{FetchCtx, FetchToken, ProviderError, Token};
 
 /// One request as the endpoint received it.
 #[derive(Debug, Clone)]
@@ -120,4 +121,14 @@ pub(crate) fn ok(body: serde_json::Value) -> Canned {
 /// An OAuth error answer.
 pub(crate) fn oauth_error(status: u16, code: &str) -> Canned {
     (status, Vec::new(), serde_json::json!({ "error": code }).to_string())
+}
+
+/// Fetches as the token manager would, with a loopback client; `previous` is the token being replaced.
+pub(crate) async fn fetch<P: FetchToken>(provider: &P, previous: Option<&Token>) -> Result<Token, ProviderError> {
+    provider
+        .fetch(FetchCtx {
+            http: &test_http(),
+            previous,
+        })
+        .await
 }

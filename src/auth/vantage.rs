@@ -88,7 +88,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::auth::testing::{FakeEndpoint, oauth_error, ok, test_http};
+    use crate::auth::testing::{FakeEndpoint, fetch, oauth_error, ok};
     use crate::config::Secret;
 
     fn config(token_url: http::Uri, offline_access: bool, grant: PasswordOrClient) -> VantageConfig {
@@ -146,13 +146,7 @@ mod tests {
             false,
             PasswordOrClient::ClientCredentials,
         ));
-        let token = vantage
-            .fetch(FetchCtx {
-                http: &test_http(),
-                previous: None,
-            })
-            .await
-            .expect("token");
+        let token = fetch(&vantage, None).await.expect("token");
         assert_eq!(token.access.expose(), "at");
         assert!(token.refresh_token.is_none());
         let expected = [
@@ -171,13 +165,7 @@ mod tests {
                 .await;
         let vantage = Vantage::new(config(idp.uri("/t"), true, PasswordOrClient::ClientCredentials));
         let old = previous("r1");
-        let token = vantage
-            .fetch(FetchCtx {
-                http: &test_http(),
-                previous: Some(&old),
-            })
-            .await
-            .expect("token");
+        let token = fetch(&vantage, Some(&old)).await.expect("token");
         assert_eq!(token.refresh_token.as_ref().map(|t| t.expose().as_str()), Some("r2"));
         let got = idp.received();
         assert_eq!(got.len(), 1);
@@ -199,13 +187,7 @@ mod tests {
         .await;
         let vantage = Vantage::new(config(idp.uri("/t"), true, PasswordOrClient::ClientCredentials));
         let old = previous("spent");
-        let token = vantage
-            .fetch(FetchCtx {
-                http: &test_http(),
-                previous: Some(&old),
-            })
-            .await
-            .expect("token");
+        let token = fetch(&vantage, Some(&old)).await.expect("token");
         assert_eq!(token.access.expose(), "a3");
         assert_eq!(token.refresh_token.as_ref().map(|t| t.expose().as_str()), Some("r3"));
         let grants: Vec<_> = idp.received().iter().map(|r| r.field("grant_type")).collect();
@@ -220,13 +202,7 @@ mod tests {
         let idp = FakeEndpoint::start(|_, _| (503, Vec::new(), "{}".into())).await;
         let vantage = Vantage::new(config(idp.uri("/t"), true, PasswordOrClient::ClientCredentials));
         let old = previous("r1");
-        let error = vantage
-            .fetch(FetchCtx {
-                http: &test_http(),
-                previous: Some(&old),
-            })
-            .await
-            .expect_err("503");
+        let error = fetch(&vantage, Some(&old)).await.expect_err("503");
         assert!(matches!(error, ProviderError::Unreachable(_)));
         assert_eq!(idp.received().len(), 1);
     }
@@ -236,13 +212,7 @@ mod tests {
         let idp = FakeEndpoint::start(|_, _| ok(json!({"access_token": "at", "expires_in": 60}))).await;
         let vantage = Vantage::new(config(idp.uri("/t"), false, PasswordOrClient::ClientCredentials));
         let old = previous("r1");
-        let token = vantage
-            .fetch(FetchCtx {
-                http: &test_http(),
-                previous: Some(&old),
-            })
-            .await
-            .expect("token");
+        let token = fetch(&vantage, Some(&old)).await.expect("token");
         assert!(
             token
                 .expires_at
@@ -263,13 +233,7 @@ mod tests {
         .await;
         let mut cfg = config(idp.uri("/t"), false, PasswordOrClient::ClientCredentials);
         cfg.client_secrets = vec![Secret::from("expired"), Secret::from("new")];
-        let token = Vantage::new(cfg)
-            .fetch(FetchCtx {
-                http: &test_http(),
-                previous: None,
-            })
-            .await
-            .expect("token");
+        let token = fetch(&Vantage::new(cfg), None).await.expect("token");
         assert_eq!(token.secret_index, 1);
     }
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::response::{Expiry, parse_datetime, standard_mapping};
 use super::*;
 use crate::auth::jwt;
-use crate::auth::testing::{FakeEndpoint, oauth_error, ok, test_http};
+use crate::auth::testing::{FakeEndpoint, fetch, oauth_error, ok};
 use crate::config::ExpiresInUnit;
 
 fn pairs(form: &Form) -> Vec<(&str, &str)> {
@@ -339,15 +339,6 @@ fn unusable_keys_are_refused_without_showing_them() {
 fn at(idp: &FakeEndpoint, mut cfg: OAuth2Config) -> OAuth2 {
     cfg.token_url = idp.uri("/oauth/token");
     OAuth2::new(cfg)
-}
-
-async fn fetch(provider: &OAuth2, previous: Option<&Token>) -> Result<Token, ProviderError> {
-    provider
-        .fetch(FetchCtx {
-            http: &test_http(),
-            previous,
-        })
-        .await
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::auth::testing::{Canned, FakeEndpoint, Received, ok, test_http};
+use crate::auth::testing::{Canned, FakeEndpoint, Received, fetch, ok, test_http};
 
 const APP_SECRET: &str = "app-secret-xyz";
 
@@ -169,13 +169,7 @@ async fn private_apps_read_the_jwt_and_never_call_out() {
         token_url: "http://127.0.0.1:1".parse().expect("uri"),
     });
     assert!(!shopline.renews());
-    let token = shopline
-        .fetch(FetchCtx {
-            http: &test_http(),
-            previous: None,
-        })
-        .await
-        .expect("token");
+    let token = fetch(&shopline, None).await.expect("token");
     assert_eq!(token.access.expose(), &access);
     let left = token.expires_at.expect("expiry") - token.obtained_at;
     assert!(left > Duration::from_secs(3 * 365 * 86_400 - 10), "{left:?}");
@@ -223,13 +217,7 @@ async fn a_refused_code_falls_back_to_refresh() {
     })
     .await;
     let shopline = Shopline::new(oauth_config(store.uri(""), Some("spent")));
-    let token = shopline
-        .fetch(FetchCtx {
-            http: &test_http(),
-            previous: None,
-        })
-        .await
-        .expect("token");
+    let token = fetch(&shopline, None).await.expect("token");
     assert_eq!(token.access.expose(), "t-refreshed");
     assert_eq!(store.received().len(), 2);
 }
@@ -243,13 +231,7 @@ async fn a_wrong_secret_is_rejected_by_the_verifying_server() {
         app_secret: Secret::from("wrong-secret"),
         code: None,
     };
-    let error = Shopline::new(config)
-        .fetch(FetchCtx {
-            http: &test_http(),
-            previous: None,
-        })
-        .await
-        .expect_err("bad signature");
+    let error = fetch(&Shopline::new(config), None).await.expect_err("bad signature");
     assert!(
         matches!(&error, ProviderError::Rejected { code, .. } if code == "SIGN_ERROR"),
         "{error:?}"
