@@ -3,14 +3,12 @@
 //! text is generated here, its secrets come from an in-memory environment), so the demo exercises
 //! what operators run.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::ExitCode;
 
 use crate::app::{App, Listeners};
-use crate::config::{self, Env, Loaded};
+use crate::config::{self, Loaded, MapEnv};
 use crate::sandbox::{self, Sandbox};
 use crate::signals;
 
@@ -68,7 +66,7 @@ fn free_or_ephemeral(preferred: &str) -> SocketAddr {
 }
 
 /// The demo configuration: one tenant per sandbox provider, secrets by `{ env }` as operators write them.
-pub fn demo_config(sandbox: &Sandbox, listen: SocketAddr, admin: SocketAddr) -> (String, DemoEnv) {
+pub fn demo_config(sandbox: &Sandbox, listen: SocketAddr, admin: SocketAddr) -> (String, MapEnv) {
     let scopes = sandbox::ACCS_SCOPES
         .iter()
         .map(|s| format!("\"{s}\""))
@@ -122,7 +120,8 @@ token = {{ env = "DEMO_CYBERBIZ_TOKEN" }}
         vantage_client = sandbox::VANTAGE_CLIENT_ID,
         cyberbiz = sandbox.cyberbiz.base_url(),
     );
-    let env = DemoEnv(HashMap::from([
+    // The sandbox's own credentials, held in memory: never real ones.
+    let env = MapEnv::new([
         ("DEMO_IMS_CLIENT_SECRET", sandbox::IMS_CLIENT_SECRET.to_owned()),
         ("DEMO_SHOPLINE_APP_SECRET", sandbox::SHOPLINE_APP_SECRET.to_owned()),
         ("DEMO_SHOPLINE_CODE", sandbox::SHOPLINE_AUTH_CODE.to_owned()),
@@ -132,20 +131,8 @@ token = {{ env = "DEMO_CYBERBIZ_TOKEN" }}
             "DEMO_CYBERBIZ_TOKEN",
             sandbox.cyberbiz.token_with_ttl(DEMO_CYBERBIZ_TTL),
         ),
-    ]));
+    ]);
     (toml, env)
-}
-
-/// The demo's secrets, held in memory: the sandbox's own credentials, never real ones.
-pub struct DemoEnv(HashMap<&'static str, String>);
-
-impl Env for DemoEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
-    }
-    fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
-    }
 }
 
 /// Ready-to-paste commands (`-g` keeps curl from globbing the brackets of Magento queries).

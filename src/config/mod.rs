@@ -15,7 +15,7 @@ pub(crate) mod secret;
 pub(crate) mod units;
 pub(crate) mod validate;
 
-pub use validate::{Env, ProcessEnv};
+pub use validate::{Env, MapEnv, ProcessEnv};
 
 use std::fmt;
 use std::net::SocketAddr;

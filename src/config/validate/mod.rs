@@ -46,6 +46,25 @@ impl Env for ProcessEnv {
     }
 }
 
+/// Variables from a map, files from the real file system: the demo's sandbox credentials, and
+/// tests, which must not touch the process environment.
+pub struct MapEnv(std::collections::HashMap<String, String>);
+
+impl MapEnv {
+    pub fn new<K: Into<String>, V: Into<String>>(vars: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+}
+
+impl Env for MapEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+    fn read_file(&self, path: &std::path::Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
 pub(crate) fn validate(text: &str, origin: &str, env: &dyn Env) -> Result<Loaded, ConfigErrors> {
     let source = Source::parse(text, origin).map_err(ConfigErrors)?;
     let mut ctx = Ctx {

@@ -7,7 +7,7 @@ pub mod upstream;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,24 +19,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokenbroker::app::{App, Listeners};
-use tokenbroker::config::{self, ConfigErrors, Env};
+pub use tokenbroker::config::MapEnv;
+use tokenbroker::config::{self, ConfigErrors};
 use tokenbroker::reload::{ReloadHandle, ReloadSource};
 use tokio::sync::oneshot;
 
-/// Secrets for tests come from this map, never from the process environment.
-pub struct MapEnv(pub HashMap<String, String>);
-
-impl Env for MapEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
-    }
-    fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
-    }
-}
-
+/// Secrets for tests come from a map, never from the process environment.
 pub fn env(pairs: &[(&str, &str)]) -> MapEnv {
-    MapEnv(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    MapEnv::new(pairs.iter().copied())
 }
 
 /// A proxy running in this process.
