@@ -6,9 +6,7 @@
 //! An unknown, expired or revoked token gets 401 `{"error":["無權使用該 API"]}`.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,8 +18,9 @@ use hyper::{Request, Response};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::common::{self, Body, BodyError, RecordedRequest, TokenRegistry, TokenState, bump, get, json, lock};
-use super::server::{Handler, ServerHandle};
+use super::common::{self, Body, BodyError, TokenState, bump, get, json, lock};
+use super::fake::{Fake, FakeCore, FakeState};
+use super::server::Handler;
 use crate::clock;
 
 pub const CYBERBIZ_SHOP_ID: u64 = 7109;
@@ -65,11 +64,7 @@ impl Default for CyberbizOptions {
 }
 
 /// A running fake CYBERBIZ; dropping it stops the server.
-#[derive(Debug)]
-pub struct CyberbizSandbox {
-    state: Arc<State>,
-    server: ServerHandle,
-}
+pub type CyberbizSandbox = Fake<CyberbizState>;
 
 /// Recent request times: `admitted` enforces the limit, `arrived` measures the client.
 #[derive(Debug, Default)]
@@ -79,22 +74,21 @@ struct Windows {
     max_arrived: usize,
 }
 
-struct State {
+/// What the handle and the request handler share; its own fields beside the common [`FakeCore`].
+pub struct CyberbizState {
+    core: FakeCore,
     options: CyberbizOptions,
-    ttl: Mutex<Duration>,
-    tokens: TokenRegistry,
     windows: Mutex<Windows>,
-    api_calls: AtomicUsize,
     over_limit: AtomicUsize,
     too_large: AtomicUsize,
-    last_api: Mutex<Option<RecordedRequest>>,
 }
 
-impl fmt::Debug for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("State")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
+/// No `TokenEndpoint`: merchants copy tokens by hand, so there are no token calls to count or fail.
+impl FakeState for CyberbizState {
+    const NAME: &'static str = "CyberbizSandbox";
+
+    fn core(&self) -> &FakeCore {
+        &self.core
     }
 }
 
@@ -102,34 +96,20 @@ impl fmt::Debug for State {
 
 impl CyberbizSandbox {
     pub async fn start(options: CyberbizOptions) -> io::Result<Self> {
-        let state = Arc::new(State {
-            ttl: Mutex::new(options.token_ttl),
-            tokens: TokenRegistry::default(),
+        Self::serve(CyberbizState {
+            core: FakeCore::new(options.token_ttl),
             windows: Mutex::new(Windows::default()),
-            api_calls: AtomicUsize::new(0),
             over_limit: AtomicUsize::new(0),
             too_large: AtomicUsize::new(0),
-            last_api: Mutex::new(None),
             options,
-        });
-        let server = ServerHandle::start(Arc::clone(&state)).await?;
-        Ok(Self { state, server })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// `http://127.0.0.1:PORT`, standing in for `https://app-store-api.cyberbiz.io`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr())
+        })
+        .await
     }
 
     /// Mints a token as the CYBERBIZ backend would: an HS256 JWT with `iat`, `exp`, `shop_id`,
     /// `shop_domain` and `scopes`, valid for the configured lifetime.
     pub fn token(&self) -> String {
-        let ttl = *lock(&self.state.ttl);
-        self.token_with_ttl(ttl)
+        self.token_with_ttl(self.state.core.ttl())
     }
 
     pub fn token_with_ttl(&self, ttl: Duration) -> String {
@@ -142,20 +122,8 @@ impl CyberbizSandbox {
             "jti": common::random_string(),
         });
         let token = common::mint_jwt("HS256", &claims);
-        self.state.tokens.insert(token.clone(), ttl);
+        self.state.core.tokens.insert(token.clone(), ttl);
         token
-    }
-
-    pub fn set_token_ttl(&self, ttl: Duration) {
-        *lock(&self.state.ttl) = ttl;
-    }
-
-    pub fn revoke_all(&self) {
-        self.state.tokens.revoke_all();
-    }
-
-    pub fn api_calls(&self) -> usize {
-        get(&self.state.api_calls)
     }
 
     /// The most requests that arrived within any 1-second window (admitted or not).
@@ -172,24 +140,16 @@ impl CyberbizSandbox {
     pub fn bodies_too_large(&self) -> usize {
         get(&self.state.too_large)
     }
-
-    pub fn last_api_request(&self) -> Option<RecordedRequest> {
-        lock(&self.state.last_api).clone()
-    }
-
-    pub async fn shutdown(self) {
-        self.server.shutdown().await;
-    }
 }
 
 // === API ===
 
-impl Handler for State {
+impl Handler for CyberbizState {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        bump(&self.api_calls);
+        self.core.count_api_call();
         let (parts, mut body) = req.into_parts();
         if declared_length(&parts.headers).is_some_and(|len| len > self.options.body_limit) {
-            *lock(&self.last_api) = Some(RecordedRequest::new(&parts, 0));
+            self.core.record(&parts, 0);
             common::discard(&mut body, DRAIN_CAP).await;
             return self.too_large();
         }
@@ -197,8 +157,7 @@ impl Handler for State {
             bump(&self.over_limit);
             return json(StatusCode::TOO_MANY_REQUESTS, &json!({"error": "Too Many Requests"}));
         }
-        let token = common::bearer(&parts.headers);
-        let state = token.map_or(TokenState::Unknown, |t| self.tokens.state(t));
+        let state = self.core.bearer_state(&parts.headers);
         let summary = match common::read_body_mut(&mut body, self.options.body_limit).await {
             Ok(summary) => summary,
             Err(BodyError::TooLarge) => {
@@ -207,7 +166,7 @@ impl Handler for State {
             }
             Err(BodyError::Broken) => return common::empty(StatusCode::BAD_REQUEST),
         };
-        *lock(&self.last_api) = Some(RecordedRequest::new(&parts, summary.len));
+        self.core.record(&parts, summary.len);
         if state != TokenState::Valid {
             return json(StatusCode::UNAUTHORIZED, &json!({"error": ["無權使用該 API"]}));
         }
@@ -222,7 +181,7 @@ impl Handler for State {
     }
 }
 
-impl State {
+impl CyberbizState {
     /// Records an arrival and admits it if fewer than the limit were admitted in the last second.
     fn admit(&self, now: Instant) -> bool {
         let mut windows = lock(&self.windows);

@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,11 +21,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::json;
 
-use super::common::{
-    self, Body, FailSwitch, OAuthError, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, bump, get, json, lock,
-    oauth_error,
-};
-use super::server::{Handler, ServerHandle};
+use super::common::{self, Body, OAuthError, TOKEN_BODY_LIMIT, bump, get, json, lock, oauth_error};
+use super::fake::{Fake, FakeCore, FakeState, TokenEndpoint};
+use super::server::Handler;
 use crate::clock;
 
 mod api;
@@ -90,64 +87,43 @@ impl fmt::Debug for ImsOptions {
 }
 
 /// A running fake IMS + ACCS; dropping it stops the server.
-#[derive(Debug)]
-pub struct ImsSandbox {
-    state: Arc<ImsState>,
-    server: ServerHandle,
-}
+pub type ImsSandbox = Fake<ImsState>;
 
-struct ImsState {
+/// What the handle and the request handler share; its own fields beside the common [`FakeCore`].
+pub struct ImsState {
+    core: FakeCore,
     client_id: String,
     tenant_id: String,
     allowed_scopes: Vec<String>,
     require_api_key: bool,
     secrets: Mutex<Vec<String>>,
-    ttl: Mutex<Duration>,
-    tokens: TokenRegistry,
-    fail: FailSwitch,
-    token_calls: AtomicUsize,
     tokens_issued: AtomicUsize,
-    api_calls: AtomicUsize,
-    last_api: Mutex<Option<RecordedRequest>>,
 }
 
-impl fmt::Debug for ImsState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ImsState")
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
+impl FakeState for ImsState {
+    const NAME: &'static str = "ImsSandbox";
+
+    fn core(&self) -> &FakeCore {
+        &self.core
     }
 }
+
+impl TokenEndpoint for ImsState {}
 
 // === impl ImsSandbox ===
 
 impl ImsSandbox {
     pub async fn start(options: ImsOptions) -> io::Result<Self> {
-        let state = Arc::new(ImsState {
+        Self::serve(ImsState {
+            core: FakeCore::new(options.token_ttl),
             client_id: options.client_id,
             tenant_id: options.tenant_id,
             allowed_scopes: options.allowed_scopes,
             require_api_key: options.require_api_key,
             secrets: Mutex::new(options.client_secrets),
-            ttl: Mutex::new(options.token_ttl),
-            tokens: TokenRegistry::default(),
-            fail: FailSwitch::default(),
-            token_calls: AtomicUsize::new(0),
             tokens_issued: AtomicUsize::new(0),
-            api_calls: AtomicUsize::new(0),
-            last_api: Mutex::new(None),
-        });
-        let server = ServerHandle::start(Arc::clone(&state)).await?;
-        Ok(Self { state, server })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr())
+        })
+        .await
     }
 
     pub fn token_url(&self) -> String {
@@ -159,51 +135,14 @@ impl ImsSandbox {
         format!("{}/{}", self.base_url(), self.state.tenant_id)
     }
 
-    /// Calls to the token endpoint, successful or not.
-    pub fn token_calls(&self) -> usize {
-        get(&self.state.token_calls)
-    }
-
     /// Tokens actually issued.
     pub fn tokens_issued(&self) -> usize {
         get(&self.state.tokens_issued)
     }
 
-    pub fn api_calls(&self) -> usize {
-        get(&self.state.api_calls)
-    }
-
-    /// Every access token issued so far, so tests can prove none of them leaks.
-    pub fn issued_tokens(&self) -> Vec<String> {
-        self.state.tokens.all()
-    }
-
-    /// Every token issued so far answers 401 from now on.
-    pub fn revoke_all(&self) {
-        self.state.tokens.revoke_all();
-    }
-
-    /// Lifetime of tokens issued from now on.
-    pub fn set_token_ttl(&self, ttl: Duration) {
-        *lock(&self.state.ttl) = ttl;
-    }
-
-    /// The next `n` token calls answer 503.
-    pub fn fail_next_token_calls(&self, n: usize) {
-        self.state.fail.arm(n);
-    }
-
     /// Replaces the valid secrets (rotation); tokens already issued stay valid, as on IMS.
     pub fn set_valid_secrets(&self, secrets: Vec<String>) {
         *lock(&self.state.secrets) = secrets;
-    }
-
-    pub fn last_api_request(&self) -> Option<RecordedRequest> {
-        lock(&self.state.last_api).clone()
-    }
-
-    pub async fn shutdown(self) {
-        self.server.shutdown().await;
     }
 }
 
@@ -224,9 +163,8 @@ impl Handler for ImsState {
 
 impl ImsState {
     async fn token(&self, req: Request<Incoming>) -> Response<Body> {
-        bump(&self.token_calls);
-        if self.fail.take() {
-            return common::unavailable();
+        if let Some(outage) = self.core.count_token_call() {
+            return outage;
         }
         if req.method() != Method::POST {
             return oauth_error("invalid_request", "method not allowed");
@@ -278,7 +216,7 @@ impl ImsState {
     }
 
     fn issue(&self, scope: &str) -> Response<Body> {
-        let ttl = *lock(&self.ttl);
+        let ttl = self.core.ttl();
         let claims = json!({
             "id": common::random_string(),
             "type": "access_token",
@@ -290,7 +228,7 @@ impl ImsState {
             "expires_in": ttl.as_millis().to_string(),
         });
         let token = common::mint_jwt("RS256", &claims);
-        self.tokens.insert(token.clone(), ttl);
+        self.core.tokens.insert(token.clone(), ttl);
         bump(&self.tokens_issued);
         json(
             StatusCode::OK,

@@ -11,6 +11,8 @@
 //! # Layout
 //! - `server.rs`: accept loop and the `ServerHandle` that stops it (on drop or `shutdown()`).
 //! - `common.rs`: token registry, body reading, JSON helpers, request recording.
+//! - `fake.rs`: `Fake<S>`, the handle every `XxxSandbox` is, with the accessors they share
+//!   (`base_url`, `token_calls`, `revoke_all`, ...), and `FakeCore`, the state behind them.
 //! - `ims.rs`, `shopline.rs`, `vantage.rs`, `cyberbiz.rs`: one fake each.
 //!
 //! Expiry runs on `tokio::time::Instant`; wall-clock values that go on the wire (JWT claims,
@@ -20,6 +22,7 @@ use std::io;
 
 mod common;
 mod cyberbiz;
+mod fake;
 mod ims;
 mod server;
 mod shopline;
@@ -32,6 +35,8 @@ pub use common::{Body, RecordedRequest};
 pub use cyberbiz::{
     CYBERBIZ_BODY_LIMIT, CYBERBIZ_DEFAULT_TTL, CYBERBIZ_SHOP_DOMAIN, CYBERBIZ_SHOP_ID, CyberbizOptions, CyberbizSandbox,
 };
+/// Every `XxxSandbox` is a `Fake<XxxState>`: its page lists the accessors all fakes share.
+pub use fake::Fake;
 pub use ims::{ACCS_SCOPES, ACCS_TENANT_ID, IMS_CLIENT_ID, IMS_CLIENT_SECRET, IMS_DEFAULT_TTL, ImsOptions, ImsSandbox};
 pub use shopline::{
     SHOPLINE_APP_KEY, SHOPLINE_APP_SECRET, SHOPLINE_AUTH_CODE, SHOPLINE_DEFAULT_TTL, SHOPLINE_GRACE, SHOPLINE_HANDLE,

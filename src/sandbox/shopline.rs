@@ -12,7 +12,6 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,10 +25,9 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::time::Instant;
 
-use super::common::{
-    self, Body, FailSwitch, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, TokenState, bump, get, json, lock,
-};
-use super::server::{Handler, ServerHandle};
+use super::common::{self, Body, TOKEN_BODY_LIMIT, bump, get, json, lock};
+use super::fake::{Fake, FakeCore, FakeState, TokenEndpoint};
+use super::server::Handler;
 use crate::clock;
 
 pub(super) mod api;
@@ -108,70 +106,49 @@ impl fmt::Debug for ShoplineOptions {
 }
 
 /// A running fake SHOPLINE store; dropping it stops the server.
-#[derive(Debug)]
-pub struct ShoplineSandbox {
-    state: Arc<State>,
-    server: ServerHandle,
-}
+pub type ShoplineSandbox = Fake<ShoplineState>;
 
-struct State {
+/// What the handle and the request handler share; its own fields beside the common [`FakeCore`].
+pub struct ShoplineState {
+    core: FakeCore,
     options: ShoplineOptions,
-    ttl: Mutex<Duration>,
     grace: Mutex<Duration>,
     codes: Mutex<HashSet<String>>,
     current: Mutex<Option<String>>,
-    tokens: TokenRegistry,
     bucket: Mutex<api::LeakyBucket>,
     locked: AtomicBool,
-    fail: FailSwitch,
-    token_calls: AtomicUsize,
     create_calls: AtomicUsize,
     refresh_calls: AtomicUsize,
-    api_calls: AtomicUsize,
     throttled: AtomicUsize,
-    last_api: Mutex<Option<RecordedRequest>>,
 }
 
-impl fmt::Debug for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("State")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
+impl FakeState for ShoplineState {
+    const NAME: &'static str = "ShoplineSandbox";
+
+    fn core(&self) -> &FakeCore {
+        &self.core
     }
 }
+
+impl TokenEndpoint for ShoplineState {}
 
 // === impl ShoplineSandbox ===
 
 impl ShoplineSandbox {
     pub async fn start(options: ShoplineOptions) -> io::Result<Self> {
-        let state = Arc::new(State {
-            ttl: Mutex::new(options.token_ttl),
+        Self::serve(ShoplineState {
+            core: FakeCore::new(options.token_ttl),
             grace: Mutex::new(options.grace),
             codes: Mutex::new(options.codes.iter().cloned().collect()),
             current: Mutex::new(None),
-            tokens: TokenRegistry::default(),
             bucket: Mutex::new(api::LeakyBucket::new(options.rate_per_second, options.burst)),
             locked: AtomicBool::new(false),
-            fail: FailSwitch::default(),
-            token_calls: AtomicUsize::new(0),
             create_calls: AtomicUsize::new(0),
             refresh_calls: AtomicUsize::new(0),
-            api_calls: AtomicUsize::new(0),
             throttled: AtomicUsize::new(0),
-            last_api: Mutex::new(None),
             options,
-        });
-        let server = ServerHandle::start(Arc::clone(&state)).await?;
-        Ok(Self { state, server })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// `http://127.0.0.1:PORT`, standing in for `https://{handle}.myshopline.com`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr())
+        })
+        .await
     }
 
     pub fn handle(&self) -> &str {
@@ -186,21 +163,12 @@ impl ShoplineSandbox {
         &self.state.options.app_secret
     }
 
-    /// Calls to either token endpoint, successful or not.
-    pub fn token_calls(&self) -> usize {
-        get(&self.state.token_calls)
-    }
-
     pub fn create_calls(&self) -> usize {
         get(&self.state.create_calls)
     }
 
     pub fn refresh_calls(&self) -> usize {
         get(&self.state.refresh_calls)
-    }
-
-    pub fn api_calls(&self) -> usize {
-        get(&self.state.api_calls)
     }
 
     /// API calls answered 429 by the leaky bucket.
@@ -213,19 +181,6 @@ impl ShoplineSandbox {
         lock(&self.state.current).clone()
     }
 
-    pub fn revoke_all(&self) {
-        self.state.tokens.revoke_all();
-    }
-
-    /// Every access token issued so far, so tests can prove none of them leaks.
-    pub fn issued_tokens(&self) -> Vec<String> {
-        self.state.tokens.all()
-    }
-
-    pub fn set_token_ttl(&self, ttl: Duration) {
-        *lock(&self.state.ttl) = ttl;
-    }
-
     /// How long the previous token survives later refreshes.
     pub fn set_grace(&self, grace: Duration) {
         *lock(&self.state.grace) = grace;
@@ -236,27 +191,15 @@ impl ShoplineSandbox {
         lock(&self.state.codes).insert(code.to_owned());
     }
 
-    pub fn fail_next_token_calls(&self, n: usize) {
-        self.state.fail.arm(n);
-    }
-
     /// Locks or unlocks the store; a locked store answers 423 to every API call.
     pub fn set_locked(&self, locked: bool) {
         self.state.locked.store(locked, Ordering::SeqCst);
-    }
-
-    pub fn last_api_request(&self) -> Option<RecordedRequest> {
-        lock(&self.state.last_api).clone()
-    }
-
-    pub async fn shutdown(self) {
-        self.server.shutdown().await;
     }
 }
 
 // === token endpoints ===
 
-impl Handler for State {
+impl Handler for ShoplineState {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         match req.uri().path() {
             "/admin/oauth/token/create" => self.token(req, Grant::Create).await,
@@ -273,16 +216,15 @@ enum Grant {
     Refresh,
 }
 
-impl State {
+impl ShoplineState {
     async fn token(&self, req: Request<Incoming>, grant: Grant) -> Response<Body> {
-        bump(&self.token_calls);
         bump(if grant == Grant::Create {
             &self.create_calls
         } else {
             &self.refresh_calls
         });
-        if self.fail.take() {
-            return common::unavailable();
+        if let Some(outage) = self.core.count_token_call() {
+            return outage;
         }
         if req.method() != Method::POST {
             return envelope_error(405, "METHOD_NOT_ALLOWED", "method not allowed");
@@ -333,7 +275,7 @@ impl State {
 
     /// Mints the store's new current token; the previous one dies after the grace period.
     fn issue(&self) -> Response<Body> {
-        let ttl = *lock(&self.ttl);
+        let ttl = self.core.ttl();
         let grace = *lock(&self.grace);
         let now_ms = clock::unix_millis();
         let expires_ms = now_ms + ttl.as_millis() as u64;
@@ -342,10 +284,10 @@ impl State {
             "version": "V2", "timestamp": now_ms, "iss": "ysoul", "exp": expires_ms / 1000,
         });
         let token = common::mint_jwt("HS512", &claims);
-        self.tokens.insert(token.clone(), ttl);
+        self.core.tokens.insert(token.clone(), ttl);
         let previous = lock(&self.current).replace(token.clone());
         if let Some(previous) = previous {
-            self.tokens.expire_by(&previous, Instant::now() + grace);
+            self.core.tokens.expire_by(&previous, Instant::now() + grace);
         }
         let data = json!({
             "accessToken": token,
@@ -356,10 +298,6 @@ impl State {
             StatusCode::OK,
             &json!({"code": 200, "i18nCode": "SUCCESS", "message": null, "data": data}),
         )
-    }
-
-    fn token_state(&self, headers: &HeaderMap) -> TokenState {
-        common::bearer(headers).map_or(TokenState::Unknown, |t| self.tokens.state(t))
     }
 }
 

@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,11 +22,9 @@ use hyper::{Request, Response};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::common::{
-    self, Body, FailSwitch, OAuthError, RecordedRequest, TOKEN_BODY_LIMIT, TokenRegistry, bump, get, json, lock,
-    oauth_error,
-};
-use super::server::{Handler, ServerHandle};
+use super::common::{self, Body, OAuthError, TOKEN_BODY_LIMIT, get, json, lock, oauth_error};
+use super::fake::{Fake, FakeCore, FakeState, TokenEndpoint};
+use super::server::Handler;
 
 mod api;
 mod grants;
@@ -92,11 +89,7 @@ impl fmt::Debug for VantageOptions {
 }
 
 /// A running fake Vantage; dropping it stops the server.
-#[derive(Debug)]
-pub struct VantageSandbox {
-    state: Arc<State>,
-    server: ServerHandle,
-}
+pub type VantageSandbox = Fake<VantageState>;
 
 /// A refresh token's grant: what a redemption re-issues.
 #[derive(Debug, Clone)]
@@ -109,59 +102,59 @@ struct RefreshGrant {
 
 #[derive(Debug, Default)]
 struct Counters {
-    token_calls: AtomicUsize,
     client_credentials: AtomicUsize,
     password: AtomicUsize,
     refresh_token: AtomicUsize,
     refresh_token_uses: AtomicUsize,
     refresh_token_reuses: AtomicUsize,
-    api_calls: AtomicUsize,
 }
 
-struct State {
+/// What the handle and the request handler share; its own fields beside the common [`FakeCore`].
+pub struct VantageState {
+    core: FakeCore,
     options: VantageOptions,
     secrets: Mutex<Vec<String>>,
-    ttl: Mutex<Duration>,
-    tokens: TokenRegistry,
     refresh_tokens: Mutex<HashMap<String, RefreshGrant>>,
-    fail: FailSwitch,
     counters: Counters,
-    last_api: Mutex<Option<RecordedRequest>>,
 }
 
-impl fmt::Debug for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("State")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
+impl FakeState for VantageState {
+    const NAME: &'static str = "VantageSandbox";
+
+    fn core(&self) -> &FakeCore {
+        &self.core
+    }
+
+    /// Access tokens plus refresh tokens.
+    fn issued_tokens(&self) -> Vec<String> {
+        let mut tokens = self.core.tokens.all();
+        tokens.extend(lock(&self.refresh_tokens).keys().cloned());
+        tokens
+    }
+
+    /// Refresh tokens die too: each counts as already redeemed.
+    fn revoke_all(&self) {
+        self.core.tokens.revoke_all();
+        lock(&self.refresh_tokens)
+            .values_mut()
+            .for_each(|grant| grant.used = true);
     }
 }
+
+impl TokenEndpoint for VantageState {}
 
 // === impl VantageSandbox ===
 
 impl VantageSandbox {
     pub async fn start(options: VantageOptions) -> io::Result<Self> {
-        let state = Arc::new(State {
+        Self::serve(VantageState {
+            core: FakeCore::new(options.token_ttl),
             secrets: Mutex::new(options.client_secrets.clone()),
-            ttl: Mutex::new(options.token_ttl),
-            tokens: TokenRegistry::default(),
             refresh_tokens: Mutex::new(HashMap::new()),
-            fail: FailSwitch::default(),
             counters: Counters::default(),
-            last_api: Mutex::new(None),
             options,
-        });
-        let server = ServerHandle::start(Arc::clone(&state)).await?;
-        Ok(Self { state, server })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// `http://127.0.0.1:PORT`, standing in for `https://vantage-us.abbyy.com`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr())
+        })
+        .await
     }
 
     /// The tenant-less token endpoint, `.../auth2/connect/token`.
@@ -176,10 +169,6 @@ impl VantageSandbox {
             self.base_url(),
             self.state.options.tenant_id
         )
-    }
-
-    pub fn token_calls(&self) -> usize {
-        get(&self.state.counters.token_calls)
     }
 
     /// Token calls with the given `grant_type` (`client_credentials`, `password`, `refresh_token`).
@@ -203,49 +192,14 @@ impl VantageSandbox {
         get(&self.state.counters.refresh_token_reuses)
     }
 
-    pub fn api_calls(&self) -> usize {
-        get(&self.state.counters.api_calls)
-    }
-
-    /// Every access and refresh token issued so far, so tests can prove none of them leaks.
-    pub fn issued_tokens(&self) -> Vec<String> {
-        let mut tokens = self.state.tokens.all();
-        tokens.extend(lock(&self.state.refresh_tokens).keys().cloned());
-        tokens
-    }
-
-    /// Every access and refresh token issued so far stops working.
-    pub fn revoke_all(&self) {
-        self.state.tokens.revoke_all();
-        lock(&self.state.refresh_tokens)
-            .values_mut()
-            .for_each(|grant| grant.used = true);
-    }
-
-    pub fn set_token_ttl(&self, ttl: Duration) {
-        *lock(&self.state.ttl) = ttl;
-    }
-
     pub fn set_valid_secrets(&self, secrets: Vec<String>) {
         *lock(&self.state.secrets) = secrets;
-    }
-
-    pub fn fail_next_token_calls(&self, n: usize) {
-        self.state.fail.arm(n);
-    }
-
-    pub fn last_api_request(&self) -> Option<RecordedRequest> {
-        lock(&self.state.last_api).clone()
-    }
-
-    pub async fn shutdown(self) {
-        self.server.shutdown().await;
     }
 }
 
 // === token endpoint ===
 
-impl Handler for State {
+impl Handler for VantageState {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let tenant_part = format!("/auth2/{}", self.options.tenant_id);
@@ -261,11 +215,10 @@ impl Handler for State {
 
 type Fields = HashMap<String, String>;
 
-impl State {
+impl VantageState {
     async fn token(&self, req: Request<Incoming>) -> Response<Body> {
-        bump(&self.counters.token_calls);
-        if self.fail.take() {
-            return common::unavailable();
+        if let Some(outage) = self.core.count_token_call() {
+            return outage;
         }
         if req.method() != Method::POST {
             return common::empty(StatusCode::METHOD_NOT_ALLOWED);

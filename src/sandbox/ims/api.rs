@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::json;
 
-use super::super::common::{self, Body, BodySummary, RecordedRequest, TokenState, bump, json, lock};
+use super::super::common::{self, Body, BodySummary, TokenState, json};
 use super::ImsState;
 
 /// Upper bound on `/V1/sandbox/slow?ms=`, so a typo cannot park a connection for hours.
@@ -19,10 +19,10 @@ const MAX_SLOW: Duration = Duration::from_secs(60);
 
 impl ImsState {
     pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
-        bump(&self.api_calls);
+        self.core.count_api_call();
         let (parts, body) = req.into_parts();
         let summary = common::read_body(body, u64::MAX).await.unwrap_or_default();
-        self.record(&parts, &summary);
+        self.core.record(&parts, summary.len);
         if let Some(denied) = self.authorize(&parts.headers) {
             return denied;
         }
@@ -49,10 +49,6 @@ impl ImsState {
         }
     }
 
-    fn record(&self, parts: &http::request::Parts, summary: &BodySummary) {
-        *lock(&self.last_api) = Some(RecordedRequest::new(parts, summary.len));
-    }
-
     /// `None` when the caller may proceed; otherwise the rejection.
     fn authorize(&self, headers: &HeaderMap) -> Option<Response<Body>> {
         let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
@@ -61,7 +57,7 @@ impl ImsState {
             let body = json!({"error_code": "403000", "message": "Api Key is invalid"});
             return Some(json(StatusCode::FORBIDDEN, &body));
         }
-        let valid = common::bearer(headers).is_some_and(|t| self.tokens.state(t) == TokenState::Valid);
+        let valid = self.core.bearer_state(headers) == TokenState::Valid;
         (!valid).then(unauthorized)
     }
 }

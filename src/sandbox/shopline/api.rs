@@ -14,8 +14,8 @@ use hyper::{Request, Response};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::super::common::{self, Body, BodySummary, RecordedRequest, TokenState, bump, json, lock};
-use super::{State, trace_id};
+use super::super::common::{self, Body, BodySummary, TokenState, bump, json, lock};
+use super::{ShoplineState, trace_id};
 
 /// A leaky bucket in GCRA form: `drained_at` is when the bucket would be empty again.
 /// Requests fit while the bucket holds fewer than `burst`; it drains at `rate` per second.
@@ -48,12 +48,12 @@ impl LeakyBucket {
     }
 }
 
-impl State {
+impl ShoplineState {
     pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
-        bump(&self.api_calls);
+        self.core.count_api_call();
         let (parts, body) = req.into_parts();
         let summary = common::read_body(body, u64::MAX).await.unwrap_or_default();
-        self.record(&parts, &summary);
+        self.core.record(&parts, summary.len);
         let mut response = self.api_response(&parts, &summary);
         response.headers_mut().insert("traceId", trace_id());
         response
@@ -63,7 +63,7 @@ impl State {
         if self.locked.load(Ordering::SeqCst) {
             return json(StatusCode::LOCKED, &json!({"errors": "Store is locked"}));
         }
-        match self.token_state(&parts.headers) {
+        match self.core.bearer_state(&parts.headers) {
             TokenState::Valid => {}
             TokenState::Expired => return unauthorized("ACCESS_TOKEN is expired!"),
             TokenState::Revoked | TokenState::Unknown => {
@@ -100,10 +100,6 @@ impl State {
                 .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
-    }
-
-    fn record(&self, parts: &http::request::Parts, summary: &BodySummary) {
-        *lock(&self.last_api) = Some(RecordedRequest::new(parts, summary.len));
     }
 }
 

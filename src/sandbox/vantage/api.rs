@@ -8,16 +8,16 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::json;
 
-use super::super::common::{self, Body, RecordedRequest, TokenState, bump, json, lock};
-use super::State;
+use super::super::common::{self, Body, TokenState, json};
+use super::VantageState;
 
-impl State {
+impl VantageState {
     pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
-        bump(&self.counters.api_calls);
+        self.core.count_api_call();
         let (parts, body) = req.into_parts();
         let summary = common::read_body(body, u64::MAX).await.unwrap_or_default();
-        *lock(&self.last_api) = Some(RecordedRequest::new(&parts, summary.len));
-        let state = common::bearer(&parts.headers).map_or(TokenState::Unknown, |t| self.tokens.state(t));
+        self.core.record(&parts, summary.len);
+        let state = self.core.bearer_state(&parts.headers);
         if state != TokenState::Valid {
             return unauthorized(state);
         }

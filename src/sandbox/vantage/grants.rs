@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::super::common::{self, Body, OAuthError, bump, json, lock};
-use super::{Fields, OFFLINE_ACCESS, RefreshGrant, State};
+use super::{Fields, OFFLINE_ACCESS, RefreshGrant, VantageState};
 use crate::clock;
 
 /// The outcome of presenting a refresh token.
@@ -18,7 +18,7 @@ enum Redemption {
     Invalid,
 }
 
-impl State {
+impl VantageState {
     pub(super) fn client_credentials(&self, fields: &Fields) -> Result<Response<Body>, OAuthError> {
         bump(&self.counters.client_credentials);
         let scope = self.requested_scope(fields)?;
@@ -95,7 +95,7 @@ impl State {
     }
 
     fn issue(&self, scope: String, subject: Option<String>) -> Response<Body> {
-        let ttl = *lock(&self.ttl);
+        let ttl = self.core.ttl();
         let now = clock::unix_millis() / 1000;
         let claims = json!({
             "iss": "https://vantage-sandbox/auth2", "nbf": now, "iat": now, "exp": now + ttl.as_secs(),
@@ -103,7 +103,7 @@ impl State {
             "scope": scope.split(' ').collect::<Vec<_>>(), "jti": common::random_string(),
         });
         let access_token = common::mint_jwt("RS256", &claims);
-        self.tokens.insert(access_token.clone(), ttl);
+        self.core.tokens.insert(access_token.clone(), ttl);
         let mut body = json!({
             "access_token": access_token, "expires_in": ttl.as_secs(), "token_type": "Bearer", "scope": scope,
         });
