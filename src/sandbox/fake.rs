@@ -18,9 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::HeaderMap;
-use hyper::Response;
+use http::request::Parts;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
 
-use super::common::{self, Body, FailSwitch, RecordedRequest, TokenRegistry, TokenState, bump, get, lock};
+use super::common::{self, Body, BodySummary, FailSwitch, RecordedRequest, TokenRegistry, TokenState, bump, get, lock};
 use super::server::{Handler, ServerHandle};
 
 /// The state every fake keeps besides its provider's own. Locks are held for one field update.
@@ -62,8 +64,18 @@ impl FakeCore {
         bump(&self.api_calls);
     }
 
+    /// Counts and records an API request whose whole body is read (its length counted, its start
+    /// kept for echoing); what the IMS, SHOPLINE and Vantage APIs do first.
+    pub(crate) async fn receive_api(&self, req: Request<Incoming>) -> (Parts, BodySummary) {
+        self.count_api_call();
+        let (parts, body) = req.into_parts();
+        let summary = common::read_body(body, u64::MAX).await.unwrap_or_default();
+        self.record(&parts, summary.len);
+        (parts, summary)
+    }
+
     /// Keeps `parts` as the last API request, for `last_api_request()`.
-    pub(crate) fn record(&self, parts: &http::request::Parts, body_len: u64) {
+    pub(crate) fn record(&self, parts: &Parts, body_len: u64) {
         *lock(&self.last_api) = Some(RecordedRequest::new(parts, body_len));
     }
 

@@ -19,10 +19,7 @@ const MAX_SLOW: Duration = Duration::from_secs(60);
 
 impl ImsState {
     pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
-        self.core.count_api_call();
-        let (parts, body) = req.into_parts();
-        let summary = common::read_body(body, u64::MAX).await.unwrap_or_default();
-        self.core.record(&parts, summary.len);
+        let (parts, summary) = self.core.receive_api(req).await;
         if let Some(denied) = self.authorize(&parts.headers) {
             return denied;
         }

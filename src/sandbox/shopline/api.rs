@@ -50,10 +50,7 @@ impl LeakyBucket {
 
 impl ShoplineState {
     pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
-        self.core.count_api_call();
-        let (parts, body) = req.into_parts();
-        let summary = common::read_body(body, u64::MAX).await.unwrap_or_default();
-        self.core.record(&parts, summary.len);
+        let (parts, summary) = self.core.receive_api(req).await;
         let mut response = self.api_response(&parts, &summary);
         response.headers_mut().insert("traceId", trace_id());
         response

@@ -13,10 +13,7 @@ use super::VantageState;
 
 impl VantageState {
     pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
-        self.core.count_api_call();
-        let (parts, body) = req.into_parts();
-        let summary = common::read_body(body, u64::MAX).await.unwrap_or_default();
-        self.core.record(&parts, summary.len);
+        let (parts, summary) = self.core.receive_api(req).await;
         let state = self.core.bearer_state(&parts.headers);
         if state != TokenState::Valid {
             return unauthorized(state);
