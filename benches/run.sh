@@ -20,7 +20,8 @@ DURATION=${DURATION:-8}          # seconds per 64-connection run
 LAT_DURATION=${LAT_DURATION:-4}  # seconds per 1-connection run
 ROUNDS=${ROUNDS:-3}
 # EXTRAS=0 skips the 1,000-tenant and cold-burst steps (quick before/after comparisons);
-# TOKENBROKER_BIN=path measures another build of the proxy (e.g. a saved baseline).
+# TOKENBROKER_BIN=path measures another build of the proxy (e.g. a saved baseline);
+# SKIP_BUILD=1 uses the binaries already built.
 CONNS=64
 LOADGEN_CPU=0
 SERVER_CPU=1
@@ -50,6 +51,11 @@ ensure_tools() {
 }
 
 build() {
+  if [ "${SKIP_BUILD:-0}" = 1 ]; then
+    LOAD=$(ls -t "$ROOT"/target/release/deps/load-* | grep -v '\.d$' | head -1)
+    TB=${TOKENBROKER_BIN:-$ROOT/target/release/tokenbroker}
+    return
+  fi
   log "building release binaries"
   # Two invocations on purpose: a bench target unifies the dev-dependency features (tokio's
   # test-util) into the whole build, and the proxy under test must be the binary that ships.

