@@ -19,6 +19,8 @@ WORK=$OUT/work
 DURATION=${DURATION:-8}          # seconds per 64-connection run
 LAT_DURATION=${LAT_DURATION:-4}  # seconds per 1-connection run
 ROUNDS=${ROUNDS:-3}
+# One worker for the proxy, as nginx gets `worker_processes 1`.
+TB_RUNTIME_ENV=${TB_RUNTIME_ENV:-TOKENBROKER_WORKER_THREADS=1}
 # EXTRAS=0 skips the 1,000-tenant and cold-burst steps (quick before/after comparisons);
 # TOKENBROKER_BIN=path measures another build of the proxy (e.g. a saved baseline);
 # SKIP_BUILD=1 uses the binaries already built.
@@ -104,7 +106,8 @@ tenant_config() {
 
 # start_tokenbroker CONFIG LOGFILE: the real binary, one tokio worker, pinned; sets TB_PID.
 start_tokenbroker() {
-  BENCH_IMS_SECRET=sandbox-secret-1 TOKIO_WORKER_THREADS=1 RUST_LOG="${TB_LOG:-warn}" \
+  # shellcheck disable=SC2086
+  env BENCH_IMS_SECRET=sandbox-secret-1 RUST_LOG="${TB_LOG:-warn}" ${TB_RUNTIME_ENV} \
     taskset -c "$SERVER_CPU" "$TB" run --config "$1" --log-format json 2>"$2" &
   TB_PID=$!; PIDS+=("$TB_PID")
 }
