@@ -64,7 +64,7 @@ impl Servers {
         let ims = Arc::new(ImsSandbox::start(ImsOptions::default()).await?);
         let token_url = match token_delay_ms {
             0 => ims.token_url(),
-            ms => delaying_front(ims.token_url(), Duration::from_millis(ms))?,
+            ms => delaying_front(&ims.token_url(), Duration::from_millis(ms))?,
         };
         let control = listen(128)?;
         let control_addr = control.local_addr()?;
@@ -144,7 +144,7 @@ where
 
 /// A front that holds every token call for `delay` before passing it to the sandbox, so that
 /// requests sent right after the proxy starts find no token yet and must wait for one.
-fn delaying_front(token_url: String, delay: Duration) -> Result<String, BenchError> {
+fn delaying_front(token_url: &str, delay: Duration) -> Result<String, BenchError> {
     let target: Uri = token_url.parse().map_err(|e| BenchError::Http(format!("{e}")))?;
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let listener = listen(128)?;
