@@ -329,11 +329,18 @@ impl App {
 
     /// Validates and swaps in a new configuration; on any error nothing changes.
     async fn apply_reload(&self, source: ReloadSource, servers: &mut server::Servers) -> Result<(), ConfigErrors> {
+        let started = tokio::time::Instant::now();
         let outcome = self.try_reload(source, servers).await;
         match &outcome {
             Ok(()) => {
                 self.globals.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(tenants = self.state.load().tenants().count(), "configuration reloaded");
+                // Read, validate, build and swap: what the load benchmark holds under 100 ms.
+                let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                tracing::info!(
+                    tenants = self.state.load().tenants().count(),
+                    elapsed_ms,
+                    "configuration reloaded"
+                );
             }
             Err(errors) => {
                 self.globals.reloads_failed.fetch_add(1, Ordering::Relaxed);

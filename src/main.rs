@@ -16,15 +16,32 @@ const EXIT_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
+    let runtime = runtime();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(cli.config.as_deref()),
         Command::Run => runtime.block_on(run(cli.config.as_deref())),
         Command::Demo => runtime.block_on(tokenbroker::demo::run()),
     }
+}
+
+/// `TOKENBROKER_WORKER_THREADS=1` serves everything from one thread on a current-thread runtime
+/// (like nginx's `worker_processes 1`: no work-stealing queues, no cross-thread wake-ups); `N > 1`
+/// gives N workers. Unset: tokio's default (`TOKIO_WORKER_THREADS`, else one worker per core).
+fn runtime() -> tokio::runtime::Runtime {
+    let workers = std::env::var("TOKENBROKER_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0);
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build().expect("the tokio runtime starts")
 }
 
 fn config_path(path: Option<&Path>) -> Result<PathBuf, ConfigErrors> {

@@ -55,6 +55,12 @@ pub(crate) const MAX_RESPONSE_BODY: usize = 64 * 1024;
 /// Longest IdP-supplied error text we keep: enough for a sentence, too little for a body dump.
 const MAX_DESCRIPTION: usize = 200;
 
+/// Token calls in flight at once per client (one client serves every tenant). 1,000 tenants
+/// starting together otherwise open 1,000 connections to one IdP at once: ~15 MB of buffers
+/// that the heap keeps, and a burst a real IdP may throttle. 64 still fetches 100 cold tenants
+/// in two rounds.
+const MAX_CONCURRENT_EXCHANGES: usize = 64;
+
 /// Response headers that identify a call to the vendor's support (never secrets).
 const CORRELATION_HEADERS: [&str; 2] = ["x-debug-id", "traceid"];
 
@@ -122,6 +128,7 @@ pub struct TokenHttp {
 struct Inner {
     client: HttpsClient,
     options: TokenHttpOptions,
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// Native roots, no extra CA, no client certificate, [`DEFAULT_TIMEOUT`]. Loads the system roots,
@@ -154,9 +161,16 @@ impl TokenHttp {
             .enable_http1()
             .enable_http2()
             .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(MAX_CONCURRENT_EXCHANGES)
+            .build(connector);
+        let in_flight = tokio::sync::Semaphore::new(MAX_CONCURRENT_EXCHANGES);
         Ok(Self {
-            inner: Arc::new(Inner { client, options }),
+            inner: Arc::new(Inner {
+                client,
+                options,
+                in_flight,
+            }),
         })
     }
 
@@ -235,6 +249,8 @@ impl TokenHttp {
 
     /// Sends and reads the capped body; the error is a secret-free description.
     async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        // Inside the caller's timeout: waiting for a turn counts against the same budget.
+        let _turn = self.inner.in_flight.acquire().await.map_err(|e| e.to_string())?;
         let response = self.inner.client.request(request).await.map_err(|e| error_chain(&e))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_RESPONSE_BODY)

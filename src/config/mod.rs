@@ -155,7 +155,8 @@ impl fmt::Display for UpstreamUrl {
 /// `{ match = "...", replace = "..." }`.
 #[derive(Debug, Clone)]
 pub struct RewriteRule {
-    pub pattern: regex::Regex,
+    /// Shared: every tenant on a provider preset uses the one compiled program and match cache.
+    pub pattern: std::sync::Arc<regex::Regex>,
     /// Replacement with `$1` / `${name}` references, as `regex::Regex::replace`.
     pub replace: String,
     /// The pattern has a capture group named `store`: when it matched, its text is sent as the

@@ -50,7 +50,7 @@ mod tests {
         let pattern = regex::Regex::new(pattern).expect("test pattern is valid");
         let store_header = pattern.capture_names().any(|n| n == Some("store"));
         RewriteRule {
-            pattern,
+            pattern: std::sync::Arc::new(pattern),
             replace: replace.to_owned(),
             store_header,
         }

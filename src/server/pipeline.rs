@@ -59,15 +59,20 @@ pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Requ
         upstream_elapsed: None,
         replayed: false,
     };
-    let method = request.method().clone();
-    let uri = request.uri().clone();
+    // The request is consumed upstream; keep what the access log prints only when it is on
+    // (at RUST_LOG=warn the clones, and their reference counts on hyper's buffer, are skipped).
+    let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
+        .then(|| (request.method().clone(), request.uri().clone()));
     let response = match proxy(snapshot, binding, request, &mut ctx).await {
         Ok(response) => response,
         Err(error) => error.into_response(ctx.tenant.as_ref().map(|t| &t.config.name)),
     };
-    record(&ctx, &method, &uri, &response);
+    record(&ctx, logged.as_ref(), &response);
     response
 }
+
+/// Target of the one-per-request access event.
+const ACCESS_LOG: &str = "tokenbroker::access";
 
 async fn proxy(
     snapshot: &Snapshot,
@@ -357,11 +362,12 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Metrics and the access log: one event per request, never a query string, header value or body.
-fn record(ctx: &RequestCtx, method: &Method, uri: &Uri, response: &Response<ProxyBody>) {
+fn record(ctx: &RequestCtx, logged: Option<&(Method, Uri)>, response: &Response<ProxyBody>) {
+    let elapsed = ctx.started.elapsed();
     if let Some(tenant) = &ctx.tenant {
         let metrics = &tenant.metrics;
         metrics.record_status(response.status().as_u16());
-        metrics.request_duration.observe(ctx.started.elapsed());
+        metrics.request_duration.observe(elapsed);
         if let Some(elapsed) = ctx.upstream_elapsed {
             metrics.upstream_duration.observe(elapsed);
         }
@@ -369,15 +375,18 @@ fn record(ctx: &RequestCtx, method: &Method, uri: &Uri, response: &Response<Prox
             metrics.ratelimit_wait.observe(wait);
         }
     }
+    let Some((method, uri)) = logged else {
+        return;
+    };
     tracing::info!(
-        target: "tokenbroker::access",
+        target: ACCESS_LOG,
         request_id = ctx.request_id.as_str(),
         tenant = ctx.tenant.as_ref().map(|t| t.config.name.as_str()),
         method = %method,
         path = uri.path(),
         status = response.status().as_u16(),
         upstream_status = ctx.upstream_status.map(|s| s.as_u16()),
-        duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
         rate_limit_wait_ms = ctx.rate_limit_wait.map(|w| w.as_secs_f64() * 1000.0),
         token_generation = ctx.generation,
         replayed = ctx.replayed,

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -253,7 +254,7 @@ fn rewrite(
     ctx: &mut Ctx<'_>,
     scope: &Scope,
     raw: Option<&[RawRewrite]>,
-    preset: &[(&str, &str)],
+    preset: &'static [(&'static str, &'static str)],
 ) -> Option<Vec<RewriteRule>> {
     let Some(raw) = raw else {
         return Some(
@@ -303,7 +304,7 @@ fn preset_rule(ctx: &mut Ctx<'_>, pattern: &str, replace: &str) -> RewriteRule {
     )
 }
 
-fn rule_of(pattern: regex::Regex, replace: String) -> RewriteRule {
+fn rule_of(pattern: Arc<regex::Regex>, replace: String) -> RewriteRule {
     let store_header = pattern.capture_names().any(|name| name == Some("store"));
     RewriteRule {
         pattern,

@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Helpers of benches/run.sh: CPU ticks, config generation, wrk parsing and the summary table.
+
+Kept in one file so the driver stays a readable list of steps. Standard library only.
+"""
+import datetime
+import json
+import os
+import re
+import statistics
+import sys
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def ticks(pids):
+    """utime+stime (fields 14 and 15, after the parenthesised comm) of whole processes."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    print(total)
+
+
+def config(path, port, count, upstream, token_url, gen):
+    count = int(count)
+    names = [f"t{i}" for i in range(count)] if count else ["bench"]
+    out = [
+        "[server]",
+        f'listen = "127.0.0.1:{port}"',
+        'admin_listen = "off"',
+        "",
+    ]
+    for name in names:
+        out += [
+            "[[tenant]]",
+            f'name = "{name}"',
+            'provider = "adobe_ims"',
+            f'upstream = "http://{upstream}"',
+            f'token_url = "{token_url}"',
+            'client_id = "sandbox-client"',
+            'client_secret = { env = "BENCH_IMS_SECRET" }',
+            'scopes = ["openid", "AdobeID", "commerce.accs"]',
+        ]
+        if count:
+            # Changes on reload, so every tenant is rebuilt (its token is kept: same credentials).
+            out.append(f'headers = {{ "x-bench-gen" = "{gen}" }}')
+        out.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6}
+
+
+def micros(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def parse_wrk(text):
+    out = {}
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", text, re.M)
+        out[f"p{pct}_us"] = micros(m.group(1)) if m else None
+    out["requests"] = int(re.search(r"(\d+) requests in", text).group(1))
+    out["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    out["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    out["socket_errors"] = sum(map(int, m.groups())) if m else 0
+    return out
+
+
+def wrk(path, case, rnd, conns, proxy_ticks, upstream_ticks):
+    with open(path) as f:
+        rec = parse_wrk(f.read())
+    rec.update(case=case, round=int(rnd), conns=int(conns))
+    n = max(rec["requests"], 1)
+    rec["cpu_us_per_req"] = int(proxy_ticks) / TICK * 1e6 / n
+    rec["upstream_cpu_us_per_req"] = int(upstream_ticks) / TICK * 1e6 / n
+    # At one connection the mean latency is exactly 1/throughput, finer than wrk's percentiles.
+    rec["mean_latency_us"] = 1e6 / rec["rps"] * int(conns) if rec["rps"] else None
+    print(json.dumps(rec))
+
+
+def spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+METRICS = ("rps", "p50_us", "p99_us", "cpu_us_per_req", "upstream_cpu_us_per_req", "mean_latency_us")
+
+
+def aggregate(runs):
+    cases = {}
+    for conns in sorted({r["conns"] for r in runs}):
+        for case in ("direct", "tokenbroker", "nginx"):
+            sel = [r for r in runs if r["case"] == case and r["conns"] == conns]
+            cases[f"{case}@{conns}"] = {m: spread([r[m] for r in sel]) for m in METRICS}
+            cases[f"{case}@{conns}"]["failed"] = sum(r["non_2xx"] + r["socket_errors"] for r in sel)
+            cases[f"{case}@{conns}"]["rounds"] = len(sel)
+    return cases
+
+
+def paired(runs, conns, metric, num, den, minus=None):
+    """Per-round ratio num/den (optionally of differences to `minus`), as median/min/max."""
+    by = {(r["case"], r["round"]): r[metric] for r in runs if r["conns"] == conns}
+    vals = []
+    for rnd in sorted({r["round"] for r in runs}):
+        a, b = by.get((num, rnd)), by.get((den, rnd))
+        if a is None or b is None:
+            continue
+        if minus:
+            base = by[(minus, rnd)]
+            a, b = a - base, b - base
+        vals.append(a / b if b else None)
+    return spread(vals)
+
+
+def ratios(runs):
+    return {
+        "rps tokenbroker/direct": paired(runs, 64, "rps", "tokenbroker", "direct"),
+        "rps nginx/direct": paired(runs, 64, "rps", "nginx", "direct"),
+        "rps tokenbroker/nginx": paired(runs, 64, "rps", "tokenbroker", "nginx"),
+        "cpu/req tokenbroker/nginx": paired(runs, 64, "cpu_us_per_req", "tokenbroker", "nginx"),
+        "p99 tokenbroker/nginx": paired(runs, 64, "p99_us", "tokenbroker", "nginx"),
+        "p50 tokenbroker/nginx": paired(runs, 64, "p50_us", "tokenbroker", "nginx"),
+        "added latency@1 tokenbroker/nginx": paired(
+            runs, 1, "mean_latency_us", "tokenbroker", "nginx", minus="direct"),
+    }
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def log_events(path):
+    events = []
+    with open(path) as f:
+        for line in f:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass
+    return events
+
+
+def extras(work):
+    out = {}
+    rss = {}
+    with open(f"{work}/rss-1000.txt") as f:
+        for line in f:
+            key, value = line.split(":")
+            rss[key] = int(value.split()[0]) / 1024
+    with open(f"{work}/wrk-1000.txt") as f:
+        load = parse_wrk(f.read())
+    out["thousand_tenants"] = {
+        "peak_rss_mb": rss.get("VmHWM"), "rss_mb": rss.get("VmRSS"), "rps": load["rps"],
+        "failed": load["non_2xx"] + load["socket_errors"]}
+    with open(f"{work}/wrk-reload.txt") as f:
+        during = parse_wrk(f.read())
+    events = log_events(f"{work}/tb-1000.log")
+    done = [e for e in events if e.get("message") == "configuration reloaded"]
+    hup_at = float(open(f"{work}/sighup-at.txt").read())
+    reload = {"failed_requests": during["non_2xx"] + during["socket_errors"],
+              "requests_during": during["requests"], "reloads_logged": len(done)}
+    if done:
+        e = done[-1]
+        reload["elapsed_ms"] = e.get("elapsed_ms")
+        stamp = datetime.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
+        reload["sighup_to_log_ms"] = (stamp - hup_at) * 1000
+        reload["tenants"] = e.get("tenants")
+    stats = read_json(f"{work}/thousand-stats.json", {})
+    before = int(open(f"{work}/thousand-calls-before.txt").read())
+    reload["token_calls_1000_tenants"] = stats.get("token_calls", 0) - before
+    out["reload_1000"] = reload
+    cold = read_json(f"{work}/cold.json", {})
+    cold_stats = read_json(f"{work}/cold-stats.json", {})
+    out["cold_burst"] = {"requests": cold.get("requests"), "ok": cold.get("ok"),
+                         "statuses": cold.get("statuses"), "elapsed_ms": cold.get("elapsed_ms"),
+                         "token_calls": cold_stats.get("token_calls")}
+    out["main_upstream_counters"] = read_json(f"{work}/main-stats.json", {})
+    return out
+
+
+def fmt(s, unit=""):
+    if s is None:
+        return "-"
+    return f"{s['median']:.3g}{unit} [{s['min']:.3g}..{s['max']:.3g}]"
+
+
+def targets(result):
+    r, x = result["ratios"], result["extras"]
+    med = lambda k: (r[k] or {}).get("median")
+    x = {k: x.get(k, {}) for k in ("thousand_tenants", "reload_1000", "cold_burst")}
+    checks = [
+        ("cpu/req tokenbroker <= 0.87 x nginx", med("cpu/req tokenbroker/nginx"), lambda v: v <= 0.87),
+        ("rps tokenbroker >= 1.15 x nginx", med("rps tokenbroker/nginx"), lambda v: v >= 1.15),
+        ("p99 tokenbroker <= nginx", med("p99 tokenbroker/nginx"), lambda v: v <= 1.0),
+        ("added latency@1 tokenbroker <= nginx", med("added latency@1 tokenbroker/nginx"), lambda v: v <= 1.0),
+        ("1,000 tenants peak RSS <= 30 MB", x["thousand_tenants"].get("peak_rss_mb"), lambda v: v <= 30),
+        ("reload 1,000 tenants < 100 ms", x["reload_1000"].get("elapsed_ms"), lambda v: v < 100),
+        ("reload: 0 failed requests", x["reload_1000"].get("failed_requests"), lambda v: v == 0),
+        ("cold: exactly 100 token calls", x["cold_burst"].get("token_calls"), lambda v: v == 100),
+        ("cold: all 10,000 answered 200", x["cold_burst"].get("ok"), lambda v: v == 10000),
+    ]
+    return [{"target": n, "value": v, "met": (v is not None and bool(ok(v)))} for n, v, ok in checks]
+
+
+def summary(work, out_path, prev_path):
+    with open(f"{work}/runs.jsonl") as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    result = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(), "runs": runs,
+              "cases": aggregate(runs), "ratios": ratios(runs), "extras": {}}
+    if os.path.exists(f"{work}/cold.json"):
+        result["extras"] = extras(work)
+    result["targets"] = targets(result)
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=1)
+    print_table(result, read_json(prev_path))
+
+
+def print_table(result, prev):
+    print("\nmedian [min..max] over interleaved rounds")
+    print(f"{'case':<16}{'req/s':>28}{'p50 us':>26}{'p99 us':>26}{'proxy CPU us/req':>26}{'upstream CPU us/req':>26}")
+    for name, c in result["cases"].items():
+        print(f"{name:<16}{fmt(c['rps']):>28}{fmt(c['p50_us']):>26}{fmt(c['p99_us']):>26}"
+              f"{fmt(c['cpu_us_per_req'] if not name.startswith('direct') else None):>26}"
+              f"{fmt(c['upstream_cpu_us_per_req']):>26}  failed={c['failed']}")
+    print("\nat 1 connection, mean latency (1/throughput):")
+    for case in ("direct", "tokenbroker", "nginx"):
+        print(f"  {case:<12} {fmt(result['cases'][f'{case}@1']['mean_latency_us'], ' us')}")
+    print("\nper-round ratios, median [min..max]" + ("  (previous run's median)" if prev else ""))
+    for name, s in result["ratios"].items():
+        old = ((prev or {}).get("ratios", {}).get(name) or {}).get("median")
+        print(f"  {name:<38} {fmt(s)}" + (f"  (prev {old:.3g})" if old is not None else ""))
+    print("\nfurther measurements:")
+    print("  " + json.dumps(result["extras"], indent=1).replace("\n", "\n  "))
+    print("\ntargets:")
+    for t in result["targets"]:
+        v = t["value"]
+        shown = f"{v:.3g}" if isinstance(v, float) else str(v)
+        print(f"  [{'met' if t['met'] else 'NOT MET':>7}] {t['target']:<40} {shown}")
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"ticks": lambda: ticks(args), "config": lambda: config(*args), "wrk": lambda: wrk(*args),
+     "summary": lambda: summary(*args)}[cmd]()
