@@ -36,7 +36,7 @@ use crate::upstream::{UpstreamBody, headers};
 pub(crate) struct RequestCtx {
     pub(crate) started: Instant,
     /// Correlates the access log line with the caller's own logs (see [`request_id::of`]).
-    pub(crate) request_id: String,
+    pub(crate) request_id: request_id::RequestId,
     pub(crate) tenant: Option<Arc<Tenant>>,
     /// How long the request waited for a rate-limit slot; `None` when it never got one (no
     /// limiter, refused earlier, or rejected with 429), so the wait histogram only holds real waits.
@@ -207,6 +207,10 @@ async fn prepare_body(tenant: &Tenant, declared: Option<u64>, body: Incoming) ->
     };
     if !(fits_replay && policy.retry_on_unauthorized && tenant.renews) {
         return Ok(PreparedBody::Streamed(Limited::new(body, max_body)));
+    }
+    // Most requests (GETs) have no body: nothing to read or buffer.
+    if body.is_end_stream() {
+        return Ok(PreparedBody::Buffered(Bytes::new()));
     }
     match Limited::new(body, max_body).collect().await {
         Ok(collected) => Ok(PreparedBody::Buffered(collected.to_bytes())),
@@ -380,7 +384,7 @@ fn record(ctx: &RequestCtx, logged: Option<&(Method, Uri)>, response: &Response<
     };
     tracing::info!(
         target: ACCESS_LOG,
-        request_id = ctx.request_id.as_str(),
+        request_id = %ctx.request_id,
         tenant = ctx.tenant.as_ref().map(|t| t.config.name.as_str()),
         method = %method,
         path = uri.path(),

@@ -1,32 +1,52 @@
 //! The request id of the access log: the caller's own `x-request-id` when it is plain, else a
 //! cheap process-unique one. Kept apart from the pipeline so its rules are tested on their own.
 
+use std::fmt;
+
 use http::HeaderMap;
 use http::header::HeaderValue;
 
 /// Longest incoming `x-request-id` that is logged as given; longer ones are replaced.
 const MAX_REQUEST_ID: usize = 128;
 
+/// A request's id, formatted only if the access log is written: building it costs no allocation
+/// (a caller's id is a reference-counted header value, a generated one two integers).
+#[derive(Debug, Clone)]
+pub(crate) enum RequestId {
+    /// The caller's own `x-request-id`, checked to be short and plain.
+    Given(HeaderValue),
+    /// A per-process random prefix (ids from replicas and restarts do not collide) and a counter.
+    Generated { prefix: u32, n: u64 },
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // Checked plain ASCII on the way in.
+            Self::Given(id) => f.write_str(id.to_str().unwrap_or_default()),
+            Self::Generated { prefix, n } => write!(f, "{prefix:08x}-{n:x}"),
+        }
+    }
+}
+
 /// The caller's `x-request-id` when it is short and plain (letters, digits, `-_.:`), so a log
-/// line cannot be forged or bloated through it; otherwise a new id: a per-process random prefix
-/// (ids from replicas and restarts do not collide) and a counter (cheap, unique in the process).
-/// The id is only logged: nothing new goes upstream, and the caller's own header passes through.
-pub(crate) fn of(headers: &HeaderMap) -> String {
+/// line cannot be forged or bloated through it; otherwise a new id. The id is only logged:
+/// nothing new goes upstream, and the caller's own header passes through.
+pub(crate) fn of(headers: &HeaderMap) -> RequestId {
     static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let given = headers.get("x-request-id").map(HeaderValue::as_bytes).filter(|id| {
+    let given = headers.get("x-request-id").filter(|id| {
+        let id = id.as_bytes();
         !id.is_empty()
             && id.len() <= MAX_REQUEST_ID
             && id.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
     });
     match given {
-        // Checked above: ASCII only.
-        Some(id) => String::from_utf8_lossy(id).into_owned(),
-        None => {
-            let prefix = *PREFIX.get_or_init(rand::random);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            format!("{prefix:08x}-{n:x}")
-        }
+        Some(id) => RequestId::Given(id.clone()),
+        None => RequestId::Generated {
+            prefix: *PREFIX.get_or_init(rand::random),
+            n: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        },
     }
 }
 
@@ -42,9 +62,12 @@ mod tests {
 
     #[test]
     fn a_plain_incoming_id_is_kept_and_anything_else_is_replaced() {
-        assert_eq!(of(&with("0b5e0f6c-5a5e:4b1e_9d2c.1")), "0b5e0f6c-5a5e:4b1e_9d2c.1");
+        assert_eq!(
+            of(&with("0b5e0f6c-5a5e:4b1e_9d2c.1")).to_string(),
+            "0b5e0f6c-5a5e:4b1e_9d2c.1"
+        );
         for bad in ["", "has space", "quote\"", "a=b", &"x".repeat(MAX_REQUEST_ID + 1)] {
-            let id = of(&with(bad));
+            let id = of(&with(bad)).to_string();
             assert_ne!(id, bad);
             assert!(id.contains('-') && id.len() <= 25, "{id}");
         }
@@ -52,7 +75,7 @@ mod tests {
 
     #[test]
     fn generated_ids_differ() {
-        let (a, b) = (of(&HeaderMap::new()), of(&HeaderMap::new()));
+        let (a, b) = (of(&HeaderMap::new()).to_string(), of(&HeaderMap::new()).to_string());
         assert_ne!(a, b);
         assert_eq!(a.split('-').next(), b.split('-').next(), "one prefix per process");
     }
