@@ -83,3 +83,31 @@ fn version_and_help() {
         assert!(help.contains(command), "{help}");
     }
 }
+
+#[test]
+fn the_readme_configuration_example_is_valid() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let block = readme
+        .split("A minimal file:\n\n```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README shows a minimal TOML file");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("readme.toml");
+    std::fs::write(&path, block).expect("write config");
+    let output = tokenbroker()
+        .args(["check", "--config"])
+        .arg(&path)
+        .envs(
+            [
+                "ACME_IMS_SECRET",
+                "ACME_IMS_SECRET_NEXT",
+                "ACME_SHOPLINE_APP_SECRET",
+                "ACME_SHOPLINE_CODE",
+            ]
+            .map(|name| (name, "dummy-secret-value")),
+        )
+        .output()
+        .expect("run tokenbroker check");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
