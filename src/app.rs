@@ -30,7 +30,7 @@ use crate::ratelimit::Limiter;
 use crate::reload::{self, ReloadHandle, ReloadRequest, ReloadSource};
 use crate::server;
 use crate::store::{MemoryStore, Store, StoreKey};
-use crate::upstream::{TlsSetupError, UpstreamClient};
+use crate::upstream::{TlsSetupError, UpstreamClient, headers};
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub struct Tenant {
     pub client: UpstreamClient,
     /// The provider's fixed headers, then the tenant's own, built once.
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `Host` for a plain-http upstream, built once (see `upstream::headers::plain_http_host`).
+    pub upstream_host: Option<HeaderValue>,
     /// Whether the provider can renew a rejected token (static credentials cannot).
     pub renews: bool,
     pub metrics: Arc<TenantMetrics>,
@@ -175,6 +177,7 @@ fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) ->
         limiter,
         client,
         upstream_headers,
+        upstream_host: headers::plain_http_host(&config.upstream),
         renews,
         metrics,
     })
