@@ -58,7 +58,9 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    /// Whether an upstream status means the token was rejected.
+    /// Whether an upstream status means the token was rejected: 401 for every provider (ACCS's
+    /// Magento and gateway bodies, Vantage's `WWW-Authenticate`, SHOPLINE and CYBERBIZ all use it).
+    /// The one place this rule lives.
     pub fn provider_rejects(&self, status: StatusCode) -> bool {
         status == StatusCode::UNAUTHORIZED
     }
@@ -261,11 +263,6 @@ impl App {
         self.config_path = Some(path);
         self.loaded_fingerprint = Some(reload::fingerprint_of(loaded_text.as_bytes()));
         self
-    }
-
-    /// The live snapshot (admin endpoints and tests read it).
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.state.load_full()
     }
 
     pub fn reload_handle(&self) -> ReloadHandle {

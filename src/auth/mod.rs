@@ -27,7 +27,7 @@ pub(crate) mod vantage;
 use std::future::Future;
 use std::time::Duration;
 
-use ::http::{HeaderName, HeaderValue, StatusCode};
+use ::http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
 pub use self::http::{ClientAuthFiles, TokenHttp, TokenHttpError, TokenHttpOptions};
@@ -149,11 +149,5 @@ impl Provider {
             Self::Shopline(p) => p.renews(),
             _ => true,
         }
-    }
-
-    /// Whether an upstream answer means "this token is no longer valid" (401 for every provider;
-    /// some providers add their own signal).
-    pub fn is_token_rejected(&self, status: StatusCode) -> bool {
-        status == StatusCode::UNAUTHORIZED
     }
 }

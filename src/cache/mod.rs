@@ -91,12 +91,11 @@ struct Status {
 }
 
 /// Figures for `/tenants` and metrics.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct TokenStats {
     pub generation: u64,
     pub renewals_ok: u64,
     pub renewals_failed: u64,
-    #[serde(skip)]
     pub last_renewal: Option<SystemTime>,
     pub last_error: Option<String>,
 }

@@ -118,11 +118,6 @@ impl Limiter {
         }
     }
 
-    /// The quota this limiter enforces (a reload keeps the limiter when it is unchanged).
-    pub fn config(&self) -> RateLimitConfig {
-        self.config
-    }
-
     /// Waits (FIFO) for a slot up to `max_wait`; returns how long it waited.
     ///
     /// Rejects at once when the predicted wait already exceeds `max_wait`. Dropping the future

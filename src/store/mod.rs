@@ -30,10 +30,6 @@ impl StoreKey {
         let digest = hash.finalize();
         Self(format!("{tenant}:{}", hex::encode(&digest[..12])))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl std::fmt::Debug for StoreKey {
