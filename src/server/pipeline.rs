@@ -234,42 +234,36 @@ async fn forward_with_replay(
     ctx: &mut RequestCtx,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let timeout = snapshot.server.request_timeout;
-    let deadline = Instant::now() + timeout;
+    let exchange = Exchange {
+        tenant,
+        method: &parts.method,
+        deadline: Instant::now() + timeout,
+        timeout,
+    };
     let token = tenant
         .tokens
         .current(timeout)
         .await
         .map_err(|e| ProxyError::TokenUnavailable(e.0))?;
     ctx.generation = Some(token.generation);
+    // Only a buffered body can be sent twice, so only then are headers and URI kept for a replay.
     let (first_body, replay) = match body {
         PreparedBody::Buffered(bytes) => (
             Either::Left(Full::new(bytes.clone())),
-            Some((parts.headers.clone(), bytes)),
+            Some((parts.headers.clone(), uri.clone(), bytes)),
         ),
         PreparedBody::Streamed(stream) => (Either::Right(stream), None),
     };
-    let sent = Instant::now();
-    let response = send(
-        tenant,
-        &parts.method,
-        uri.clone(),
-        parts.headers,
-        first_body,
-        &token,
-        deadline,
-        timeout,
-    )
-    .await?;
-    ctx.upstream_elapsed = Some(sent.elapsed());
+    let response = exchange.send(uri, parts.headers, first_body, &token, ctx).await?;
     let rejected = tenant.config.token.retry_on_unauthorized && tenant.provider_rejects(response.status());
     // `retire` renews only the generation that failed, and says whether a newer token will follow.
     if !(rejected && tenant.tokens.retire(token.generation)) {
         return Ok(finish(tenant, response, ctx));
     }
-    let Some((headers, bytes)) = replay else {
+    let Some((headers, uri, bytes)) = replay else {
         return Ok(finish(tenant, response, ctx));
     };
-    let Ok(newer) = tenant.tokens.newer_than(token.generation, clamp_to(deadline)).await else {
+    let Ok(newer) = tenant.tokens.newer_than(token.generation, exchange.remaining()).await else {
         // No better token: the caller gets the upstream's own 401.
         return Ok(finish(tenant, response, ctx));
     };
@@ -280,46 +274,49 @@ async fn forward_with_replay(
         .metrics
         .unauthorized_replays
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let sent = Instant::now();
-    let replayed = send(
-        tenant,
-        &parts.method,
-        uri,
-        headers,
-        Either::Left(Full::new(bytes)),
-        &newer,
-        deadline,
-        timeout,
-    )
-    .await?;
-    ctx.upstream_elapsed = Some(sent.elapsed());
+    let replayed = exchange
+        .send(uri, headers, Either::Left(Full::new(bytes)), &newer, ctx)
+        .await?;
     Ok(finish(tenant, replayed, ctx))
 }
 
-fn clamp_to(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
-}
-
-#[allow(clippy::too_many_arguments)] // one call site pair; a struct would only rename the arguments
-async fn send(
-    tenant: &Tenant,
-    method: &Method,
-    uri: Uri,
-    mut headers: HeaderMap,
-    body: UpstreamBody,
-    token: &CurrentToken,
+/// What stays the same between a request's first attempt and its replay.
+struct Exchange<'a> {
+    tenant: &'a Tenant,
+    method: &'a Method,
+    /// `request_timeout` from the start of forwarding, shared by both attempts.
     deadline: Instant,
     timeout: Duration,
-) -> Result<Response<Incoming>, ProxyError> {
-    headers.insert(token.header_name.clone(), token.header_value.clone());
-    let mut request = Request::new(body);
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
-    match tokio::time::timeout_at(deadline, tenant.client.request(request)).await {
-        Err(_) => Err(ProxyError::UpstreamTimeout(timeout)),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => Err(classify_send_error(tenant, &error)),
+}
+
+impl Exchange<'_> {
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// One attempt with `token`; records how long the upstream took to answer, when it did.
+    async fn send(
+        &self,
+        uri: Uri,
+        mut headers: HeaderMap,
+        body: UpstreamBody,
+        token: &CurrentToken,
+        ctx: &mut RequestCtx,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        headers.insert(token.header_name.clone(), token.header_value.clone());
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let sent = Instant::now();
+        match tokio::time::timeout_at(self.deadline, self.tenant.client.request(request)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
+            Ok(Ok(response)) => {
+                ctx.upstream_elapsed = Some(sent.elapsed());
+                Ok(response)
+            }
+            Ok(Err(error)) => Err(classify_send_error(self.tenant, &error)),
+        }
     }
 }
 
