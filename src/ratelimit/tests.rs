@@ -21,11 +21,15 @@ fn ms(n: u64) -> Duration {
 }
 
 fn limiter(per_second: u32, burst: u32, max_wait: Duration) -> Arc<Limiter> {
+    limiter_with_headroom(per_second, burst, max_wait, Duration::ZERO)
+}
+
+fn limiter_with_headroom(per_second: u32, burst: u32, max_wait: Duration, headroom: Duration) -> Arc<Limiter> {
     Arc::new(Limiter::new(RateLimitConfig {
         per_second: NonZeroU32::new(per_second).expect("test rates are non-zero"),
         burst: NonZeroU32::new(burst).expect("test bursts are non-zero"),
         max_wait,
-        headroom: Duration::ZERO,
+        headroom,
     }))
 }
 
@@ -158,12 +162,7 @@ async fn cyberbiz_requests_are_spaced_200ms_apart() {
 #[tokio::test(start_paused = true)]
 async fn headroom_widens_every_slot() {
     // The CYBERBIZ preset: 5/s plus 20 ms, so any six grants span 1.1 s, not 1.0 s.
-    let limiter = Arc::new(Limiter::new(RateLimitConfig {
-        per_second: NonZeroU32::new(5).expect("non-zero"),
-        burst: NonZeroU32::new(1).expect("non-zero"),
-        max_wait: ms(10_000),
-        headroom: ms(20),
-    }));
+    let limiter = limiter_with_headroom(5, 1, ms(10_000), ms(20));
     let grants = grant_times(&run_concurrently(&limiter, 12).await);
     for (k, pair) in grants.windows(2).enumerate() {
         assert_eq!(pair[1] - pair[0], ms(220), "gap after grant #{k}");
