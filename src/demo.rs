@@ -15,8 +15,6 @@ use crate::signals;
 /// Ports the demo prefers, so the printed commands are the same every time when they are free.
 const PREFERRED_LISTEN: &str = "127.0.0.1:8080";
 const PREFERRED_ADMIN: &str = "127.0.0.1:9901";
-/// CYBERBIZ API tokens are static JWTs; the demo's lives a month.
-const DEMO_CYBERBIZ_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run() -> ExitCode {
@@ -126,11 +124,8 @@ token = {{ env = "DEMO_CYBERBIZ_TOKEN" }}
         ("DEMO_SHOPLINE_APP_SECRET", sandbox::SHOPLINE_APP_SECRET.to_owned()),
         ("DEMO_SHOPLINE_CODE", sandbox::SHOPLINE_AUTH_CODE.to_owned()),
         ("DEMO_VANTAGE_CLIENT_SECRET", sandbox::VANTAGE_CLIENT_SECRET.to_owned()),
-        // Longer than the one-day expiry warning of /readyz, so the demo starts ready.
-        (
-            "DEMO_CYBERBIZ_TOKEN",
-            sandbox.cyberbiz.token_with_ttl(DEMO_CYBERBIZ_TTL),
-        ),
+        // A realistic 2-hour token: /readyz lists it under `expiring` and stays ready.
+        ("DEMO_CYBERBIZ_TOKEN", sandbox.cyberbiz.token()),
     ]);
     (toml, env)
 }
