@@ -35,8 +35,6 @@ use crate::upstream::{UpstreamBody, headers};
 /// What the pipeline learns about one request, for the access log.
 pub(crate) struct RequestCtx {
     pub(crate) started: Instant,
-    /// Correlates the access log line with the caller's own logs (see [`request_id::of`]).
-    pub(crate) request_id: request_id::RequestId,
     pub(crate) tenant: Option<Arc<Tenant>>,
     /// How long the request waited for a rate-limit slot; `None` when it never got one (no
     /// limiter, refused earlier, or rejected with 429), so the wait histogram only holds real waits.
@@ -51,7 +49,6 @@ pub(crate) struct RequestCtx {
 pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Request<Incoming>) -> Response<ProxyBody> {
     let mut ctx = RequestCtx {
         started: Instant::now(),
-        request_id: request_id::of(request.headers()),
         tenant: None,
         rate_limit_wait: None,
         generation: None,
@@ -61,14 +58,25 @@ pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Requ
     };
     // The request is consumed upstream; keep what the access log prints only when it is on
     // (at RUST_LOG=warn the clones, and their reference counts on hyper's buffer, are skipped).
-    let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
-        .then(|| (request.method().clone(), request.uri().clone()));
+    let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO).then(|| Logged {
+        request_id: request_id::of(request.headers()),
+        method: request.method().clone(),
+        uri: request.uri().clone(),
+    });
     let response = match proxy(snapshot, binding, request, &mut ctx).await {
         Ok(response) => response,
         Err(error) => error.into_response(ctx.tenant.as_ref().map(|t| &t.config.name)),
     };
     record(&ctx, logged.as_ref(), &response);
     response
+}
+
+/// What only the access log needs, captured before the request is consumed upstream.
+struct Logged {
+    /// Correlates the access log line with the caller's own logs (see [`request_id::of`]).
+    request_id: request_id::RequestId,
+    method: Method,
+    uri: Uri,
 }
 
 /// Target of the one-per-request access event.
@@ -366,7 +374,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Metrics and the access log: one event per request, never a query string, header value or body.
-fn record(ctx: &RequestCtx, logged: Option<&(Method, Uri)>, response: &Response<ProxyBody>) {
+fn record(ctx: &RequestCtx, logged: Option<&Logged>, response: &Response<ProxyBody>) {
     let elapsed = ctx.started.elapsed();
     if let Some(tenant) = &ctx.tenant {
         let metrics = &tenant.metrics;
@@ -379,12 +387,17 @@ fn record(ctx: &RequestCtx, logged: Option<&(Method, Uri)>, response: &Response<
             metrics.ratelimit_wait.observe(wait);
         }
     }
-    let Some((method, uri)) = logged else {
+    let Some(Logged {
+        request_id,
+        method,
+        uri,
+    }) = logged
+    else {
         return;
     };
     tracing::info!(
         target: ACCESS_LOG,
-        request_id = %ctx.request_id,
+        request_id = %request_id,
         tenant = ctx.tenant.as_ref().map(|t| t.config.name.as_str()),
         method = %method,
         path = uri.path(),
