@@ -30,10 +30,11 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::http::sanitize;
-use super::oauth2::response::{Expiry, Granted, parse_datetime, unsigned};
+use super::oauth2::response::{Expiry, Granted, unsigned};
 use super::static_token::fixed_token;
 use super::{FetchCtx, FetchToken, ProviderError, Token, TokenHttp, jwt};
 use crate::clock;
+use crate::clock::parse_datetime;
 use crate::config::{Secret, ShoplineConfig, ShoplineCredentials};
 
 const CREATE_PATH: &str = "/admin/oauth/token/create";

@@ -94,71 +94,16 @@ fn unknown_unit(text: &str, unit: &str, expected: &'static str) -> UnitError {
 }
 
 /// `2026-01-01T00:00:00Z`, `2026-01-01 00:00:00.5+08:00`: an RFC 3339 date-time with an offset.
-/// Hand-written because it is the only timestamp the configuration holds.
+/// Stricter than what IdPs are allowed to send (`clock::parse_datetime` also takes ISO 8601's
+/// `+0800`, which SHOPLINE uses): an operator writes RFC 3339 proper, with a colon in the offset.
 pub(crate) fn parse_rfc3339(text: &str) -> Result<SystemTime, UnitError> {
     let bad = || UnitError::BadTimestamp(text.to_owned());
-    let bytes = text.trim().as_bytes();
-    let (date_time, rest) = bytes.split_at_checked(19).ok_or_else(bad)?;
-    let local_secs = civil_seconds(date_time).ok_or_else(bad)?;
-    let (nanos, offset) = fraction_and_offset(rest).ok_or_else(bad)?;
-    let secs = u64::try_from(local_secs - offset).map_err(|_| bad())?;
-    Ok(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
-/// `YYYY-MM-DDTHH:MM:SS` (also `t` or a space as separator) → seconds since the epoch, as if UTC.
-fn civil_seconds(b: &[u8]) -> Option<i64> {
-    let separators_ok =
-        b[4] == b'-' && b[7] == b'-' && matches!(b[10], b'T' | b't' | b' ') && b[13] == b':' && b[16] == b':';
-    let num = |from: usize, to: usize| digits(&b[from..to]);
-    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    let in_range = (1..=12).contains(&month) && (1..=31).contains(&day) && hour <= 23 && minute <= 59 && second <= 60;
-    (separators_ok && in_range).then(|| days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
-}
-
-/// `[.fraction](Z|±HH:MM)` → (nanoseconds, offset east of UTC in seconds).
-fn fraction_and_offset(mut rest: &[u8]) -> Option<(u32, i64)> {
-    let mut nanos = 0;
-    if let Some(after_dot) = rest.strip_prefix(b".") {
-        let len = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
-        // Nanosecond precision: further digits are dropped, fewer are right-padded.
-        let kept: Vec<u8> = after_dot[..len]
-            .iter()
-            .copied()
-            .chain(std::iter::repeat(b'0'))
-            .take(9)
-            .collect();
-        nanos = u32::try_from(digits(&kept)?).ok().filter(|_| len > 0)?;
-        rest = &after_dot[len..];
+    let text = text.trim();
+    let compact_offset = text.len() > 5 && matches!(text.as_bytes()[text.len() - 5], b'+' | b'-');
+    if compact_offset {
+        return Err(bad());
     }
-    let offset = match rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let offset = digits(&[*h1, *h2])? * 3600 + digits(&[*m1, *m2])? * 60;
-            if *sign == b'-' { -offset } else { offset }
-        }
-        _ => return None,
-    };
-    Some((nanos, offset))
-}
-
-/// A run of ASCII digits as a number.
-fn digits(bytes: &[u8]) -> Option<i64> {
-    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(bytes).ok()?.parse().ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    crate::clock::parse_datetime(text).ok_or_else(bad)
 }
 
 #[cfg(test)]

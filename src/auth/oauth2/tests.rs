@@ -6,10 +6,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::json;
 
-use super::response::{Expiry, parse_datetime, standard_mapping};
+use super::response::{Expiry, standard_mapping};
 use super::*;
 use crate::auth::jwt;
 use crate::auth::testing::{FakeEndpoint, fetch, oauth_error, ok};
+use crate::clock::parse_datetime;
 use crate::config::ExpiresInUnit;
 
 fn pairs(form: &Form) -> Vec<(&str, &str)> {
