@@ -4,7 +4,12 @@
 
 use std::borrow::Cow;
 
-use crate::config::RewriteRule;
+use crate::config::{RewriteRule, RuleEngine};
+
+/// The Adobe Commerce preset: `/rest/V1/...` and `/rest/<store>/V1/...` → `/V1/...`, the store code
+/// becoming the `Store` header.
+pub(crate) const ADOBE_REST_PATTERN: &str = r"^/rest(?:/(?P<store>[A-Za-z0-9_]+))?(/V1/.*)$";
+pub(crate) const ADOBE_REST_REPLACE: &str = "$2";
 
 /// The outcome of rewriting one path.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,6 +22,12 @@ pub(crate) struct Rewritten<'a> {
 /// Applies the first rule that matches `path`; no rules or no match leaves it unchanged.
 pub(crate) fn rewrite<'a>(rules: &[RewriteRule], path: &'a str) -> Rewritten<'a> {
     for rule in rules {
+        if rule.engine == RuleEngine::AdobeRest {
+            if let Some(rewritten) = adobe_rest(path) {
+                return rewritten;
+            }
+            continue;
+        }
         if !rule.store_header {
             if let Cow::Owned(replaced) = rule.pattern.replace(path, rule.replace.as_str()) {
                 return Rewritten {
@@ -42,6 +53,33 @@ pub(crate) fn rewrite<'a>(rules: &[RewriteRule], path: &'a str) -> Rewritten<'a>
     }
 }
 
+/// [`ADOBE_REST_PATTERN`] with [`ADOBE_REST_REPLACE`], without the regex engine. The pattern's
+/// optional group is greedy, so a store segment is tried first; `[A-Za-z0-9_]+` runs to the first
+/// other byte, and only its longest run can be followed by `/`. `.` matches anything but `\n`.
+fn adobe_rest(path: &str) -> Option<Rewritten<'_>> {
+    let rest = path.strip_prefix("/rest")?;
+    if rest.contains('\n') {
+        return None;
+    }
+    if let Some(segment) = rest.strip_prefix('/') {
+        let store_len = segment
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            .count();
+        let (store, after) = segment.split_at(store_len);
+        if store_len > 0 && after.starts_with("/V1/") {
+            return Some(Rewritten {
+                path: Cow::Borrowed(after),
+                store: Some(store),
+            });
+        }
+    }
+    rest.starts_with("/V1/").then_some(Rewritten {
+        path: Cow::Borrowed(rest),
+        store: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,11 +91,46 @@ mod tests {
             pattern: std::sync::Arc::new(pattern),
             replace: replace.to_owned(),
             store_header,
+            engine: RuleEngine::Regex,
         }
     }
 
     fn adobe_preset() -> RewriteRule {
-        rule(r"^/rest(?:/(?P<store>[A-Za-z0-9_]+))?(/V1/.*)$", "$2")
+        RewriteRule {
+            engine: RuleEngine::AdobeRest,
+            ..rule(ADOBE_REST_PATTERN, ADOBE_REST_REPLACE)
+        }
+    }
+
+    #[test]
+    fn adobe_matcher_agrees_with_the_preset_regex() {
+        let regex = [rule(ADOBE_REST_PATTERN, ADOBE_REST_REPLACE)];
+        let fast = [adobe_preset()];
+        // Every path over an alphabet of the pattern's pieces, up to four pieces long: prefixes,
+        // store codes, the version segment, separators and bytes the classes exclude.
+        let pieces = [
+            "/rest", "/", "V1", "/V1/", "default", "_", "-", "é", "\n", "x", "%2F", "rest",
+        ];
+        let mut paths = vec![String::new()];
+        let mut frontier = paths.clone();
+        for _ in 0..4 {
+            frontier = frontier
+                .iter()
+                .flat_map(|p| pieces.iter().map(move |piece| format!("{p}{piece}")))
+                .collect();
+            paths.extend(frontier.iter().cloned());
+        }
+        assert!(paths.len() > 20_000);
+        for path in &paths {
+            let (want, got) = (rewrite(&regex, path), rewrite(&fast, path));
+            assert_eq!(got, want, "path {path:?}");
+        }
+    }
+
+    #[test]
+    fn adobe_matcher_borrows_the_path() {
+        let r = rewrite(&[adobe_preset()], "/rest/default/V1/products");
+        assert!(matches!(r.path, Cow::Borrowed("/V1/products")));
     }
 
     #[test]

@@ -13,7 +13,10 @@ use http::{HeaderName, HeaderValue};
 use super::fields::optional;
 use super::{Ctx, Scope, providers, server};
 use crate::config::raw::{RawRateLimit, RawRewrite, RawSecret, RawTenant};
-use crate::config::{RateLimitConfig, RewriteRule, ServerConfig, TenantConfig, TenantName, TokenPolicy, UpstreamUrl};
+use crate::config::{
+    RateLimitConfig, RewriteRule, RuleEngine, ServerConfig, TenantConfig, TenantName, TokenPolicy, UpstreamUrl,
+};
+use crate::routing::rewrite;
 
 /// Headers a tenant may not fix: connection management (hop-by-hop, framing) and the ones the
 /// proxy owns (`host` is the upstream's, `authorization` is the provider's credential).
@@ -306,9 +309,16 @@ fn preset_rule(ctx: &mut Ctx<'_>, pattern: &str, replace: &str) -> RewriteRule {
 
 fn rule_of(pattern: Arc<regex::Regex>, replace: String) -> RewriteRule {
     let store_header = pattern.capture_names().any(|name| name == Some("store"));
+    // An operator who spells out the preset gets the fast matcher too.
+    let engine = if pattern.as_str() == rewrite::ADOBE_REST_PATTERN && replace == rewrite::ADOBE_REST_REPLACE {
+        RuleEngine::AdobeRest
+    } else {
+        RuleEngine::Regex
+    };
     RewriteRule {
         pattern,
         replace,
         store_header,
+        engine,
     }
 }

@@ -3,7 +3,7 @@
 
 use super::tests::{CYBERBIZ, find, location_of, parse_err, parse_ok};
 use crate::config::{
-    OAuth2AuthMethod, OAuth2Grant, PasswordOrClient, ProviderConfig, ShoplineCredentials, TenantConfig,
+    OAuth2AuthMethod, OAuth2Grant, PasswordOrClient, ProviderConfig, RuleEngine, ShoplineCredentials, TenantConfig,
 };
 
 const SHOPLINE: &str = "[[tenant]]\nname = \"sl\"\nprovider = \"shopline\"\nhandle = \"acme\"\napp_key = \"k\"\napp_secret = { env = \"ACME_SHOPLINE_APP_SECRET\" }\n";
@@ -104,6 +104,11 @@ fn adobe_preset_rewrites_rest_paths_and_sends_the_store_header() {
     assert!(rule.store_header);
     assert_eq!(rule.replace, "$2");
     assert_eq!(
+        rule.engine,
+        RuleEngine::AdobeRest,
+        "the preset runs without the regex engine"
+    );
+    assert_eq!(
         rule.pattern
             .replace("/rest/default/V1/products?x=1", rule.replace.as_str()),
         "/V1/products?x=1"
@@ -127,6 +132,12 @@ fn adobe_preset_rewrites_rest_paths_and_sends_the_store_header() {
         "{ADOBE}rewrite = [{{ match = \"^/s/(?P<store>\\\\w+)(/.*)$\", replace = \"$2\" }}]\n"
     ));
     assert!(custom.rewrite[0].store_header);
+    assert_eq!(custom.rewrite[0].engine, RuleEngine::Regex);
+    let spelled_out = only_tenant(&format!(
+        "{ADOBE}rewrite = [{{ match = '{}', replace = \"$2\" }}]\n",
+        crate::routing::rewrite::ADOBE_REST_PATTERN
+    ));
+    assert_eq!(spelled_out.rewrite[0].engine, RuleEngine::AdobeRest);
 }
 
 #[test]

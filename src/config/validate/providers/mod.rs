@@ -58,7 +58,10 @@ const PROVIDER_KEYS: &[(&str, &[&str])] = &[
 ];
 
 /// `/rest/V1/...` and `/rest/<store>/V1/...` → `/V1/...`; the store code becomes the `Store` header.
-pub(super) const ADOBE_REWRITE: &[(&str, &str)] = &[(r"^/rest(?:/(?P<store>[A-Za-z0-9_]+))?(/V1/.*)$", "$2")];
+pub(super) const ADOBE_REWRITE: &[(&str, &str)] = &[(
+    crate::routing::rewrite::ADOBE_REST_PATTERN,
+    crate::routing::rewrite::ADOBE_REST_REPLACE,
+)];
 const VANTAGE_BASE_URL: &str = "https://vantage-us.abbyy.com";
 const CYBERBIZ_UPSTREAM: &str = "https://app-store-api.cyberbiz.io";
 
