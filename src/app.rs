@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
+use http::uri::Scheme;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -30,7 +31,7 @@ use crate::ratelimit::Limiter;
 use crate::reload::{self, ReloadHandle, ReloadRequest, ReloadSource};
 use crate::server;
 use crate::store::{MemoryStore, Store, StoreKey};
-use crate::upstream::{TlsSetupError, UpstreamClient, headers};
+use crate::upstream::{Http1Pool, TlsSetupError, UpstreamClient, headers};
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct Tenant {
     pub tokens: Arc<TokenManager>,
     pub limiter: Option<Arc<Limiter>>,
     pub client: UpstreamClient,
+    /// The connections of a plain-http upstream (which then bypasses `client`).
+    pub http1: Option<Http1Pool>,
     /// The provider's fixed headers, then the tenant's own, built once.
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
     /// `Host` for a plain-http upstream, built once (see `upstream::headers::plain_http_host`).
@@ -172,12 +175,19 @@ fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) ->
         (Some(path), Some(old)) if old.config.ca_file.as_ref() == Some(path) => old.client.clone(),
         (Some(path), _) => UpstreamClient::new(Some(path))?,
     };
+    // A reload keeps the open connections of an unchanged upstream.
+    let http1 = (config.upstream.scheme == Scheme::HTTP).then(|| {
+        old.filter(|old| old.config.upstream.authority == config.upstream.authority)
+            .and_then(|old| old.http1.clone())
+            .unwrap_or_else(|| Http1Pool::new(&config.upstream.authority))
+    });
     let metrics = old.map_or_else(Arc::default, |old| Arc::clone(&old.metrics));
     Ok(Tenant {
         config: config.clone(),
         tokens,
         limiter,
         client,
+        http1,
         upstream_headers,
         upstream_host: headers::plain_http_host(&config.upstream),
         renews,

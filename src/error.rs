@@ -7,15 +7,15 @@
 
 use std::time::Duration;
 
+use crate::upstream::UpstreamResponseBody;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 use crate::config::TenantName;
 
 /// What the proxy sends back: the upstream's streamed body, or one it made itself.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<UpstreamResponseBody, Full<Bytes>>;
 
 /// Name of the header that marks proxy-made errors.
 pub const ERROR_HEADER: &str = "tokenbroker-error";

@@ -30,7 +30,7 @@ use crate::app::{Binding, Snapshot, Tenant};
 use crate::cache::CurrentToken;
 use crate::error::{ProxyBody, ProxyError};
 use crate::routing::{path, rewrite};
-use crate::upstream::{UpstreamBody, headers};
+use crate::upstream::{UpstreamBody, UpstreamResponseBody, headers};
 
 /// What the pipeline learns about one request, for the access log.
 pub(crate) struct RequestCtx {
@@ -181,9 +181,15 @@ fn upstream_uri(tenant: &Tenant, path: &str, query: Option<&str>) -> Result<(Uri
         target.push('?');
         target.push_str(query);
     }
-    let uri = Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
+    // The plain-http pool writes the URI as given, so it gets origin-form; hyper-util's client
+    // needs the scheme and authority to pick a connection.
+    let mut uri = Uri::builder();
+    if tenant.http1.is_none() {
+        uri = uri
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone());
+    }
+    let uri = uri
         .path_and_query(target)
         .build()
         .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?;
@@ -310,26 +316,34 @@ impl Exchange<'_> {
         body: UpstreamBody,
         token: &CurrentToken,
         ctx: &mut RequestCtx,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamResponseBody>, ProxyError> {
         headers.insert(token.header_name.clone(), token.header_value.clone());
         let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         let sent = Instant::now();
-        match tokio::time::timeout_at(self.deadline, self.tenant.client.request(request)).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
-            Ok(Ok(response)) => {
-                ctx.upstream_elapsed = Some(sent.elapsed());
-                Ok(response)
+        let sending = async {
+            match &self.tenant.http1 {
+                Some(pool) => pool
+                    .send(request)
+                    .await
+                    .map_err(|e| classify_send_error(self.tenant, &e)),
+                None => (self.tenant.client.request(request).await)
+                    .map(|response| response.map(UpstreamResponseBody::from))
+                    .map_err(|e| classify_send_error(self.tenant, &e)),
             }
-            Ok(Err(error)) => Err(classify_send_error(self.tenant, &error)),
-        }
+        };
+        let response = tokio::time::timeout_at(self.deadline, sending)
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))??;
+        ctx.upstream_elapsed = Some(sent.elapsed());
+        Ok(response)
     }
 }
 
 /// A body over the cap surfaces as a client error whose cause is our `LengthLimitError`.
-fn classify_send_error(tenant: &Tenant, error: &hyper_util::client::legacy::Error) -> ProxyError {
+fn classify_send_error(tenant: &Tenant, error: &(dyn std::error::Error + 'static)) -> ProxyError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut chain = String::new();
     while let Some(current) = cause {
@@ -348,7 +362,7 @@ fn classify_send_error(tenant: &Tenant, error: &hyper_util::client::legacy::Erro
 }
 
 /// Streams the upstream response back without its hop-by-hop headers; 429 pauses the tenant.
-fn finish(tenant: &Tenant, response: Response<Incoming>, ctx: &mut RequestCtx) -> Response<ProxyBody> {
+fn finish(tenant: &Tenant, response: Response<UpstreamResponseBody>, ctx: &mut RequestCtx) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     ctx.upstream_status = Some(parts.status);
     headers::strip_hop_by_hop(&mut parts.headers);

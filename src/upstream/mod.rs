@@ -1,11 +1,16 @@
-//! The upstream side: a pooled HTTP/1.1 + HTTP/2 client over rustls, and header hygiene.
+//! The upstream side: a pooled HTTP/1.1 + HTTP/2 client over rustls, a leaner pool for plain-http
+//! upstreams, and header hygiene.
 //!
-//! One client (and so one connection pool) is shared by every tenant that trusts the default roots;
-//! a tenant with its own `ca_file` gets its own client. TLS is rustls with the ring provider, the
-//! system's web roots plus `ca_file`, and ALPN offering `h2` and `http/1.1`, so an upstream that
-//! speaks HTTP/2 gets multiplexed requests on one connection.
+//! For https, one client (and so one connection pool) is shared by every tenant that trusts the
+//! default roots; a tenant with its own `ca_file` gets its own client. TLS is rustls with the ring
+//! provider, the system's web roots plus `ca_file`, and ALPN offering `h2` and `http/1.1`, so an
+//! upstream that speaks HTTP/2 gets multiplexed requests on one connection. A plain-http upstream
+//! is always HTTP/1.1 (nothing offers h2 without TLS) and gets its own [`Http1Pool`].
 
 pub(crate) mod headers;
+mod http1;
+
+pub use http1::{Http1Error, Http1Pool, UpstreamResponseBody};
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

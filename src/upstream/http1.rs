@@ -1,0 +1,580 @@
+//! Plain-http upstreams: HTTP/1.1 connections pooled per tenant and driven by the request using them.
+//!
+//! hyper-util's pooled client spends about 10,000 instructions per request (callgrind, benchmark
+//! tenant) on what a plain HTTP/1 upstream does not need: a pool keyed by a freshly formatted
+//! scheme and authority, hashed twice under a mutex; a spawned task per connection, reached over a
+//! channel; and a task to put each connection back. Here a connection is hyper's
+//! `client::conn::http1` pair. The request that takes it polls the connection's I/O itself, first
+//! while it waits for the response head, then from the response body as that streams to the
+//! caller, and puts it back when the body has ended. A response dropped before its end closes the
+//! connection, which can no longer carry another request.
+//!
+//! Idle connections are kept per worker thread, last in first out: the most recently used
+//! connection is the least likely to have been closed by the upstream's own keep-alive timeout,
+//! and a thread only ever takes its own list's lock, so the lock is never contended on the request
+//! path. A connection idle for [`POOL_IDLE_TIMEOUT`] is closed, on the next use of the pool or by a
+//! sweep every third of that timeout; one the upstream closed is noticed when it is next taken, and
+//! skipped. A request that could not be written on a reused connection is sent again on another
+//! (the race with an upstream closing an idle connection), as hyper-util's client does.
+
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use thread_local::ThreadLocal;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT, UpstreamBody};
+
+/// At most this many idle connections are kept per worker thread (more are closed when returned).
+const MAX_IDLE_PER_THREAD: usize = 256;
+
+type Driver = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
+
+/// Why an exchange with a plain-http upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Http1Error {
+    #[error("tcp connect error")]
+    Connect(#[source] std::io::Error),
+    #[error("tcp connect error: no answer within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("upstream exchange failed")]
+    Exchange(#[source] hyper::Error),
+}
+
+/// The idle connections of one tenant's plain-http upstream. Cloning shares them.
+#[derive(Clone, Debug)]
+pub struct Http1Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `host` without IPv6 brackets, for the resolver.
+    host: String,
+    port: u16,
+    idle: ThreadLocal<Mutex<Vec<Idle>>>,
+    /// Set once the idle sweep runs (it starts with the first connection put back).
+    sweeping: std::sync::OnceLock<()>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http1Pool")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+/// One upstream connection: the handle requests go through and the future doing its I/O.
+struct Conn {
+    sender: http1::SendRequest<UpstreamBody>,
+    /// `None` once the connection has ended.
+    driver: Option<Driver>,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+impl Conn {
+    /// Polls the connection's I/O; returns whether it is still open.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(driver) = &mut self.driver else {
+            return false;
+        };
+        match Pin::new(driver).poll(cx) {
+            Poll::Pending => true,
+            Poll::Ready(result) => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "upstream connection ended");
+                }
+                self.driver = None;
+                false
+            }
+        }
+    }
+
+    /// Whether the connection is open and waiting for a request, after letting it notice any
+    /// close or stray bytes that arrived while it sat idle.
+    fn ready_for_reuse(&mut self) -> bool {
+        self.drive(&mut Context::from_waker(Waker::noop())) && self.sender.is_ready()
+    }
+}
+
+impl Http1Pool {
+    /// A pool for `authority` (a plain-http upstream; port 80 when none is given).
+    pub fn new(authority: &Authority) -> Self {
+        let host = authority.host();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        Self {
+            inner: Arc::new(Inner {
+                host: host.to_owned(),
+                port: authority.port_u16().unwrap_or(80),
+                idle: ThreadLocal::new(),
+                sweeping: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Sends `request` (origin-form URI, `Host` set) and returns the response once its head has
+    /// arrived; its body carries the connection until it ends.
+    pub async fn send(&self, mut request: Request<UpstreamBody>) -> Result<Response<UpstreamResponseBody>, Http1Error> {
+        loop {
+            let (mut conn, reused) = match self.inner.checkout() {
+                Some(conn) => (conn, true),
+                None => (self.inner.connect().await?, false),
+            };
+            let mut exchange = pin!(conn.sender.try_send_request(request));
+            let outcome = std::future::poll_fn(|cx| {
+                if let Poll::Ready(outcome) = exchange.as_mut().poll(cx) {
+                    return Poll::Ready(outcome);
+                }
+                // The response (or the error that ends the exchange) comes from the connection's
+                // own I/O, so drive it, then look again.
+                conn.drive(cx);
+                exchange.as_mut().poll(cx)
+            })
+            .await;
+            match outcome {
+                Ok(response) => {
+                    let pool = Arc::downgrade(&self.inner);
+                    return Ok(response.map(|body| UpstreamResponseBody::pooled(body, conn, pool)));
+                }
+                Err(mut error) => match error.take_message() {
+                    // Never written: an idle connection the upstream was closing. Try another.
+                    Some(unsent) if reused => {
+                        tracing::debug!(error = %error.error(), "reused upstream connection was closed; sending again");
+                        request = unsent;
+                    }
+                    _ => return Err(Http1Error::Exchange(error.into_error())),
+                },
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn idle(&self) -> &Mutex<Vec<Idle>> {
+        self.idle.get_or_default()
+    }
+
+    /// The most recently used open connection of this thread, closing stale ones on the way.
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle().lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(Idle { mut conn, since }) = idle.pop() {
+            if since.elapsed() < POOL_IDLE_TIMEOUT && conn.ready_for_reuse() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(self: &Arc<Self>, mut conn: Conn) {
+        if !conn.ready_for_reuse() {
+            return;
+        }
+        self.start_sweeping();
+        let mut idle = self.idle().lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_PER_THREAD {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, Http1Error> {
+        let connecting = TcpStream::connect((self.host.as_str(), self.port));
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Err(_) => return Err(Http1Error::ConnectTimeout(CONNECT_TIMEOUT)),
+            Ok(connected) => connected.map_err(Http1Error::Connect)?,
+        };
+        stream.set_nodelay(true).map_err(Http1Error::Connect)?;
+        let (sender, driver) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(Http1Error::Exchange)?;
+        Ok(Conn {
+            sender,
+            driver: Some(driver),
+        })
+    }
+
+    /// Closes, every third of the idle timeout, connections idle past it or closed by the
+    /// upstream, so a tenant whose traffic stopped holds no sockets. Ends with the pool.
+    fn start_sweeping(self: &Arc<Self>) {
+        if self.sweeping.get().is_some() {
+            return;
+        }
+        // A body dropped outside the runtime (at shutdown) has no sweep to start.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let _ = self.sweeping.set(());
+        let pool = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(POOL_IDLE_TIMEOUT / 3);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                pool.sweep();
+            }
+        });
+    }
+
+    fn sweep(&self) {
+        for idle in self.idle.iter() {
+            let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.retain_mut(|Idle { conn, since }| since.elapsed() < POOL_IDLE_TIMEOUT && conn.ready_for_reuse());
+        }
+    }
+
+    /// Makes every idle connection look `by` older.
+    #[cfg(test)]
+    fn age_idle(&self, by: Duration) {
+        for idle in self.idle.iter() {
+            for entry in idle.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+                entry.since = entry
+                    .since
+                    .checked_sub(by)
+                    .expect("the clock runs longer than the timeout");
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.idle
+            .iter()
+            .map(|idle| idle.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
+/// A response body from upstream. From a pooled plain-http connection it also drives that
+/// connection, which goes back to the pool when the body has ended.
+pub struct UpstreamResponseBody {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+struct Lease {
+    conn: Conn,
+    pool: Weak<Inner>,
+}
+
+impl UpstreamResponseBody {
+    fn pooled(body: Incoming, conn: Conn, pool: Weak<Inner>) -> Self {
+        Self {
+            body,
+            lease: Some(Lease { conn, pool }),
+        }
+    }
+
+    /// Puts the connection back once the response has been read to its end.
+    fn release(&mut self) {
+        if let Some(Lease { conn, pool }) = self.lease.take()
+            && let Some(pool) = pool.upgrade()
+        {
+            pool.checkin(conn);
+        }
+    }
+}
+
+impl From<Incoming> for UpstreamResponseBody {
+    /// A body from hyper-util's client, whose connections drive themselves.
+    fn from(body: Incoming) -> Self {
+        Self { body, lease: None }
+    }
+}
+
+impl Body for UpstreamResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        if frame.is_pending()
+            && let Some(lease) = &mut this.lease
+        {
+            // The body's bytes arrive through the connection's I/O: drive it, then look again.
+            lease.conn.drive(cx);
+            frame = Pin::new(&mut this.body).poll_frame(cx);
+        }
+        match &frame {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Err(_))) => this.lease = None,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamResponseBody {
+    /// An empty body (204, 304, a HEAD answer) is never polled: its connection is still reusable.
+    fn drop(&mut self) {
+        if self.body.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamResponseBody")
+            .field("pooled", &self.lease.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::{Method, StatusCode};
+    use http_body_util::{BodyExt, Either, Full};
+    use hyper::service::service_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A hyper upstream on 127.0.0.1 answering every request with `answer(path)`; counts the
+    /// connections it accepted.
+    async fn upstream(keep_alive: bool, answer: fn(&str) -> Response<Full<Bytes>>) -> (Http1Pool, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority: Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("authority");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = service_fn(move |request: Request<Incoming>| {
+                    std::future::ready(Ok::<_, Infallible>(answer(request.uri().path())))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (Http1Pool::new(&authority), accepted)
+    }
+
+    fn ok(path: &str) -> Response<Full<Bytes>> {
+        match path {
+            "/empty" => Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(Full::default())
+                .expect("response"),
+            "/large" => Response::new(Full::new(Bytes::from(vec![b'x'; 4 << 20]))),
+            _ => Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}"))),
+        }
+    }
+
+    fn get(path: &str) -> Request<UpstreamBody> {
+        request(Method::GET, path)
+    }
+
+    fn request(method: Method, path: &str) -> Request<UpstreamBody> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, "upstream.test")
+            .body(Either::Left(Full::new(Bytes::new())))
+            .expect("request")
+    }
+
+    /// The whole exchange, bounded: a connection nobody drives would hang it.
+    async fn read_all(pool: &Http1Pool, request: Request<UpstreamBody>) -> (StatusCode, Bytes) {
+        let exchange = async {
+            let response = pool.send(request).await.expect("upstream answers");
+            let status = response.status();
+            let body = response.into_body().collect().await.expect("body").to_bytes();
+            (status, body)
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .expect("the exchange completes")
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_one_connection() {
+        let (pool, accepted) = upstream(true, ok).await;
+        for _ in 0..3 {
+            assert_eq!(
+                read_all(&pool, get("/a")).await,
+                (StatusCode::OK, Bytes::from_static(b"{\"ok\":true}"))
+            );
+            assert_eq!(pool.inner.idle_count(), 1, "back in the pool once the body has ended");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_connections_that_are_all_kept() {
+        let (pool, accepted) = upstream(true, ok).await;
+        let (a, b) = tokio::join!(read_all(&pool, get("/a")), read_all(&pool, get("/b")));
+        assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.inner.idle_count(), 2);
+        read_all(&pool, get("/c")).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "the third request reuses one");
+    }
+
+    #[tokio::test]
+    async fn empty_bodies_leave_the_connection_reusable_without_being_polled() {
+        let (pool, accepted) = upstream(true, ok).await;
+        let response = pool.send(get("/empty")).await.expect("204");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        drop(response);
+        let response = pool.send(request(Method::HEAD, "/a")).await.expect("HEAD");
+        assert!(response.body().is_end_stream());
+        drop(response);
+        assert_eq!(read_all(&pool, get("/a")).await.0, StatusCode::OK);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_response_dropped_before_its_end_closes_its_connection() {
+        let (pool, accepted) = upstream(true, ok).await;
+        let mut body = pool.send(get("/large")).await.expect("answer").into_body();
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert!(first.is_data());
+        drop(body);
+        assert_eq!(
+            pool.inner.idle_count(),
+            0,
+            "half-read response: the connection cannot be reused"
+        );
+        assert_eq!(read_all(&pool, get("/a")).await.0, StatusCode::OK);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_large_body_streams_whole_through_the_driven_connection() {
+        let (pool, _) = upstream(true, ok).await;
+        let (status, body) = read_all(&pool, get("/large")).await;
+        assert_eq!((status, body.len()), (StatusCode::OK, 4 << 20));
+        assert_eq!(pool.inner.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn connection_close_answers_are_not_pooled() {
+        let (pool, accepted) = upstream(false, ok).await;
+        read_all(&pool, get("/a")).await;
+        assert_eq!(pool.inner.idle_count(), 0);
+        read_all(&pool, get("/a")).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connections_idle_past_the_timeout_are_closed_not_reused() {
+        let (pool, accepted) = upstream(true, ok).await;
+        read_all(&pool, get("/a")).await;
+        pool.inner.age_idle(POOL_IDLE_TIMEOUT);
+        pool.inner.sweep();
+        assert_eq!(pool.inner.idle_count(), 0, "the sweep closes it");
+        read_all(&pool, get("/a")).await;
+        pool.inner.age_idle(POOL_IDLE_TIMEOUT);
+        read_all(&pool, get("/a")).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "checkout skips the stale one too");
+        assert_eq!(pool.inner.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_dropped_and_replaced() {
+        // An upstream that answers with keep-alive semantics, then closes the connection.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority: Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("authority");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                drop(stream);
+            }
+        });
+        let pool = Http1Pool::new(&authority);
+        assert_eq!(
+            read_all(&pool, get("/a")).await,
+            (StatusCode::OK, Bytes::from_static(b"ok"))
+        );
+        // Bounded wait for the close to reach the pool (the reactor must see the FIN first).
+        for _ in 0..400 {
+            pool.inner.sweep();
+            if pool.inner.idle_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(pool.inner.idle_count(), 0, "the closed connection left the pool");
+        assert_eq!(read_all(&pool, get("/a")).await.0, StatusCode::OK);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority: Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("authority");
+        drop(listener);
+        let error = Http1Pool::new(&authority)
+            .send(get("/a"))
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(error, Http1Error::Connect(_)), "{error:?}");
+        assert!(
+            std::error::Error::source(&error).is_some_and(|e| e.to_string().contains("refused")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn ipv6_hosts_lose_their_brackets_and_the_port_defaults_to_80() {
+        let pool = Http1Pool::new(&"[::1]".parse().expect("authority"));
+        assert_eq!((pool.inner.host.as_str(), pool.inner.port), ("::1", 80));
+    }
+}
