@@ -77,8 +77,9 @@ impl std::fmt::Debug for Inner {
 /// One upstream connection: the handle requests go through and the future doing its I/O.
 struct Conn {
     sender: http1::SendRequest<UpstreamBody>,
-    /// `None` once the connection has ended.
-    driver: Option<Driver>,
+    /// `None` once the connection has ended. Boxed: the connection moves in and out of the idle
+    /// list and into each response body, and hyper's state with its buffers is large.
+    driver: Option<Box<Driver>>,
 }
 
 struct Idle {
@@ -92,7 +93,7 @@ impl Conn {
         let Some(driver) = &mut self.driver else {
             return false;
         };
-        match Pin::new(driver).poll(cx) {
+        match Pin::new(&mut **driver).poll(cx) {
             Poll::Pending => true,
             Poll::Ready(result) => {
                 if let Err(error) = result {
@@ -206,7 +207,7 @@ impl Inner {
             .map_err(Http1Error::Exchange)?;
         Ok(Conn {
             sender,
-            driver: Some(driver),
+            driver: Some(Box::new(driver)),
         })
     }
 
@@ -570,6 +571,11 @@ mod tests {
             std::error::Error::source(&error).is_some_and(|e| e.to_string().contains("refused")),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_connection_is_cheap_to_move() {
+        assert!(size_of::<Conn>() <= 32, "{} bytes", size_of::<Conn>());
     }
 
     #[test]
