@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
-use http::uri::Scheme;
+use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -107,10 +107,17 @@ impl Snapshot {
                 token_http: TokenHttp::new(TokenHttpOptions::default())?,
             },
         };
+        // Tenants on the same plain-http upstream share its connections, as https tenants share
+        // the client's pool; a reload keeps the open ones.
+        let mut pools: HashMap<Authority, Http1Pool> = previous
+            .into_iter()
+            .flat_map(|p| p.tenants.values())
+            .filter_map(|t| Some((t.config.upstream.authority.clone(), t.http1.clone()?)))
+            .collect();
         let mut tenants = HashMap::with_capacity(config.tenants.len());
         for tenant in &config.tenants {
             let old = previous.and_then(|p| p.tenants.get(tenant.name.as_str()));
-            let built = build_tenant(tenant, old.map(Arc::as_ref), &shared)?;
+            let built = build_tenant(tenant, old.map(Arc::as_ref), &shared, &mut pools)?;
             tenants.insert(tenant.name.as_str().to_owned(), Arc::new(built));
         }
         Ok(Self {
@@ -130,7 +137,12 @@ impl Snapshot {
     }
 }
 
-fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) -> Result<Tenant, BuildError> {
+fn build_tenant(
+    config: &TenantConfig,
+    old: Option<&Tenant>,
+    shared: &Shared,
+    pools: &mut HashMap<Authority, Http1Pool>,
+) -> Result<Tenant, BuildError> {
     let (store, default_client) = (&shared.store, &shared.client);
     let provider = Provider::from_config(&config.provider);
     let mut upstream_headers = provider.upstream_headers();
@@ -175,11 +187,12 @@ fn build_tenant(config: &TenantConfig, old: Option<&Tenant>, shared: &Shared) ->
         (Some(path), Some(old)) if old.config.ca_file.as_ref() == Some(path) => old.client.clone(),
         (Some(path), _) => UpstreamClient::new(Some(path))?,
     };
-    // A reload keeps the open connections of an unchanged upstream.
     let http1 = (config.upstream.scheme == Scheme::HTTP).then(|| {
-        old.filter(|old| old.config.upstream.authority == config.upstream.authority)
-            .and_then(|old| old.http1.clone())
-            .unwrap_or_else(|| Http1Pool::new(&config.upstream.authority))
+        let authority = &config.upstream.authority;
+        pools
+            .entry(authority.clone())
+            .or_insert_with(|| Http1Pool::new(authority))
+            .clone()
     });
     let metrics = old.map_or_else(Arc::default, |old| Arc::clone(&old.metrics));
     Ok(Tenant {
@@ -418,5 +431,51 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::validate::MapEnv;
+
+    fn snapshot(upstreams: [&str; 3], previous: Option<&Snapshot>) -> Snapshot {
+        let text: String = upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, url)| format!("[[tenant]]\nname = \"t{i}\"\nprovider = \"static\"\nupstream = \"{url}\"\nvalue = {{ env = \"V\" }}\n"))
+            .collect();
+        let loaded = crate::config::parse(&text, "t.toml", &MapEnv::new([("V", "v")])).expect("valid");
+        Snapshot::build(&loaded.config, previous).expect("builds")
+    }
+
+    fn pool<'s>(snapshot: &'s Snapshot, tenant: &str) -> Option<&'s Http1Pool> {
+        snapshot.tenants[tenant].http1.as_ref()
+    }
+
+    #[tokio::test]
+    async fn tenants_on_one_plain_http_upstream_share_its_connections_across_reloads() {
+        let urls = ["http://10.0.0.1:8080/a", "http://10.0.0.1:8080/b", "http://10.0.0.2"];
+        let first = snapshot(urls, None);
+        let shared = pool(&first, "t0").expect("plain http is pooled");
+        assert!(
+            shared.same_pool(pool(&first, "t1").expect("pooled")),
+            "same authority, one pool"
+        );
+        assert!(
+            !shared.same_pool(pool(&first, "t2").expect("pooled")),
+            "another upstream"
+        );
+        let reloaded = snapshot(urls, Some(&first));
+        assert!(
+            shared.same_pool(pool(&reloaded, "t1").expect("pooled")),
+            "a reload keeps it"
+        );
+        let https = snapshot(
+            ["https://10.0.0.1:8080", "http://10.0.0.1:8080", "http://10.0.0.2"],
+            Some(&first),
+        );
+        assert!(pool(&https, "t0").is_none(), "https goes through the shared client");
+        assert!(shared.same_pool(pool(&https, "t1").expect("pooled")));
     }
 }

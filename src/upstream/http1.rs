@@ -127,6 +127,11 @@ impl Http1Pool {
         }
     }
 
+    /// Whether `self` and `other` hold the same connections.
+    pub fn same_pool(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Sends `request` (origin-form URI, `Host` set) and returns the response once its head has
     /// arrived; its body carries the connection until it ends.
     pub async fn send(&self, mut request: Request<UpstreamBody>) -> Result<Response<UpstreamResponseBody>, Http1Error> {
