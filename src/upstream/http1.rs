@@ -370,26 +370,40 @@ mod tests {
     /// A hyper upstream on 127.0.0.1 answering every request with `answer(path)`; counts the
     /// connections it accepted.
     async fn upstream(keep_alive: bool, answer: fn(&str) -> Response<Full<Bytes>>) -> (Http1Pool, Arc<AtomicUsize>) {
+        serve(move |stream| {
+            let service = service_fn(move |request: Request<Incoming>| {
+                std::future::ready(Ok::<_, Infallible>(answer(request.uri().path())))
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(keep_alive)
+                .serve_connection(TokioIo::new(stream), service);
+            async move {
+                let _ = connection.await;
+            }
+        })
+        .await
+    }
+
+    async fn bind() -> (TcpListener, Authority) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let authority: Authority = listener
-            .local_addr()
-            .expect("addr")
-            .to_string()
-            .parse()
-            .expect("authority");
+        let addr = listener.local_addr().expect("addr");
+        (listener, addr.to_string().parse().expect("authority"))
+    }
+
+    /// A pool for an upstream on 127.0.0.1 that runs `connection` on each accepted connection in
+    /// its own task, and the count of connections accepted.
+    async fn serve<F, Fut>(connection: F) -> (Http1Pool, Arc<AtomicUsize>)
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (listener, authority) = bind().await;
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&accepted);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
-                let service = service_fn(move |request: Request<Incoming>| {
-                    std::future::ready(Ok::<_, Infallible>(answer(request.uri().path())))
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .keep_alive(keep_alive)
-                        .serve_connection(TokioIo::new(stream), service),
-                );
+                tokio::spawn(connection(stream));
             }
         });
         (Http1Pool::new(&authority), accepted)
@@ -519,27 +533,14 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_upstream_closed_while_idle_is_dropped_and_replaced() {
         // An upstream that answers with keep-alive semantics, then closes the connection.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let authority: Authority = listener
-            .local_addr()
-            .expect("addr")
-            .to_string()
-            .parse()
-            .expect("authority");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let mut buf = [0u8; 1024];
-                let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                drop(stream);
-            }
-        });
-        let pool = Http1Pool::new(&authority);
+        let (pool, accepted) = serve(|mut stream| async move {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+        })
+        .await;
         assert_eq!(
             read_all(&pool, get("/a")).await,
             (StatusCode::OK, Bytes::from_static(b"ok"))
@@ -559,13 +560,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_upstream_is_a_connect_error() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let authority: Authority = listener
-            .local_addr()
-            .expect("addr")
-            .to_string()
-            .parse()
-            .expect("authority");
+        let (listener, authority) = bind().await;
         drop(listener);
         let error = Http1Pool::new(&authority)
             .send(get("/a"))
