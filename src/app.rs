@@ -31,7 +31,7 @@ use crate::ratelimit::Limiter;
 use crate::reload::{self, ReloadHandle, ReloadRequest, ReloadSource};
 use crate::server;
 use crate::store::{MemoryStore, Store, StoreKey};
-use crate::upstream::{Http1Pool, TlsSetupError, UpstreamClient, headers};
+use crate::upstream::{Http1Pool, TlsSetupError, UpstreamClient};
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +53,6 @@ pub struct Tenant {
     pub http1: Option<Http1Pool>,
     /// The provider's fixed headers, then the tenant's own, built once.
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
-    /// `Host` for a plain-http upstream, built once (see `upstream::headers::plain_http_host`).
-    pub upstream_host: Option<HeaderValue>,
     /// Whether the provider can renew a rejected token (static credentials cannot).
     pub renews: bool,
     pub metrics: Arc<TenantMetrics>,
@@ -202,7 +200,6 @@ fn build_tenant(
         client,
         http1,
         upstream_headers,
-        upstream_host: headers::plain_http_host(&config.upstream),
         renews,
         metrics,
     })

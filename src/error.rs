@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use crate::upstream::UpstreamResponseBody;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
 use crate::config::TenantName;
+use crate::upstream::UpstreamResponseBody;
 
 /// What the proxy sends back: the upstream's streamed body, or one it made itself.
 pub type ProxyBody = Either<UpstreamResponseBody, Full<Bytes>>;

@@ -204,9 +204,6 @@ fn add_upstream_headers(tenant: &Tenant, headers: &mut HeaderMap, store: Option<
     if let Some(store) = store {
         headers.insert(http::HeaderName::from_static("store"), store);
     }
-    if let Some(host) = &tenant.upstream_host {
-        headers.insert(header::HOST, host.clone());
-    }
 }
 
 /// A request body: buffered when a 401 may need it again, else streamed under the tenant's cap.

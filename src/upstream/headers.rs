@@ -5,10 +5,7 @@
 //! `Authorization` (the proxy sets the real one), `Proxy-Authorization`, the caller key, `Host`
 //! (the client sets the upstream's) and `Expect` (hyper answered it already).
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::Scheme;
-
-use crate::config::UpstreamUrl;
+use http::header::{self, HeaderMap, HeaderName};
 
 /// The caller-key header of SPEC section 7.
 pub(crate) const CALLER_KEY_HEADER: HeaderName = HeaderName::from_static("tokenbroker-key");
@@ -52,7 +49,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub(crate) fn sanitize_request(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     const CALLER_ONLY: [HeaderName; 4] = [header::AUTHORIZATION, CALLER_KEY_HEADER, header::HOST, header::EXPECT];
-    let mut present = [false; 4];
+    let mut present = CALLER_ONLY.map(|_| false);
     for name in headers.keys() {
         if let Some(index) = CALLER_ONLY.iter().position(|n| n == name) {
             present[index] = true;
@@ -63,23 +60,6 @@ pub(crate) fn sanitize_request(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-}
-
-/// The `Host` header for a plain-http upstream, built once per tenant instead of formatted per
-/// request by hyper-util's client (`set_host`, which only fills a missing `Host`). Same value as
-/// the client's: the host, plus the port when it is not 80. `None` for https: ALPN may pick
-/// HTTP/2 there, whose authority travels in `:authority`, so the client keeps deciding.
-/// A plain-http upstream is always HTTP/1: the client never offers h2 without TLS.
-pub(crate) fn plain_http_host(upstream: &UpstreamUrl) -> Option<HeaderValue> {
-    if upstream.scheme != Scheme::HTTP {
-        return None;
-    }
-    let authority = &upstream.authority;
-    let value = match authority.port() {
-        Some(port) if port.as_u16() != 80 => HeaderValue::from_str(&format!("{}:{port}", authority.host())),
-        _ => HeaderValue::from_str(authority.host()),
-    };
-    value.ok()
 }
 
 #[cfg(test)]
@@ -143,24 +123,5 @@ mod tests {
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "store"]);
-    }
-
-    fn upstream(url: &str) -> UpstreamUrl {
-        let uri: http::Uri = url.parse().expect("test URL");
-        UpstreamUrl {
-            scheme: uri.scheme().expect("scheme").clone(),
-            authority: uri.authority().expect("authority").clone(),
-            base_path: String::new(),
-        }
-    }
-
-    #[test]
-    fn plain_http_host_matches_what_the_client_would_send_and_leaves_https_to_it() {
-        let host = |url| plain_http_host(&upstream(url)).map(|v| v.to_str().expect("ascii").to_owned());
-        assert_eq!(host("http://127.0.0.1:8080").as_deref(), Some("127.0.0.1:8080"));
-        assert_eq!(host("http://api.example.com:80").as_deref(), Some("api.example.com"));
-        assert_eq!(host("http://api.example.com").as_deref(), Some("api.example.com"));
-        assert_eq!(host("http://[::1]:9000").as_deref(), Some("[::1]:9000"));
-        assert_eq!(host("https://api.example.com"), None);
     }
 }

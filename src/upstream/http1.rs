@@ -1,4 +1,5 @@
-//! Plain-http upstreams: HTTP/1.1 connections pooled per tenant and driven by the request using them.
+//! Plain-http upstreams: HTTP/1.1 connections pooled per upstream and driven by the request using
+//! them.
 //!
 //! hyper-util's pooled client spends about 10,000 instructions per request (callgrind, benchmark
 //! tenant) on what a plain HTTP/1 upstream does not need: a pool keyed by a freshly formatted
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -50,7 +51,7 @@ pub enum Http1Error {
     Exchange(#[source] hyper::Error),
 }
 
-/// The idle connections of one tenant's plain-http upstream. Cloning shares them.
+/// The idle connections of one plain-http upstream, shared by the tenants on it. Cloning shares them.
 #[derive(Clone, Debug)]
 pub struct Http1Pool {
     inner: Arc<Inner>,
@@ -60,6 +61,9 @@ struct Inner {
     /// `host` without IPv6 brackets, for the resolver.
     host: String,
     port: u16,
+    /// The `Host` every request carries, built once: the authority, without the port when it is
+    /// 80 (the value hyper-util's client would format per request).
+    host_header: HeaderValue,
     idle: ThreadLocal<Mutex<Vec<Idle>>>,
     /// Set once the idle sweep runs (it starts with the first connection put back).
     sweeping: std::sync::OnceLock<()>,
@@ -115,12 +119,19 @@ impl Conn {
 impl Http1Pool {
     /// A pool for `authority` (a plain-http upstream; port 80 when none is given).
     pub fn new(authority: &Authority) -> Self {
+        let port = authority.port_u16().unwrap_or(80);
+        let host_header = match port {
+            80 => authority.host(),
+            _ => authority.as_str(),
+        };
+        let host_header = HeaderValue::from_str(host_header).expect("an authority is a valid header value");
         let host = authority.host();
         let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         Self {
             inner: Arc::new(Inner {
                 host: host.to_owned(),
-                port: authority.port_u16().unwrap_or(80),
+                port,
+                host_header,
                 idle: ThreadLocal::new(),
                 sweeping: std::sync::OnceLock::new(),
             }),
@@ -132,9 +143,12 @@ impl Http1Pool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) and returns the response once its head has
-    /// arrived; its body carries the connection until it ends.
+    /// Sends `request` (origin-form URI) with the upstream's `Host` and returns the response once
+    /// its head has arrived; its body carries the connection until it ends.
     pub async fn send(&self, mut request: Request<UpstreamBody>) -> Result<Response<UpstreamResponseBody>, Http1Error> {
+        request
+            .headers_mut()
+            .insert(http::header::HOST, self.inner.host_header.clone());
         loop {
             let (mut conn, reused) = match self.inner.checkout() {
                 Some(conn) => (conn, true),
@@ -369,11 +383,13 @@ mod tests {
 
     /// A hyper upstream on 127.0.0.1 answering every request with `answer(path)`; counts the
     /// connections it accepted.
-    async fn upstream(keep_alive: bool, answer: fn(&str) -> Response<Full<Bytes>>) -> (Http1Pool, Arc<AtomicUsize>) {
+    async fn upstream(
+        keep_alive: bool,
+        answer: fn(&Request<Incoming>) -> Response<Full<Bytes>>,
+    ) -> (Http1Pool, Arc<AtomicUsize>) {
         serve(move |stream| {
-            let service = service_fn(move |request: Request<Incoming>| {
-                std::future::ready(Ok::<_, Infallible>(answer(request.uri().path())))
-            });
+            let service =
+                service_fn(move |request: Request<Incoming>| std::future::ready(Ok::<_, Infallible>(answer(&request))));
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(keep_alive)
                 .serve_connection(TokioIo::new(stream), service);
@@ -409,8 +425,11 @@ mod tests {
         (Http1Pool::new(&authority), accepted)
     }
 
-    fn ok(path: &str) -> Response<Full<Bytes>> {
-        match path {
+    fn ok(request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        match request.uri().path() {
+            "/host" => Response::new(Full::new(Bytes::copy_from_slice(
+                request.headers()[http::header::HOST].as_bytes(),
+            ))),
             "/empty" => Response::builder()
                 .status(StatusCode::NO_CONTENT)
                 .body(Full::default())
@@ -428,7 +447,6 @@ mod tests {
         Request::builder()
             .method(method)
             .uri(path)
-            .header(http::header::HOST, "upstream.test")
             .body(Either::Left(Full::new(Bytes::new())))
             .expect("request")
     }
@@ -582,5 +600,25 @@ mod tests {
     fn ipv6_hosts_lose_their_brackets_and_the_port_defaults_to_80() {
         let pool = Http1Pool::new(&"[::1]".parse().expect("authority"));
         assert_eq!((pool.inner.host.as_str(), pool.inner.port), ("::1", 80));
+    }
+
+    #[tokio::test]
+    async fn every_request_carries_the_upstreams_host() {
+        let (pool, _) = upstream(true, ok).await;
+        let (_, host) = read_all(&pool, get("/host")).await;
+        assert_eq!(host, pool.inner.host_header.as_bytes());
+        assert!(host.starts_with(b"127.0.0.1:"));
+    }
+
+    #[test]
+    fn host_is_what_hyper_util_would_send_port_80_omitted() {
+        let host = |authority: &str| {
+            let pool = Http1Pool::new(&authority.parse().expect("authority"));
+            pool.inner.host_header.to_str().expect("ascii").to_owned()
+        };
+        assert_eq!(host("127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(host("api.example.com:80"), "api.example.com");
+        assert_eq!(host("api.example.com"), "api.example.com");
+        assert_eq!(host("[::1]:9000"), "[::1]:9000");
     }
 }
