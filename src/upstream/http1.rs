@@ -563,13 +563,14 @@ mod tests {
             read_all(&pool, get("/a")).await,
             (StatusCode::OK, Bytes::from_static(b"ok"))
         );
-        // Bounded wait for the close to reach the pool (the reactor must see the FIN first).
-        for _ in 0..400 {
+        // The close reaches the pool once the upstream task has run and the reactor has seen the
+        // FIN; `yield_now` lets both happen (it resumes after the I/O driver is polled). Bounded.
+        for _ in 0..1_000 {
             pool.inner.sweep();
             if pool.inner.idle_count() == 0 {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::task::yield_now().await;
         }
         assert_eq!(pool.inner.idle_count(), 0, "the closed connection left the pool");
         assert_eq!(read_all(&pool, get("/a")).await.0, StatusCode::OK);
