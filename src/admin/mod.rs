@@ -14,8 +14,8 @@ use http_body_util::Full;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
-use crate::app::{Snapshot, Tenant};
 use crate::clock;
+use crate::tenant::{Snapshot, Tenant};
 
 /// A static credential this close to expiry is reported by `/readyz` (still ready), so operators
 /// replace it in time. Readiness itself fails only within the tenant's `refresh_before` of the
@@ -99,7 +99,7 @@ fn readiness(tenant: &Tenant) -> Readiness {
     let Some(remaining) = token.expires_at.map(clock::remaining) else {
         return Readiness::Ready;
     };
-    if tenant.renews || remaining >= STATIC_EXPIRY_WARNING {
+    if tenant.tokens.renews() || remaining >= STATIC_EXPIRY_WARNING {
         return Readiness::Ready;
     }
     let reason = format!(
@@ -159,7 +159,7 @@ fn tenant_state(tenant: &Tenant) -> Value {
             "state": state,
             "generation": stats.generation,
             "expires_in_s": current.as_ref().and_then(|t| t.expires_at).map(|at| clock::remaining(at).as_secs()),
-            "renews": tenant.renews,
+            "renews": tenant.tokens.renews(),
             "last_renewal_unix": stats.last_renewal.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
             "last_error": stats.last_error,
             "renewals_ok": stats.renewals_ok,

@@ -1,7 +1,7 @@
 //! Providers: stateless fetchers of upstream credentials, one module per provider.
 //!
 //! A provider knows one wire protocol (IMS client credentials, SHOPLINE's signed refresh, ...)
-//! and nothing about caching, scheduling or sharing: `cache::TokenManager` owns single flight,
+//! and nothing about caching, scheduling or sharing: `token::TokenManager` owns single flight,
 //! renewal and retirement, and calls [`Provider::fetch`] when it needs a new token.
 //!
 //! ```text
@@ -80,7 +80,7 @@ pub enum ProviderError {
 }
 
 /// Obtains a fresh credential from one upstream identity provider. Stateless: caching, single
-/// flight and renewal scheduling belong to `cache::TokenManager`, never to a provider.
+/// flight and renewal scheduling belong to `token::TokenManager`, never to a provider.
 pub trait FetchToken: Send + Sync {
     fn fetch(&self, ctx: FetchCtx<'_>) -> impl Future<Output = Result<Token, ProviderError>> + Send;
 }

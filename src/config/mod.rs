@@ -106,7 +106,7 @@ pub struct TenantConfig {
     /// Extra trust roots for this upstream.
     pub ca_file: Option<PathBuf>,
     /// Path rewriting rules, first match wins (the provider preset when `rewrite` is absent).
-    pub rewrite: Vec<RewriteRule>,
+    pub rewrite: Vec<crate::routing::rewrite::RewriteRule>,
 }
 
 /// `[a-z0-9][a-z0-9_-]{0,62}`; the first path segment that selects the tenant.
@@ -150,31 +150,6 @@ impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
     }
-}
-
-/// `{ match = "...", replace = "..." }`.
-#[derive(Debug, Clone)]
-pub struct RewriteRule {
-    /// Shared: every tenant on a provider preset uses the one compiled program and match cache.
-    pub pattern: std::sync::Arc<regex::Regex>,
-    /// Replacement with `$1` / `${name}` references, as `regex::Regex::replace`.
-    pub replace: String,
-    /// The pattern has a capture group named `store`: when it matched, its text is sent as the
-    /// `Store` header (ACCS selects store scope by header, not path).
-    pub store_header: bool,
-    /// How the rule runs on the request path (see [`RuleEngine`]).
-    pub engine: RuleEngine,
-}
-
-/// How a rewrite rule is evaluated on each request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleEngine {
-    /// `pattern` and `replace`, through the regex engine.
-    Regex,
-    /// The Adobe preset (`crate::routing::rewrite::ADOBE_REST_PATTERN` with `$2`) by a hand-written
-    /// matcher with the same result: it runs on every ACCS request, where the regex's capture
-    /// search cost about 5,000 instructions and an allocation; the matcher borrows the path.
-    AdobeRest,
 }
 
 /// The provider block of a tenant, one variant per provider module.

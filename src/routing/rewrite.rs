@@ -3,13 +3,59 @@
 //! ACCS `Store` header (ACCS picks the store scope by header, not by path; UPSTREAMS.md 1.3).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use crate::config::{RewriteRule, RuleEngine};
+use regex::Regex;
 
 /// The Adobe Commerce preset: `/rest/V1/...` and `/rest/<store>/V1/...` → `/V1/...`, the store code
 /// becoming the `Store` header.
 pub(crate) const ADOBE_REST_PATTERN: &str = r"^/rest(?:/(?P<store>[A-Za-z0-9_]+))?(/V1/.*)$";
 pub(crate) const ADOBE_REST_REPLACE: &str = "$2";
+
+/// `{ match = "...", replace = "..." }`.
+#[derive(Debug, Clone)]
+pub struct RewriteRule {
+    /// Shared: every tenant on a provider preset uses the one compiled program and match cache.
+    pub pattern: Arc<Regex>,
+    /// Replacement with `$1` / `${name}` references, as `regex::Regex::replace`.
+    pub replace: String,
+    /// The pattern has a capture group named `store`: when it matched, its text is sent as the
+    /// `Store` header (ACCS selects store scope by header, not path).
+    pub store_header: bool,
+    /// How the rule runs on the request path (see [`RuleEngine`]).
+    pub engine: RuleEngine,
+}
+
+/// How a rewrite rule is evaluated on each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleEngine {
+    /// `pattern` and `replace`, through the regex engine.
+    Regex,
+    /// The Adobe preset ([`ADOBE_REST_PATTERN`] with [`ADOBE_REST_REPLACE`]) by a hand-written
+    /// matcher with the same result: it runs on every ACCS request, and the matcher borrows the
+    /// path where the regex's capture search allocates (the cost is in `benches/README.md`).
+    AdobeRest,
+}
+
+impl RewriteRule {
+    /// A rule from a compiled pattern and its replacement. Works out, once, whether the pattern
+    /// names a `store` group and whether it is the Adobe preset, which then runs by the
+    /// hand-written matcher (an operator who spells out the preset gets it too).
+    pub(crate) fn new(pattern: Arc<Regex>, replace: String) -> Self {
+        let store_header = pattern.capture_names().any(|name| name == Some("store"));
+        let engine = if pattern.as_str() == ADOBE_REST_PATTERN && replace == ADOBE_REST_REPLACE {
+            RuleEngine::AdobeRest
+        } else {
+            RuleEngine::Regex
+        };
+        Self {
+            pattern,
+            replace,
+            store_header,
+            engine,
+        }
+    }
+}
 
 /// The outcome of rewriting one path.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,10 +131,10 @@ mod tests {
     use super::*;
 
     fn rule(pattern: &str, replace: &str) -> RewriteRule {
-        let pattern = regex::Regex::new(pattern).expect("test pattern is valid");
+        let pattern = Regex::new(pattern).expect("test pattern is valid");
         let store_header = pattern.capture_names().any(|n| n == Some("store"));
         RewriteRule {
-            pattern: std::sync::Arc::new(pattern),
+            pattern: Arc::new(pattern),
             replace: replace.to_owned(),
             store_header,
             engine: RuleEngine::Regex,

@@ -27,8 +27,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin;
-use crate::app::{Binding, Snapshot};
 use crate::config::TenantName;
+use crate::tenant::Snapshot;
+
+/// Which listener a request arrived on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Binding {
+    /// The main listener: the first path segment names the tenant.
+    Main,
+    /// A tenant's own listener: every request is this tenant, with no prefix.
+    Tenant(TenantName),
+}
 
 /// Accept errors such as EMFILE are retried after a pause instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);

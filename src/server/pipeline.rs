@@ -1,36 +1,42 @@
 //! The request path: ordered, named phases over one request.
 //!
 //! ```text
-//!  refuse_foreign ─▶ resolve_tenant ─▶ check_caller ─▶ check_declared_size ─▶ wait_for_slot
-//!      (CONNECT,        (prefix or own      (SPEC 7)       (413 before any       (429 past
-//!   absolute-form)      listener; path                      upstream work)        max_wait)
-//!                        normalised)
-//!  ─▶ upstream_uri ─▶ prepare_body ─▶ forward_with_replay ─▶ finish
-//!     (rewrite,        (buffer what     (token, send, on 401     (hop-by-hop out,
-//!      Store header)    may replay)      retire + replay once)    429 pauses limiter)
+//!  1 route ──▶ 2 caller ──▶ 3 limits ──────────▶ 4 token ──▶ 5 headers ──▶ 6 forward ──▶ 7 response ──▶ 8 log
+//!  CONNECT and   key, tenant  declared size (413),  current     rewrite,      send; the      hop-by-hop   metrics,
+//!  absolute-form and method   rate-limit slot       token,      Store header, 401 rule:    out; 429     access
+//!  refused;      (README      (429 past max_wait),  waiting     hygiene,      renew once,  pauses the   event
+//!  tenant by     "Callers")   body kept for a       at most     credential    replay once  limiter
+//!  prefix or own              replay (or capped)    request_                  if the body
+//!  listener; path                                   timeout                   was kept
+//!  normalised
 //! ```
 //!
-//! Each phase is a small function; the order is fixed in [`proxy`] with the reason for each
-//! position. Every failure is a [`ProxyError`] and becomes a response in exactly one place.
+//! Each phase is a small function; [`proxy`] applies them in this order, with the reason for each
+//! position. Every failure is a [`ProxyError`] and becomes a response in exactly one place; the
+//! upstream's own failures arrive as [`UpstreamError`] and are mapped in [`Exchange::send`]. The
+//! 401 rule belongs to the token manager ([`crate::token::TokenManager::after_response`]); this
+//! file only keeps what a replay needs. `docs/architecture.md` walks through a request.
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-use super::{callers, request_id};
-use crate::app::{Binding, Snapshot, Tenant};
-use crate::cache::CurrentToken;
+use super::{Binding, callers, request_id};
 use crate::error::{ProxyBody, ProxyError};
 use crate::routing::{path, rewrite};
-use crate::upstream::{UpstreamBody, UpstreamResponseBody, headers};
+use crate::tenant::{Snapshot, Tenant};
+use crate::token::CurrentToken;
+use crate::upstream::{UpstreamBody, UpstreamError, UpstreamResponseBody, headers};
 
 /// What the pipeline learns about one request, for the access log.
 pub(crate) struct RequestCtx {
@@ -88,30 +94,40 @@ async fn proxy(
     request: Request<Incoming>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // Not an open proxy: only origin-form requests for our own tenants go anywhere.
-    refuse_foreign(&request)?;
-    // The tenant decides every later limit, so it comes first; its path is normalised here, once.
-    let (tenant, path) = resolve_tenant(snapshot, binding, request.uri().path())?;
-    ctx.tenant = Some(Arc::clone(&tenant));
-    // Cheap refusals before we spend a rate-limit slot or a token on the request.
-    callers::check(&snapshot.callers, &tenant.config.name, &request)?;
-    let declared = check_declared_size(&tenant, request.headers())?;
-    // Wait for a slot before taking a token, so a long wait never holds a stale generation.
-    ctx.rate_limit_wait = wait_for_slot(&tenant).await?;
-    let (uri, store) = upstream_uri(&tenant, &path, request.uri().query())?;
+    // 1. Route. Not an open proxy: only origin-form requests for our own tenants go anywhere. The
+    //    tenant decides every later limit, so it comes first; its path is normalised here, once.
     let (mut parts, body) = request.into_parts();
+    refuse_foreign(&parts)?;
+    let (tenant, path) = route(snapshot, binding, parts.uri.path())?;
+    ctx.tenant = Some(Arc::clone(&tenant));
+    // 2. Caller: a cheap refusal before we spend a rate-limit slot or a token on the request.
+    callers::check(&snapshot.callers, &tenant.config.name, &parts)?;
+    // 3. Limits. A declared body over the cap is refused before any wait; the slot comes before
+    //    the token, so a long wait never holds a stale generation; the body is read (when a 401
+    //    may replay it) only once the request may go.
+    let declared = check_declared_size(&tenant, &parts.headers)?;
+    ctx.rate_limit_wait = wait_for_slot(&tenant).await?;
     let body = prepare_body(&tenant, declared, body).await?;
+    // 4. Token: `request_timeout` runs from here to the response head, across a replay too.
+    let exchange = Exchange::start(&tenant, snapshot.server.request_timeout);
+    let token = take_token(&exchange, ctx).await?;
+    // 5. Headers: the path rewritten, the caller's credentials and hop-by-hop headers out, the
+    //    tenant's fixed headers in (the credential itself goes on at each send).
+    let (uri, store) = upstream_uri(&tenant, &path, parts.uri.query())?;
     headers::sanitize_request(&mut parts.headers);
     add_upstream_headers(&tenant, &mut parts.headers, store);
-    forward_with_replay(snapshot, &tenant, parts, uri, body, ctx).await
+    // 6. Forward, with the 401 rule.
+    let response = forward(&exchange, parts, uri, body, token, ctx).await?;
+    // 7. Response filter (8, the log, runs in `handle` for answers and errors alike).
+    Ok(filter_response(&tenant, response, ctx))
 }
 
-fn refuse_foreign(request: &Request<Incoming>) -> Result<(), ProxyError> {
-    if request.method() == Method::CONNECT {
+fn refuse_foreign(request: &Parts) -> Result<(), ProxyError> {
+    if request.method == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed("CONNECT"));
     }
     // HTTP/2 always carries an authority; in HTTP/1 an absolute-form target asks for a forward proxy.
-    if request.version() < Version::HTTP_2 && request.uri().scheme().is_some() {
+    if request.version < Version::HTTP_2 && request.uri.scheme().is_some() {
         return Err(ProxyError::BadRequest(
             "absolute-form requests are refused: this is not a forward proxy",
         ));
@@ -119,7 +135,7 @@ fn refuse_foreign(request: &Request<Incoming>) -> Result<(), ProxyError> {
     Ok(())
 }
 
-fn resolve_tenant<'r>(
+fn route<'r>(
     snapshot: &Snapshot,
     binding: &Binding,
     raw_path: &'r str,
@@ -181,20 +197,10 @@ fn upstream_uri(tenant: &Tenant, path: &str, query: Option<&str>) -> Result<(Uri
         target.push('?');
         target.push_str(query);
     }
-    // The plain-http pool writes the URI as given, so it gets origin-form; hyper-util's client
-    // needs the scheme and authority to pick a connection.
-    let mut uri = Uri::builder();
-    if tenant.http1.is_none() {
-        uri = uri
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone());
-    }
-    let uri = uri
-        .path_and_query(target)
-        .build()
-        .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?;
+    let target =
+        PathAndQuery::try_from(target).map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?;
     let store = rewritten.store.and_then(|s| HeaderValue::from_str(s).ok());
-    Ok((uri, store))
+    Ok((tenant.upstream.uri(upstream, target), store))
 }
 
 fn add_upstream_headers(tenant: &Tenant, headers: &mut HeaderMap, store: Option<HeaderValue>) {
@@ -213,13 +219,8 @@ enum PreparedBody {
 }
 
 async fn prepare_body(tenant: &Tenant, declared: Option<u64>, body: Incoming) -> Result<PreparedBody, ProxyError> {
-    let policy = &tenant.config.token;
     let max_body = usize::try_from(tenant.config.max_body).unwrap_or(usize::MAX);
-    let fits_replay = match declared {
-        Some(length) => length <= policy.replay_body_limit,
-        None => body.is_end_stream(),
-    };
-    if !(fits_replay && policy.retry_on_unauthorized && tenant.renews) {
+    if !tenant.tokens.keeps_body_for_replay(declared, body.is_end_stream()) {
         return Ok(PreparedBody::Streamed(Limited::new(body, max_body)));
     }
     // Most requests (GETs) have no body: nothing to read or buffer.
@@ -235,29 +236,25 @@ async fn prepare_body(tenant: &Tenant, declared: Option<u64>, body: Incoming) ->
     }
 }
 
-/// Sends the request with the current token; on a rejected token, retires it and replays once.
-async fn forward_with_replay(
-    snapshot: &Snapshot,
-    tenant: &Tenant,
+/// The current token, waiting (within the exchange's deadline) for a first fetch under way.
+async fn take_token(exchange: &Exchange<'_>, ctx: &mut RequestCtx) -> Result<Arc<CurrentToken>, ProxyError> {
+    let token =
+        (exchange.tenant.tokens.current(exchange.timeout).await).map_err(|e| ProxyError::TokenUnavailable(e.0))?;
+    ctx.generation = Some(token.generation);
+    Ok(token)
+}
+
+/// Sends the request with `token`; when the token manager's 401 rule asks for it, once more with
+/// the renewed token. Only a kept (buffered) body can be sent twice, so only then are the headers
+/// and URI kept for a replay.
+async fn forward(
+    exchange: &Exchange<'_>,
     parts: Parts,
     uri: Uri,
     body: PreparedBody,
+    token: Arc<CurrentToken>,
     ctx: &mut RequestCtx,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let timeout = snapshot.server.request_timeout;
-    let exchange = Exchange {
-        tenant,
-        method: &parts.method,
-        deadline: Instant::now() + timeout,
-        timeout,
-    };
-    let token = tenant
-        .tokens
-        .current(timeout)
-        .await
-        .map_err(|e| ProxyError::TokenUnavailable(e.0))?;
-    ctx.generation = Some(token.generation);
-    // Only a buffered body can be sent twice, so only then are headers and URI kept for a replay.
+) -> Result<Response<UpstreamResponseBody>, ProxyError> {
     let (first_body, replay) = match body {
         PreparedBody::Buffered(bytes) => (
             Either::Left(Full::new(bytes.clone())),
@@ -265,42 +262,41 @@ async fn forward_with_replay(
         ),
         PreparedBody::Streamed(stream) => (Either::Right(stream), None),
     };
-    let response = exchange.send(uri, parts.headers, first_body, &token, ctx).await?;
-    let rejected = tenant.config.token.retry_on_unauthorized && tenant.provider_rejects(response.status());
-    // `retire` renews only the generation that failed, and says whether a newer token will follow.
-    if !(rejected && tenant.tokens.retire(token.generation)) {
-        return Ok(finish(tenant, response, ctx));
-    }
-    let Some((headers, uri, bytes)) = replay else {
-        return Ok(finish(tenant, response, ctx));
-    };
-    let Ok(newer) = tenant.tokens.newer_than(token.generation, exchange.remaining()).await else {
-        // No better token: the caller gets the upstream's own 401.
-        return Ok(finish(tenant, response, ctx));
+    let response = exchange
+        .send(&parts.method, uri, parts.headers, first_body, &token, ctx)
+        .await?;
+    let tenant = exchange.tenant;
+    let renewed = (tenant.tokens)
+        .after_response(response.status(), token.generation, replay, exchange.remaining())
+        .await;
+    let Some(((headers, uri, bytes), newer)) = renewed else {
+        return Ok(response);
     };
     drop(response);
     ctx.generation = Some(newer.generation);
     ctx.replayed = true;
-    tenant
-        .metrics
-        .unauthorized_replays
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let replayed = exchange
-        .send(uri, headers, Either::Left(Full::new(bytes)), &newer, ctx)
-        .await?;
-    Ok(finish(tenant, replayed, ctx))
+    tenant.metrics.unauthorized_replays.fetch_add(1, Relaxed);
+    let body = Either::Left(Full::new(bytes));
+    exchange.send(&parts.method, uri, headers, body, &newer, ctx).await
 }
 
 /// What stays the same between a request's first attempt and its replay.
 struct Exchange<'a> {
     tenant: &'a Tenant,
-    method: &'a Method,
-    /// `request_timeout` from the start of forwarding, shared by both attempts.
+    /// `request_timeout` from the token phase on, shared by both attempts.
     deadline: Instant,
     timeout: Duration,
 }
 
-impl Exchange<'_> {
+impl<'a> Exchange<'a> {
+    fn start(tenant: &'a Tenant, timeout: Duration) -> Self {
+        Self {
+            tenant,
+            deadline: Instant::now() + timeout,
+            timeout,
+        }
+    }
+
     fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
@@ -308,6 +304,7 @@ impl Exchange<'_> {
     /// One attempt with `token`; records how long the upstream took to answer, when it did.
     async fn send(
         &self,
+        method: &Method,
         uri: Uri,
         mut headers: HeaderMap,
         body: UpstreamBody,
@@ -316,50 +313,30 @@ impl Exchange<'_> {
     ) -> Result<Response<UpstreamResponseBody>, ProxyError> {
         headers.insert(token.header_name.clone(), token.header_value.clone());
         let mut request = Request::new(body);
-        *request.method_mut() = self.method.clone();
+        *request.method_mut() = method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         let sent = Instant::now();
-        let sending = async {
-            match &self.tenant.http1 {
-                Some(pool) => pool
-                    .send(request)
-                    .await
-                    .map_err(|e| classify_send_error(self.tenant, &e)),
-                None => (self.tenant.client.request(request).await)
-                    .map(|response| response.map(UpstreamResponseBody::from))
-                    .map_err(|e| classify_send_error(self.tenant, &e)),
-            }
-        };
-        let response = tokio::time::timeout_at(self.deadline, sending)
+        let response = tokio::time::timeout_at(self.deadline, self.tenant.upstream.send(request))
             .await
-            .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))??;
+            .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))?
+            .map_err(|error| match error {
+                UpstreamError::BodyTooLarge => ProxyError::PayloadTooLarge {
+                    limit: self.tenant.config.max_body,
+                },
+                UpstreamError::Unreachable(cause) => ProxyError::UpstreamUnreachable(cause),
+            })?;
         ctx.upstream_elapsed = Some(sent.elapsed());
         Ok(response)
     }
 }
 
-/// A body over the cap surfaces as a client error whose cause is our `LengthLimitError`.
-fn classify_send_error(tenant: &Tenant, error: &(dyn std::error::Error + 'static)) -> ProxyError {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut chain = String::new();
-    while let Some(current) = cause {
-        if current.is::<http_body_util::LengthLimitError>() {
-            return ProxyError::PayloadTooLarge {
-                limit: tenant.config.max_body,
-            };
-        }
-        if !chain.is_empty() {
-            chain.push_str(": ");
-        }
-        chain.push_str(&current.to_string());
-        cause = current.source();
-    }
-    ProxyError::UpstreamUnreachable(chain)
-}
-
 /// Streams the upstream response back without its hop-by-hop headers; 429 pauses the tenant.
-fn finish(tenant: &Tenant, response: Response<UpstreamResponseBody>, ctx: &mut RequestCtx) -> Response<ProxyBody> {
+fn filter_response(
+    tenant: &Tenant,
+    response: Response<UpstreamResponseBody>,
+    ctx: &mut RequestCtx,
+) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     ctx.upstream_status = Some(parts.status);
     headers::strip_hop_by_hop(&mut parts.headers);

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 pub use self::memory::MemoryStore;
 use crate::auth::Token;
 use crate::clock;
-use crate::config::{ProviderConfig, Secret, TenantName};
+use crate::config::{ProviderConfig, Secret, StoreConfig, TenantName};
 
 /// Identifies one credential set: tenant name plus a hash of its provider configuration.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -92,7 +92,24 @@ pub enum Store {
     Memory(MemoryStore),
 }
 
+/// Why the configured store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Validation refuses `kind = "redis"` until the shared store exists; this is the same refusal
+    /// for a configuration built without `check` (a test, an embedding).
+    #[error("store kind \"redis\" is not available in this version; use \"memory\"")]
+    Unsupported,
+}
+
 impl Store {
+    /// The store `[store]` asks for.
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        match config {
+            StoreConfig::Memory => Ok(Self::Memory(MemoryStore::default())),
+            StoreConfig::Redis { .. } => Err(StoreError::Unsupported),
+        }
+    }
+
     pub async fn get(&self, key: &StoreKey) -> Option<StoredToken> {
         match self {
             Self::Memory(store) => store.get(key),

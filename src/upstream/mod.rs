@@ -1,5 +1,8 @@
-//! The upstream side: a pooled HTTP/1.1 + HTTP/2 client over rustls, a leaner pool for plain-http
-//! upstreams, and header hygiene.
+//! The upstream side: one [`Upstream`] type a tenant sends through, with a typed
+//! [`UpstreamError`], and header hygiene.
+//!
+//! An `Upstream` is either a pooled HTTP/1.1 + HTTP/2 client over rustls (https) or the leaner
+//! [`Http1Pool`] (plain http); the pipeline calls [`Upstream::send`] and never asks which.
 //!
 //! For https, one client (and so one connection pool) is shared by every tenant that trusts the
 //! default roots; a tenant with its own `ca_file` gets its own client. TLS is rustls with the ring
@@ -17,7 +20,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Full, Limited};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use http_body_util::{Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -34,6 +39,70 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// TCP connect budget; the rest of the exchange is bounded by `request_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where one tenant's requests go.
+#[derive(Clone, Debug)]
+pub enum Upstream {
+    /// https: the pooled client, HTTP/1.1 or HTTP/2 as ALPN decides.
+    Https(UpstreamClient),
+    /// Plain http: the HTTP/1.1 pool of the upstream's authority.
+    Http1(Http1Pool),
+}
+
+/// Why an exchange with the upstream failed, classified once, here.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The request body grew past the tenant's cap while it streamed (the cap is the caller's
+    /// fault, not the upstream's).
+    #[error("the request body grew past its limit")]
+    BodyTooLarge,
+    /// No connection, or the exchange broke before a response head arrived; the text is the whole
+    /// cause chain (connection errors only, never a header or body).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+impl Upstream {
+    /// The URI for `path_and_query` on `upstream`: the HTTP/1 pool writes origin-form as given;
+    /// hyper-util's client picks its connection by scheme and authority, so it gets them too.
+    pub fn uri(&self, upstream: &crate::config::UpstreamUrl, path_and_query: PathAndQuery) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        if let Self::Https(_) = self {
+            parts.scheme = Some(upstream.scheme.clone());
+            parts.authority = Some(upstream.authority.clone());
+        }
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).expect("scheme and authority come together, with a path")
+    }
+
+    /// Sends `request` and returns the response once its head has arrived; the body streams.
+    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
+        match self {
+            Self::Http1(pool) => pool.send(request).await.map_err(|e| classify(&e)),
+            Self::Https(client) => (client.client.request(request).await)
+                .map(|response| response.map(UpstreamResponseBody::from))
+                .map_err(|e| classify(&e)),
+        }
+    }
+}
+
+/// Finds our own body cap among the causes (it surfaces as hyper's user-body error, whose source is
+/// the `LengthLimitError`), else reports the whole chain as the upstream being unreachable.
+fn classify(error: &(dyn std::error::Error + 'static)) -> UpstreamError {
+    let mut chain = String::new();
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current.is::<LengthLimitError>() {
+            return UpstreamError::BodyTooLarge;
+        }
+        if !chain.is_empty() {
+            chain.push_str(": ");
+        }
+        chain.push_str(&current.to_string());
+        cause = current.source();
+    }
+    UpstreamError::Unreachable(chain)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     #[error("cannot read ca_file {path}: {source}")]
@@ -45,7 +114,8 @@ pub enum TlsSetupError {
 /// A pooled client to upstream APIs. Cloning shares the pool.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    /// Behind an `Arc` so that a tenant's [`Upstream`] stays pointer-sized either way.
+    client: Arc<Client<HttpsConnector<HttpConnector>, UpstreamBody>>,
 }
 
 impl UpstreamClient {
@@ -74,11 +144,9 @@ impl UpstreamClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(connector);
-        Ok(Self { client })
-    }
-
-    pub fn request(&self, request: http::Request<UpstreamBody>) -> hyper_util::client::legacy::ResponseFuture {
-        self.client.request(request)
+        Ok(Self {
+            client: Arc::new(client),
+        })
     }
 }
 

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -13,10 +12,8 @@ use http::{HeaderName, HeaderValue};
 use super::fields::optional;
 use super::{Ctx, Scope, providers, server};
 use crate::config::raw::{RawRateLimit, RawRewrite, RawSecret, RawTenant};
-use crate::config::{
-    RateLimitConfig, RewriteRule, RuleEngine, ServerConfig, TenantConfig, TenantName, TokenPolicy, UpstreamUrl,
-};
-use crate::routing::rewrite;
+use crate::config::{RateLimitConfig, ServerConfig, TenantConfig, TenantName, TokenPolicy, UpstreamUrl};
+use crate::routing::rewrite::RewriteRule;
 
 /// Headers a tenant may not fix: connection management (hop-by-hop, framing) and the ones the
 /// proxy owns (`host` is the upstream's, `authorization` is the provider's credential).
@@ -281,7 +278,7 @@ fn rewrite_rule(ctx: &mut Ctx<'_>, scope: &Scope, index: usize, raw: &RawRewrite
         return ctx.reject(scope, &key, "a rewrite rule needs both `match` and `replace`");
     };
     match ctx.regex(pattern) {
-        Ok(regex) => Some(rule_of(regex, replace.clone())),
+        Ok(regex) => Some(RewriteRule::new(regex, replace.clone())),
         Err(e) => {
             // regex's message is multi-line with a caret diagram; its last line says what is wrong.
             let reason = e
@@ -301,24 +298,8 @@ fn rewrite_rule(ctx: &mut Ctx<'_>, scope: &Scope, index: usize, raw: &RawRewrite
 }
 
 fn preset_rule(ctx: &mut Ctx<'_>, pattern: &str, replace: &str) -> RewriteRule {
-    rule_of(
+    RewriteRule::new(
         ctx.regex(pattern).expect("provider presets are valid regexes (tested)"),
         replace.to_owned(),
     )
-}
-
-fn rule_of(pattern: Arc<regex::Regex>, replace: String) -> RewriteRule {
-    let store_header = pattern.capture_names().any(|name| name == Some("store"));
-    // An operator who spells out the preset gets the fast matcher too.
-    let engine = if pattern.as_str() == rewrite::ADOBE_REST_PATTERN && replace == rewrite::ADOBE_REST_REPLACE {
-        RuleEngine::AdobeRest
-    } else {
-        RuleEngine::Regex
-    };
-    RewriteRule {
-        pattern,
-        replace,
-        store_header,
-        engine,
-    }
 }

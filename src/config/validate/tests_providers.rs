@@ -3,8 +3,9 @@
 
 use super::tests::{CYBERBIZ, find, location_of, parse_err, parse_ok};
 use crate::config::{
-    OAuth2AuthMethod, OAuth2Grant, PasswordOrClient, ProviderConfig, RuleEngine, ShoplineCredentials, TenantConfig,
+    OAuth2AuthMethod, OAuth2Grant, PasswordOrClient, ProviderConfig, ShoplineCredentials, TenantConfig,
 };
+use crate::routing::rewrite::RuleEngine;
 
 const SHOPLINE: &str = "[[tenant]]\nname = \"sl\"\nprovider = \"shopline\"\nhandle = \"acme\"\napp_key = \"k\"\napp_secret = { env = \"ACME_SHOPLINE_APP_SECRET\" }\n";
 const ADOBE: &str = "[[tenant]]\nname = \"ad\"\nprovider = \"adobe_ims\"\nupstream = \"https://na1.api.commerce.adobe.com/Tenant123/\"\nclient_id = \"cid\"\nclient_secret = { env = \"ACME_ADOBE_SECRET\" }\nscopes = [\"openid\", \"commerce.accs\"]\n";

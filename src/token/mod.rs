@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -176,6 +176,51 @@ impl<P: TokenSource> TokenManager<P> {
             return Ok(token);
         }
         self.inner.wait(limit, |_| true).await
+    }
+
+    /// Whether the credential can be renewed at all: false for static credentials, which a 401
+    /// cannot help. The one answer every other module asks for.
+    pub fn renews(&self) -> bool {
+        self.inner.source.renews()
+    }
+
+    // The 401 rule lives in the next two functions: an upstream 401 means the token was rejected
+    // (every provider signals it so: ACCS's Magento and gateway bodies, Vantage's
+    // `WWW-Authenticate`, SHOPLINE and CYBERBIZ); the manager renews it once, and the request is
+    // replayed once with the new token if its body was kept. A 401 on a token younger than
+    // `min_token_age`, or on a static credential, is passed back as it is.
+
+    /// Whether a request body should be kept in memory so that a 401 can replay it: only when
+    /// replays are on, the credential renews, and the body is known to fit `replay_body_limit`
+    /// (`declared` is its Content-Length; without one, only an empty body qualifies).
+    pub fn keeps_body_for_replay(&self, declared: Option<u64>, empty: bool) -> bool {
+        let policy = &self.inner.policy;
+        let fits = match declared {
+            Some(length) => length <= policy.replay_body_limit,
+            None => empty,
+        };
+        fits && policy.retry_on_unauthorized && self.renews()
+    }
+
+    /// After the upstream answered `status` to a request sent with `generation`: on a rejected
+    /// token, asks for a renewal and, when the request kept what a replay needs (`replay`), waits
+    /// up to `limit` for the newer token to replay with, and hands both back. `None`: pass the
+    /// response back as it is.
+    pub async fn after_response<R>(
+        &self,
+        status: StatusCode,
+        generation: u64,
+        replay: Option<R>,
+        limit: Duration,
+    ) -> Option<(R, Arc<CurrentToken>)> {
+        let rejected = status == StatusCode::UNAUTHORIZED && self.inner.policy.retry_on_unauthorized;
+        // Renew even when nothing can be replayed: the next request gets the new token.
+        if !(rejected && self.retire(generation)) {
+            return None;
+        }
+        let replay = replay?;
+        let newer = self.newer_than(generation, limit).await.ok()?;
+        Some((replay, newer))
     }
 
     /// The upstream rejected `generation`. Returns whether a renewal will follow (so the request can
