@@ -65,12 +65,16 @@ fn free_or_ephemeral(preferred: &str) -> SocketAddr {
 
 /// The demo configuration: one tenant per sandbox provider, secrets by `{ env }` as operators write them.
 pub fn demo_config(sandbox: &Sandbox, listen: SocketAddr, admin: SocketAddr) -> (String, MapEnv) {
+    (demo_toml(sandbox, listen, admin), demo_env(sandbox))
+}
+
+fn demo_toml(sandbox: &Sandbox, listen: SocketAddr, admin: SocketAddr) -> String {
     let scopes = sandbox::ACCS_SCOPES
         .iter()
         .map(|s| format!("\"{s}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let toml = format!(
+    format!(
         r#"[server]
 listen = "{listen}"
 admin_listen = "{admin}"
@@ -117,17 +121,19 @@ token = {{ env = "DEMO_CYBERBIZ_TOKEN" }}
         vantage_tenant = sandbox::VANTAGE_TENANT_ID,
         vantage_client = sandbox::VANTAGE_CLIENT_ID,
         cyberbiz = sandbox.cyberbiz.base_url(),
-    );
-    // The sandbox's own credentials, held in memory: never real ones.
-    let env = MapEnv::new([
+    )
+}
+
+/// The sandbox's own credentials, held in memory: never real ones.
+fn demo_env(sandbox: &Sandbox) -> MapEnv {
+    MapEnv::new([
         ("DEMO_IMS_CLIENT_SECRET", sandbox::IMS_CLIENT_SECRET.to_owned()),
         ("DEMO_SHOPLINE_APP_SECRET", sandbox::SHOPLINE_APP_SECRET.to_owned()),
         ("DEMO_SHOPLINE_CODE", sandbox::SHOPLINE_AUTH_CODE.to_owned()),
         ("DEMO_VANTAGE_CLIENT_SECRET", sandbox::VANTAGE_CLIENT_SECRET.to_owned()),
         // A realistic 2-hour token: /readyz lists it under `expiring` and stays ready.
         ("DEMO_CYBERBIZ_TOKEN", sandbox.cyberbiz.token()),
-    ]);
-    (toml, env)
+    ])
 }
 
 /// Ready-to-paste commands (`-g` keeps curl from globbing the brackets of Magento queries).

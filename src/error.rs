@@ -20,17 +20,6 @@ pub type ProxyBody = Either<UpstreamResponseBody, Full<Bytes>>;
 /// Name of the header that marks proxy-made errors.
 pub const ERROR_HEADER: &str = "tokenbroker-error";
 
-/// Whose fault a failure was (pingora's `ErrorSource`): drives log levels and alerting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorSource {
-    /// The caller sent something we refuse.
-    Downstream,
-    /// The upstream API or its identity provider failed.
-    Upstream,
-    /// A fault of the proxy itself.
-    Internal,
-}
-
 /// A request the proxy answers itself.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
@@ -85,15 +74,6 @@ impl ProxyError {
             Self::TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    pub fn source_kind(&self) -> ErrorSource {
-        match self {
-            Self::TokenUnavailable(_) | Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) => {
-                ErrorSource::Upstream
-            }
-            _ => ErrorSource::Downstream,
         }
     }
 
