@@ -9,7 +9,7 @@ Secret does not hold, a grace period shorter than tokenbroker's drain). So two l
    Kubernetes version. Unlike the kubernetes-validate CLI, an unknown kind/apiVersion is an
    error here, not a warning that exits 0.
 2. Consistency: the tokenbroker sidecar, its ConfigMap's tokenbroker.toml and its Secret must
-   agree with each other and with SPEC sections 6, 7 and 10.
+   agree with each other and with the README ("Operating it": probes, callers, reload, shutdown).
 
 Then a self-test mutates the good manifests in memory (wrong type, unknown field, removed API
 version, subPath mount, missing secret key, ...) and fails the run if any mutation is accepted:
@@ -58,7 +58,7 @@ def by_kind(docs, kind):
 
 
 def duration_s(text):
-    """`"30s"`, `"5m"`, `"1h"`, `"500ms"` -> seconds (SPEC section 3 durations)."""
+    """`"30s"`, `"5m"`, `"1h"`, `"500ms"` -> seconds (config.example.toml durations)."""
     m = re.fullmatch(r"(\d+)(ms|s|m|h)", str(text))
     if not m:
         raise ValueError(f"not a duration: {text!r}")

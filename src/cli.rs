@@ -1,4 +1,4 @@
-//! The command line (SPEC section 2): `run` (the default), `check` and `demo`.
+//! The command line (the README's "Command line"): `run` (the default), `check` and `demo`.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! `adobe_ims`: Adobe IMS server-to-server (OAuth client credentials) tokens for Adobe Commerce as
-//! a Cloud Service (UPSTREAMS.md 1).
+//! a Cloud Service (`docs/providers.md#adobe-ims`).
 //!
 //! The wire: `POST {token_url}` (default `https://ims-na1.adobelogin.com/ims/token/v3`), form
 //! `grant_type=client_credentials`, `client_id`, `client_secret`, `scope` with the scopes
@@ -7,9 +7,10 @@
 //! tried in order and only a `400 invalid_client` moves on to the next (Adobe's own tooling does
 //! the same). No refresh token exists: renewing is asking again.
 //!
-//! Units trap (UPSTREAMS 1.2): the v3 JSON `expires_in` is **seconds**; the JWT's own
-//! `created_at`/`expires_in` claims are **milliseconds**. The response wins; the claims are only
-//! a fallback, computed as Adobe's library does (`created_at + expires_in` in ms), never mixed.
+//! Units trap (`docs/providers.md#ims-token-lifetime-and-units`): the v3 JSON `expires_in` is
+//! **seconds**; the JWT's own `created_at`/`expires_in` claims are **milliseconds**. The response
+//! wins; the claims are only a fallback, computed as Adobe's library does
+//! (`created_at + expires_in` in ms), never mixed.
 //!
 //! Upstream calls also carry `x-api-key: <client_id>` and, with an org, `x-gw-ims-org-id`.
 

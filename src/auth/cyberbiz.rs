@@ -1,6 +1,6 @@
 //! `cyberbiz`: the merchant-admin API token, sent as `Authorization: Bearer`. CYBERBIZ documents
 //! no refresh, so the token is static; it is an HS256 JWT whose `exp` is read (not verified) to
-//! report time to expiry and fail readiness before it lapses (UPSTREAMS.md 4.2).
+//! report time to expiry and fail readiness before it lapses (`docs/providers.md#cyberbiz-token`).
 
 use super::static_token::fixed_token;
 use super::{FetchCtx, FetchToken, ProviderError, Token, jwt};

@@ -1,4 +1,4 @@
-//! `shopline`: SHOPLINE (myshopline.com) Admin API tokens (UPSTREAMS.md 2).
+//! `shopline`: SHOPLINE (myshopline.com) Admin API tokens (`docs/providers.md#shopline`).
 //!
 //! Public and custom apps (`ShoplineCredentials::OAuth`) get tokens from two signed calls, both
 //! `POST` with `Content-Type: application/json` and the headers `appkey`, `timestamp` (unix ms)

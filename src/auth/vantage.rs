@@ -1,4 +1,5 @@
-//! `vantage`: ABBYY Vantage tokens from its IdentityServer-style endpoint (UPSTREAMS.md 3).
+//! `vantage`: ABBYY Vantage tokens from its IdentityServer-style endpoint
+//! (`docs/providers.md#abbyy-vantage`).
 //!
 //! The wire: `POST {token_url}` (resolved by config: `{base}/auth2/connect/token` or the
 //! tenant-scoped `{base}/auth2/{tenantId}/connect/token`), form-encoded, `client_id` and

@@ -62,7 +62,7 @@ pub(crate) struct RawTenant {
     pub(crate) replay_body_limit: Option<RawQuantity>,
     pub(crate) min_token_age: Option<RawQuantity>,
 
-    // Provider keys (SPEC section 3 table).
+    // Provider keys (which provider takes which: `validate/providers/mod.rs`, `PROVIDER_KEYS`).
     pub(crate) client_id: Option<String>,
     pub(crate) client_secret: Option<RawSecret>,
     pub(crate) client_secrets: Option<Vec<RawSecret>>,

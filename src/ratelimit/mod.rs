@@ -1,4 +1,5 @@
-//! Per-tenant rate limiting (SPEC §4 step 3, §5 "Upstream 429").
+//! Per-tenant rate limiting (`docs/architecture.md#rate-limiting`): a slot before forwarding, and a
+//! pause after an upstream 429.
 //!
 //! One `Limiter` per rate-limited tenant, shared by `Arc` across its requests (unlimited tenants
 //! have none, so they pay nothing). It keeps the provider's quota with a governor GCRA bucket

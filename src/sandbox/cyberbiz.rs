@@ -1,4 +1,4 @@
-//! Fake CYBERBIZ App Store API (UPSTREAMS.md section 4). CYBERBIZ has no token endpoint the
+//! Fake CYBERBIZ App Store API (`docs/providers.md#cyberbiz`). CYBERBIZ has no token endpoint the
 //! proxy calls: merchants copy an HS256 JWT from the backend. So the fake mints such tokens on
 //! demand (`token()`), and its API enforces what CYBERBIZ documents: at most 5 requests in any
 //! second (429 beyond; the fake records the worst 1-second window it saw, so tests can prove the
@@ -25,9 +25,10 @@ use crate::clock;
 
 pub const CYBERBIZ_SHOP_ID: u64 = 7109;
 pub const CYBERBIZ_SHOP_DOMAIN: &str = "sandbox.cyberbiz.co";
-/// The documented sample token lives exactly 2 hours (UPSTREAMS 4.1).
+/// The documented sample token lives exactly 2 hours (`docs/providers.md#cyberbiz-token`).
 pub const CYBERBIZ_DEFAULT_TTL: Duration = Duration::from_secs(2 * 3600);
-/// "Each request may be at most 2 MB" (UPSTREAMS 4.4), taken as decimal megabytes.
+/// Each request may be at most 2 MB (`docs/providers.md#cyberbiz-limits`), taken as decimal
+/// megabytes.
 pub const CYBERBIZ_BODY_LIMIT: u64 = 2_000_000;
 
 /// How much of an oversized body is read (and dropped) before answering 413, so ordinary
@@ -219,7 +220,8 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// A list response with the pagination headers a real SDK observed (UPSTREAMS 4.3).
+/// A list response with the pagination headers a real SDK observed
+/// (`docs/providers.md#cyberbiz-limits`).
 fn paged(items: &serde_json::Value) -> Response<Body> {
     let count = items.as_array().map_or(0, Vec::len);
     let mut response = json(StatusCode::OK, items);

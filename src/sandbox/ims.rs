@@ -1,5 +1,5 @@
 //! Fake Adobe IMS token endpoint plus an ACCS-like Commerce REST API on the same listener
-//! (UPSTREAMS.md section 1).
+//! (`docs/providers.md#adobe-ims`).
 //!
 //! Token side: `POST /ims/token/v3`, form fields (body or query) `grant_type=client_credentials`,
 //! `client_id`, `client_secret`, comma-separated `scope`, or client_secret_basic. Errors are 400
@@ -57,7 +57,8 @@ pub struct ImsOptions {
     pub allowed_scopes: Vec<String>,
     pub token_ttl: Duration,
     pub tenant_id: String,
-    /// Whether API calls must carry `x-api-key: <client_id>` (UPSTREAMS marks it unconfirmed).
+    /// Whether API calls must carry `x-api-key: <client_id>` (unconfirmed for ACCS:
+    /// `docs/providers.md#accs-requests`).
     pub require_api_key: bool,
 }
 
@@ -223,7 +224,8 @@ impl ImsState {
             "client_id": self.client_id,
             "as": "ims-na1",
             "scope": scope,
-            // IMS puts milliseconds, as strings, inside the token (UPSTREAMS 1.2).
+            // IMS puts milliseconds, as strings, inside the token
+            // (`docs/providers.md#ims-token-lifetime-and-units`).
             "created_at": clock::unix_millis().to_string(),
             "expires_in": ttl.as_millis().to_string(),
         });

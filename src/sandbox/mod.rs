@@ -1,12 +1,13 @@
-//! Sandbox providers: faithful in-process fakes of the four brokered upstreams (SPEC.md section
-//! 9), each serving its token endpoint and a small commerce API on its own `127.0.0.1:0` listener.
+//! Sandbox providers: faithful in-process fakes of the four brokered upstreams
+//! (`docs/architecture.md#sandbox`), each serving its token endpoint and a small commerce API on
+//! its own `127.0.0.1:0` listener.
 //!
 //! They exist for `tokenbroker demo` (a proxy wired to fakes needs no real credentials), for the
-//! integration tests (which assert on the fakes' call counters, e.g. "exactly one token call")
-//! and for the benchmarks (streamed and slow endpoints). They validate what the real services
-//! validate, as recorded in UPSTREAMS.md: IMS form fields and secrets, SHOPLINE signatures and
-//! timestamps, the 5-minute grace after a refresh and the leaky bucket, Vantage's one-time refresh
-//! tokens, CYBERBIZ's 5 requests per second and 2 MB body limit.
+//! integration tests (which assert on the fakes' call counters, e.g. "exactly one token call") and
+//! for the benchmarks (streamed and slow endpoints). They validate what the real services validate,
+//! as recorded in `docs/providers.md#sandbox-fakes`: IMS form fields and secrets, SHOPLINE
+//! signatures and timestamps, the 5-minute grace after a refresh and the leaky bucket, Vantage's
+//! one-time refresh tokens, CYBERBIZ's 5 requests per second and 2 MB body limit.
 //!
 //! # Layout
 //! - `server.rs`: accept loop and the `ServerHandle` that stops it (on drop or `shutdown()`).

@@ -1,5 +1,5 @@
-//! Fake SHOPLINE store (myshopline.com flavour, UPSTREAMS.md section 2): the signed OAuth token
-//! endpoints and a slice of the Admin REST API on one listener.
+//! Fake SHOPLINE store (myshopline.com flavour, `docs/providers.md#shopline`): the signed OAuth
+//! token endpoints and a slice of the Admin REST API on one listener.
 //!
 //! Token side: `POST /admin/oauth/token/create` (`{"code":...}`, each code single-use) and
 //! `POST /admin/oauth/token/refresh` (no body), authenticated by the `appkey`, `timestamp` (ms,
@@ -37,11 +37,13 @@ pub const SHOPLINE_APP_KEY: &str = "sandbox-app-key";
 pub const SHOPLINE_APP_SECRET: &str = "sandbox-app-secret";
 /// An authorization code the default fake accepts once for `token/create`.
 pub const SHOPLINE_AUTH_CODE: &str = "sandbox-code";
-/// OAuth tokens live 10 hours (UPSTREAMS 2.2).
+/// OAuth tokens live 10 hours (`docs/providers.md#shopline-token-response`).
 pub const SHOPLINE_DEFAULT_TTL: Duration = Duration::from_secs(10 * 3600);
-/// The previous token keeps working this long after a refresh (UPSTREAMS 2.2).
+/// The previous token keeps working this long after a refresh
+/// (`docs/providers.md#shopline-one-token-per-store`).
 pub const SHOPLINE_GRACE: Duration = Duration::from_secs(5 * 60);
-/// SHOPLINE rejects signed requests whose timestamp is further off than this (UPSTREAMS 2.1).
+/// SHOPLINE rejects signed requests whose timestamp is further off than this
+/// (`docs/providers.md#sandbox-fakes`).
 const TIMESTAMP_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// The `sign` header value for a token call: lowercase hex HMAC-SHA256(app_secret, body + timestamp).
@@ -302,7 +304,8 @@ impl ShoplineState {
 }
 
 /// SHOPLINE's failure envelope. The HTTP status is 200 with `code != 200`, the case every observed
-/// client guards against (UPSTREAMS 2.1 marks the exact failure shape unconfirmed).
+/// client guards against (the exact failure shape is unconfirmed:
+/// `docs/providers.md#shopline-token-response`).
 fn envelope_error(code: u16, i18n_code: &str, message: &str) -> Response<Body> {
     json(
         StatusCode::OK,

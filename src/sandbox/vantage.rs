@@ -1,5 +1,5 @@
-//! Fake ABBYY Vantage (UPSTREAMS.md section 3): an IdentityServer-shaped token endpoint and a
-//! slice of the public API on one listener.
+//! Fake ABBYY Vantage (`docs/providers.md#abbyy-vantage`): an IdentityServer-shaped token endpoint
+//! and a slice of the public API on one listener.
 //!
 //! Token side: `POST /auth2/connect/token` and `POST /auth2/<tenant>/connect/token`, form body,
 //! client_secret_post or client_secret_basic, several valid secrets. Grants: `client_credentials`,

@@ -1,4 +1,5 @@
-//! Who may borrow the credentials (SPEC section 7).
+//! Who may borrow the credentials (`docs/architecture.md#phase-caller`; configured as in the
+//! README, "Callers").
 //!
 //! With no `[[caller]]` configured every request passes (validation already insisted that every
 //! listener is then on loopback). Otherwise the request must carry a caller key, as

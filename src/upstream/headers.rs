@@ -7,7 +7,7 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-/// The caller-key header of SPEC section 7.
+/// The header a caller may present its key in (`docs/architecture.md#phase-caller`).
 pub(crate) const CALLER_KEY_HEADER: HeaderName = HeaderName::from_static("tokenbroker-key");
 
 const HOP_BY_HOP: [HeaderName; 8] = [

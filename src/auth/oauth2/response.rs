@@ -1,10 +1,10 @@
 //! Reading a token endpoint's 2xx body into a [`Granted`] credential and its expiry.
 //!
-//! Shared by every form-based provider (`oauth2`, `adobe_ims`, `vantage`) and, for the date
-//! parser, by `shopline`. Expiry precedence is the SPEC's: what the response says (`expires_in`
-//! in its unit, or an absolute `expires_at`), else the JWT `exp` claim, else the provider's
-//! configured default; never a constant of ours. Nothing here formats a token or a body into an
-//! error: only field paths.
+//! Shared by every form-based provider (`oauth2`, `adobe_ims`, `vantage`) and, for the date parser,
+//! by `shopline`. Expiry precedence (`docs/providers.md#expiry`): what the response says
+//! (`expires_in` in its unit, or an absolute `expires_at`), else the JWT `exp` claim, else the
+//! provider's configured default; never a constant of ours. Nothing here formats a token or a body
+//! into an error: only field paths.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

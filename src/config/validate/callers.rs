@@ -1,6 +1,6 @@
-//! `[[caller]]`: who may use the proxy (SPEC 7). Names and keys must be unique (two callers
-//! sharing a key could not be told apart), tenant lists must name real tenants, methods must be
-//! HTTP method tokens.
+//! `[[caller]]`: who may use the proxy (`docs/architecture.md#phase-caller`). Names and keys must
+//! be unique (two callers sharing a key could not be told apart), tenant lists must name real
+//! tenants, methods must be HTTP method tokens.
 
 use http::Method;
 

@@ -1,5 +1,6 @@
 //! `[server]`, `[token]` (and its per-tenant overrides), `[store]`, and the listener rules that
-//! span sections: unique addresses, and no non-loopback listener without callers (SPEC 7).
+//! span sections: unique addresses, and no non-loopback listener without callers (the proxy lends
+//! credentials, so with no caller keys only loopback may reach it).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -131,8 +132,9 @@ pub(super) fn store(ctx: &mut Ctx<'_>, raw: &RawStore) -> Option<StoreConfig> {
                 ctx.error(&scope, "url", "must start with redis:// or rediss://");
                 return None;
             }
-            // Refused rather than silently served from memory: replicas would each renew on their own,
-            // which for SHOPLINE shortens every other copy's life (SPEC 5, 8).
+            // Refused rather than silently served from memory: replicas would each renew on their
+            // own, which for SHOPLINE shortens every other copy's life
+            // (`docs/providers.md#shopline-one-token-per-store`).
             let _ = url;
             ctx.error(
                 &scope,

@@ -1,4 +1,4 @@
-//! The ACCS-like Commerce REST API behind the fake IMS (UPSTREAMS.md 1.3 and 1.5):
+//! The ACCS-like Commerce REST API behind the fake IMS (`docs/providers.md#accs-requests`):
 //! `/<tenant-id>/V1/...` with `Authorization: Bearer` and `x-api-key`. Every answer reflects what
 //! the proxy sent (path, raw query, `Store` header, body length; never the token) so tests can
 //! check rewriting and header injection. `/V1/sandbox/bytes?n=` streams `n` bytes without
@@ -50,7 +50,7 @@ impl ImsState {
     fn authorize(&self, headers: &HeaderMap) -> Option<Response<Body>> {
         let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
         if self.require_api_key && api_key != Some(self.client_id.as_str()) {
-            // Adobe I/O gateway shape (UPSTREAMS 1.5 marks the gateway layer unconfirmed).
+            // Adobe I/O gateway shape; that ACCS sits behind such a gateway is unconfirmed.
             let body = json!({"error_code": "403000", "message": "Api Key is invalid"});
             return Some(json(StatusCode::FORBIDDEN, &body));
         }

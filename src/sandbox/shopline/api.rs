@@ -1,4 +1,5 @@
-//! The fake store's Admin REST API and its per-store leaky bucket (UPSTREAMS.md 2.3–2.5).
+//! The fake store's Admin REST API and its per-store leaky bucket
+//! (`docs/providers.md#shopline-requests` and the sections after it).
 //!
 //! Order of checks: store lock (423), bearer token (401 with SHOPLINE's `errors` body), then the
 //! bucket (429 `{"errors":"Too many request"}`), because the bucket belongs to an (app, store)

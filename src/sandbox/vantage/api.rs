@@ -1,6 +1,7 @@
-//! The fake Vantage public API (`/api/publicapi/v1/...`, UPSTREAMS.md 3.3). A missing, bad,
-//! expired or revoked token gets what ASP.NET's JwtBearer handler sends: 401, empty body,
-//! `WWW-Authenticate: Bearer error="invalid_token"` (UPSTREAMS 3.5, unconfirmed but likely).
+//! The fake Vantage public API (`/api/publicapi/v1/...`,
+//! `docs/providers.md#vantage-requests-and-rejected-tokens`). A missing, bad, expired or revoked
+//! token gets what ASP.NET's JwtBearer handler sends: 401, empty body,
+//! `WWW-Authenticate: Bearer error="invalid_token"` (unconfirmed but likely).
 
 use http::header::WWW_AUTHENTICATE;
 use http::{HeaderValue, Method, StatusCode};

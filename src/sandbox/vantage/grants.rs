@@ -1,6 +1,6 @@
 //! The grants of the fake Vantage token endpoint: `client_credentials`, `password` and one-time
-//! `refresh_token`, plus scope checking and token minting (UPSTREAMS.md 3.1, 3.2, 3.5). Errors
-//! follow IdentityServer: 400 with `invalid_grant`, `invalid_scope`, `unauthorized_client`.
+//! `refresh_token`, plus scope checking and token minting (`docs/providers.md#abbyy-vantage`).
+//! Errors follow IdentityServer: 400 with `invalid_grant`, `invalid_scope`, `unauthorized_client`.
 
 use http::StatusCode;
 use hyper::Response;
