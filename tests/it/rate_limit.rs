@@ -1,5 +1,5 @@
-//! Traffic control end to end (SPEC §4 step 3, §5 "Upstream 429"): the per-tenant limiter seen
-//! from outside, over real sockets, with the recording upstream's arrival times as the witness.
+//! Traffic control end to end (README, "Rate limits"): the per-tenant limiter seen from outside,
+//! over real sockets, with the recording upstream's arrival times as the witness.
 //!
 //! Unit tests in `src/ratelimit/tests.rs` prove the limiter's arithmetic on paused time; these
 //! prove the wiring: that the proxy waits before it forwards, answers its own 429 when the wait
@@ -230,9 +230,9 @@ async fn upstream_429_pauses_only_that_tenant_for_its_retry_after() {
     );
 }
 
-/// SPEC §5 pauses "the tenant's limiter"; a tenant without `rate_limit` has none (that is what
-/// makes it free on the hot path), so its callers get the upstream's 429 and `Retry-After` and
-/// back off themselves. This pins that choice: the next request is not held.
+/// An upstream 429 pauses "the tenant's limiter"; a tenant without `rate_limit` has none (that is
+/// what makes it free on the hot path), so its callers get the upstream's 429 and `Retry-After`
+/// and back off themselves. This pins that choice: the next request is not held.
 #[tokio::test]
 async fn unlimited_tenant_passes_429_back_without_pausing() {
     let upstream = Upstream::start().await;
