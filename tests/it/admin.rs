@@ -263,34 +263,26 @@ const SCRIPTED_VALUES: [(&str, f64); 19] = [
 fn assert_gauge_and_histograms(text: &str) {
     let expires_in = value(text, r#"tokenbroker_token_expires_in_seconds{tenant="ims"}"#);
     assert!(expires_in > 86_000.0 && expires_in <= 86_399.0, "{expires_in}");
-    assert_eq!(
-        value(
-            text,
-            r#"tokenbroker_request_duration_seconds_bucket{le="+Inf",tenant="ims"}"#
+    for (series, expected) in [
+        (
+            r#"tokenbroker_request_duration_seconds_bucket{le="+Inf",tenant="ims"}"#,
+            5.0,
         ),
-        5.0
-    );
-    assert_eq!(
-        value(
-            text,
-            r#"tokenbroker_request_duration_seconds_bucket{le="60.0",tenant="ims"}"#
+        (
+            r#"tokenbroker_request_duration_seconds_bucket{le="60.0",tenant="ims"}"#,
+            5.0,
         ),
-        5.0
-    );
-    assert_eq!(
-        value(
-            text,
-            r#"tokenbroker_ratelimit_wait_seconds_bucket{le="+Inf",tenant="limited"}"#
+        (
+            r#"tokenbroker_ratelimit_wait_seconds_bucket{le="+Inf",tenant="limited"}"#,
+            1.0,
         ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            text,
-            r#"tokenbroker_ratelimit_wait_seconds_bucket{le="0.0005",tenant="limited"}"#
+        (
+            r#"tokenbroker_ratelimit_wait_seconds_bucket{le="0.0005",tenant="limited"}"#,
+            1.0,
         ),
-        1.0
-    );
+    ] {
+        assert_eq!(value(text, series), expected, "{series}");
+    }
     assert!(
         !text.contains("inf"),
         "infinity is written +Inf in OpenMetrics:\n{text}"

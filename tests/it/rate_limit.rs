@@ -17,8 +17,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::support::tenants::static_tenant_from;
 use crate::support::upstream::Upstream;
-use crate::support::{Answer, Binary, Proxy, env, get};
+use crate::support::{Answer, Binary, Proxy, env, get, tenant_entry};
 
 const SECOND: Duration = Duration::from_secs(1);
 /// What "answers immediately" means for a tenant that nothing holds back, on a busy 2-core box.
@@ -26,9 +27,7 @@ const IMMEDIATE: Duration = Duration::from_millis(100);
 
 /// A `static` tenant named `name` in front of `upstream`, plus `extra` TOML (e.g. its limit).
 fn tenant(name: &str, upstream: &str, extra: &str) -> String {
-    format!(
-        "\n[[tenant]]\nname = \"{name}\"\nprovider = \"static\"\nupstream = \"{upstream}\"\nvalue = {{ env = \"VALUE\" }}\n{extra}\n"
-    )
+    static_tenant_from(name, upstream, "VALUE", extra)
 }
 
 fn config(tenants: &[String]) -> String {
@@ -77,13 +76,7 @@ fn max_in_any_second(mut times: Vec<Instant>) -> usize {
 /// The tenant's limiter as `/tenants` reports it (`null` for an unlimited tenant).
 async fn limiter(proxy: &Proxy, name: &str) -> serde_json::Value {
     let tenants = get(&proxy.admin_url("/tenants")).await.json();
-    tenants["tenants"]
-        .as_array()
-        .expect("a tenants array")
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("tenant {name} listed"))["limiter"]
-        .clone()
+    tenant_entry(&tenants, name)["limiter"].clone()
 }
 
 /// Polls `/tenants` until the tenant's limiter has `waiting` queued requests (bounded: 2 s).

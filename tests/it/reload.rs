@@ -303,22 +303,35 @@ fn binary_config(upstream: &Upstream, watch: bool, extra: &str) -> String {
     )
 }
 
+/// The binary serving tenant `alpha` only (so `beta` is unknown), watching its file or not.
+async fn start_binary_with_alpha(upstream: &Upstream, watch: bool) -> Binary {
+    let binary = Binary::start(&binary_config(upstream, watch, ""), &[("STATIC_VALUE", STATIC_VALUE)]);
+    assert_eq!(get(&binary.url("/beta/x")).await.status, StatusCode::NOT_FOUND);
+    binary
+}
+
+/// Replaces the binary's file with one that adds tenant `beta`.
+fn write_config_with_beta(binary: &Binary, upstream: &Upstream, watch: bool) {
+    binary.replace_config(&binary_config(
+        upstream,
+        watch,
+        &static_tenant("beta", &upstream.url(), ""),
+    ));
+}
+
+/// Polls `/beta/x` for up to `limit` until it answers `status`; returns whether it did.
+async fn beta_turns(binary: &Binary, status: StatusCode, limit: Duration) -> bool {
+    eventually(limit, || async { get(&binary.url("/beta/x")).await.status == status }).await
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_file_and_rejects_an_invalid_one() {
     let upstream = Upstream::start().await;
-    let binary = Binary::start(&binary_config(&upstream, false, ""), &[("STATIC_VALUE", STATIC_VALUE)]);
-    assert_eq!(get(&binary.url("/beta/x")).await.status, StatusCode::NOT_FOUND);
+    let binary = start_binary_with_alpha(&upstream, false).await;
 
-    binary.replace_config(&binary_config(
-        &upstream,
-        false,
-        &static_tenant("beta", &upstream.url(), ""),
-    ));
+    write_config_with_beta(&binary, &upstream, false);
     binary.signal("HUP");
-    let added = eventually(Duration::from_secs(5), || async {
-        get(&binary.url("/beta/x")).await.status == StatusCode::OK
-    })
-    .await;
+    let added = beta_turns(&binary, StatusCode::OK, Duration::from_secs(5)).await;
     assert!(added, "SIGHUP applied the new file:\n{}", binary.logs());
     assert!(binary.logs().contains("configuration reloaded"));
 
@@ -351,28 +364,17 @@ async fn sighup_reloads_the_file_and_rejects_an_invalid_one() {
 #[tokio::test]
 async fn watch_config_picks_up_a_renamed_over_file() {
     let upstream = Upstream::start().await;
-    let binary = Binary::start(&binary_config(&upstream, true, ""), &[("STATIC_VALUE", STATIC_VALUE)]);
-    assert_eq!(get(&binary.url("/beta/x")).await.status, StatusCode::NOT_FOUND);
-    binary.replace_config(&binary_config(
-        &upstream,
-        true,
-        &static_tenant("beta", &upstream.url(), ""),
-    ));
+    let binary = start_binary_with_alpha(&upstream, true).await;
+    write_config_with_beta(&binary, &upstream, true);
     let started = tokio::time::Instant::now();
-    let added = eventually(Duration::from_secs(6), || async {
-        get(&binary.url("/beta/x")).await.status == StatusCode::OK
-    })
-    .await;
+    let added = beta_turns(&binary, StatusCode::OK, Duration::from_secs(6)).await;
     assert!(added, "the watcher reloaded the changed file:\n{}", binary.logs());
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
     assert!(binary.logs().contains("configuration file changed"));
 
     // The watcher keeps watching after a reload: a second edit removes beta again.
     binary.replace_config(&binary_config(&upstream, true, ""));
-    let removed = eventually(Duration::from_secs(6), || async {
-        get(&binary.url("/beta/x")).await.status == StatusCode::NOT_FOUND
-    })
-    .await;
+    let removed = beta_turns(&binary, StatusCode::NOT_FOUND, Duration::from_secs(6)).await;
     assert!(removed, "the second change was applied:\n{}", binary.logs());
     let metrics = binary.metrics().await;
     assert_eq!(
