@@ -13,14 +13,16 @@ use crate::support::{Binary, eventually, get, send};
 
 const STATIC_VALUE: &str = "Bearer admin-static-credential";
 
-/// The binary's access log: exactly one JSON event per request with the request's fields, the
-/// caller's request id or a generated one, and never the query string.
-#[tokio::test]
-async fn access_log_has_one_event_per_request_without_the_query() {
-    let upstream = Upstream::start().await;
+/// The binary with one static tenant `acme`, rate-limited generously so every event has a wait.
+fn start_binary(upstream: &Upstream) -> Binary {
     let limited = r#"rate_limit = { per_second = 100, burst = 100, max_wait = "1s" }"#;
     let toml = format!("{SERVER}{}", static_tenant("acme", &upstream.url(), limited));
-    let binary = Binary::start_with_log(&toml, &[("STATIC_VALUE", STATIC_VALUE)], "info");
+    Binary::start_with_log(&toml, &[("STATIC_VALUE", STATIC_VALUE)], "info")
+}
+
+/// Five requests: `req-1` with a query, `req-2` answered 404 by the upstream, `req-3` to an
+/// unknown tenant, and two without a request id.
+async fn send_five_requests(binary: &Binary, upstream: &Upstream) {
     let with_id = |path: &str, id: &str| {
         Request::get(binary.url(path))
             .header("x-request-id", id)
@@ -45,28 +47,36 @@ async fn access_log_has_one_event_per_request_without_the_query() {
         !upstream.recorded()[3].headers.contains_key("x-request-id"),
         "a generated id is not forwarded"
     );
+}
 
-    let access = |binary: &Binary| -> Vec<serde_json::Value> {
-        binary
-            .json_logs()
-            .into_iter()
-            .filter(|l| l["target"] == "tokenbroker::access")
-            .collect()
-    };
+fn access_events(binary: &Binary) -> Vec<serde_json::Value> {
+    binary
+        .json_logs()
+        .into_iter()
+        .filter(|l| l["target"] == "tokenbroker::access")
+        .collect()
+}
+
+/// Waits (up to 3 s) until at least `n` access events are logged, then returns them all.
+async fn wait_for_access_events(binary: &Binary, n: usize) -> Vec<serde_json::Value> {
     let complete = eventually(Duration::from_secs(3), || {
-        let n = access(&binary).len();
-        async move { n >= 5 }
+        let logged = access_events(binary).len();
+        async move { logged >= n }
     })
     .await;
     assert!(complete, "{}", binary.logs());
-    let events = access(&binary);
-    assert_eq!(events.len(), 5, "one event per request:\n{}", binary.logs());
-    let by_id = |id: &str| -> &serde_json::Value {
-        let matching: Vec<_> = events.iter().filter(|e| e["request_id"] == id).collect();
-        assert_eq!(matching.len(), 1, "exactly one event for {id}");
-        matching[0]
-    };
-    let first = by_id("req-1");
+    access_events(binary)
+}
+
+/// The only event with request id `id`.
+fn event_with_id<'a>(events: &'a [serde_json::Value], id: &str) -> &'a serde_json::Value {
+    let matching: Vec<_> = events.iter().filter(|e| e["request_id"] == id).collect();
+    assert_eq!(matching.len(), 1, "exactly one event for {id}");
+    matching[0]
+}
+
+/// `req-1` carries every field of a proxied request.
+fn assert_full_event(first: &serde_json::Value) {
     assert_eq!(first["level"], "INFO");
     assert_eq!(first["tenant"], "acme");
     assert_eq!(first["method"], "GET");
@@ -76,12 +86,25 @@ async fn access_log_has_one_event_per_request_without_the_query() {
     assert_eq!(first["token_generation"], 1);
     assert!(first["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{first}");
     assert!(first["rate_limit_wait_ms"].as_f64().is_some(), "{first}");
-    let second = by_id("req-2");
+}
+
+/// The binary's access log: exactly one JSON event per request with the request's fields, the
+/// caller's request id or a generated one, and never the query string.
+#[tokio::test]
+async fn access_log_has_one_event_per_request_without_the_query() {
+    let upstream = Upstream::start().await;
+    let binary = start_binary(&upstream);
+    send_five_requests(&binary, &upstream).await;
+
+    let events = wait_for_access_events(&binary, 5).await;
+    assert_eq!(events.len(), 5, "one event per request:\n{}", binary.logs());
+    assert_full_event(event_with_id(&events, "req-1"));
+    let second = event_with_id(&events, "req-2");
     assert_eq!(
         (second["status"].clone(), second["upstream_status"].clone()),
         (404.into(), 404.into())
     );
-    let third = by_id("req-3");
+    let third = event_with_id(&events, "req-3");
     assert_eq!(third["status"], 404);
     assert_eq!(third["error"], "unknown_tenant");
     assert!(third.get("upstream_status").is_none_or(serde_json::Value::is_null));

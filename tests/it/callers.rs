@@ -1,6 +1,7 @@
-//! Who may use the proxy (SPEC 7): caller keys by `Authorization: Bearer` or `tokenbroker-key`,
-//! tenant and method lists, the key never reaching the upstream, and the rule that a listener
-//! reachable from other machines needs callers (or an explicit `allow_anonymous`).
+//! Who may use the proxy (README, "Configuration", callers): caller keys by `Authorization:
+//! Bearer` or `tokenbroker-key`, tenant and method lists, the key never reaching the upstream, and
+//! the rule that a listener reachable from other machines needs callers (or an explicit
+//! `allow_anonymous`).
 
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -66,13 +67,10 @@ fn assert_problem(answer: &Answer, status: StatusCode, code: &str) {
     );
 }
 
-#[tokio::test]
-async fn keys_are_required_and_checked() {
-    let upstream = Upstream::start().await;
-    let proxy = start(&upstream).await;
-
+/// No key, or any key that is not exactly a configured one, is refused before the upstream.
+async fn assert_wrong_keys_refused(proxy: &Proxy, upstream: &Upstream) {
     assert_problem(
-        &call(&proxy, "GET", "/acme/x", None).await,
+        &call(proxy, "GET", "/acme/x", None).await,
         StatusCode::UNAUTHORIZED,
         "unauthorized",
     );
@@ -83,13 +81,17 @@ async fn keys_are_required_and_checked() {
         ("authorization", &format!("Basic {ORDERS_KEY}")),
         ("authorization", ORDERS_KEY),
     ] {
-        let answer = call(&proxy, "GET", "/acme/x", Some(wrong)).await;
+        let answer = call(proxy, "GET", "/acme/x", Some(wrong)).await;
         assert_problem(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
     }
     assert_eq!(upstream.started(), 0, "refused requests never reach the upstream");
+}
 
+/// The orders key is accepted as a bearer token and as `tokenbroker-key`, and replaced by the
+/// tenant's credential.
+async fn assert_orders_key_accepted_both_ways(proxy: &Proxy, upstream: &Upstream) {
     let bearer = format!("Bearer {ORDERS_KEY}");
-    let answer = call(&proxy, "GET", "/acme/by-bearer", Some(("authorization", &bearer))).await;
+    let answer = call(proxy, "GET", "/acme/by-bearer", Some(("authorization", &bearer))).await;
     assert_eq!(answer.status, StatusCode::OK);
     let seen = upstream.last();
     assert_eq!(seen.target, "/by-bearer");
@@ -100,12 +102,34 @@ async fn keys_are_required_and_checked() {
     assert_eq!(seen.headers.get_all("authorization").iter().count(), 1);
     assert!(!seen.headers.contains_key("tokenbroker-key"));
 
-    let answer = call(&proxy, "GET", "/acme/by-header", Some(("tokenbroker-key", ORDERS_KEY))).await;
+    let answer = call(proxy, "GET", "/acme/by-header", Some(("tokenbroker-key", ORDERS_KEY))).await;
     assert_eq!(answer.status, StatusCode::OK);
     let seen = upstream.last();
     assert_eq!(seen.target, "/by-header");
     assert_eq!(seen.headers["authorization"], STATIC_VALUE);
     assert!(!seen.headers.contains_key("tokenbroker-key"));
+}
+
+/// No header of any request the upstream received contains a caller key.
+fn assert_no_key_reached(upstream: &Upstream) {
+    for recorded in upstream.recorded() {
+        for value in recorded.headers.values() {
+            let value = value.to_str().unwrap_or_default();
+            assert!(
+                !value.contains(ORDERS_KEY) && !value.contains(OPS_KEY),
+                "a key reached the upstream"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn keys_are_required_and_checked() {
+    let upstream = Upstream::start().await;
+    let proxy = start(&upstream).await;
+
+    assert_wrong_keys_refused(&proxy, &upstream).await;
+    assert_orders_key_accepted_both_ways(&proxy, &upstream).await;
 
     // On a tenant whose credential travels in another header, the caller's Authorization is
     // removed rather than passed along.
@@ -118,15 +142,7 @@ async fn keys_are_required_and_checked() {
         !seen.headers.contains_key("authorization"),
         "the caller key never goes upstream"
     );
-    for recorded in upstream.recorded() {
-        for value in recorded.headers.values() {
-            let value = value.to_str().unwrap_or_default();
-            assert!(
-                !value.contains(ORDERS_KEY) && !value.contains(OPS_KEY),
-                "a key reached the upstream"
-            );
-        }
-    }
+    assert_no_key_reached(&upstream);
     proxy.stop().await;
 }
 

@@ -1,6 +1,6 @@
-//! The real provider protocols end to end (SPEC.md sections 3, 5 and 9): the proxy against each
-//! sandbox fake over real sockets, asserting what the fake saw (secrets tried, signed calls,
-//! grants redeemed, headers upstream), plus `tokenbroker demo` as a user would run it.
+//! The real provider protocols end to end (each provider's facts are in docs/providers.md): the
+//! proxy against each sandbox fake over real sockets, asserting what the fake saw (secrets tried,
+//! signed calls, grants redeemed, headers upstream), plus `tokenbroker demo` as a user would run it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

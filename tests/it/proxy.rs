@@ -8,8 +8,9 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 
+use crate::support::tenants::static_tenant_from;
 use crate::support::upstream::Upstream;
-use crate::support::{self, Binary, Proxy, env, get, raw_status_line, send};
+use crate::support::{self, Binary, Proxy, env, get, raw_status_line, send, unused_addr};
 
 /// A static tenant `acme` in front of `upstream` (base path `/base`) plus `extra` TOML.
 fn config(upstream: &Upstream, extra: &str) -> String {
@@ -44,10 +45,7 @@ async fn start(upstream: &Upstream, extra: &str) -> Proxy {
 #[tokio::test]
 async fn routes_by_prefix_and_by_own_listener() {
     let upstream = Upstream::start().await;
-    let own = format!(
-        "[[tenant]]\nname = \"own\"\nprovider = \"static\"\nupstream = \"{}\"\nlisten = \"127.0.0.1:0\"\nvalue = {{ env = \"ACME_VALUE\" }}\n",
-        upstream.url()
-    );
+    let own = static_tenant_from("own", &upstream.url(), "ACME_VALUE", "listen = \"127.0.0.1:0\"");
     let proxy = start(&upstream, &own).await;
 
     let answer = get(&proxy.url("/acme/V1/products")).await;
@@ -252,14 +250,8 @@ async fn oversized_bodies_get_413_and_no_complete_body_reaches_the_upstream() {
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
     let upstream = Upstream::start().await;
-    // Bind then drop: a port nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let down = format!(
-        "[[tenant]]\nname = \"down\"\nprovider = \"static\"\nupstream = \"http://{closed}\"\nvalue = {{ env = \"ACME_VALUE\" }}\n"
-    );
+    let closed = unused_addr();
+    let down = static_tenant_from("down", &format!("http://{closed}"), "ACME_VALUE", "");
     let proxy = start(&upstream, &down).await;
 
     let answer = get(&proxy.url("/down/V1/x")).await;

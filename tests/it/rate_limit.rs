@@ -1,5 +1,5 @@
-//! Traffic control end to end (SPEC §4 step 3, §5 "Upstream 429"): the per-tenant limiter seen
-//! from outside, over real sockets, with the recording upstream's arrival times as the witness.
+//! Traffic control end to end (README, "Rate limits"): the per-tenant limiter seen from outside,
+//! over real sockets, with the recording upstream's arrival times as the witness.
 //!
 //! Unit tests in `src/ratelimit/tests.rs` prove the limiter's arithmetic on paused time; these
 //! prove the wiring: that the proxy waits before it forwards, answers its own 429 when the wait
@@ -17,8 +17,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::support::tenants::static_tenant_from;
 use crate::support::upstream::Upstream;
-use crate::support::{Answer, Binary, Proxy, env, get};
+use crate::support::{Answer, Binary, Proxy, env, get, tenant_entry};
 
 const SECOND: Duration = Duration::from_secs(1);
 /// What "answers immediately" means for a tenant that nothing holds back, on a busy 2-core box.
@@ -26,9 +27,7 @@ const IMMEDIATE: Duration = Duration::from_millis(100);
 
 /// A `static` tenant named `name` in front of `upstream`, plus `extra` TOML (e.g. its limit).
 fn tenant(name: &str, upstream: &str, extra: &str) -> String {
-    format!(
-        "\n[[tenant]]\nname = \"{name}\"\nprovider = \"static\"\nupstream = \"{upstream}\"\nvalue = {{ env = \"VALUE\" }}\n{extra}\n"
-    )
+    static_tenant_from(name, upstream, "VALUE", extra)
 }
 
 fn config(tenants: &[String]) -> String {
@@ -77,13 +76,7 @@ fn max_in_any_second(mut times: Vec<Instant>) -> usize {
 /// The tenant's limiter as `/tenants` reports it (`null` for an unlimited tenant).
 async fn limiter(proxy: &Proxy, name: &str) -> serde_json::Value {
     let tenants = get(&proxy.admin_url("/tenants")).await.json();
-    tenants["tenants"]
-        .as_array()
-        .expect("a tenants array")
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("tenant {name} listed"))["limiter"]
-        .clone()
+    tenant_entry(&tenants, name)["limiter"].clone()
 }
 
 /// Polls `/tenants` until the tenant's limiter has `waiting` queued requests (bounded: 2 s).
@@ -230,9 +223,9 @@ async fn upstream_429_pauses_only_that_tenant_for_its_retry_after() {
     );
 }
 
-/// SPEC §5 pauses "the tenant's limiter"; a tenant without `rate_limit` has none (that is what
-/// makes it free on the hot path), so its callers get the upstream's 429 and `Retry-After` and
-/// back off themselves. This pins that choice: the next request is not held.
+/// An upstream 429 pauses "the tenant's limiter"; a tenant without `rate_limit` has none (that is
+/// what makes it free on the hot path), so its callers get the upstream's 429 and `Retry-After`
+/// and back off themselves. This pins that choice: the next request is not held.
 #[tokio::test]
 async fn unlimited_tenant_passes_429_back_without_pausing() {
     let upstream = Upstream::start().await;

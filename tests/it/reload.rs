@@ -1,4 +1,4 @@
-//! Hot reload (SPEC 10): adding, changing and removing tenants under continuous load with no
+//! Hot reload (README, "Operating it"): adding, changing and removing tenants under continuous load with no
 //! failed request and no extra token call for unchanged tenants; invalid reloads change nothing;
 //! SIGHUP and `watch_config` on the real binary.
 
@@ -9,10 +9,11 @@ use std::time::Duration;
 use http::StatusCode;
 use tokenbroker::reload::ReloadSource;
 use tokenbroker::sandbox::{self, ImsOptions, ImsSandbox};
+use tokio::task::JoinHandle;
 
 use crate::support::tenants::{SERVER, ims_tenant, static_tenant};
 use crate::support::upstream::Upstream;
-use crate::support::{Binary, MapEnv, Proxy, env, eventually, get, sample};
+use crate::support::{Answer, Binary, MapEnv, Proxy, assert_reload_counts, env, eventually, get, sample, unused_addr};
 
 const STATIC_VALUE: &str = "Bearer reload-static-credential";
 const ROTATED_SECRET: &str = "sandbox-secret-rotated";
@@ -23,16 +24,6 @@ fn secrets() -> MapEnv {
         ("STATIC_VALUE", STATIC_VALUE),
         ("ROTATED_SECRET", ROTATED_SECRET),
     ])
-}
-
-/// A port that was free a moment ago, for a tenant listener added by a reload (the harness only
-/// learns addresses bound at start-up).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// Load on the tenant that stays: `tasks` loops until `stop`, counting every answer.
@@ -82,52 +73,116 @@ impl Load {
     }
 }
 
-#[tokio::test]
-async fn reloads_under_load_fail_no_request_and_keep_unchanged_tokens() {
-    let stay_ims = ImsSandbox::start(ImsOptions::default()).await.expect("fake IMS");
-    let rotating_ims = ImsSandbox::start(ImsOptions::default()).await.expect("fake IMS");
-    let upstream = Upstream::start().await;
-    let url = upstream.url();
-    let stay = ims_tenant("stay", &stay_ims, "");
-    let rotating = ims_tenant("rotating", &rotating_ims, "");
-    let (c_v1, c_v2) = (
-        static_tenant("charlie", &url, r#"headers = { "x-team" = "one" }"#),
-        static_tenant("charlie", &url, r#"headers = { "x-team" = "two" }"#),
-    );
-    let delta = static_tenant("delta", &url, "");
-    let bravo = static_tenant("bravo", &url, "");
-    let own_port = free_port();
-    let echo = static_tenant("echo", &url, &format!("listen = \"127.0.0.1:{own_port}\""));
+/// The fakes behind the reload-under-load test: `stay` keeps its configuration throughout,
+/// `rotating` gets a new secret, and the static tenants share one upstream.
+struct Fakes {
+    stay_ims: ImsSandbox,
+    rotating_ims: ImsSandbox,
+    upstream: Upstream,
+}
 
-    let initial = format!("{SERVER}{stay}{rotating}{c_v1}{delta}");
-    let proxy = Proxy::start_with_env(&initial, &secrets()).await;
-    let products = proxy.url("/stay/sandbox-tenant/V1/products");
-    assert_eq!(get(&products).await.status, StatusCode::OK);
-    assert_eq!(
-        get(&proxy.url("/rotating/sandbox-tenant/V1/products")).await.status,
-        StatusCode::OK
-    );
-    let (stay_calls, rotating_calls) = (stay_ims.token_calls(), rotating_ims.token_calls());
+impl Fakes {
+    async fn start() -> Self {
+        Self {
+            stay_ims: ImsSandbox::start(ImsOptions::default()).await.expect("fake IMS"),
+            rotating_ims: ImsSandbox::start(ImsOptions::default()).await.expect("fake IMS"),
+            upstream: Upstream::start().await,
+        }
+    }
+}
+
+/// The tenant blocks the reload steps are made of.
+struct Tenants {
+    stay: String,
+    rotating: String,
+    /// `rotating` with its secret read from `ROTATED_SECRET`.
+    rotated: String,
+    charlie_v1: String,
+    /// `charlie` with other fixed headers.
+    charlie_v2: String,
+    delta: String,
+    bravo: String,
+    /// A tenant with its own listener on `own_port`, a port that was free a moment ago: the
+    /// harness only learns addresses bound at start-up, so a reload's listener is chosen here.
+    echo: String,
+    own_port: u16,
+}
+
+impl Tenants {
+    fn new(fakes: &Fakes) -> Self {
+        let url = fakes.upstream.url();
+        let rotating = ims_tenant("rotating", &fakes.rotating_ims, "");
+        let own_port = unused_addr().port();
+        Self {
+            stay: ims_tenant("stay", &fakes.stay_ims, ""),
+            rotated: rotating.replace("env = \"IMS_SECRET\"", "env = \"ROTATED_SECRET\""),
+            rotating,
+            charlie_v1: static_tenant("charlie", &url, r#"headers = { "x-team" = "one" }"#),
+            charlie_v2: static_tenant("charlie", &url, r#"headers = { "x-team" = "two" }"#),
+            delta: static_tenant("delta", &url, ""),
+            bravo: static_tenant("bravo", &url, ""),
+            echo: static_tenant("echo", &url, &format!("listen = \"127.0.0.1:{own_port}\"")),
+            own_port,
+        }
+    }
+
+    fn initial(&self) -> String {
+        with_server(&[&self.stay, &self.rotating, &self.charlie_v1, &self.delta])
+    }
+
+    fn with_bravo(&self) -> String {
+        with_server(&[&self.stay, &self.rotating, &self.charlie_v1, &self.delta, &self.bravo])
+    }
+
+    fn charlie_changed_delta_removed(&self) -> String {
+        with_server(&[&self.stay, &self.rotating, &self.charlie_v2, &self.bravo])
+    }
+
+    fn rotated_with_echo(&self) -> String {
+        with_server(&[&self.stay, &self.rotated, &self.charlie_v2, &self.bravo, &self.echo])
+    }
+
+    fn rotated_without_echo(&self) -> String {
+        with_server(&[&self.stay, &self.rotated, &self.charlie_v2, &self.bravo])
+    }
+}
+
+/// A config file of `[server]` and `tenants`, in order.
+fn with_server(tenants: &[&str]) -> String {
+    format!("{SERVER}{}", tenants.concat())
+}
+
+const STAY_PRODUCTS: &str = "/stay/sandbox-tenant/V1/products";
+const ROTATING_PRODUCTS: &str = "/rotating/sandbox-tenant/V1/products";
+
+/// Both IMS tenants serve, each after one token call; returns `stay`'s token calls.
+async fn assert_both_ims_tenants_serve(proxy: &Proxy, fakes: &Fakes) -> usize {
+    assert_eq!(get(&proxy.url(STAY_PRODUCTS)).await.status, StatusCode::OK);
+    assert_eq!(get(&proxy.url(ROTATING_PRODUCTS)).await.status, StatusCode::OK);
+    let (stay_calls, rotating_calls) = (fakes.stay_ims.token_calls(), fakes.rotating_ims.token_calls());
     assert_eq!((stay_calls, rotating_calls), (1, 1));
+    stay_calls
+}
 
-    let load = Load::start(&products, 4);
-    // An in-flight request on a tenant that a reload removes finishes on its old configuration.
-    let slow = tokio::spawn({
-        let url = proxy.url("/delta/slow/800");
-        async move { get(&url).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    // 1. Add bravo.
-    let step1 = format!("{SERVER}{stay}{rotating}{c_v1}{delta}{bravo}");
-    proxy.reload_with_env(&step1, &secrets()).await.expect("add bravo");
-    assert_eq!(get(&proxy.url("/bravo/hello")).await.status, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    // 2. Change charlie's headers; 3. remove delta (while its slow request is in flight).
-    let step2 = format!("{SERVER}{stay}{rotating}{c_v2}{bravo}");
+/// Step 1: a reload adds bravo.
+async fn add_bravo(proxy: &Proxy, tenants: &Tenants) {
     proxy
-        .reload_with_env(&step2, &secrets())
+        .reload_with_env(&tenants.with_bravo(), &secrets())
+        .await
+        .expect("add bravo");
+    assert_eq!(get(&proxy.url("/bravo/hello")).await.status, StatusCode::OK);
+}
+
+/// Steps 2 and 3: one reload changes charlie's headers and removes delta while `slow`, a request
+/// on delta, is in flight.
+async fn change_charlie_and_remove_delta(
+    proxy: &Proxy,
+    tenants: &Tenants,
+    upstream: &Upstream,
+    slow: JoinHandle<Answer>,
+) {
+    proxy
+        .reload_with_env(&tenants.charlie_changed_delta_removed(), &secrets())
         .await
         .expect("change charlie, remove delta");
     assert_eq!(get(&proxy.url("/charlie/x")).await.status, StatusCode::OK);
@@ -141,13 +196,16 @@ async fn reloads_under_load_fail_no_request_and_keep_unchanged_tokens() {
         StatusCode::OK,
         "in-flight request on a removed tenant finished"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+}
 
-    // 4. Invalid reloads (bad TOML, unknown key) change nothing.
+/// Step 4: invalid reloads (bad TOML, unknown key) change nothing.
+async fn invalid_reloads_change_nothing(proxy: &Proxy, tenants: &Tenants) {
     let dir = tempfile::tempdir().expect("temp dir");
     let bad_toml = dir.path().join("bad.toml");
-    std::fs::write(&bad_toml, format!("{step2}\n[[tenant]\nname = ")).expect("write");
+    let current = tenants.charlie_changed_delta_removed();
+    std::fs::write(&bad_toml, format!("{current}\n[[tenant]\nname = ")).expect("write");
     let unknown_key = dir.path().join("typo.toml");
+    let bravo = &tenants.bravo;
     std::fs::write(&unknown_key, format!("{SERVER}{bravo}refresh_befor = \"5m\"\n")).expect("write");
     for file in [bad_toml, unknown_key] {
         let outcome = proxy.reload.reload(ReloadSource::File(file)).await;
@@ -158,61 +216,81 @@ async fn reloads_under_load_fail_no_request_and_keep_unchanged_tokens() {
         StatusCode::OK,
         "old config serves"
     );
-    assert_eq!(
-        get(&proxy.url("/rotating/sandbox-tenant/V1/products")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(get(&proxy.url(ROTATING_PRODUCTS)).await.status, StatusCode::OK);
+}
 
-    // 5. Add a tenant with its own listener, and rotate the other IMS tenant's secret.
-    rotating_ims.set_valid_secrets(vec![sandbox::IMS_CLIENT_SECRET.to_owned(), ROTATED_SECRET.to_owned()]);
-    let rotated = rotating.replace("env = \"IMS_SECRET\"", "env = \"ROTATED_SECRET\"");
-    let step3 = format!("{SERVER}{stay}{rotated}{c_v2}{bravo}{echo}");
+/// Step 5: a reload adds a tenant with its own listener and rotates the other IMS tenant's secret.
+async fn add_own_listener_and_rotate_secret(proxy: &Proxy, tenants: &Tenants, fakes: &Fakes) {
+    let valid = vec![sandbox::IMS_CLIENT_SECRET.to_owned(), ROTATED_SECRET.to_owned()];
+    fakes.rotating_ims.set_valid_secrets(valid);
     proxy
-        .reload_with_env(&step3, &secrets())
+        .reload_with_env(&tenants.rotated_with_echo(), &secrets())
         .await
         .expect("add echo, rotate");
-    let own = get(&format!("http://127.0.0.1:{own_port}/direct")).await;
+    let own = get(&format!("http://127.0.0.1:{}/direct", tenants.own_port)).await;
     assert_eq!(own.status, StatusCode::OK);
     assert_eq!(
-        upstream.last().target,
+        fakes.upstream.last().target,
         "/direct",
         "the own listener routes without prefix"
     );
+    assert_eq!(get(&proxy.url(ROTATING_PRODUCTS)).await.status, StatusCode::OK);
     assert_eq!(
-        get(&proxy.url("/rotating/sandbox-tenant/V1/products")).await.status,
-        StatusCode::OK
+        fakes.rotating_ims.token_calls(),
+        2,
+        "changed credentials get a new token"
     );
-    assert_eq!(rotating_ims.token_calls(), 2, "changed credentials get a new token");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+}
 
-    // 6. Remove the own listener again.
-    let step4 = format!("{SERVER}{stay}{rotated}{c_v2}{bravo}");
-    proxy.reload_with_env(&step4, &secrets()).await.expect("remove echo");
+/// Step 6: a reload removes the own listener again, and its port closes.
+async fn remove_own_listener(proxy: &Proxy, tenants: &Tenants) {
+    proxy
+        .reload_with_env(&tenants.rotated_without_echo(), &secrets())
+        .await
+        .expect("remove echo");
     let closed = eventually(Duration::from_secs(2), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", own_port)).await.is_err()
+        tokio::net::TcpStream::connect(("127.0.0.1", tenants.own_port))
+            .await
+            .is_err()
     })
     .await;
     assert!(closed, "a removed tenant's listener closes");
+}
+
+#[tokio::test]
+async fn reloads_under_load_fail_no_request_and_keep_unchanged_tokens() {
+    let fakes = Fakes::start().await;
+    let tenants = Tenants::new(&fakes);
+    let proxy = Proxy::start_with_env(&tenants.initial(), &secrets()).await;
+    let stay_calls = assert_both_ims_tenants_serve(&proxy, &fakes).await;
+
+    let load = Load::start(&proxy.url(STAY_PRODUCTS), 4);
+    // An in-flight request on a tenant that a reload removes finishes on its old configuration.
+    let slow = tokio::spawn({
+        let url = proxy.url("/delta/slow/800");
+        async move { get(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    add_bravo(&proxy, &tenants).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    change_charlie_and_remove_delta(&proxy, &tenants, &fakes.upstream, slow).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    invalid_reloads_change_nothing(&proxy, &tenants).await;
+    add_own_listener_and_rotate_secret(&proxy, &tenants, &fakes).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    remove_own_listener(&proxy, &tenants).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let (ok, failed) = load.finish().await;
     assert!(failed.is_empty(), "requests failed during reloads: {failed:?}");
     assert!(ok > 20, "the load ran ({ok} requests)");
     assert_eq!(
-        stay_ims.token_calls(),
+        fakes.stay_ims.token_calls(),
         stay_calls,
         "no extra token call for the unchanged tenant"
     );
-
-    let metrics = get(&proxy.admin_url("/metrics")).await.text();
-    assert_eq!(
-        sample(&metrics, r#"tokenbroker_config_reloads_total{outcome="success"}"#),
-        Some(4.0)
-    );
-    assert_eq!(
-        sample(&metrics, r#"tokenbroker_config_reloads_total{outcome="failure"}"#),
-        Some(2.0)
-    );
+    let metrics = proxy.metrics().await;
+    assert_reload_counts(&metrics, 4.0, 2.0);
     let stay_200 = sample(&metrics, r#"tokenbroker_requests_total{tenant="stay",status="200"}"#);
     assert_eq!(stay_200, Some((ok + 1) as f64), "the unchanged tenant kept its metrics");
     proxy.stop().await;
@@ -225,32 +303,43 @@ fn binary_config(upstream: &Upstream, watch: bool, extra: &str) -> String {
     )
 }
 
+/// The binary serving tenant `alpha` only (so `beta` is unknown), watching its file or not.
+async fn start_binary_with_alpha(upstream: &Upstream, watch: bool) -> Binary {
+    let binary = Binary::start(&binary_config(upstream, watch, ""), &[("STATIC_VALUE", STATIC_VALUE)]);
+    assert_eq!(get(&binary.url("/beta/x")).await.status, StatusCode::NOT_FOUND);
+    binary
+}
+
+/// Replaces the binary's file with one that adds tenant `beta`.
+fn write_config_with_beta(binary: &Binary, upstream: &Upstream, watch: bool) {
+    binary.replace_config(&binary_config(
+        upstream,
+        watch,
+        &static_tenant("beta", &upstream.url(), ""),
+    ));
+}
+
+/// Polls `/beta/x` for up to `limit` until it answers `status`; returns whether it did.
+async fn beta_turns(binary: &Binary, status: StatusCode, limit: Duration) -> bool {
+    eventually(limit, || async { get(&binary.url("/beta/x")).await.status == status }).await
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_file_and_rejects_an_invalid_one() {
     let upstream = Upstream::start().await;
-    let binary = Binary::start(&binary_config(&upstream, false, ""), &[("STATIC_VALUE", STATIC_VALUE)]);
-    assert_eq!(get(&binary.url("/beta/x")).await.status, StatusCode::NOT_FOUND);
+    let binary = start_binary_with_alpha(&upstream, false).await;
 
-    binary.replace_config(&binary_config(
-        &upstream,
-        false,
-        &static_tenant("beta", &upstream.url(), ""),
-    ));
+    write_config_with_beta(&binary, &upstream, false);
     binary.signal("HUP");
-    let added = eventually(Duration::from_secs(5), || async {
-        get(&binary.url("/beta/x")).await.status == StatusCode::OK
-    })
-    .await;
+    let added = beta_turns(&binary, StatusCode::OK, Duration::from_secs(5)).await;
     assert!(added, "SIGHUP applied the new file:\n{}", binary.logs());
     assert!(binary.logs().contains("configuration reloaded"));
 
     binary.replace_config("[server]\nlisten = \"127.0.0.1:0\"\nunknown_key = 1\n");
     binary.signal("HUP");
-    let rejected = eventually(Duration::from_secs(5), || {
-        let logs = binary.logs();
-        async move { logs.contains("configuration reload rejected") }
-    })
-    .await;
+    let rejected = binary
+        .logged("configuration reload rejected", Duration::from_secs(5))
+        .await;
     assert!(rejected, "the invalid file is rejected and logged:\n{}", binary.logs());
     let line = binary
         .json_logs()
@@ -269,44 +358,25 @@ async fn sighup_reloads_the_file_and_rejects_an_invalid_one() {
             "{tenant}"
         );
     }
-    let metrics = get(&binary.admin_url("/metrics")).await.text();
-    assert_eq!(
-        sample(&metrics, r#"tokenbroker_config_reloads_total{outcome="success"}"#),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(&metrics, r#"tokenbroker_config_reloads_total{outcome="failure"}"#),
-        Some(1.0)
-    );
+    assert_reload_counts(&binary.metrics().await, 1.0, 1.0);
 }
 
 #[tokio::test]
 async fn watch_config_picks_up_a_renamed_over_file() {
     let upstream = Upstream::start().await;
-    let binary = Binary::start(&binary_config(&upstream, true, ""), &[("STATIC_VALUE", STATIC_VALUE)]);
-    assert_eq!(get(&binary.url("/beta/x")).await.status, StatusCode::NOT_FOUND);
-    binary.replace_config(&binary_config(
-        &upstream,
-        true,
-        &static_tenant("beta", &upstream.url(), ""),
-    ));
+    let binary = start_binary_with_alpha(&upstream, true).await;
+    write_config_with_beta(&binary, &upstream, true);
     let started = tokio::time::Instant::now();
-    let added = eventually(Duration::from_secs(6), || async {
-        get(&binary.url("/beta/x")).await.status == StatusCode::OK
-    })
-    .await;
+    let added = beta_turns(&binary, StatusCode::OK, Duration::from_secs(6)).await;
     assert!(added, "the watcher reloaded the changed file:\n{}", binary.logs());
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
     assert!(binary.logs().contains("configuration file changed"));
 
     // The watcher keeps watching after a reload: a second edit removes beta again.
     binary.replace_config(&binary_config(&upstream, true, ""));
-    let removed = eventually(Duration::from_secs(6), || async {
-        get(&binary.url("/beta/x")).await.status == StatusCode::NOT_FOUND
-    })
-    .await;
+    let removed = beta_turns(&binary, StatusCode::NOT_FOUND, Duration::from_secs(6)).await;
     assert!(removed, "the second change was applied:\n{}", binary.logs());
-    let metrics = get(&binary.admin_url("/metrics")).await.text();
+    let metrics = binary.metrics().await;
     assert_eq!(
         sample(&metrics, r#"tokenbroker_config_reloads_total{outcome="success"}"#),
         Some(2.0),

@@ -1,4 +1,4 @@
-//! No secret and no token is ever written anywhere (SPEC 3): the real binary at `RUST_LOG=trace`
+//! No secret and no token is ever written anywhere (README, "Configuration"): the real binary at `RUST_LOG=trace`
 //! goes through token fetches for three token-fetching providers, background renewals, a 401
 //! replay, refresh-token fallback, error responses and a SIGHUP reload; then its stderr, `/metrics`,
 //! `/tenants`, `/readyz` and every error body are searched for every secret and every token the
@@ -12,8 +12,9 @@ use tokenbroker::sandbox::{
     self, ImsOptions, ImsSandbox, ShoplineOptions, ShoplineSandbox, VantageOptions, VantageSandbox,
 };
 
+use crate::support::tenants::SERVER;
 use crate::support::upstream::Upstream;
-use crate::support::{Answer, Binary, eventually, get, send};
+use crate::support::{Answer, Binary, assert_no_secret_in, eventually, get, send, unused_addr};
 
 /// Distinct, recognisable secret values: a hit cannot be a coincidence.
 struct Secrets {
@@ -87,17 +88,10 @@ async fn fakes(secrets: &Secrets) -> Fakes {
     }
 }
 
-fn config(fakes: &Fakes, plain_upstream: &str, extra_header: &str) -> String {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+/// The three token-fetching tenants, one per fake, their secrets from `T_*` variables.
+fn token_tenants(fakes: &Fakes) -> String {
     format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-request_timeout = "5s"
-
+        r#"
 [[tenant]]
 name = "ims"
 provider = "adobe_ims"
@@ -129,7 +123,26 @@ username = "{username}"
 password = {{ env = "T_PASSWORD" }}
 offline_access = true
 min_token_age = "0s"
+"#,
+        ims_api = fakes.ims.api_base_url(),
+        ims_token = fakes.ims.token_url(),
+        ims_client = sandbox::IMS_CLIENT_ID,
+        handle = sandbox::SHOPLINE_HANDLE,
+        shopline = fakes.shopline.base_url(),
+        app_key = sandbox::SHOPLINE_APP_KEY,
+        vantage = fakes.vantage.base_url(),
+        vantage_tenant = sandbox::VANTAGE_TENANT_ID,
+        vantage_client = sandbox::VANTAGE_CLIENT_ID,
+        username = sandbox::VANTAGE_USERNAME,
+    )
+}
 
+/// `fixed` (a static credential, 1 KiB bodies, plus `extra_header`), `down` (an upstream that
+/// refuses connections) and the one caller.
+fn static_tenants_and_caller(plain_upstream: &str, extra_header: &str) -> String {
+    let closed = unused_addr();
+    format!(
+        r#"
 [[tenant]]
 name = "fixed"
 provider = "static"
@@ -148,18 +161,29 @@ value = {{ env = "T_STATIC" }}
 name = "test"
 key = {{ env = "T_CALLER_KEY" }}
 tenants = ["*"]
-"#,
-        ims_api = fakes.ims.api_base_url(),
-        ims_token = fakes.ims.token_url(),
-        ims_client = sandbox::IMS_CLIENT_ID,
-        handle = sandbox::SHOPLINE_HANDLE,
-        shopline = fakes.shopline.base_url(),
-        app_key = sandbox::SHOPLINE_APP_KEY,
-        vantage = fakes.vantage.base_url(),
-        vantage_tenant = sandbox::VANTAGE_TENANT_ID,
-        vantage_client = sandbox::VANTAGE_CLIENT_ID,
-        username = sandbox::VANTAGE_USERNAME,
+"#
     )
+}
+
+fn config(fakes: &Fakes, plain_upstream: &str, extra_header: &str) -> String {
+    format!(
+        "{SERVER}{}{}",
+        token_tenants(fakes),
+        static_tenants_and_caller(plain_upstream, extra_header)
+    )
+}
+
+/// The variables `config` reads; `static_value` is the whole header value for `fixed` and `down`.
+fn binary_env<'a>(secrets: &'a Secrets, static_value: &'a str) -> [(&'static str, &'a str); 7] {
+    [
+        ("T_IMS_SECRET", secrets.ims.as_str()),
+        ("T_APP_SECRET", secrets.app_secret.as_str()),
+        ("T_CODE", secrets.code.as_str()),
+        ("T_VANTAGE_SECRET", secrets.vantage.as_str()),
+        ("T_PASSWORD", secrets.password.as_str()),
+        ("T_STATIC", static_value),
+        ("T_CALLER_KEY", secrets.caller_key.as_str()),
+    ]
 }
 
 async fn call(binary: &Binary, method: &str, path: &str, key: &str, body: usize) -> Answer {
@@ -190,84 +214,62 @@ async fn renewed(binary: &Binary, n: u64) -> bool {
         .all(|t| t["token"]["renewals_ok"].as_u64() >= Some(n))
 }
 
-#[tokio::test]
-async fn no_secret_or_token_appears_in_logs_metrics_tenants_or_errors() {
-    let secrets = Secrets::new();
-    let fakes = fakes(&secrets).await;
-    let upstream = Upstream::start().await;
-    let static_value = format!("Bearer {}", secrets.static_token);
-    let envs = [
-        ("T_IMS_SECRET", secrets.ims.as_str()),
-        ("T_APP_SECRET", secrets.app_secret.as_str()),
-        ("T_CODE", secrets.code.as_str()),
-        ("T_VANTAGE_SECRET", secrets.vantage.as_str()),
-        ("T_PASSWORD", secrets.password.as_str()),
-        ("T_STATIC", static_value.as_str()),
-        ("T_CALLER_KEY", secrets.caller_key.as_str()),
-    ];
-    let binary = Binary::start_with_log(&config(&fakes, &upstream.url(), ""), &envs, "trace");
-    let key = secrets.caller_key.as_str();
-    let mut bodies = Vec::new();
-
-    let ready = eventually(Duration::from_secs(10), || async {
-        get(&binary.admin_url("/readyz")).await.status == StatusCode::OK
-    })
-    .await;
-    assert!(ready, "{}", get(&binary.admin_url("/readyz")).await.text());
+/// A GET on every tenant in [`PATHS`] succeeds.
+async fn assert_every_tenant_serves(binary: &Binary, key: &str) {
     for path in PATHS {
-        let answer = call(&binary, "GET", path, key, 0).await;
+        let answer = call(binary, "GET", path, key, 0).await;
         assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text());
     }
-    // Background renewals (3 s tokens renew after 1.5–2.4 s).
+}
+
+/// Background renewals, then 401 → renew → replay; for Vantage the refresh token is revoked too,
+/// so the renewal falls back to the password grant.
+async fn renew_and_replay(binary: &Binary, fakes: &Fakes, key: &str) {
+    // 3 s tokens renew after 1.5–2.4 s.
     assert!(
-        eventually(Duration::from_secs(8), || renewed(&binary, 2)).await,
+        eventually(Duration::from_secs(8), || renewed(binary, 2)).await,
         "every token renewed in the background"
     );
-
-    // 401 → renew → replay; for Vantage the refresh token is revoked too, so the renewal falls
-    // back to the password grant.
     fakes.ims.revoke_all();
     fakes.vantage.revoke_all();
     for path in [PATHS[0], PATHS[2]] {
-        let answer = call(&binary, "GET", path, key, 0).await;
+        let answer = call(binary, "GET", path, key, 0).await;
         assert_eq!(answer.status, StatusCode::OK, "{path} replayed: {}", answer.text());
     }
+}
 
-    // Error responses produced by the proxy.
+/// Error responses produced by the proxy; returns their bodies.
+async fn provoke_errors(binary: &Binary, key: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
     for (method, path, key, body, status) in [
         ("GET", "/nobody/x", key, 0, StatusCode::NOT_FOUND),
         ("POST", "/fixed/V1/products", key, 2048, StatusCode::PAYLOAD_TOO_LARGE),
         ("GET", "/down/x", key, 0, StatusCode::BAD_GATEWAY),
         ("GET", "/fixed/V1/products", "wrong-key", 0, StatusCode::UNAUTHORIZED),
     ] {
-        let answer = call(&binary, method, path, key, body).await;
+        let answer = call(binary, method, path, key, body).await;
         assert_eq!(answer.status, status, "{path}");
         bodies.push(answer.text());
     }
+    bodies
+}
 
-    // A reload by SIGHUP, then traffic on the reloaded configuration.
+/// Rewrites the config file (`fixed` gets a header) and reloads it by SIGHUP.
+async fn reload_by_sighup(binary: &Binary, fakes: &Fakes, upstream: &Upstream) {
     std::fs::write(
         &binary.config_path,
-        config(&fakes, &upstream.url(), r#"headers = { "x-team" = "orders" }"#),
+        config(fakes, &upstream.url(), r#"headers = { "x-team" = "orders" }"#),
     )
     .expect("rewrite config");
     binary.signal("HUP");
-    let reloaded = eventually(Duration::from_secs(5), || {
-        let logs = binary.logs();
-        async move { logs.contains("configuration reloaded") }
-    })
-    .await;
+    let reloaded = binary.logged("configuration reloaded", Duration::from_secs(5)).await;
     assert!(reloaded, "the reload happened");
-    for path in PATHS {
-        assert_eq!(
-            call(&binary, "GET", path, key, 0).await.status,
-            StatusCode::OK,
-            "{path}"
-        );
-    }
+}
 
+/// What the binary showed: the admin answers, the error `bodies`, and its stderr at trace level.
+async fn surfaces(binary: &Binary, bodies: Vec<String>) -> Vec<(&'static str, String)> {
     let mut surfaces = vec![
-        ("/metrics", get(&binary.admin_url("/metrics")).await.text()),
+        ("/metrics", binary.metrics().await),
         ("/tenants", get(&binary.admin_url("/tenants")).await.text()),
         ("/readyz", get(&binary.admin_url("/readyz")).await.text()),
     ];
@@ -277,7 +279,11 @@ async fn no_secret_or_token_appears_in_logs_metrics_tenants_or_errors() {
     let logs = binary.logs();
     assert!(logs.contains("\"level\":\"TRACE\""), "the binary logged at trace level");
     surfaces.push(("stderr", logs));
+    surfaces
+}
 
+/// Every secret, and every token the fakes issued (having issued as many as the run implies).
+fn needles(secrets: &Secrets, fakes: &Fakes) -> Vec<String> {
     let mut tokens = fakes.ims.issued_tokens();
     tokens.extend(fakes.shopline.issued_tokens());
     tokens.extend(fakes.vantage.issued_tokens());
@@ -295,14 +301,34 @@ async fn no_secret_or_token_appears_in_logs_metrics_tenants_or_errors() {
             needles.push(signature.to_owned());
         }
     }
+    needles
+}
+
+#[tokio::test]
+async fn no_secret_or_token_appears_in_logs_metrics_tenants_or_errors() {
+    let secrets = Secrets::new();
+    let fakes = fakes(&secrets).await;
+    let upstream = Upstream::start().await;
+    let static_value = format!("Bearer {}", secrets.static_token);
+    let envs = binary_env(&secrets, &static_value);
+    let binary = Binary::start_with_log(&config(&fakes, &upstream.url(), ""), &envs, "trace");
+    let key = secrets.caller_key.as_str();
+
+    let ready = eventually(Duration::from_secs(10), || async {
+        get(&binary.admin_url("/readyz")).await.status == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "{}", get(&binary.admin_url("/readyz")).await.text());
+    assert_every_tenant_serves(&binary, key).await;
+    renew_and_replay(&binary, &fakes, key).await;
+    let bodies = provoke_errors(&binary, key).await;
+    // Traffic on the reloaded configuration too.
+    reload_by_sighup(&binary, &fakes, &upstream).await;
+    assert_every_tenant_serves(&binary, key).await;
+
+    let surfaces = surfaces(&binary, bodies).await;
+    let needles = needles(&secrets, &fakes);
     for (surface, text) in &surfaces {
-        for needle in &needles {
-            assert!(
-                !text.contains(needle.as_str()),
-                "{surface} contains a secret or token ({} chars, starting {:?})",
-                needle.len(),
-                &needle[..6]
-            );
-        }
+        assert_no_secret_in(surface, text, &needles);
     }
 }

@@ -1,6 +1,6 @@
-//! The token engine end to end (SPEC.md section 5) over real sockets: an in-process proxy whose
-//! tenants get their tokens from the sandbox fakes, asserting on the fakes' own counters. Token
-//! calls go through a [`SlowRelay`] where a fast loopback IdP would hide what is tested.
+//! The token engine end to end (README, "Token policy") over real sockets: an in-process proxy
+//! whose tenants get their tokens from the sandbox fakes, asserting on the fakes' own counters.
+//! Token calls go through a [`SlowRelay`] where a fast loopback IdP would hide what is tested.
 
 use std::time::Duration;
 

@@ -85,6 +85,11 @@ impl Proxy {
         self.reload.reload(ReloadSource::Config(Box::new(loaded.config))).await
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        get(&self.admin_url("/metrics")).await.text()
+    }
+
     /// Triggers shutdown and waits until the app has drained.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -268,6 +273,20 @@ impl Binary {
     pub fn logs(&self) -> String {
         self.stderr.lock().expect("test lock").join("\n")
     }
+
+    /// Waits up to `limit` for `text` to appear in stderr; returns whether it did.
+    pub async fn logged(&self, text: &str, limit: Duration) -> bool {
+        eventually(limit, || {
+            let logs = self.logs();
+            async move { logs.contains(text) }
+        })
+        .await
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        get(&self.admin_url("/metrics")).await.text()
+    }
 }
 
 impl Drop for Binary {
@@ -306,4 +325,56 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
             other => other.parse().ok(),
         }
     })
+}
+
+/// Both `tokenbroker_config_reloads_total` series: `success` and `failure` reloads so far.
+pub fn assert_reload_counts(metrics: &str, success: f64, failure: f64) {
+    assert_eq!(
+        sample(metrics, r#"tokenbroker_config_reloads_total{outcome="success"}"#),
+        Some(success)
+    );
+    assert_eq!(
+        sample(metrics, r#"tokenbroker_config_reloads_total{outcome="failure"}"#),
+        Some(failure)
+    );
+}
+
+/// One tenant's entry in a `/tenants` answer.
+pub fn tenant_entry<'a>(tenants: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    tenants["tenants"]
+        .as_array()
+        .expect("a tenants array")
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("tenant {name} listed"))
+}
+
+/// Fails if `text`, what `surface` showed, contains any of `secrets`. The message gives only a
+/// secret's length and first six characters, so a failing run does not print the secret.
+pub fn assert_no_secret_in(surface: &str, text: &str, secrets: &[String]) {
+    for secret in secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{surface} contains a secret or token ({} chars, starting {:?})",
+            secret.len(),
+            &secret[..6]
+        );
+    }
+}
+
+/// An address nobody listens on (bound, then released): an upstream that refuses connections,
+/// or a port for a listener that a reload adds.
+pub fn unused_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+/// Seconds since the Unix epoch, the unit of the admin API's timestamps and of JWT `exp`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
 }

@@ -24,10 +24,15 @@ rewrite = []
     )
 }
 
-/// A static tenant `name` in front of `upstream`.
+/// A static tenant `name` in front of `upstream`, its credential from `STATIC_VALUE`.
 pub fn static_tenant(name: &str, upstream: &str, extra: &str) -> String {
+    static_tenant_from(name, upstream, "STATIC_VALUE", extra)
+}
+
+/// A static tenant `name` in front of `upstream`, its credential from the variable `value_env`.
+pub fn static_tenant_from(name: &str, upstream: &str, value_env: &str, extra: &str) -> String {
     format!(
-        "\n[[tenant]]\nname = \"{name}\"\nprovider = \"static\"\nupstream = \"{upstream}\"\nvalue = {{ env = \"STATIC_VALUE\" }}\n{extra}\n"
+        "\n[[tenant]]\nname = \"{name}\"\nprovider = \"static\"\nupstream = \"{upstream}\"\nvalue = {{ env = \"{value_env}\" }}\n{extra}\n"
     )
 }
 
