@@ -146,7 +146,7 @@ def check_listeners(cfg, err):
     addrs += [t["listen"] for t in cfg.get("tenant", []) if "listen" in t]
     exposed = [a for a in addrs if not is_loopback(a)]
     if exposed and not cfg.get("caller") and not server.get("allow_anonymous"):
-        err(f"non-loopback proxy listener {exposed} without [[caller]] or allow_anonymous (SPEC 7)")
+        err(f"non-loopback proxy listener {exposed} without [[caller]] or allow_anonymous (it would lend credentials to anyone: README, Callers)")
 
 
 def check_secrets(c, pod, cfg, secrets, err):

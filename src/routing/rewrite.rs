@@ -1,6 +1,7 @@
 //! Path rewriting: a tenant's rules, first match wins, applied after the tenant prefix is removed
 //! and the path normalised. A rule whose pattern has a capture group named `store` also yields the
-//! ACCS `Store` header (ACCS picks the store scope by header, not by path; UPSTREAMS.md 1.3).
+//! ACCS `Store` header (ACCS picks the store scope by header, not by path:
+//! `docs/providers.md#accs-requests`).
 
 use std::borrow::Cow;
 use std::sync::Arc;
