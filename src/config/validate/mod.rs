@@ -190,8 +190,8 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Compiles `pattern`, or shares the one compiled for an identical pattern (with its match
-    /// caches): 1,000 Adobe tenants once compiled the preset 1,000 times, 55 of `check`'s 76 ms,
-    /// and each copy grew its own caches under load (about 20 of 49 MB RSS).
+    /// caches): otherwise every Adobe tenant compiles the same preset again, and each copy grows
+    /// its own caches under load (`benches/README.md`, "1,000 tenants", has the figures).
     fn regex(&mut self, pattern: &str) -> Result<std::sync::Arc<regex::Regex>, regex::Error> {
         if let Some(compiled) = self.regexes.get(pattern) {
             return Ok(std::sync::Arc::clone(compiled));
