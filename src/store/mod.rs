@@ -2,41 +2,21 @@
 //!
 //! The token manager asks the store before it calls a token endpoint and tells it after: with the
 //! in-process [`MemoryStore`] that lets a reloaded tenant whose credentials did not change pick up
-//! the token it already had; with a shared store (Redis, SPEC section 8) it lets replicas share one
+//! the token it already had; with a shared store (Redis, planned) it lets replicas share one
 //! token, which SHOPLINE needs because every renewal shortens every other copy's life. Entries are
 //! keyed by tenant and a fingerprint of the credentials, so changed credentials never see an old
 //! token. Times are wall-clock unix milliseconds: the one place the program persists absolute time.
 
+mod key;
 mod memory;
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
+pub use self::key::StoreKey;
 pub use self::memory::MemoryStore;
 use crate::auth::Token;
 use crate::clock;
-use crate::config::{ProviderConfig, Secret, TenantName};
-
-/// Identifies one credential set: tenant name plus a hash of its provider configuration.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct StoreKey(String);
-
-impl StoreKey {
-    /// The fingerprint covers every field, secrets included (hashed, never shown).
-    pub fn new(tenant: &TenantName, provider: &ProviderConfig) -> Self {
-        let mut hash = Sha256::new();
-        hash.update(provider.fingerprint_material().as_bytes());
-        let digest = hash.finalize();
-        Self(format!("{tenant}:{}", hex::encode(&digest[..12])))
-    }
-}
-
-impl std::fmt::Debug for StoreKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::config::Secret;
 
 /// A token as persisted: absolute wall-clock times, so another process can use it.
 #[derive(Debug, Clone)]
