@@ -44,82 +44,72 @@ pub fn remaining(deadline: Instant) -> Duration {
 
 /// An RFC 3339 / ISO 8601 date-time with a zone: `2024-01-10T20:00:00.123+08:00`, `…Z`,
 /// `… 20:00:00+0800`; any number of fraction digits. A time without a zone is refused (its
-/// zone is a guess, and a guess of UTC for a `+08:00` issuer would outlive the token by 8 h).
+/// zone is a guess, and a guess of UTC for a `+08:00` issuer would outlive the token by 8 h), and
+/// so is one before 1970 (no token expired then; such a value is a broken response).
+///
+/// The grammar is jiff's Temporal one (RFC 3339 and RFC 9557 plus ISO 8601's `+0800` offsets,
+/// which SHOPLINE may send); that is lenient on purpose, since this reads what IdPs send. A leap
+/// second `:60` counts as `:59`. Configuration narrows this to RFC 3339 proper
+/// (`config::units::parse_rfc3339`).
 pub(crate) fn parse_datetime(text: &str) -> Option<SystemTime> {
-    let text = text.trim();
-    let (date, rest) = (text.get(..10)?, text.get(10..)?);
-    let days = days_since_epoch(date)?;
-    let rest = rest.strip_prefix(['T', 't', ' '])?;
-    let (clock, rest) = (rest.get(..8)?, rest.get(8..)?);
-    let seconds_of_day = seconds_of_day(clock)?;
-    let fraction_len = match rest.strip_prefix('.') {
-        Some(f) => f.find(|c: char| !c.is_ascii_digit()).unwrap_or(f.len()),
-        None => 0,
+    let at: jiff::Timestamp = at_most_nanoseconds(text.trim()).parse().ok()?;
+    if at < jiff::Timestamp::UNIX_EPOCH {
+        return None;
+    }
+    SystemTime::try_from(at).ok()
+}
+
+/// Drops fraction digits past the ninth: RFC 3339 allows any number, jiff reads at most nine
+/// (nanoseconds) and refuses the rest, and digits below a nanosecond cannot matter for an expiry.
+fn at_most_nanoseconds(text: &str) -> std::borrow::Cow<'_, str> {
+    // Dates and offsets hold no `.`, so the first one starts the fraction of the seconds.
+    let Some(dot) = text.find('.') else {
+        return text.into();
     };
-    let nanos = match rest.get(1..=fraction_len).filter(|_| fraction_len > 0) {
-        Some(digits) => format!("{:0<9}", &digits[..digits.len().min(9)]).parse().ok()?,
-        None => 0,
-    };
-    let zone = &rest[if fraction_len > 0 { fraction_len + 1 } else { 0 }..];
-    let offset = zone_offset(zone)?;
-    let secs = days * 86_400 + seconds_of_day - offset;
-    let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+    let fraction = &text[dot + 1..];
+    let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+    if digits <= 9 {
+        return text.into();
+    }
+    format!("{}{}", &text[..dot + 10], &fraction[digits..]).into()
 }
 
-/// `YYYY-MM-DD` → days since 1970-01-01 (proleptic Gregorian; Hinnant's days_from_civil).
-fn days_since_epoch(date: &str) -> Option<i64> {
-    let b = date.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (y, m, d) = (number(&date[..4])?, number(&date[5..7])?, number(&date[8..])?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_len = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&m) || d < 1 || d > month_len[(m - 1) as usize] {
-        return None;
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// `HH:MM:SS` → seconds (a leap second `:60` counts as the next second).
-fn seconds_of_day(clock: &str) -> Option<i64> {
-    let b = clock.as_bytes();
-    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
-        return None;
+    fn at(secs: u64, nanos: u32) -> Option<SystemTime> {
+        Some(UNIX_EPOCH + Duration::new(secs, nanos))
     }
-    let (h, m, s) = (number(&clock[..2])?, number(&clock[3..5])?, number(&clock[6..])?);
-    (h < 24 && m < 60 && s <= 60).then_some(h * 3600 + m * 60 + s)
-}
 
-/// `Z`, `+08:00`, `-0530` → seconds east of UTC.
-fn zone_offset(zone: &str) -> Option<i64> {
-    if zone.eq_ignore_ascii_case("z") {
-        return Some(0);
+    #[test]
+    fn idp_datetimes_take_compact_offsets_and_long_fractions() {
+        // 2024-01-10T12:00:00Z = 1704888000.
+        assert_eq!(parse_datetime("2024-01-10T20:00:00+0800"), at(1_704_888_000, 0));
+        assert_eq!(
+            parse_datetime(" 2024-01-10t20:00:00.5+08:00 "),
+            at(1_704_888_000, 500_000_000)
+        );
+        assert_eq!(
+            parse_datetime("2024-01-10T12:00:00.1234567891Z"),
+            at(1_704_888_000, 123_456_789)
+        );
+        assert_eq!(
+            parse_datetime("2024-01-10T12:00:00.000000000999+00:00"),
+            at(1_704_888_000, 0)
+        );
+        assert_eq!(parse_datetime("2024-01-10T23:59:60Z"), at(1_704_931_199, 0));
     }
-    let sign = match zone.as_bytes().first()? {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let digits = zone[1..].replacen(':', "", 1);
-    if digits.len() != 4 {
-        return None;
-    }
-    let (h, m) = (number(digits.get(..2)?)?, number(digits.get(2..)?)?);
-    (h < 24 && m < 60).then_some(sign * (h * 3600 + m * 60))
-}
 
-/// ASCII digits only (`str::parse` would accept a sign).
-fn number(digits: &str) -> Option<i64> {
-    digits
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| digits.parse().ok())
-        .flatten()
+    #[test]
+    fn idp_datetimes_without_a_usable_instant_are_refused() {
+        for text in [
+            "2024-01-10T20:00:00",
+            "1969-12-31T23:59:59.5Z",
+            "2024-01-10T20:00:00.1234567891",
+            ".",
+        ] {
+            assert_eq!(parse_datetime(text), None, "{text}");
+        }
+    }
 }

@@ -164,7 +164,7 @@ pub enum ProviderConfig {
 }
 
 impl ProviderConfig {
-    /// Every secret this provider block holds (fingerprints, and tests that prove none leaks).
+    /// Every secret this provider block holds (for tests that prove none leaks).
     pub fn secrets(&self) -> Vec<&Secret<String>> {
         match self {
             Self::AdobeIms(c) => c.client_secrets.iter().collect(),
@@ -190,16 +190,6 @@ impl ProviderConfig {
             }
             Self::Static(c) => vec![&c.value],
         }
-    }
-
-    /// Text that changes whenever any credential or endpoint changes (hashed before use).
-    pub fn fingerprint_material(&self) -> String {
-        let mut material = format!("{self:?}");
-        for secret in self.secrets() {
-            material.push('\0');
-            material.push_str(secret.expose());
-        }
-        material
     }
 
     /// The `provider = "..."` name.

@@ -8,36 +8,16 @@
 //! credentials never see an old token. Times are wall-clock unix milliseconds: the one place the
 //! program persists absolute time.
 
+mod key;
 mod memory;
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
+pub use self::key::StoreKey;
 pub use self::memory::MemoryStore;
 use crate::auth::Token;
 use crate::clock;
-use crate::config::{ProviderConfig, Secret, StoreConfig, TenantName};
-
-/// Identifies one credential set: tenant name plus a hash of its provider configuration.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct StoreKey(String);
-
-impl StoreKey {
-    /// The fingerprint covers every field, secrets included (hashed, never shown).
-    pub fn new(tenant: &TenantName, provider: &ProviderConfig) -> Self {
-        let mut hash = Sha256::new();
-        hash.update(provider.fingerprint_material().as_bytes());
-        let digest = hash.finalize();
-        Self(format!("{tenant}:{}", hex::encode(&digest[..12])))
-    }
-}
-
-impl std::fmt::Debug for StoreKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::config::{Secret, StoreConfig};
 
 /// A token as persisted: absolute wall-clock times, so another process can use it.
 #[derive(Debug, Clone)]
