@@ -116,7 +116,7 @@ impl App {
     /// Serves until `shutdown` resolves, applying reloads as they come, then drains in-flight
     /// requests up to `shutdown_grace`.
     pub async fn run(mut self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-        let mut servers = server::Servers::new();
+        let mut servers = server::Servers::new(&self.state.load().server, Arc::clone(&self.globals));
         servers.spawn_main(listeners.main, Arc::clone(&self.state));
         for (name, addr, listener) in listeners.tenants {
             servers.add_tenant(name, addr, listener, Arc::clone(&self.state));
@@ -237,6 +237,12 @@ impl App {
 fn warn_about_restart_only_changes(old: &ServerConfig, store: &StoreConfig, new: &RuntimeConfig) {
     if old.listen != new.server.listen || old.admin_listen != new.server.admin_listen {
         tracing::warn!("server.listen and server.admin_listen changes take effect only after a restart");
+    }
+    let limits = |s: &ServerConfig| (s.header_read_timeout, s.idle_timeout, s.max_connections);
+    if limits(old) != limits(&new.server) {
+        tracing::warn!(
+            "server.header_read_timeout, idle_timeout and max_connections changes take effect only after a restart"
+        );
     }
     if *store != new.store {
         tracing::warn!("[store] changes take effect only after a restart; the running store is kept");
