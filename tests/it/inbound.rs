@@ -1,7 +1,7 @@
 //! Inbound limits over real sockets (README, "Limits"): the header-read timeout on HTTP/1 heads and
 //! on connections that never send a request (silent, or a stalled HTTP/2 preface), the idle
-//! timeout on HTTP/1 and HTTP/2, and the cap on open connections. Timeouts are a few hundred
-//! milliseconds and every wait is bounded.
+//! timeout on HTTP/1 and HTTP/2, the cap on open connections, and the open-file limit raised at
+//! startup. Timeouts are a few hundred milliseconds and every wait is bounded.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::support::tenants::static_tenant;
 use crate::support::upstream::Upstream;
-use crate::support::{Proxy, env, eventually, sample};
+use crate::support::{Binary, Proxy, env, eventually, get, sample};
 
 /// The timeout the tests configure, and how early a close would mean it was not honoured.
 const SHORT: Duration = Duration::from_millis(300);
@@ -257,4 +257,38 @@ async fn beyond_max_connections_new_connections_are_closed_at_once_and_counted()
     let metrics = proxy.metrics().await;
     assert_eq!(sample(&metrics, "tokenbroker_connections_refused_total"), Some(1.0));
     proxy.stop().await;
+}
+
+/// `Max open files` of `pid` as (soft, hard).
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("proc limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    (fields[0].to_owned(), fields[1].to_owned())
+}
+
+#[tokio::test]
+async fn the_binary_raises_its_soft_open_file_limit_to_the_hard_one() {
+    let upstream = Upstream::start().await;
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+        static_tenant("acme", &upstream.url(), "")
+    );
+    let (_, own_hard) = open_file_limits(std::process::id());
+    if own_hard.parse::<u64>().is_ok_and(|hard| hard <= 256) {
+        eprintln!("the hard open-file limit is {own_hard}: no room to show a raise; skipped");
+        return;
+    }
+    let binary = Binary::start_with_soft_nofile(&toml, &[("STATIC_VALUE", "Bearer inbound-static")], 256);
+    let (soft, hard) = open_file_limits(binary.child.id());
+    assert_eq!(soft, hard, "soft raised to hard (it started at 256)");
+    assert!(
+        binary.logs().contains("raised the soft open-file limit"),
+        "{}",
+        binary.logs()
+    );
+    assert_eq!(get(&binary.url("/acme/x")).await.status, StatusCode::OK);
 }
