@@ -65,8 +65,8 @@ pub struct App {
     reload_rx: mpsc::Receiver<ReloadRequest>,
     /// The file SIGHUP (and `watch_config`) reload from.
     config_path: Option<PathBuf>,
-    /// Fingerprint of the text the first configuration was parsed from (the watcher's baseline).
-    loaded_fingerprint: Option<[u8; 32]>,
+    /// The file content last read for a reload, or for the start (shared with the watcher).
+    baseline: reload::Baseline,
     /// The store chosen at startup, which reloads keep.
     store: StoreConfig,
 }
@@ -92,7 +92,7 @@ impl App {
             reload_tx,
             reload_rx,
             config_path: None,
-            loaded_fingerprint: None,
+            baseline: reload::Baseline::default(),
             store: config.store.clone(),
         })
     }
@@ -103,7 +103,7 @@ impl App {
     #[must_use]
     pub fn with_config_path(mut self, path: PathBuf, loaded_text: &str) -> Self {
         self.config_path = Some(path);
-        self.loaded_fingerprint = Some(reload::fingerprint_of(loaded_text.as_bytes()));
+        self.baseline.set(loaded_text.as_bytes());
         self
     }
 
@@ -163,7 +163,7 @@ impl App {
             triggers.push(AbortOnDrop(tokio::spawn(reload::watch_file(
                 handle,
                 path,
-                self.loaded_fingerprint,
+                self.baseline.clone(),
             ))));
         }
         triggers
@@ -196,7 +196,16 @@ impl App {
     async fn try_reload(&self, source: ReloadSource, servers: &mut server::Servers) -> Result<(), ConfigErrors> {
         let config = match source {
             ReloadSource::File(path) => {
-                let loaded = config::load(&path)?;
+                let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
+                    ConfigErrors(vec![ConfigError {
+                        location: path.display().to_string(),
+                        message: format!("cannot read: {e}"),
+                    }])
+                })?;
+                // Tried, valid or not: the watcher must not read the same content again (a file
+                // SIGHUP applied would otherwise be reloaded, and counted, a second time).
+                self.baseline.set(text.as_bytes());
+                let loaded = config::parse(&text, &path.display().to_string(), &config::ProcessEnv)?;
                 for warning in &loaded.warnings {
                     tracing::warn!(%warning, "configuration warning");
                 }
