@@ -65,8 +65,8 @@ pub struct App {
     reload_rx: mpsc::Receiver<ReloadRequest>,
     /// The file SIGHUP (and `watch_config`) reload from.
     config_path: Option<PathBuf>,
-    /// Fingerprint of the text the first configuration was parsed from (the watcher's baseline).
-    loaded_fingerprint: Option<[u8; 32]>,
+    /// The file content last read for a reload, or for the start (shared with the watcher).
+    baseline: reload::Baseline,
     /// The store chosen at startup, which reloads keep.
     store: StoreConfig,
 }
@@ -92,7 +92,7 @@ impl App {
             reload_tx,
             reload_rx,
             config_path: None,
-            loaded_fingerprint: None,
+            baseline: reload::Baseline::default(),
             store: config.store.clone(),
         })
     }
@@ -103,7 +103,7 @@ impl App {
     #[must_use]
     pub fn with_config_path(mut self, path: PathBuf, loaded_text: &str) -> Self {
         self.config_path = Some(path);
-        self.loaded_fingerprint = Some(reload::fingerprint_of(loaded_text.as_bytes()));
+        self.baseline.set(loaded_text.as_bytes());
         self
     }
 
@@ -116,7 +116,7 @@ impl App {
     /// Serves until `shutdown` resolves, applying reloads as they come, then drains in-flight
     /// requests up to `shutdown_grace`.
     pub async fn run(mut self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-        let mut servers = server::Servers::new();
+        let mut servers = server::Servers::new(&self.state.load().server, Arc::clone(&self.globals));
         servers.spawn_main(listeners.main, Arc::clone(&self.state));
         for (name, addr, listener) in listeners.tenants {
             servers.add_tenant(name, addr, listener, Arc::clone(&self.state));
@@ -163,7 +163,7 @@ impl App {
             triggers.push(AbortOnDrop(tokio::spawn(reload::watch_file(
                 handle,
                 path,
-                self.loaded_fingerprint,
+                self.baseline.clone(),
             ))));
         }
         triggers
@@ -196,7 +196,16 @@ impl App {
     async fn try_reload(&self, source: ReloadSource, servers: &mut server::Servers) -> Result<(), ConfigErrors> {
         let config = match source {
             ReloadSource::File(path) => {
-                let loaded = config::load(&path)?;
+                let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
+                    ConfigErrors(vec![ConfigError {
+                        location: path.display().to_string(),
+                        message: format!("cannot read: {e}"),
+                    }])
+                })?;
+                // Tried, valid or not: the watcher must not read the same content again (a file
+                // SIGHUP applied would otherwise be reloaded, and counted, a second time).
+                self.baseline.set(text.as_bytes());
+                let loaded = config::parse(&text, &path.display().to_string(), &config::ProcessEnv)?;
                 for warning in &loaded.warnings {
                     tracing::warn!(%warning, "configuration warning");
                 }
@@ -237,6 +246,12 @@ impl App {
 fn warn_about_restart_only_changes(old: &ServerConfig, store: &StoreConfig, new: &RuntimeConfig) {
     if old.listen != new.server.listen || old.admin_listen != new.server.admin_listen {
         tracing::warn!("server.listen and server.admin_listen changes take effect only after a restart");
+    }
+    let limits = |s: &ServerConfig| (s.header_read_timeout, s.idle_timeout, s.max_connections);
+    if limits(old) != limits(&new.server) {
+        tracing::warn!(
+            "server.header_read_timeout, idle_timeout and max_connections changes take effect only after a restart"
+        );
     }
     if *store != new.store {
         tracing::warn!("[store] changes take effect only after a restart; the running store is kept");

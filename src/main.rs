@@ -75,6 +75,43 @@ fn check(path: Option<&Path>) -> ExitCode {
     }
 }
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as nginx and Envoy advise: the usual soft
+/// default (1024) is far below what `max_connections` may need, and raising the soft limit up to
+/// the hard one needs no privilege. Never fatal: the proxy serves with the limit it has.
+fn raise_open_file_limit(max_connections: usize) {
+    let before = match rlimit::Resource::NOFILE.get() {
+        Ok((soft, _hard)) => soft,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit; leaving it as it is");
+            return;
+        }
+    };
+    // An unlimited hard limit cannot be the soft one on Linux (the ceiling is `fs.nr_open`,
+    // 2^20 by default), so that is tried next.
+    let raised = rlimit::increase_nofile_limit(u64::MAX).or_else(|_| rlimit::increase_nofile_limit(1 << 20));
+    let now = match raised {
+        Ok(now) if now > before => {
+            tracing::info!(before, now, "raised the soft open-file limit to the hard limit");
+            now
+        }
+        Ok(now) => {
+            tracing::debug!(now, "the soft open-file limit is already as high as it can go");
+            now
+        }
+        Err(error) => {
+            tracing::warn!(%error, before, "cannot raise the soft open-file limit; keeping it");
+            before
+        }
+    };
+    if now <= u64::try_from(max_connections).unwrap_or(u64::MAX) {
+        tracing::warn!(
+            open_file_limit = now,
+            max_connections,
+            "the open-file limit is not above server.max_connections: descriptors run out before the cap"
+        );
+    }
+}
+
 async fn run(path: Option<&Path>) -> ExitCode {
     let path = match config_path(path) {
         Ok(path) => path,
@@ -90,6 +127,7 @@ async fn run(path: Option<&Path>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    raise_open_file_limit(loaded.config.server.max_connections);
     let listeners = match Listeners::bind(&loaded.config).await {
         Ok(listeners) => listeners,
         Err(error) => {

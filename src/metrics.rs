@@ -134,6 +134,10 @@ impl TenantMetrics {
 pub struct GlobalMetrics {
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Connections to the proxy listeners closed at accept because `max_connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Connections to the proxy listeners open now (the admin listener is not counted).
+    pub connections_open: AtomicU64,
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@
 //! rename it, and Kubernetes ConfigMaps that swap a `..data` symlink, all change what the path
 //! reads, and a poll sees that without re-adding watches after inode swaps. A change is acted on
 //! once the content has stayed the same for one more poll (debounce), so a half-written file is not
-//! reloaded.
+//! reloaded. The content it compares against is a [`Baseline`] shared with the app, which moves it
+//! on every reload from the file, so a file SIGHUP already reloaded is not reloaded again.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -81,23 +83,49 @@ pub(crate) async fn on_sighup(handle: ReloadHandle, path: PathBuf) {
     }
 }
 
-/// Reloads `path` whenever its content changes and then settles. `loaded` is the fingerprint of
-/// the text the running configuration came from: starting from what the file holds when the
-/// watcher starts instead would silently adopt a change made in between as the baseline.
-pub(crate) async fn watch_file(handle: ReloadHandle, path: PathBuf, loaded: Option<[u8; 32]>) {
-    let mut applied = match loaded {
-        Some(loaded) => Some(loaded),
-        None => fingerprint(&path).await,
-    };
+/// The fingerprint of the configuration file's content as last read for a reload, or for the
+/// start. The app sets it on every reload from the file (SIGHUP's included, whether the content
+/// was valid or not) and the watcher when it asks for one, so neither trigger makes the proxy read
+/// the same content twice.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Baseline(Arc<Mutex<Option<[u8; 32]>>>);
+
+impl Baseline {
+    /// Records `text` as the content last read.
+    pub(crate) fn set(&self, text: &[u8]) {
+        self.set_fingerprint(fingerprint_of(text));
+    }
+
+    fn set_fingerprint(&self, fingerprint: [u8; 32]) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fingerprint);
+    }
+
+    fn get(&self) -> Option<[u8; 32]> {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Reloads `path` whenever its content differs from `baseline` and then settles. The app starts
+/// the baseline from the text its configuration came from: starting from what the file holds when
+/// the watcher starts instead would silently adopt a change made in between.
+pub(crate) async fn watch_file(handle: ReloadHandle, path: PathBuf, baseline: Baseline) {
+    if baseline.get().is_none() {
+        if let Some(now) = fingerprint(&path).await {
+            baseline.set_fingerprint(now);
+        }
+    }
     let mut pending: Option<[u8; 32]> = None;
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
         let now = fingerprint(&path).await;
+        let applied = baseline.get();
         match (now, pending) {
             (Some(now), Some(seen)) if now == seen && Some(now) != applied => {
                 tracing::info!(path = %path.display(), "configuration file changed: reloading");
                 handle.request(&path);
-                applied = Some(now);
+                // Set here too, not only when the reload runs: the next poll must not ask again
+                // while this request waits in the queue.
+                baseline.set_fingerprint(now);
                 pending = None;
             }
             (Some(now), _) if Some(now) != applied => pending = Some(now),
@@ -113,6 +141,6 @@ async fn fingerprint(path: &std::path::Path) -> Option<[u8; 32]> {
 }
 
 /// The watcher's notion of "the same file": a hash of its bytes.
-pub(crate) fn fingerprint_of(bytes: &[u8]) -> [u8; 32] {
+fn fingerprint_of(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }

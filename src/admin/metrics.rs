@@ -72,7 +72,8 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             &tenants,
             |t| t.metrics.unauthorized_replays.load(Relaxed),
         )?;
-        reloads(&mut encoder, &self.globals)
+        reloads(&mut encoder, &self.globals)?;
+        connections(&mut encoder, &self.globals)
     }
 }
 
@@ -157,6 +158,25 @@ fn reloads(encoder: &mut DescriptorEncoder<'_>, globals: &GlobalMetrics) -> Enco
         &mut family.encode_family(&[("outcome", "failure")])?,
         globals.reloads_failed.load(Relaxed),
     )
+}
+
+/// The proxy listeners' connection pool (`server.max_connections`); the admin listener has its own.
+fn connections(encoder: &mut DescriptorEncoder<'_>, globals: &GlobalMetrics) -> Encoded {
+    let mut refused = encoder.encode_descriptor(
+        "tokenbroker_connections_refused",
+        "Connections closed at accept because server.max_connections were open",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(&mut refused, globals.connections_refused.load(Relaxed))?;
+    let mut open = encoder.encode_descriptor(
+        "tokenbroker_connections_open",
+        "Connections open on the proxy listeners",
+        None,
+        MetricType::Gauge,
+    )?;
+    let value = i64::try_from(globals.connections_open.load(Relaxed)).unwrap_or(i64::MAX);
+    open.encode_gauge(&value)
 }
 
 fn tenant_label(tenant: &Tenant) -> Labels<'_> {

@@ -53,6 +53,14 @@ pub struct ServerConfig {
     pub allow_anonymous: bool,
     /// Reload when the config file changes. Default false.
     pub watch_config: bool,
+    /// A connection must deliver each request head (the first one counted from accept) within this.
+    /// Default 30 s. Restart-only.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress for this long is closed. Default 60 s. Restart-only.
+    pub idle_timeout: Duration,
+    /// Open inbound connections on the proxy listeners; more are accepted and closed at once.
+    /// Default 10,000. Restart-only.
+    pub max_connections: usize,
 }
 
 /// `[store]`: where tokens live.

@@ -21,6 +21,9 @@ pub(crate) struct RawServer {
     pub(crate) max_body: Option<RawQuantity>,
     pub(crate) allow_anonymous: Option<bool>,
     pub(crate) watch_config: Option<bool>,
+    pub(crate) header_read_timeout: Option<RawQuantity>,
+    pub(crate) idle_timeout: Option<RawQuantity>,
+    pub(crate) max_connections: Option<i64>,
 }
 
 /// `[token]`; the same keys may appear in a `[[tenant]]`.

@@ -1,7 +1,9 @@
 //! The inbound side: accept loops on bound listeners, one hyper connection task per client,
 //! HTTP/1.1 and HTTP/2 (prior knowledge) by `hyper_util`'s auto builder, and graceful drain.
+//! What bounds a connection (the cap on open ones, header and idle timeouts) is in [`connection`].
 
 pub(crate) mod callers;
+mod connection;
 pub(crate) mod pipeline;
 mod request_id;
 
@@ -18,17 +20,17 @@ use bytes::Bytes;
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin;
-use crate::config::TenantName;
+use crate::config::{ServerConfig, TenantName};
+use crate::metrics::GlobalMetrics;
 use crate::tenant::Snapshot;
+use connection::{Activity, Gate, Limits, Tracked};
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,11 @@ pub(crate) enum Binding {
 /// Accept errors such as EMFILE are retried after a pause instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Open connections the admin listener takes. Its own pool, so that a proxy at
+/// `max_connections` still answers probes and scrapes, and fixed and small, since its clients are
+/// a kubelet and a scraper: enough for them with room to spare, too few to run out of descriptors.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
 /// One running accept loop and the switch that stops it.
 struct AcceptLoop {
     stop: watch::Sender<bool>,
@@ -51,16 +58,30 @@ struct AcceptLoop {
 /// The accept loops of one app. Tenant listeners can be added and removed by a reload; all are
 /// stopped and drained together at shutdown.
 pub(crate) struct Servers {
-    graceful: Arc<GracefulShutdown>,
+    /// Turns true at shutdown; every connection task holds a receiver until it ends, so the drain
+    /// is over when the last receiver is gone.
+    drain: watch::Sender<bool>,
+    limits: Limits,
+    /// `server.max_connections`, shared by the main and tenant listeners.
+    proxy_gate: Arc<Gate>,
+    admin_gate: Arc<Gate>,
     fixed: Vec<AcceptLoop>,
     /// Tenant listeners by tenant, with the configured address they serve.
     tenants: HashMap<TenantName, (SocketAddr, AcceptLoop)>,
 }
 
 impl Servers {
-    pub(crate) fn new() -> Self {
+    /// Servers with the `[server]` connection limits (taken once: they are restart-only), counting
+    /// the proxy listeners' connections in `globals`.
+    pub(crate) fn new(config: &ServerConfig, globals: Arc<GlobalMetrics>) -> Self {
         Self {
-            graceful: Arc::new(GracefulShutdown::new()),
+            drain: watch::Sender::new(false),
+            limits: Limits {
+                header_read_timeout: config.header_read_timeout,
+                idle_timeout: config.idle_timeout,
+            },
+            proxy_gate: Gate::new(config.max_connections, Some(globals)),
+            admin_gate: Gate::new(ADMIN_MAX_CONNECTIONS, None),
             fixed: Vec::new(),
             tenants: HashMap::new(),
         }
@@ -105,7 +126,8 @@ impl Servers {
 
     fn spawn_proxy(&self, listener: TcpListener, binding: Binding, state: Arc<ArcSwap<Snapshot>>) -> AcceptLoop {
         let binding = Arc::new(binding);
-        self.spawn(listener, move |request: Request<Incoming>| {
+        let gate = Arc::clone(&self.proxy_gate);
+        self.spawn(listener, gate, move |request: Request<Incoming>| {
             // One snapshot per request, held to its end: a reload never changes a request midway.
             let snapshot = state.load_full();
             let binding = Arc::clone(&binding);
@@ -120,23 +142,28 @@ impl Servers {
         state: Arc<ArcSwap<Snapshot>>,
         registry: Arc<Registry>,
     ) {
-        let accept_loop = self.spawn(listener, move |request: Request<Incoming>| {
+        let gate = Arc::clone(&self.admin_gate);
+        let accept_loop = self.spawn(listener, gate, move |request: Request<Incoming>| {
             let response = admin::handle(&state.load(), &registry, &request);
             std::future::ready(Ok::<_, Infallible>(response))
         });
         self.fixed.push(accept_loop);
     }
 
-    fn spawn<F, Fut, B>(&self, listener: TcpListener, handler: F) -> AcceptLoop
+    fn spawn<F, Fut, B>(&self, listener: TcpListener, gate: Arc<Gate>, handler: F) -> AcceptLoop
     where
         F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let graceful = Arc::clone(&self.graceful);
         let stop = watch::Sender::new(false);
-        let task = tokio::spawn(accept_loop(listener, handler, graceful, stop.subscribe()));
+        let pool = Pool {
+            gate,
+            limits: self.limits,
+            drain: self.drain.subscribe(),
+        };
+        let task = tokio::spawn(accept_loop(listener, handler, pool, stop.subscribe()));
         AcceptLoop { stop, task }
     }
 
@@ -154,23 +181,26 @@ impl Servers {
         for accept_loop in loops {
             let _ = accept_loop.task.await;
         }
-        let graceful = Arc::into_inner(self.graceful).expect("accept loops have ended and dropped their handles");
-        tokio::time::timeout(grace, graceful.shutdown()).await.is_ok()
+        self.drain.send_replace(true);
+        tokio::time::timeout(grace, self.drain.closed()).await.is_ok()
     }
 }
 
-async fn accept_loop<F, Fut, B>(
-    listener: TcpListener,
-    handler: F,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-) where
+/// What an accept loop gives each connection it takes.
+struct Pool {
+    gate: Arc<Gate>,
+    limits: Limits,
+    drain: watch::Receiver<bool>,
+}
+
+async fn accept_loop<F, Fut, B>(listener: TcpListener, handler: F, pool: Pool, mut stop: watch::Receiver<bool>)
+where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = connection::builder(pool.limits);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -183,15 +213,28 @@ async fn accept_loop<F, Fut, B>(
             },
             _ = stop.changed() => break,
         };
+        // Refused by accepting and closing at once: the client gets a fast error instead of
+        // waiting in the kernel's backlog for a slot that may not free for minutes.
+        let Some(slot) = pool.gate.admit() else {
+            tracing::debug!("connection limit reached; closing a new connection");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service_fn(handler.clone()))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let activity = Activity::new();
+        let tracker = Arc::clone(&activity);
+        let handler = handler.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let in_flight = tracker.begin();
+            let response = handler(request);
+            async move { response.await.map(|r| r.map(|body| Tracked::new(body, in_flight))) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let drain = pool.drain.clone();
+        let limits = pool.limits;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
+            connection::serve(conn, activity, limits, drain).await;
+            drop(slot);
         });
     }
 }

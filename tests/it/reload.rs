@@ -383,3 +383,32 @@ async fn watch_config_picks_up_a_renamed_over_file() {
         "one reload per change, none spurious"
     );
 }
+
+#[tokio::test]
+async fn with_watch_config_a_sighup_reload_is_not_applied_again_by_the_watcher() {
+    let upstream = Upstream::start().await;
+    let binary = start_binary_with_alpha(&upstream, true).await;
+    write_config_with_beta(&binary, &upstream, true);
+    binary.signal("HUP");
+    let added = beta_turns(&binary, StatusCode::OK, Duration::from_secs(5)).await;
+    assert!(added, "SIGHUP applied the new file:\n{}", binary.logs());
+    // The watcher polls once a second and acts on a change seen by two polls in a row: three
+    // seconds give it every chance to reload the file SIGHUP already applied.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_reload_counts(&binary.metrics().await, 1.0, 0.0);
+    assert!(
+        !binary.logs().contains("configuration file changed"),
+        "the watcher took the applied file for a change:\n{}",
+        binary.logs()
+    );
+
+    // The same for content SIGHUP tried and rejected: one failure, not two.
+    binary.replace_config("[server]\nlisten = \"127.0.0.1:0\"\nunknown_key = 1\n");
+    binary.signal("HUP");
+    let rejected = binary
+        .logged("configuration reload rejected", Duration::from_secs(5))
+        .await;
+    assert!(rejected, "{}", binary.logs());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_reload_counts(&binary.metrics().await, 1.0, 1.0);
+}

@@ -45,6 +45,8 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
     let timeout = Duration::from_secs(60);
     let request_timeout = ctx.positive_duration(&scope, "request_timeout", raw.request_timeout.as_ref(), timeout);
     let max_body = ctx.size(&scope, "max_body", raw.max_body.as_ref(), DEFAULT_MAX_BODY);
+    let inbound = inbound_limits(ctx, &scope, raw);
+    let (header_read_timeout, idle_timeout, max_connections) = inbound?;
     Some(ServerConfig {
         listen: listen?,
         admin_listen: admin_listen?,
@@ -53,7 +55,55 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
         max_body: max_body?,
         allow_anonymous: raw.allow_anonymous.unwrap_or(false),
         watch_config: raw.watch_config.unwrap_or(false),
+        header_read_timeout,
+        idle_timeout,
+        max_connections,
     })
+}
+
+/// `server.header_read_timeout` when not set: hyper's own default, and nginx's
+/// `client_header_timeout` rounded up. A sidecar's clients are on loopback and send a head in
+/// microseconds; the figure only has to be short enough that stalled connections cannot pile up.
+pub(super) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `server.idle_timeout` when not set: the same as the header timeout, because on HTTP/1 hyper's
+/// header timer already runs while a keep-alive connection waits for its next head, so an idle
+/// HTTP/1 connection goes at `header_read_timeout` whatever this says; equal defaults make HTTP/2
+/// behave alike. It is shorter than client pools keep idle connections (.NET 60 s, Go 90 s), which
+/// is safe for a sidecar: on loopback the FIN of an HTTP/1 close reaches the client at once and
+/// pools check for it before reusing a connection, and HTTP/2 closes with GOAWAY, which tells the
+/// client that no later stream was seen, so it retries on a new connection.
+pub(super) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `server.max_connections` when not set. A sidecar serves the few pods beside it, whose pools
+/// hold tens of connections; 10,000 is far above any honest use and far below what the process
+/// can hold (a connection costs a file descriptor and some KiB), so it only ever stops a leak
+/// or a flood from taking every descriptor.
+pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The largest `max_connections`: the kernel's default ceiling on one process's open files
+/// (`fs.nr_open`), which no cap above could ever reach.
+const MAX_CONNECTIONS_CEILING: i64 = 1 << 20;
+
+/// `header_read_timeout`, `idle_timeout` and `max_connections`.
+fn inbound_limits(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawServer) -> Option<(Duration, Duration, usize)> {
+    let header_read_timeout = ctx.positive_duration(
+        scope,
+        "header_read_timeout",
+        raw.header_read_timeout.as_ref(),
+        DEFAULT_HEADER_READ_TIMEOUT,
+    );
+    let idle_timeout = ctx.positive_duration(scope, "idle_timeout", raw.idle_timeout.as_ref(), DEFAULT_IDLE_TIMEOUT);
+    let max_connections = match raw.max_connections {
+        None => Some(DEFAULT_MAX_CONNECTIONS),
+        Some(n) if (1..=MAX_CONNECTIONS_CEILING).contains(&n) => usize::try_from(n).ok(),
+        Some(n) => ctx.reject(
+            scope,
+            "max_connections",
+            format!("`{n}` must be a whole number from 1 to {MAX_CONNECTIONS_CEILING}"),
+        ),
+    };
+    Some((header_read_timeout?, idle_timeout?, max_connections?))
 }
 
 pub(super) fn token_policy(ctx: &mut Ctx<'_>, raw: &RawToken) -> Option<TokenPolicy> {
@@ -195,4 +245,37 @@ fn anonymous_message(addr: SocketAddr) -> String {
         "{addr} is not a loopback address and no [[caller]] is configured, so anyone who reaches it could use \
          the credentials; add [[caller]] keys or set server.allow_anonymous = true"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{find, parse_err, parse_ok};
+    use super::*;
+
+    #[test]
+    fn inbound_limits_default_and_parse() {
+        let server = parse_ok("").config.server;
+        assert_eq!(server.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(server.header_read_timeout.as_secs(), 30);
+        assert_eq!(server.idle_timeout.as_secs(), 30);
+        assert_eq!(server.max_connections, 10_000);
+        let text = "[server]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"2m\"\nmax_connections = 3\n";
+        let server = parse_ok(text).config.server;
+        assert_eq!(server.header_read_timeout, Duration::from_millis(300));
+        assert_eq!(server.idle_timeout, Duration::from_secs(120));
+        assert_eq!(server.max_connections, 3);
+    }
+
+    #[test]
+    fn inbound_limits_reject_zero_and_out_of_range() {
+        let text = "[server]\nheader_read_timeout = \"0s\"\nidle_timeout = 5\nmax_connections = 0\n";
+        let errors = parse_err(text);
+        find(&errors, &["header_read_timeout", "longer than 0s"]);
+        find(&errors, &["idle_timeout", "has no unit"]);
+        find(&errors, &["max_connections", "from 1 to 1048576"]);
+        let errors = parse_err("[server]\nmax_connections = 2000000\n");
+        find(&errors, &["max_connections", "`2000000`"]);
+        let errors = parse_err("[server]\nmax_connections = \"many\"\n");
+        find(&errors, &["max_connections"]);
+    }
 }

@@ -186,10 +186,25 @@ impl Binary {
 
     /// Starts the binary with `RUST_LOG=rust_log`.
     pub fn start_with_log(toml: &str, envs: &[(&str, &str)], rust_log: &str) -> Self {
+        Self::start_from(Command::new(env!("CARGO_BIN_EXE_tokenbroker")), toml, envs, rust_log)
+    }
+
+    /// Starts the binary with its soft open-file limit lowered to `soft` (by the shell's `ulimit`,
+    /// which then `exec`s it, so the child's pid is the binary's).
+    pub fn start_with_soft_nofile(toml: &str, envs: &[(&str, &str)], soft: u64) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_tokenbroker"));
+        Self::start_from(command, toml, envs, "info")
+    }
+
+    fn start_from(mut command: Command, toml: &str, envs: &[(&str, &str)], rust_log: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("tokenbroker.toml");
         std::fs::write(&path, toml).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+        let mut child = command
             .args(["run", "--log-format", "json", "--config"])
             .arg(&path)
             .envs(envs.iter().copied())
