@@ -1,4 +1,5 @@
 //! Routing: which tenant a request belongs to, and the upstream path it maps to.
 
-pub(crate) mod path;
+/// Public so that the fuzz target (`fuzz/`) can reach [`path::normalize`].
+pub mod path;
 pub(crate) mod rewrite;

@@ -149,7 +149,7 @@ fn route<'r>(
         }
     };
     let tenant = tenant.ok_or(ProxyError::UnknownTenant)?;
-    let path = path::normalize(rest).map_err(|_| ProxyError::BadRequest("the path contains an encoded traversal"))?;
+    let path = path::normalize(rest).map_err(|e| ProxyError::BadRequest(e.message()))?;
     Ok((tenant, path))
 }
 

@@ -196,6 +196,62 @@ async fn traversal_attempts_stay_inside_the_tenant() {
 }
 
 #[tokio::test]
+async fn dot_segments_with_parameters_or_lax_encodings_are_refused() {
+    let upstream = Upstream::start().await;
+    let proxy = start(&upstream, "").await;
+    for (refused, detail) in [
+        ("/acme/..;/x", "the path has a parameter on a dot segment"),
+        ("/acme/%2e%2e;x/x", "the path has a parameter on a dot segment"),
+        ("/acme/.;/x", "the path has a parameter on a dot segment"),
+        ("/acme/..%3b/x", "the path has a parameter on a dot segment"),
+        (
+            "/acme/mine/..;/%25/..;/V1/other/x",
+            "the path has a parameter on a dot segment",
+        ),
+        ("/acme/%252e%252e/x", "the path contains an encoded traversal"),
+        (
+            "/acme/%c0%ae%c0%ae/x",
+            "the path contains a NUL, an overlong UTF-8 sequence or nested percent-encoding",
+        ),
+        (
+            "/acme/..%00/x",
+            "the path contains a NUL, an overlong UTF-8 sequence or nested percent-encoding",
+        ),
+    ] {
+        let answer = get(&proxy.url(refused)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{refused}");
+        assert_eq!(answer.headers["tokenbroker-error"], "bad_request", "{refused}");
+        assert_eq!(answer.headers["content-type"], "application/problem+json", "{refused}");
+        assert_eq!(answer.json()["detail"], detail, "{refused}");
+    }
+    assert!(upstream.recorded().is_empty(), "refused paths never reach the upstream");
+    // Parameters on ordinary segments are the upstream's business and pass untouched.
+    let answer = get(&proxy.url("/acme/V1/carts/mine;jsessionid=x/items")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(upstream.last().target, "/base/V1/carts/mine;jsessionid=x/items");
+}
+
+#[tokio::test]
+async fn a_tenant_with_its_own_listener_is_also_reachable_by_prefix() {
+    // Its own listener spares callers the prefix; it is not an isolation boundary (README,
+    // "Not an open proxy"), so the main listener's `/<tenant>/` keeps working.
+    let upstream = Upstream::start().await;
+    let own = static_tenant_from(
+        "own",
+        &format!("{}/own-base", upstream.url()),
+        "ACME_VALUE",
+        "listen = \"127.0.0.1:0\"",
+    );
+    let proxy = start(&upstream, &own).await;
+    let answer = get(&proxy.url("/own/V1/orders")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(upstream.last().target, "/own-base/V1/orders");
+    let answer = get(&format!("http://{}/V1/orders", proxy.tenant_addrs["own"])).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(upstream.last().target, "/own-base/V1/orders");
+}
+
+#[tokio::test]
 async fn absolute_form_and_connect_are_refused() {
     let upstream = Upstream::start().await;
     let proxy = start(&upstream, "").await;
