@@ -247,10 +247,22 @@ fn warn_about_restart_only_changes(old: &ServerConfig, store: &StoreConfig, new:
     if old.listen != new.server.listen || old.admin_listen != new.server.admin_listen {
         tracing::warn!("server.listen and server.admin_listen changes take effect only after a restart");
     }
-    let limits = |s: &ServerConfig| (s.header_read_timeout, s.idle_timeout, s.max_connections);
+    let limits = |s: &ServerConfig| {
+        (
+            s.header_read_timeout,
+            s.idle_timeout,
+            s.max_connections,
+            s.max_response_head,
+        )
+    };
     if limits(old) != limits(&new.server) {
         tracing::warn!(
-            "server.header_read_timeout, idle_timeout and max_connections changes take effect only after a restart"
+            "server.header_read_timeout, idle_timeout, max_connections and max_response_head changes take effect only after a restart"
+        );
+    }
+    if old.max_request_head != new.server.max_request_head {
+        tracing::warn!(
+            "server.max_request_head: the proxy's check follows the reload; hyper's read bound (4 × the limit) stays as started until a restart"
         );
     }
     if *store != new.store {

@@ -33,6 +33,8 @@ pub enum ProxyError {
     Forbidden(&'static str),
     #[error("this is not a forward proxy: {0} is not supported")]
     MethodNotAllowed(&'static str),
+    #[error("the request head is larger than the limit of {limit} bytes")]
+    HeaderTooLarge { limit: usize },
     #[error("the request body is larger than the tenant's limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error("the tenant's rate limit is exhausted")]
@@ -54,6 +56,7 @@ impl ProxyError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::HeaderTooLarge { .. } => "header_too_large",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::TokenUnavailable(_) => "token_unavailable",
@@ -69,6 +72,7 @@ impl ProxyError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::HeaderTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -84,6 +88,7 @@ impl ProxyError {
             Self::Unauthorized => "Unauthorized",
             Self::Forbidden(_) => "Forbidden",
             Self::MethodNotAllowed(_) => "Method not allowed",
+            Self::HeaderTooLarge { .. } => "Request header fields too large",
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::RateLimited { .. } => "Rate limited",
             Self::TokenUnavailable(_) => "Token unavailable",

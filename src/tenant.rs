@@ -45,6 +45,8 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 struct Shared {
     store: Store,
+    /// `server.max_response_head`, taken at startup with the connections it shapes.
+    max_response_head: usize,
     client: UpstreamClient,
     token_http: TokenHttp,
 }
@@ -69,7 +71,8 @@ impl Snapshot {
             Some(previous) => previous.shared.clone(),
             None => Shared {
                 store: Store::open(&config.store)?,
-                client: UpstreamClient::new(None)?,
+                max_response_head: config.server.max_response_head,
+                client: UpstreamClient::new(None, config.server.max_response_head)?,
                 token_http: TokenHttp::new(TokenHttpOptions::default())?,
             },
         };
@@ -165,12 +168,14 @@ fn upstream_for(
     pools: &mut Http1Pools,
 ) -> Result<Upstream, BuildError> {
     if config.upstream.scheme == Scheme::HTTP {
-        return Ok(Upstream::Http1(pools.for_authority(&config.upstream.authority)));
+        return Ok(Upstream::Http1(
+            pools.for_authority(&config.upstream.authority, shared.max_response_head),
+        ));
     }
     let client = match (&config.ca_file, old.map(|old| (&old.config.ca_file, &old.upstream))) {
         (None, _) => shared.client.clone(),
         (Some(path), Some((Some(old_path), Upstream::Https(old_client)))) if old_path == path => old_client.clone(),
-        (Some(path), _) => UpstreamClient::new(Some(path))?,
+        (Some(path), _) => UpstreamClient::new(Some(path), shared.max_response_head)?,
     };
     Ok(Upstream::Https(client))
 }
@@ -192,10 +197,10 @@ impl Http1Pools {
         Self(pools)
     }
 
-    fn for_authority(&mut self, authority: &Authority) -> Http1Pool {
+    fn for_authority(&mut self, authority: &Authority, max_head: usize) -> Http1Pool {
         self.0
             .entry(authority.clone())
-            .or_insert_with(|| Http1Pool::new(authority))
+            .or_insert_with(|| Http1Pool::new(authority, max_head))
             .clone()
     }
 }

@@ -61,6 +61,13 @@ pub struct ServerConfig {
     /// Open inbound connections on the proxy listeners; more are accepted and closed at once.
     /// Default 10,000. Restart-only.
     pub max_connections: usize,
+    /// The largest request head (request line and header fields) the proxy accepts, in bytes;
+    /// larger heads get 431 and never reach an upstream. Default 64 KiB. A reload changes the
+    /// proxy's check; hyper's read bound (4 × the limit at startup) needs a restart.
+    pub max_request_head: usize,
+    /// The largest response head an upstream may send, in bytes; larger ones give the caller 502.
+    /// Default 64 KiB. Restart-only.
+    pub max_response_head: usize,
 }
 
 /// `[store]`: where tokens live.

@@ -24,6 +24,8 @@ pub(crate) struct RawServer {
     pub(crate) header_read_timeout: Option<RawQuantity>,
     pub(crate) idle_timeout: Option<RawQuantity>,
     pub(crate) max_connections: Option<i64>,
+    pub(crate) max_request_head: Option<RawQuantity>,
+    pub(crate) max_response_head: Option<RawQuantity>,
 }
 
 /// `[token]`; the same keys may appear in a `[[tenant]]`.

@@ -31,15 +31,27 @@ use crate::metrics::GlobalMetrics;
 pub(crate) struct Limits {
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    pub(crate) max_request_head: usize,
 }
 
-/// hyper's builder with its HTTP/1 header timer switched on (it needs a timer to run at all).
+/// How far above `max_request_head` hyper keeps reading an HTTP/1 head. The pipeline refuses
+/// anything over the limit itself, with a problem+json 431; hyper's own refusal (a bare 431, and
+/// the connection closed) only has to bound the memory a head can take before the pipeline sees it.
+const HYPER_HEAD_MARGIN: usize = 4;
+
+/// hyper's builder with its HTTP/1 header timer switched on (it needs a timer to run at all) and
+/// its head buffers bounded: HTTP/1 by the read buffer, HTTP/2 by the header list size it
+/// advertises (which h2 enforces by refusing the stream).
 pub(super) fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_request_head * HYPER_HEAD_MARGIN);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(limits.max_request_head * HYPER_HEAD_MARGIN).unwrap_or(u32::MAX));
     builder
 }
 
@@ -264,6 +276,7 @@ mod tests {
 
     const LIMITS: Limits = Limits {
         header_read_timeout: Duration::from_secs(10),
+        max_request_head: 64 * 1024,
         idle_timeout: Duration::from_secs(4),
     };
 

@@ -79,6 +79,7 @@ impl Servers {
             limits: Limits {
                 header_read_timeout: config.header_read_timeout,
                 idle_timeout: config.idle_timeout,
+                max_request_head: config.max_request_head,
             },
             proxy_gate: Gate::new(config.max_connections, Some(globals)),
             admin_gate: Gate::new(ADMIN_MAX_CONNECTIONS, None),

@@ -69,11 +69,24 @@ pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Requ
         method: request.method().clone(),
         uri: request.uri().clone(),
     });
+    let http1 = request.version() < Version::HTTP_2;
     let response = match proxy(snapshot, binding, request, &mut ctx).await {
         Ok(response) => response,
-        Err(error) => error.into_response(ctx.tenant.as_ref().map(|t| &t.config.name)),
+        Err(error) => refusal(error, ctx.tenant.as_ref().map(|t| &t.config.name), http1),
     };
     record(&ctx, logged.as_ref(), &response);
+    response
+}
+
+/// The problem response for `error`. An oversized HTTP/1 head also closes the connection: the
+/// caller may be trying to wear the connection's buffers down, and nothing it sends next on it is
+/// worth reading. (HTTP/2 has no `Connection` header; hyper bounds its header list instead.)
+fn refusal(error: ProxyError, tenant: Option<&crate::config::TenantName>, http1: bool) -> Response<ProxyBody> {
+    let close = http1 && matches!(error, ProxyError::HeaderTooLarge { .. });
+    let mut response = error.into_response(tenant);
+    if close {
+        (response.headers_mut()).insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
@@ -97,6 +110,7 @@ async fn proxy(
     // 1. Route. Not an open proxy: only origin-form requests for our own tenants go anywhere. The
     //    tenant decides every later limit, so it comes first; its path is normalised here, once.
     let (mut parts, body) = request.into_parts();
+    check_head_size(&parts, snapshot.server.max_request_head)?;
     refuse_foreign(&parts)?;
     let (tenant, path) = route(snapshot, binding, parts.uri.path())?;
     ctx.tenant = Some(Arc::clone(&tenant));
@@ -120,6 +134,21 @@ async fn proxy(
     let response = forward(&exchange, parts, uri, body, token, ctx).await?;
     // 7. Response filter (8, the log, runs in `handle` for answers and errors alike).
     Ok(filter_response(&tenant, response, ctx))
+}
+
+/// The request head as it arrived, in HTTP/1 terms: request line, each `name: value` line and the
+/// blank line. hyper stops reading far above the limit (see `server`); this is the exact check,
+/// made before anything else so an oversized head costs nothing more.
+fn check_head_size(request: &Parts, limit: usize) -> Result<(), ProxyError> {
+    let target = request.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = request.method.as_str().len() + target + " HTTP/1.1\r\n".len() + 1;
+    let fields: usize = (request.headers.iter())
+        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+        .sum();
+    if line + fields + "\r\n".len() > limit {
+        return Err(ProxyError::HeaderTooLarge { limit });
+    }
+    Ok(())
 }
 
 fn refuse_foreign(request: &Parts) -> Result<(), ProxyError> {

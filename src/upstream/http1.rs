@@ -64,6 +64,8 @@ struct Inner {
     /// The `Host` every request carries, built once: the authority, without the port when it is
     /// 80 (the value hyper-util's client would format per request).
     host_header: HeaderValue,
+    /// The largest response head read (`server.max_response_head`); beyond it the exchange fails.
+    max_head: usize,
     idle: ThreadLocal<Mutex<Vec<Idle>>>,
     /// Set once the idle sweep runs (it starts with the first connection put back).
     sweeping: std::sync::OnceLock<()>,
@@ -117,8 +119,9 @@ impl Conn {
 }
 
 impl Http1Pool {
-    /// A pool for `authority` (a plain-http upstream; port 80 when none is given).
-    pub fn new(authority: &Authority) -> Self {
+    /// A pool for `authority` (a plain-http upstream; port 80 when none is given), reading
+    /// response heads of at most `max_head` bytes.
+    pub fn new(authority: &Authority, max_head: usize) -> Self {
         let port = authority.port_u16().unwrap_or(80);
         let host_header = match port {
             80 => authority.host(),
@@ -132,6 +135,7 @@ impl Http1Pool {
                 host: host.to_owned(),
                 port,
                 host_header,
+                max_head,
                 idle: ThreadLocal::new(),
                 sweeping: std::sync::OnceLock::new(),
             }),
@@ -221,6 +225,7 @@ impl Inner {
         };
         stream.set_nodelay(true).map_err(Http1Error::Connect)?;
         let (sender, driver) = http1::Builder::new()
+            .max_header_size(self.max_head)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(Http1Error::Exchange)?;

@@ -119,8 +119,10 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// A client trusting the system roots and, when given, the certificates in `ca_file`.
-    pub fn new(ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
+    /// A client trusting the system roots and, when given, the certificates in `ca_file`, reading
+    /// response heads of at most `max_head` bytes (HTTP/1: hyper-util offers only the read
+    /// buffer's size, which bounds the head; HTTP/2: the header list size we advertise).
+    pub fn new(ca_file: Option<&Path>, max_head: usize) -> Result<Self, TlsSetupError> {
         let mut roots = system_roots().clone();
         if let Some(path) = ca_file {
             add_ca_file(&mut roots, path)?;
@@ -143,6 +145,8 @@ impl UpstreamClient {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .http1_max_buf_size(max_head)
+            .http2_max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
             .build(connector);
         Ok(Self {
             client: Arc::new(client),

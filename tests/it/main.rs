@@ -11,6 +11,7 @@ mod access_log;
 mod admin;
 mod callers;
 mod cli;
+mod head_limits;
 mod inbound;
 mod layout;
 mod oidc;

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::{Ctx, Scope};
-use crate::config::raw::{RawServer, RawStore, RawTenant, RawToken};
+use crate::config::raw::{RawQuantity, RawServer, RawStore, RawTenant, RawToken};
 use crate::config::{ServerConfig, StoreConfig, TenantConfig, TokenPolicy};
 
 const MIB: u64 = 1 << 20;
@@ -47,6 +47,8 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
     let max_body = ctx.size(&scope, "max_body", raw.max_body.as_ref(), DEFAULT_MAX_BODY);
     let inbound = inbound_limits(ctx, &scope, raw);
     let (header_read_timeout, idle_timeout, max_connections) = inbound?;
+    let max_request_head = head_limit(ctx, &scope, "max_request_head", raw.max_request_head.as_ref());
+    let max_response_head = head_limit(ctx, &scope, "max_response_head", raw.max_response_head.as_ref());
     Some(ServerConfig {
         listen: listen?,
         admin_listen: admin_listen?,
@@ -58,7 +60,26 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
         header_read_timeout,
         idle_timeout,
         max_connections,
+        max_request_head: max_request_head?,
+        max_response_head: max_response_head?,
     })
+}
+
+/// `server.max_request_head` and `server.max_response_head` when not set. Commerce gateways refuse
+/// larger heads anyway (nginx above 4 × 8 KiB, Envoy above 60 KiB), so forwarding one only costs
+/// memory and upstream goodwill; a real head with a large cookie or JWT stays far below.
+pub(super) const DEFAULT_HEAD_LIMIT: u64 = 64 * 1024;
+/// Head limits below this would refuse ordinary requests (and hyper's buffers start at 8 KiB).
+const MIN_HEAD_LIMIT: u64 = 8 * 1024;
+/// Above this a "head" is a way to hold memory, not a request.
+const MAX_HEAD_LIMIT: u64 = 1024 * 1024;
+
+fn head_limit(ctx: &mut Ctx<'_>, scope: &Scope, key: &str, raw: Option<&RawQuantity>) -> Option<usize> {
+    let bytes = ctx.size(scope, key, raw, DEFAULT_HEAD_LIMIT)?;
+    if !(MIN_HEAD_LIMIT..=MAX_HEAD_LIMIT).contains(&bytes) {
+        return ctx.reject(scope, key, format!("`{bytes}` bytes is outside 8KiB..1MiB"));
+    }
+    usize::try_from(bytes).ok()
 }
 
 /// `server.header_read_timeout` when not set: hyper's own default, and nginx's
@@ -277,5 +298,16 @@ mod tests {
         find(&errors, &["max_connections", "`2000000`"]);
         let errors = parse_err("[server]\nmax_connections = \"many\"\n");
         find(&errors, &["max_connections"]);
+    }
+
+    #[test]
+    fn head_limits_default_parse_and_stay_in_range() {
+        let server = parse_ok("").config.server;
+        assert_eq!((server.max_request_head, server.max_response_head), (65_536, 65_536));
+        let server = parse_ok("[server]\nmax_request_head = \"16KiB\"\nmax_response_head = 200000\n").config.server;
+        assert_eq!((server.max_request_head, server.max_response_head), (16_384, 200_000));
+        let errors = parse_err("[server]\nmax_request_head = \"4KiB\"\nmax_response_head = \"2MiB\"\n");
+        find(&errors, &["max_request_head", "outside 8KiB..1MiB"]);
+        find(&errors, &["max_response_head", "`2097152` bytes"]);
     }
 }

@@ -11,6 +11,9 @@ use tokio::net::TcpListener;
 
 use super::*;
 
+/// `server.max_response_head` at its default.
+const TEST_HEAD: usize = 64 * 1024;
+
 /// A hyper upstream on 127.0.0.1 answering every request with `answer(path)`; counts the
 /// connections it accepted.
 async fn upstream(
@@ -52,7 +55,7 @@ where
             tokio::spawn(connection(stream));
         }
     });
-    (Http1Pool::new(&authority), accepted)
+    (Http1Pool::new(&authority, TEST_HEAD), accepted)
 }
 
 fn ok(request: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -211,7 +214,7 @@ async fn a_connection_the_upstream_closed_while_idle_is_dropped_and_replaced() {
 async fn an_unreachable_upstream_is_a_connect_error() {
     let (listener, authority) = bind().await;
     drop(listener);
-    let error = Http1Pool::new(&authority)
+    let error = Http1Pool::new(&authority, TEST_HEAD)
         .send(get("/a"))
         .await
         .expect_err("nothing listens");
@@ -229,7 +232,7 @@ fn a_connection_is_cheap_to_move() {
 
 #[test]
 fn ipv6_hosts_lose_their_brackets_and_the_port_defaults_to_80() {
-    let pool = Http1Pool::new(&"[::1]".parse().expect("authority"));
+    let pool = Http1Pool::new(&"[::1]".parse().expect("authority"), TEST_HEAD);
     assert_eq!((pool.inner.host.as_str(), pool.inner.port), ("::1", 80));
 }
 
@@ -244,7 +247,7 @@ async fn every_request_carries_the_upstreams_host() {
 #[test]
 fn host_is_what_hyper_util_would_send_port_80_omitted() {
     let host = |authority: &str| {
-        let pool = Http1Pool::new(&authority.parse().expect("authority"));
+        let pool = Http1Pool::new(&authority.parse().expect("authority"), TEST_HEAD);
         pool.inner.host_header.to_str().expect("ascii").to_owned()
     };
     assert_eq!(host("127.0.0.1:8080"), "127.0.0.1:8080");

@@ -1,0 +1,124 @@
+//! Head size limits over real sockets (README, "Limits"): a request head over `max_request_head`
+//! gets 431 problem+json and reaches no upstream, one just under it passes intact, and an upstream
+//! response head over `max_response_head` gives 502.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::tenants::{SERVER, static_tenant};
+use crate::support::upstream::Upstream;
+use crate::support::{Proxy, env, get};
+
+const LIMIT: usize = 64 * 1024;
+
+async fn start(upstream: &str) -> Proxy {
+    let toml = format!("{SERVER}{}", static_tenant("acme", upstream, ""));
+    Proxy::start_with_env(&toml, &env(&[("STATIC_VALUE", "Bearer head-static")])).await
+}
+
+/// An HTTP/1.1 request for the `acme` tenant whose whole head is exactly `size` bytes, padded by
+/// one `x-pad` header; returns it with the pad's length.
+fn request_of_size(size: usize) -> (String, usize) {
+    let head =
+        |pad: &str| format!("GET /acme/items HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\nx-pad: {pad}\r\n\r\n");
+    let pad = size - head("").len();
+    let request = head(&"p".repeat(pad));
+    assert_eq!(request.len(), size);
+    (request, pad)
+}
+
+/// Sends `request` on a fresh connection; returns the whole answer once the proxy closes (or
+/// what arrived within 5 s) and whether it closed.
+async fn exchange(addr: SocketAddr, request: &str) -> (String, bool) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // A refusal may come (and the connection close) before the whole head is written.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let mut buffer = [0; 8192];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+fn assert_header_too_large(answer: &str, what: &str) {
+    let lower = answer.to_ascii_lowercase();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{what}: {answer:.200}");
+    assert!(
+        lower.contains("tokenbroker-error: header_too_large"),
+        "{what}: {answer:.400}"
+    );
+    assert!(lower.contains("content-type: application/problem+json"), "{what}");
+    assert!(lower.contains("connection: close"), "{what}");
+}
+
+#[tokio::test]
+async fn request_heads_over_the_limit_get_431_and_reach_no_upstream() {
+    let upstream = Upstream::start().await;
+    let proxy = start(&upstream.url()).await;
+    for (what, size) in [("a 200 KB header", 200 * 1000), ("one byte over", LIMIT + 1)] {
+        let (answer, closed) = exchange(proxy.addr, &request_of_size(size).0).await;
+        assert_header_too_large(&answer, what);
+        assert!(closed, "{what}: the connection is closed after the refusal");
+    }
+    // Far beyond what the proxy reads, hyper refuses on its own and closes.
+    let (answer, closed) = exchange(proxy.addr, &request_of_size(1024 * 1024).0).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "1 MB head: {answer:.200}");
+    assert!(closed, "1 MB head: closed");
+    assert_eq!(upstream.started(), 0, "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn a_request_head_at_the_limit_passes_intact() {
+    let upstream = Upstream::start().await;
+    let proxy = start(&upstream.url()).await;
+    let (request, pad) = request_of_size(LIMIT);
+    let (answer, _) = exchange(proxy.addr, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.300}");
+    let recorded = upstream.last();
+    assert_eq!(recorded.headers["x-pad"].len(), pad, "the header arrived whole");
+    assert!(recorded.headers["x-pad"].as_bytes().iter().all(|b| *b == b'p'));
+}
+
+/// An upstream that answers every request with a response head of about `size` bytes.
+async fn huge_head_upstream(size: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0; 8192];
+                let _ = stream.read(&mut buffer).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 0\r\n\r\n",
+                    "b".repeat(size)
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_response_head_over_the_limit_gives_502() {
+    let upstream = huge_head_upstream(1024 * 1024).await;
+    let proxy = start(&format!("http://{upstream}")).await;
+    let answer = get(&proxy.url("/acme/items")).await;
+    assert_eq!(answer.status.as_u16(), 502);
+    assert_eq!(answer.headers["tokenbroker-error"], "upstream_unreachable");
+    let small = huge_head_upstream(1024).await;
+    let proxy = start(&format!("http://{small}")).await;
+    let answer = get(&proxy.url("/acme/items")).await;
+    assert_eq!(answer.status.as_u16(), 200, "a head under the limit passes");
+}
