@@ -304,7 +304,9 @@ mod tests {
     fn head_limits_default_parse_and_stay_in_range() {
         let server = parse_ok("").config.server;
         assert_eq!((server.max_request_head, server.max_response_head), (65_536, 65_536));
-        let server = parse_ok("[server]\nmax_request_head = \"16KiB\"\nmax_response_head = 200000\n").config.server;
+        let server = parse_ok("[server]\nmax_request_head = \"16KiB\"\nmax_response_head = 200000\n")
+            .config
+            .server;
         assert_eq!((server.max_request_head, server.max_response_head), (16_384, 200_000));
         let errors = parse_err("[server]\nmax_request_head = \"4KiB\"\nmax_response_head = \"2MiB\"\n");
         find(&errors, &["max_request_head", "outside 8KiB..1MiB"]);
