@@ -21,7 +21,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::metrics::GlobalMetrics;
@@ -112,10 +112,10 @@ pub(super) struct Activity {
     opened: Instant,
     in_flight: AtomicUsize,
     started: AtomicU64,
-    /// When the latest request ended, in milliseconds since `opened`.
+    /// When the latest request ended, in milliseconds since `opened`. Nothing is woken when a
+    /// request ends (a `Notify` with a waiter takes a lock on every request); the deadline looks
+    /// again at least once per `idle_timeout` instead (see `verdict`).
     last_end_ms: AtomicU64,
-    /// Woken when a request ends, so the deadline moves to the end of the idle period it starts.
-    ended: Notify,
 }
 
 /// What the deadline found when it fired.
@@ -136,7 +136,6 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             last_end_ms: AtomicU64::new(0),
-            ended: Notify::new(),
         })
     }
 
@@ -160,7 +159,12 @@ impl Activity {
             let idle_from = self.opened + Duration::from_millis(self.last_end_ms.load(SeqCst));
             (idle_from + limits.idle_timeout, Verdict::Idle)
         };
-        if now >= due { expired } else { Verdict::Recheck(due) }
+        if now >= due {
+            return expired;
+        }
+        // Nothing wakes the connection task when a request starts or ends, so it looks at least
+        // once per idle period: a request that came and went meanwhile is then seen in time.
+        Verdict::Recheck(due.min(now + limits.idle_timeout))
     }
 }
 
@@ -176,7 +180,6 @@ impl Drop for InFlight {
             .last_end_ms
             .fetch_max(u64::try_from(elapsed).unwrap_or(u64::MAX), SeqCst);
         activity.in_flight.fetch_sub(1, SeqCst);
-        activity.ended.notify_one();
     }
 }
 
@@ -221,7 +224,8 @@ where
     C::Error: Display,
 {
     tokio::pin!(conn);
-    let mut deadline = activity.opened + limits.header_read_timeout;
+    // The first look, like every later one, is at most an idle period away (see `verdict`).
+    let mut deadline = activity.opened + limits.header_read_timeout.min(limits.idle_timeout);
     let (mut shut, mut draining, mut closing_idle) = (false, false, false);
     loop {
         tokio::select! {
@@ -236,12 +240,6 @@ where
                 draining = true;
                 if !std::mem::replace(&mut shut, true) {
                     conn.as_mut().graceful_shutdown();
-                }
-            }
-            // A request ended: the idle period starts now, not at the deadline set before.
-            () = activity.ended.notified(), if !closing_idle => {
-                if let Verdict::Recheck(at) = activity.verdict(limits, Instant::now()) {
-                    deadline = at;
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
@@ -285,7 +283,17 @@ mod tests {
         let activity = Activity::new();
         let opened = activity.opened;
         let due = opened + LIMITS.header_read_timeout;
-        assert_eq!(activity.verdict(LIMITS, opened), Verdict::Recheck(due));
+        assert_eq!(
+            activity.verdict(LIMITS, opened),
+            Verdict::Recheck(opened + LIMITS.idle_timeout),
+            "looks again within an idle period, before the header timeout"
+        );
+        let later = opened + LIMITS.idle_timeout * 2;
+        assert_eq!(
+            activity.verdict(LIMITS, later),
+            Verdict::Recheck(due),
+            "never past the header timeout"
+        );
         assert_eq!(activity.verdict(LIMITS, due), Verdict::NoRequest);
 
         tokio::time::advance(Duration::from_secs(2)).await;
