@@ -2,12 +2,13 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::service::service_fn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 
@@ -230,7 +231,10 @@ fn a_connection_is_cheap_to_move() {
 #[test]
 fn ipv6_hosts_lose_their_brackets_and_the_port_defaults_to_80() {
     let pool = Http1Pool::new(&"[::1]".parse().expect("authority"));
-    assert_eq!((pool.inner.host.as_str(), pool.inner.port), ("::1", 80));
+    assert_eq!(
+        (pool.inner.endpoint.host.as_str(), pool.inner.endpoint.port),
+        ("::1", 80)
+    );
 }
 
 #[tokio::test]
