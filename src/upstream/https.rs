@@ -352,3 +352,5 @@ impl Watched {
     }
 }
 
+#[cfg(test)]
+mod tests;
