@@ -14,11 +14,14 @@
 //!
 //! Idle connections are kept per worker thread, last in first out: the most recently used
 //! connection is the least likely to have been closed by the upstream's own keep-alive timeout,
-//! and a thread only ever takes its own list's lock, so the lock is never contended on the request
-//! path. A connection idle for [`POOL_IDLE_TIMEOUT`] is closed, on the next use of the pool or by a
-//! sweep every third of that timeout; one the upstream closed is noticed when it is next taken, and
-//! skipped. A request that could not be written on a reused connection is sent again on another
-//! (the race with an upstream closing an idle connection), as hyper-util's client does.
+//! and a thread takes its own list's lock first, so the lock is rarely contended on the request
+//! path. Only when its own list is empty does a thread take a connection idle on another's before
+//! opening one, so the pool never holds more connections than concurrent requests need (with one
+//! list per thread and no stealing, it held up to one set per worker). A connection idle for
+//! [`POOL_IDLE_TIMEOUT`] is closed, on the next use of the pool or by a sweep every third of that
+//! timeout; one the upstream closed is noticed when it is next taken, and skipped. A request that
+//! could not be written on a reused connection is sent again on another (the race with an upstream
+//! closing an idle connection), as hyper-util's client does.
 
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, Weak};
@@ -221,9 +224,15 @@ impl Inner {
         self.idle.get_or_default()
     }
 
-    /// The most recently used open connection of this thread, closing stale ones on the way.
+    /// The most recently used open connection of this thread, else one idle on another thread
+    /// (opening a connection while another sits idle would hold more than concurrency needs),
+    /// closing stale ones on the way.
     fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle().lock().unwrap_or_else(|e| e.into_inner());
+        Self::take_from(self.idle()).or_else(|| self.idle.iter().find_map(Self::take_from))
+    }
+
+    fn take_from(idle: &Mutex<Vec<Idle>>) -> Option<Conn> {
+        let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(Idle { mut conn, since }) = idle.pop() {
             if since.elapsed() < POOL_IDLE_TIMEOUT && conn.ready_for_reuse() {
                 return Some(conn);

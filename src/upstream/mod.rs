@@ -27,7 +27,7 @@ use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body_util::{Either, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 
 use https::SendError;
 
@@ -89,7 +89,8 @@ impl Upstream {
 /// RST_STREAM `REFUSED_STREAM`; RFC 9113 §8.7) or a request that never left a connection already
 /// going away is sent once more, on a fresh connection, whatever the method: the upstream has
 /// not acted on it. A request that never left comes back whole; a refused one is sent again from
-/// a copy taken beforehand, which only a buffered body allows (cloning `Full` shares its bytes).
+/// a copy taken beforehand, which only a buffered or empty body allows (cloning `Full` shares its
+/// bytes).
 /// A refused request whose streamed body hyper already took gets an honest 502 instead.
 async fn send_https(
     pool: &HttpsPool,
@@ -117,12 +118,16 @@ async fn send_https(
     }
 }
 
-/// A copy of `request` to send again, when its body is buffered.
+/// A copy of `request` to send again, when its body is buffered or empty. An empty streamed body
+/// (what a tenant that never replays sends for a GET) goes out as END_STREAM on the headers and
+/// is never read, so an empty buffered one is the same on the wire.
 fn buffered_copy(request: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
-    let Either::Left(body) = request.body() else {
-        return None;
+    let body = match request.body() {
+        Either::Left(body) => body.clone(),
+        Either::Right(streamed) if streamed.is_end_stream() => Full::default(),
+        Either::Right(_) => return None,
     };
-    let mut copy = Request::new(Either::Left(body.clone()));
+    let mut copy = Request::new(Either::Left(body));
     *copy.method_mut() = request.method().clone();
     *copy.uri_mut() = request.uri().clone();
     *copy.version_mut() = request.version();

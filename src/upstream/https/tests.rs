@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use tokio::task::JoinSet;
 
 use super::*;
@@ -212,6 +212,17 @@ async fn a_refused_streamed_body_that_was_sent_is_not_sent_again() {
         "{error}"
     );
     assert_eq!((fake.refused(), fake.handshakes(), fake.requests()), (1, 1, 2));
+}
+
+#[tokio::test]
+async fn a_refused_request_with_an_empty_streamed_body_is_sent_again() {
+    // What a tenant that never replays sends for a GET: a streamed body that is already at its end.
+    let empty = Limited::new(incoming(b"").await, 1 << 20);
+    assert!(empty.is_end_stream());
+    let (fake, _, third, _) =
+        third_is_refused(move |fake| request(fake, Method::GET, "/x", Either::Right(empty))).await;
+    assert_eq!(third, Ok(StatusCode::OK), "nothing of the body was sent: it went again");
+    assert_eq!((fake.refused(), fake.handshakes(), fake.requests()), (1, 2, 3));
 }
 
 #[tokio::test]
