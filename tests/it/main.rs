@@ -11,6 +11,7 @@ mod access_log;
 mod admin;
 mod callers;
 mod cli;
+mod https;
 mod layout;
 mod oidc;
 mod providers;
