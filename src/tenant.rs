@@ -7,6 +7,7 @@
 //! tokens nor resets limits. `server` and `admin` read snapshots; only `app` swaps them.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use http::uri::{Authority, Scheme};
@@ -18,7 +19,7 @@ use crate::metrics::TenantMetrics;
 use crate::ratelimit::Limiter;
 use crate::store::{Store, StoreError, StoreKey};
 use crate::token::TokenManager;
-use crate::upstream::{Http1Pool, TlsSetupError, Upstream, UpstreamClient};
+use crate::upstream::{Http1Pool, HttpsPool, TlsConfig, TlsSetupError, Upstream};
 
 /// One tenant, ready to serve.
 #[derive(Debug)]
@@ -45,10 +46,11 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 struct Shared {
     store: Store,
+    /// The system's trust roots, for https upstreams of tenants without a `ca_file`.
+    tls: TlsConfig,
+    token_http: TokenHttp,
     /// `server.max_response_head`, taken at startup with the connections it shapes.
     max_response_head: usize,
-    client: UpstreamClient,
-    token_http: TokenHttp,
 }
 
 /// Why a snapshot could not be built (files named by `ca_file` are read here).
@@ -71,12 +73,12 @@ impl Snapshot {
             Some(previous) => previous.shared.clone(),
             None => Shared {
                 store: Store::open(&config.store)?,
+                tls: TlsConfig::new(None)?,
                 max_response_head: config.server.max_response_head,
-                client: UpstreamClient::new(None, config.server.max_response_head)?,
                 token_http: TokenHttp::new(TokenHttpOptions::default())?,
             },
         };
-        let mut pools = Http1Pools::carried_from(previous);
+        let mut pools = Pools::carried_from(previous);
         let mut tenants = HashMap::with_capacity(config.tenants.len());
         for tenant in &config.tenants {
             let old = previous.and_then(|p| p.tenants.get(tenant.name.as_str()));
@@ -109,7 +111,7 @@ impl Tenant {
         config: &TenantConfig,
         old: Option<&Self>,
         shared: &Shared,
-        pools: &mut Http1Pools,
+        pools: &mut Pools,
     ) -> Result<Self, BuildError> {
         let provider = Provider::from_config(&config.provider);
         let mut upstream_headers = provider.upstream_headers();
@@ -127,7 +129,7 @@ impl Tenant {
             config: config.clone(),
             tokens,
             limiter,
-            upstream: upstream_for(config, old, shared, pools)?,
+            upstream: upstream_for(config, shared, pools)?,
             upstream_headers,
             metrics: old.map_or_else(Arc::default, |old| Arc::clone(&old.metrics)),
         })
@@ -159,49 +161,85 @@ fn spawn_tokens(config: &TenantConfig, provider: Provider, shared: &Shared) -> R
     ))
 }
 
-/// Plain http goes through the pool of its authority; https through the shared client, or the
-/// tenant's own when it trusts its own `ca_file`.
-fn upstream_for(
-    config: &TenantConfig,
-    old: Option<&Tenant>,
-    shared: &Shared,
-    pools: &mut Http1Pools,
-) -> Result<Upstream, BuildError> {
+/// Plain http goes through the HTTP/1.1 pool of its authority; https through the https pool of
+/// its authority and trust roots (the system's, or those plus the tenant's `ca_file`).
+fn upstream_for(config: &TenantConfig, shared: &Shared, pools: &mut Pools) -> Result<Upstream, BuildError> {
+    let authority = &config.upstream.authority;
     if config.upstream.scheme == Scheme::HTTP {
-        return Ok(Upstream::Http1(
-            pools.for_authority(&config.upstream.authority, shared.max_response_head),
-        ));
+        return Ok(Upstream::Http1(pools.http1(authority, shared.max_response_head)));
     }
-    let client = match (&config.ca_file, old.map(|old| (&old.config.ca_file, &old.upstream))) {
-        (None, _) => shared.client.clone(),
-        (Some(path), Some((Some(old_path), Upstream::Https(old_client)))) if old_path == path => old_client.clone(),
-        (Some(path), _) => UpstreamClient::new(Some(path), shared.max_response_head)?,
-    };
-    Ok(Upstream::Https(client))
+    let pool = pools.https(config.ca_file.as_deref(), authority, shared)?;
+    Ok(Upstream::Https(pool))
 }
 
-/// Tenants on the same plain-http upstream share its connections, as https tenants share the
-/// client's pool; a reload keeps the open ones.
-struct Http1Pools(HashMap<Authority, Http1Pool>);
+/// Tenants on the same upstream authority share its connections (on https, those that trust the
+/// same roots); a reload keeps the open ones, and the roots read from an unchanged `ca_file` path.
+struct Pools {
+    http1: HashMap<Authority, Http1Pool>,
+    https: HashMap<(Option<PathBuf>, Authority), HttpsPool>,
+    /// Roots of each `ca_file`, read once per build (or carried with a pool that uses them).
+    roots: HashMap<PathBuf, TlsConfig>,
+}
 
-impl Http1Pools {
+impl Pools {
     fn carried_from(previous: Option<&Snapshot>) -> Self {
-        let pools = previous
-            .into_iter()
-            .flat_map(|p| p.tenants.values())
-            .filter_map(|t| match &t.upstream {
-                Upstream::Http1(pool) => Some((t.config.upstream.authority.clone(), pool.clone())),
-                Upstream::Https(_) => None,
-            })
-            .collect();
-        Self(pools)
+        let mut pools = Self {
+            http1: HashMap::new(),
+            https: HashMap::new(),
+            roots: HashMap::new(),
+        };
+        for tenant in previous.into_iter().flat_map(|p| p.tenants.values()) {
+            let authority = tenant.config.upstream.authority.clone();
+            match &tenant.upstream {
+                Upstream::Http1(pool) => {
+                    pools.http1.insert(authority, pool.clone());
+                }
+                Upstream::Https(pool) => {
+                    let ca_file = tenant.config.ca_file.clone();
+                    if let Some(path) = &ca_file {
+                        pools.roots.insert(path.clone(), pool.tls().clone());
+                    }
+                    pools.https.insert((ca_file, authority), pool.clone());
+                }
+            }
+        }
+        pools
     }
 
-    fn for_authority(&mut self, authority: &Authority, max_head: usize) -> Http1Pool {
-        self.0
+    fn http1(&mut self, authority: &Authority, max_head: usize) -> Http1Pool {
+        self.http1
             .entry(authority.clone())
             .or_insert_with(|| Http1Pool::new(authority, max_head))
             .clone()
+    }
+
+    fn https(
+        &mut self,
+        ca_file: Option<&Path>,
+        authority: &Authority,
+        shared: &Shared,
+    ) -> Result<HttpsPool, BuildError> {
+        let key = (ca_file.map(Path::to_path_buf), authority.clone());
+        if let Some(pool) = self.https.get(&key) {
+            return Ok(pool.clone());
+        }
+        let tls = match ca_file {
+            None => shared.tls.clone(),
+            Some(path) => self.roots_of(path)?,
+        };
+        let pool = HttpsPool::new(authority, &tls, shared.max_response_head)?;
+        self.https.insert(key, pool.clone());
+        Ok(pool)
+    }
+
+    /// The roots for `path`: those of a carried pool that uses it, else read now.
+    fn roots_of(&mut self, path: &Path) -> Result<TlsConfig, BuildError> {
+        if let Some(tls) = self.roots.get(path) {
+            return Ok(tls.clone());
+        }
+        let tls = TlsConfig::new(Some(path))?;
+        self.roots.insert(path.to_path_buf(), tls.clone());
+        Ok(tls)
     }
 }
 
@@ -249,7 +287,55 @@ mod tests {
             ["https://10.0.0.1:8080", "http://10.0.0.1:8080", "http://10.0.0.2"],
             Some(&first),
         );
-        assert!(pool(&https, "t0").is_none(), "https goes through the shared client");
+        assert!(pool(&https, "t0").is_none(), "https goes through its own pool");
         assert!(shared.same_pool(pool(&https, "t1").expect("pooled")));
+    }
+
+    fn https_pool<'s>(snapshot: &'s Snapshot, tenant: &str) -> &'s HttpsPool {
+        match &snapshot.tenants[tenant].upstream {
+            Upstream::Https(pool) => pool,
+            Upstream::Http1(_) => panic!("{tenant} is https"),
+        }
+    }
+
+    #[tokio::test]
+    async fn https_tenants_share_a_pool_per_authority_and_trust_roots_across_reloads() {
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/src/auth/http/testdata/ca.pem");
+        let tenant = |name: &str, url: &str, ca_file: bool| {
+            let ca_file = if ca_file {
+                format!("ca_file = \"{ca}\"\n")
+            } else {
+                String::new()
+            };
+            format!(
+                "[[tenant]]\nname = \"{name}\"\nprovider = \"static\"\nupstream = \"{url}\"\nvalue = {{ env = \"V\" }}\n{ca_file}"
+            )
+        };
+        let text = [
+            tenant("a", "https://10.0.0.1/a", false),
+            tenant("b", "https://10.0.0.1/b", false),
+            tenant("c", "https://10.0.0.1/c", true),
+            tenant("d", "https://10.0.0.2", true),
+        ]
+        .concat();
+        let loaded = crate::config::parse(&text, "t.toml", &MapEnv::new([("V", "v")])).expect("valid");
+        let first = Snapshot::build(&loaded.config, None).expect("builds");
+        let a = https_pool(&first, "a");
+        assert!(
+            a.same_pool(https_pool(&first, "b")),
+            "same authority and roots, one pool"
+        );
+        assert!(!a.same_pool(https_pool(&first, "c")), "its own ca_file, its own pool");
+        assert!(
+            https_pool(&first, "c").tls().same_roots(https_pool(&first, "d").tls()),
+            "one ca_file is read once"
+        );
+        let reloaded = Snapshot::build(&loaded.config, Some(&first)).expect("builds");
+        for name in ["a", "b", "c", "d"] {
+            assert!(
+                https_pool(&first, name).same_pool(https_pool(&reloaded, name)),
+                "{name} keeps its pool"
+            );
+        }
     }
 }

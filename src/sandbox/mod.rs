@@ -15,6 +15,8 @@
 //! - `fake.rs`: `Fake<S>`, the handle every `XxxSandbox` is, with the accessors they share
 //!   (`base_url`, `token_calls`, `revoke_all`, ...), and `FakeCore`, the state behind them.
 //! - `ims.rs`, `shopline.rs`, `vantage.rs`, `cyberbiz.rs`: one fake each.
+//! - `h2_upstream.rs`: not a provider but an https upstream (HTTP/2 and HTTP/1.1 over TLS) that
+//!   recycles its connections with GOAWAY, for the connection-pool tests.
 //!
 //! Expiry runs on `tokio::time::Instant`; wall-clock values that go on the wire (JWT claims,
 //! SHOPLINE timestamps) come from `crate::clock`.
@@ -24,6 +26,7 @@ use std::io;
 mod common;
 mod cyberbiz;
 mod fake;
+mod h2_upstream;
 mod ims;
 mod server;
 mod shopline;
@@ -38,6 +41,7 @@ pub use cyberbiz::{
 };
 /// Every `XxxSandbox` is a `Fake<XxxState>`: its page lists the accessors all fakes share.
 pub use fake::Fake;
+pub use h2_upstream::{H2Alpn, H2Upstream, H2UpstreamOptions, Recycle};
 pub use ims::{ACCS_SCOPES, ACCS_TENANT_ID, IMS_CLIENT_ID, IMS_CLIENT_SECRET, IMS_DEFAULT_TTL, ImsOptions, ImsSandbox};
 pub use shopline::{
     SHOPLINE_APP_KEY, SHOPLINE_APP_SECRET, SHOPLINE_AUTH_CODE, SHOPLINE_DEFAULT_TTL, SHOPLINE_GRACE, SHOPLINE_HANDLE,

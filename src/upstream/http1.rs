@@ -1,5 +1,7 @@
-//! Plain-http upstreams: HTTP/1.1 connections pooled per upstream and driven by the request using
-//! them.
+//! HTTP/1.1 upstreams: connections pooled per upstream and driven by the request using them. A
+//! plain-http upstream always gets one of these pools; an https upstream whose ALPN picked
+//! `http/1.1` gets one over TLS (`https.rs` decides), so it never holds more connections than
+//! concurrent requests need.
 //!
 //! hyper-util's pooled client does per request what a plain HTTP/1 upstream does not need: a pool
 //! keyed by a freshly formatted scheme and authority, hashed twice under a mutex; a spawned task
@@ -12,16 +14,18 @@
 //!
 //! Idle connections are kept per worker thread, last in first out: the most recently used
 //! connection is the least likely to have been closed by the upstream's own keep-alive timeout,
-//! and a thread only ever takes its own list's lock, so the lock is never contended on the request
-//! path. A connection idle for [`POOL_IDLE_TIMEOUT`] is closed, on the next use of the pool or by a
-//! sweep every third of that timeout; one the upstream closed is noticed when it is next taken, and
-//! skipped. A request that could not be written on a reused connection is sent again on another
-//! (the race with an upstream closing an idle connection), as hyper-util's client does.
+//! and a thread takes its own list's lock first, so the lock is rarely contended on the request
+//! path. Only when its own list is empty does a thread take a connection idle on another's before
+//! opening one, so the pool never holds more connections than concurrent requests need (with one
+//! list per thread and no stealing, it held up to one set per worker). A connection idle for
+//! [`POOL_IDLE_TIMEOUT`] is closed, on the next use of the pool or by a sweep every third of that
+//! timeout; one the upstream closed is noticed when it is next taken, and skipped. A request that
+//! could not be written on a reused connection is sent again on another (the race with an upstream
+//! closing an idle connection), as hyper-util's client does.
 
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Authority;
@@ -30,39 +34,35 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use thread_local::ThreadLocal;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT, UpstreamBody};
+use super::tls::{Alpn, ConnectError, Endpoint, Stream, TlsConfig, TlsSetupError};
+use super::{POOL_IDLE_TIMEOUT, UpstreamBody};
 
 /// At most this many idle connections are kept per worker thread (more are closed when returned).
 const MAX_IDLE_PER_THREAD: usize = 256;
 
-type Driver = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
+type Driver = http1::Connection<TokioIo<Stream>, UpstreamBody>;
 
-/// Why an exchange with a plain-http upstream failed.
+/// Why an exchange with an HTTP/1.1 upstream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Http1Error {
-    #[error("tcp connect error")]
-    Connect(#[source] std::io::Error),
-    #[error("tcp connect error: no answer within {0:?}")]
-    ConnectTimeout(Duration),
+    #[error(transparent)]
+    Connect(ConnectError),
     #[error("upstream exchange failed")]
     Exchange(#[source] hyper::Error),
 }
 
-/// The idle connections of one plain-http upstream, shared by the tenants on it. Cloning shares them.
+/// The idle connections of one HTTP/1.1 upstream, shared by the tenants on it. Cloning shares them.
 #[derive(Clone, Debug)]
 pub struct Http1Pool {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    /// `host` without IPv6 brackets, for the resolver.
-    host: String,
-    port: u16,
+    endpoint: Endpoint,
     /// The `Host` every request carries, built once: the authority, without the port when it is
-    /// 80 (the value hyper-util's client would format per request).
+    /// the scheme's default (the value hyper-util's client would format per request).
     host_header: HeaderValue,
     /// The largest response head read (`server.max_response_head`); beyond it the exchange fails.
     max_head: usize,
@@ -73,10 +73,7 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Http1Pool")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .finish()
+        f.debug_struct("Http1Pool").field("endpoint", &self.endpoint).finish()
     }
 }
 
@@ -94,6 +91,19 @@ struct Idle {
 }
 
 impl Conn {
+    /// An HTTP/1.1 connection on `stream` reading response heads of at most `max_head` bytes.
+    async fn handshake(stream: Stream, max_head: usize) -> Result<Self, Http1Error> {
+        let (sender, driver) = http1::Builder::new()
+            .max_header_size(max_head)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(Http1Error::Exchange)?;
+        Ok(Self {
+            sender,
+            driver: Some(Box::new(driver)),
+        })
+    }
+
     /// Polls the connection's I/O; returns whether it is still open.
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(driver) = &mut self.driver else {
@@ -120,20 +130,26 @@ impl Conn {
 
 impl Http1Pool {
     /// A pool for `authority` (a plain-http upstream; port 80 when none is given), reading
-    /// response heads of at most `max_head` bytes.
+    /// response heads of at most `max_head` bytes (`server.max_response_head`).
     pub fn new(authority: &Authority, max_head: usize) -> Self {
-        let port = authority.port_u16().unwrap_or(80);
-        let host_header = match port {
-            80 => authority.host(),
-            _ => authority.as_str(),
+        Self::on(authority, Endpoint::plain(authority), max_head)
+    }
+
+    /// A pool for `authority` over TLS (port 443 when none is given), for an https upstream that
+    /// speaks HTTP/1.1. Its connections offer only `http/1.1` in ALPN.
+    pub(super) fn over_tls(authority: &Authority, tls: TlsConfig, max_head: usize) -> Result<Self, TlsSetupError> {
+        Ok(Self::on(authority, Endpoint::tls(authority, tls)?, max_head))
+    }
+
+    fn on(authority: &Authority, endpoint: Endpoint, max_head: usize) -> Self {
+        let host_header = match endpoint.port == endpoint.default_port() {
+            true => authority.host(),
+            false => authority.as_str(),
         };
         let host_header = HeaderValue::from_str(host_header).expect("an authority is a valid header value");
-        let host = authority.host();
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         Self {
             inner: Arc::new(Inner {
-                host: host.to_owned(),
-                port,
+                endpoint,
                 host_header,
                 max_head,
                 idle: ThreadLocal::new(),
@@ -149,14 +165,36 @@ impl Http1Pool {
 
     /// Sends `request` (origin-form URI) with the upstream's `Host` and returns the response once
     /// its head has arrived; its body carries the connection until it ends.
-    pub async fn send(&self, mut request: Request<UpstreamBody>) -> Result<Response<UpstreamResponseBody>, Http1Error> {
+    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<UpstreamResponseBody>, Http1Error> {
+        self.send_from(None, request).await
+    }
+
+    /// Sends `request` first on `stream`, a connection just opened (the one that told an https
+    /// upstream speaks HTTP/1.1), which then joins the pool like any other.
+    pub(super) async fn send_fresh(
+        &self,
+        stream: Stream,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, Http1Error> {
+        let conn = Conn::handshake(stream, self.inner.max_head).await?;
+        self.send_from(Some(conn), request).await
+    }
+
+    async fn send_from(
+        &self,
+        mut fresh: Option<Conn>,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, Http1Error> {
         request
             .headers_mut()
             .insert(http::header::HOST, self.inner.host_header.clone());
         loop {
-            let (mut conn, reused) = match self.inner.checkout() {
-                Some(conn) => (conn, true),
-                None => (self.inner.connect().await?, false),
+            let (mut conn, reused) = match fresh.take() {
+                Some(conn) => (conn, false),
+                None => match self.inner.checkout() {
+                    Some(conn) => (conn, true),
+                    None => (self.inner.connect().await?, false),
+                },
             };
             let mut exchange = pin!(conn.sender.try_send_request(request));
             let outcome = std::future::poll_fn(|cx| {
@@ -192,9 +230,15 @@ impl Inner {
         self.idle.get_or_default()
     }
 
-    /// The most recently used open connection of this thread, closing stale ones on the way.
+    /// The most recently used open connection of this thread, else one idle on another thread
+    /// (opening a connection while another sits idle would hold more than concurrency needs),
+    /// closing stale ones on the way.
     fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle().lock().unwrap_or_else(|e| e.into_inner());
+        Self::take_from(self.idle()).or_else(|| self.idle.iter().find_map(Self::take_from))
+    }
+
+    fn take_from(idle: &Mutex<Vec<Idle>>) -> Option<Conn> {
+        let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(Idle { mut conn, since }) = idle.pop() {
             if since.elapsed() < POOL_IDLE_TIMEOUT && conn.ready_for_reuse() {
                 return Some(conn);
@@ -218,21 +262,8 @@ impl Inner {
     }
 
     async fn connect(&self) -> Result<Conn, Http1Error> {
-        let connecting = TcpStream::connect((self.host.as_str(), self.port));
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Err(_) => return Err(Http1Error::ConnectTimeout(CONNECT_TIMEOUT)),
-            Ok(connected) => connected.map_err(Http1Error::Connect)?,
-        };
-        stream.set_nodelay(true).map_err(Http1Error::Connect)?;
-        let (sender, driver) = http1::Builder::new()
-            .max_header_size(self.max_head)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(Http1Error::Exchange)?;
-        Ok(Conn {
-            sender,
-            driver: Some(Box::new(driver)),
-        })
+        let stream = (self.endpoint.connect(Alpn::Http1).await).map_err(Http1Error::Connect)?;
+        Conn::handshake(stream, self.max_head).await
     }
 
     /// Closes, every third of the idle timeout, connections idle past it or closed by the
@@ -268,7 +299,7 @@ impl Inner {
 
     /// Makes every idle connection look `by` older.
     #[cfg(test)]
-    fn age_idle(&self, by: Duration) {
+    fn age_idle(&self, by: std::time::Duration) {
         for idle in self.idle.iter() {
             for entry in idle.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
                 entry.since = entry

@@ -1,34 +1,35 @@
 //! The upstream side: one [`Upstream`] type a tenant sends through, with a typed
 //! [`UpstreamError`], and header hygiene.
 //!
-//! An `Upstream` is either a pooled HTTP/1.1 + HTTP/2 client over rustls (https) or the leaner
-//! [`Http1Pool`] (plain http); the pipeline calls [`Upstream::send`] and never asks which.
+//! An `Upstream` is either an [`HttpsPool`] (https: one HTTP/2 connection per authority, or
+//! HTTP/1.1 over TLS when ALPN picks it) or an [`Http1Pool`] (plain http, always HTTP/1.1); the
+//! pipeline calls [`Upstream::send`] and never asks which. Pools are per upstream authority and
+//! shared by the tenants on it that trust the same roots (`tenant.rs` carries them across
+//! reloads). TLS is rustls with the ring provider, the system's web roots plus a tenant's
+//! `ca_file`, and ALPN offering `h2` and `http/1.1` (`tls.rs`).
 //!
-//! For https, one client (and so one connection pool) is shared by every tenant that trusts the
-//! default roots; a tenant with its own `ca_file` gets its own client. TLS is rustls with the ring
-//! provider, the system's web roots plus `ca_file`, and ALPN offering `h2` and `http/1.1`, so an
-//! upstream that speaks HTTP/2 gets multiplexed requests on one connection. A plain-http upstream
-//! is always HTTP/1.1 (nothing offers h2 without TLS) and gets its own [`Http1Pool`].
+//! [`Upstream::send`] also holds the one retry rule of HTTP/2 upstreams: a request whose stream
+//! the upstream refused unprocessed, or that never left a connection already going away, is sent
+//! once more on a fresh connection, whatever its method — when its body can be sent again.
 
 pub(crate) mod headers;
 mod http1;
+mod https;
+mod tls;
 
 pub use http1::{Http1Error, Http1Pool, UpstreamResponseBody};
+pub use https::HttpsPool;
+pub use tls::{ConnectError, TlsConfig, TlsSetupError};
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body_util::{Either, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::RootCertStore;
+use hyper::body::{Body, Incoming};
+
+use https::SendError;
 
 /// A request body on its way upstream: buffered (so a 401 can replay it) or streamed under a cap.
 pub type UpstreamBody = Either<Full<Bytes>, Limited<Incoming>>;
@@ -36,14 +37,15 @@ pub type UpstreamBody = Either<Full<Bytes>, Limited<Incoming>>;
 /// Idle keep-alive connections are closed after this: shorter than the 120 s+ most load balancers
 /// use, so we close first and never reuse a connection the other side is about to drop.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// TCP connect budget; the rest of the exchange is bounded by `request_timeout`.
+/// Connect budget, TCP and TLS handshake together; the rest of the exchange is bounded by
+/// `request_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where one tenant's requests go.
 #[derive(Clone, Debug)]
 pub enum Upstream {
-    /// https: the pooled client, HTTP/1.1 or HTTP/2 as ALPN decides.
-    Https(UpstreamClient),
+    /// https: the authority's pool, HTTP/2 or HTTP/1.1 as ALPN decides.
+    Https(HttpsPool),
     /// Plain http: the HTTP/1.1 pool of the upstream's authority.
     Http1(Http1Pool),
 }
@@ -63,7 +65,7 @@ pub enum UpstreamError {
 
 impl Upstream {
     /// The URI for `path_and_query` on `upstream`: the HTTP/1 pool writes origin-form as given;
-    /// hyper-util's client picks its connection by scheme and authority, so it gets them too.
+    /// HTTP/2 needs the scheme and authority too (the https pool drops them again for HTTP/1.1).
     pub fn uri(&self, upstream: &crate::config::UpstreamUrl, path_and_query: PathAndQuery) -> Uri {
         let mut parts = http::uri::Parts::default();
         if let Self::Https(_) = self {
@@ -78,11 +80,69 @@ impl Upstream {
     pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
         match self {
             Self::Http1(pool) => pool.send(request).await.map_err(|e| classify(&e)),
-            Self::Https(client) => (client.client.request(request).await)
-                .map(|response| response.map(UpstreamResponseBody::from))
-                .map_err(|e| classify(&e)),
+            Self::Https(pool) => send_https(pool, request).await,
         }
     }
+}
+
+/// The retry rule. A stream the upstream refused unprocessed (GOAWAY above its last stream id,
+/// RST_STREAM `REFUSED_STREAM`; RFC 9113 §8.7) or a request that never left a connection already
+/// going away is sent once more, on a fresh connection, whatever the method: the upstream has
+/// not acted on it. A request that never left comes back whole; a refused one is sent again from
+/// a copy taken beforehand, which only a buffered or empty body allows (cloning `Full` shares its
+/// bytes).
+/// A refused request whose streamed body hyper already took gets an honest 502 instead.
+async fn send_https(
+    pool: &HttpsPool,
+    request: Request<UpstreamBody>,
+) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
+    let spare = if pool.multiplexes() {
+        buffered_copy(&request)
+    } else {
+        None
+    };
+    let again = match pool.send(request).await {
+        Ok(response) => return Ok(response),
+        Err(SendError::Failed(error)) => return Err(classify(&*error)),
+        Err(SendError::Unsent(request, _)) => *request,
+        Err(SendError::Refused(error)) => match spare {
+            Some(copy) => copy,
+            None => return Err(refused(&error, "its streamed body cannot be sent again")),
+        },
+    };
+    tracing::debug!("upstream refused or never took the request; sending it again on a new connection");
+    match pool.send(again).await {
+        Ok(response) => Ok(response),
+        Err(SendError::Failed(error)) => Err(classify(&*error)),
+        Err(SendError::Unsent(_, error) | SendError::Refused(error)) => Err(refused(&error, "twice")),
+    }
+}
+
+/// A copy of `request` to send again, when its body is buffered or empty. An empty streamed body
+/// (what a tenant that never replays sends for a GET) goes out as END_STREAM on the headers and
+/// is never read, so an empty buffered one is the same on the wire.
+fn buffered_copy(request: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    let body = match request.body() {
+        Either::Left(body) => body.clone(),
+        Either::Right(streamed) if streamed.is_end_stream() => Full::default(),
+        Either::Right(_) => return None,
+    };
+    let mut copy = Request::new(Either::Left(body));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
+
+fn refused(error: &hyper::Error, why: &str) -> UpstreamError {
+    let chain = match classify(error) {
+        UpstreamError::Unreachable(chain) => chain,
+        other => return other,
+    };
+    UpstreamError::Unreachable(format!(
+        "the upstream closed the connection before processing the request ({why}): {chain}"
+    ))
 }
 
 /// Finds our own body cap among the causes (it surfaces as hyper's user-body error, whose source is
@@ -101,89 +161,4 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> UpstreamError {
         cause = current.source();
     }
     UpstreamError::Unreachable(chain)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    #[error("cannot read ca_file {path}: {source}")]
-    CaFile { path: String, source: std::io::Error },
-    #[error("ca_file {path} holds no usable certificate")]
-    NoCertificate { path: String },
-}
-
-/// A pooled client to upstream APIs. Cloning shares the pool.
-#[derive(Clone, Debug)]
-pub struct UpstreamClient {
-    /// Behind an `Arc` so that a tenant's [`Upstream`] stays pointer-sized either way.
-    client: Arc<Client<HttpsConnector<HttpConnector>, UpstreamBody>>,
-}
-
-impl UpstreamClient {
-    /// A client trusting the system roots and, when given, the certificates in `ca_file`, reading
-    /// response heads of at most `max_head` bytes (HTTP/1: hyper-util offers only the read
-    /// buffer's size, which bounds the head; HTTP/2: the header list size we advertise).
-    pub fn new(ca_file: Option<&Path>, max_head: usize) -> Result<Self, TlsSetupError> {
-        let mut roots = system_roots().clone();
-        if let Some(path) = ca_file {
-            add_ca_file(&mut roots, path)?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .http1_max_buf_size(max_head)
-            .http2_max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
-            .build(connector);
-        Ok(Self {
-            client: Arc::new(client),
-        })
-    }
-}
-
-/// The system's trust roots, loaded once per process (reading them costs milliseconds).
-fn system_roots() -> &'static RootCertStore {
-    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let mut roots = RootCertStore::empty();
-        let loaded = rustls_native_certs::load_native_certs();
-        for error in &loaded.errors {
-            tracing::warn!(%error, "some system trust roots could not be loaded");
-        }
-        let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
-        tracing::debug!(added, ignored, "system trust roots loaded");
-        roots
-    })
-}
-
-fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsSetupError> {
-    let shown = path.display().to_string();
-    let pem = std::fs::read(path).map_err(|source| TlsSetupError::CaFile {
-        path: shown.clone(),
-        source,
-    })?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|source| TlsSetupError::CaFile {
-            path: shown.clone(),
-            source,
-        })?;
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(TlsSetupError::NoCertificate { path: shown });
-    }
-    Ok(())
 }

@@ -12,6 +12,7 @@ mod admin;
 mod callers;
 mod cli;
 mod head_limits;
+mod https;
 mod inbound;
 mod layout;
 mod oidc;

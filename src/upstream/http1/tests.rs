@@ -2,12 +2,13 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::service::service_fn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 
@@ -233,7 +234,10 @@ fn a_connection_is_cheap_to_move() {
 #[test]
 fn ipv6_hosts_lose_their_brackets_and_the_port_defaults_to_80() {
     let pool = Http1Pool::new(&"[::1]".parse().expect("authority"), TEST_HEAD);
-    assert_eq!((pool.inner.host.as_str(), pool.inner.port), ("::1", 80));
+    assert_eq!(
+        (pool.inner.endpoint.host.as_str(), pool.inner.endpoint.port),
+        ("::1", 80)
+    );
 }
 
 #[tokio::test]
@@ -254,4 +258,22 @@ fn host_is_what_hyper_util_would_send_port_80_omitted() {
     assert_eq!(host("api.example.com:80"), "api.example.com");
     assert_eq!(host("api.example.com"), "api.example.com");
     assert_eq!(host("[::1]:9000"), "[::1]:9000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_connection_idle_on_another_thread_is_taken_before_opening_one() {
+    let (pool, accepted) = upstream(true, ok).await;
+    let (handle, other) = (tokio::runtime::Handle::current(), pool.clone());
+    // `block_on` from a thread of its own: the request, and the idle list it returns the
+    // connection to, are that thread's.
+    std::thread::spawn(move || handle.block_on(read_all(&other, get("/a"))))
+        .join()
+        .expect("the other thread's request");
+    assert_eq!(pool.inner.idle_count(), 1);
+    assert_eq!(read_all(&pool, get("/b")).await.0, StatusCode::OK);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the idle connection was taken, none opened"
+    );
 }

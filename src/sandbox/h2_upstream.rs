@@ -1,0 +1,428 @@
+//! An https upstream fake for the connection tests: HTTP/2, and HTTP/1.1 by ALPN, over TLS with
+//! a test certificate, counting TLS handshakes and requests, and recycling its connections the way
+//! production gateways do — a GOAWAY after a number of requests per connection.
+//!
+//! Two ways to recycle ([`Recycle`]):
+//! - `Graceful`: hyper's server with `graceful_shutdown()` — GOAWAY `NO_ERROR` (a first one with
+//!   last stream id 2^31-1, then the real one), after which the streams in flight finish. The
+//!   client sees only "connection going away" for requests it had not sent yet.
+//! - `RefuseAbove` / `ResetAbove`: a small HTTP/2 server of its own, written with raw frames,
+//!   because the `h2` crate cannot send a GOAWAY whose last stream id is below streams it has
+//!   already read. The Nth request of a connection becomes the GOAWAY's last stream id: every
+//!   stream the client opens after it is left unanswered, and refused when the GOAWAY `NO_ERROR`
+//!   goes out (RFC 9113 §6.8), one answer delay later; the Nth request itself is answered one
+//!   more delay after the GOAWAY, so a client that cut it off would show it. `ResetAbove` answers
+//!   each request after the Nth with RST_STREAM `REFUSED_STREAM` instead.
+//!
+//! Every request is answered 200 `{"ok":true}`; through hyper, `/slow/<ms>` first waits that long;
+//! in raw frames, every answer waits [`H2UpstreamOptions::answer_delay`].
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::common::Body;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
+
+/// What the fake offers in ALPN, in its order of preference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum H2Alpn {
+    /// `h2`, then `http/1.1`: what production gateways offer.
+    H2OrHttp1,
+    /// `http/1.1` only: an HTTP/1.1 upstream behind TLS.
+    Http1,
+}
+
+/// When the fake closes a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recycle {
+    /// Never (the client closes).
+    Never,
+    /// After this many requests, hyper's graceful shutdown.
+    Graceful(usize),
+    /// After this many requests, a GOAWAY refusing the streams above the last one answered.
+    RefuseAbove(usize),
+    /// After this many requests, RST_STREAM `REFUSED_STREAM` for every further one.
+    ResetAbove(usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct H2UpstreamOptions {
+    /// PEM certificate chain and key of the server (valid for 127.0.0.1).
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Ignored by the raw-frame modes, which speak only `h2`.
+    pub alpn: H2Alpn,
+    pub recycle: Recycle,
+    /// Raw-frame modes: how long each answer waits (so that streams are in flight at a GOAWAY).
+    pub answer_delay: Duration,
+}
+
+impl H2UpstreamOptions {
+    /// `h2` and `http/1.1`, never recycling, answering at once.
+    pub fn new(cert_file: PathBuf, key_file: PathBuf) -> Self {
+        Self {
+            cert_file,
+            key_file,
+            alpn: H2Alpn::H2OrHttp1,
+            recycle: Recycle::Never,
+            answer_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// What the fake counted.
+#[derive(Debug, Default)]
+struct Counters {
+    handshakes: AtomicUsize,
+    requests: AtomicUsize,
+    refused: AtomicUsize,
+    open: AtomicUsize,
+    max_open: AtomicUsize,
+}
+
+/// A running fake; dropping it stops it and closes its connections.
+#[derive(Debug)]
+pub struct H2Upstream {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    task: JoinHandle<()>,
+}
+
+impl H2Upstream {
+    /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
+    pub async fn start(options: H2UpstreamOptions) -> io::Result<Self> {
+        let acceptor = acceptor(&options)?;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let counters = Arc::new(Counters::default());
+        let task = tokio::spawn(accept_loop(listener, acceptor, options, Arc::clone(&counters)));
+        Ok(Self { addr, counters, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// TLS handshakes completed: one per connection a client opened.
+    pub fn handshakes(&self) -> usize {
+        self.counters.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered.
+    pub fn requests(&self) -> usize {
+        self.counters.requests.load(Ordering::SeqCst)
+    }
+
+    /// Streams refused unprocessed (left above a GOAWAY's last id, or reset `REFUSED_STREAM`).
+    pub fn refused(&self) -> usize {
+        self.counters.refused.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.counters.open.load(Ordering::SeqCst)
+    }
+
+    /// The most connections that were open at once.
+    pub fn max_open_connections(&self) -> usize {
+        self.counters.max_open.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for H2Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn acceptor(options: &H2UpstreamOptions) -> io::Result<TlsAcceptor> {
+    let certs = rustls_pemfile::certs(&mut io::BufReader::new(std::fs::File::open(&options.cert_file)?))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut io::BufReader::new(std::fs::File::open(&options.key_file)?))?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no private key in key_file"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(io::Error::other)?;
+    config.alpn_protocols = match (options.recycle, options.alpn) {
+        (Recycle::RefuseAbove(_) | Recycle::ResetAbove(_), _) => vec![b"h2".to_vec()],
+        (_, H2Alpn::H2OrHttp1) => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        (_, H2Alpn::Http1) => vec![b"http/1.1".to_vec()],
+    };
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Connection tasks live in a `JoinSet` owned by this task, so aborting it closes them all.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    options: H2UpstreamOptions,
+    counters: Arc<Counters>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else {
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                };
+                let (acceptor, options, counters) = (acceptor.clone(), options.clone(), Arc::clone(&counters));
+                connections.spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    counters.handshakes.fetch_add(1, Ordering::SeqCst);
+                    let open = counters.open.fetch_add(1, Ordering::SeqCst) + 1;
+                    counters.max_open.fetch_max(open, Ordering::SeqCst);
+                    match options.recycle {
+                        Recycle::RefuseAbove(after) | Recycle::ResetAbove(after) => {
+                            let reset = matches!(options.recycle, Recycle::ResetAbove(_));
+                            let _ = RawH2::new(after, reset, options.answer_delay, &counters).serve(tls).await;
+                        }
+                        Recycle::Never | Recycle::Graceful(_) => serve_hyper(tls, options.recycle, &counters).await,
+                    }
+                    counters.open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }
+    }
+}
+
+/// One connection through hyper (h2 or http/1.1 as ALPN chose), shut down gracefully after the
+/// configured number of requests.
+async fn serve_hyper(tls: TlsStream<TcpStream>, recycle: Recycle, counters: &Arc<Counters>) {
+    let after = match recycle {
+        Recycle::Graceful(after) => after,
+        _ => usize::MAX,
+    };
+    let seen = Arc::new(AtomicUsize::new(0));
+    let shutdown = Arc::new(Notify::new());
+    let (counters, notify) = (Arc::clone(counters), Arc::clone(&shutdown));
+    let service = service_fn(move |request: Request<Incoming>| {
+        let (counters, seen, notify) = (Arc::clone(&counters), Arc::clone(&seen), Arc::clone(&notify));
+        async move {
+            let response = answer(request).await;
+            counters.requests.fetch_add(1, Ordering::SeqCst);
+            if seen.fetch_add(1, Ordering::SeqCst) + 1 == after {
+                notify.notify_one();
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(tls), service));
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = shutdown.notified() => connection.as_mut().graceful_shutdown(),
+    }
+    let _ = connection.await;
+}
+
+async fn answer(request: Request<Incoming>) -> Response<Body> {
+    let delay = (request.uri().path().strip_prefix("/slow/")).and_then(|ms| ms.parse().ok());
+    // The body is read whole first, as a real API would.
+    let _ = request.into_body().collect().await;
+    if let Some(ms) = delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed())
+}
+
+// === raw HTTP/2 frames ===
+
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const PING: u8 = 6;
+const GOAWAY: u8 = 7;
+const WINDOW_UPDATE: u8 = 8;
+const END_STREAM: u8 = 0x1;
+const ACK: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const REFUSED_STREAM: u32 = 0x7;
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// One frame to write: type, flags, stream id, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(9 + payload.len());
+    let length = u32::try_from(payload.len()).expect("test frames are small");
+    out.put_slice(&length.to_be_bytes()[1..]);
+    out.put_u8(kind);
+    out.put_u8(flags);
+    out.put_u32(stream & 0x7fff_ffff);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// The state of one raw-frame connection.
+struct RawH2 {
+    after: usize,
+    reset: bool,
+    delay: Duration,
+    counters: Arc<Counters>,
+    /// Requests opened on this connection so far.
+    opened: usize,
+    /// The GOAWAY's last stream id, once sent.
+    last: Option<u32>,
+    /// Streams whose request is still arriving (no END_STREAM yet).
+    arriving: HashSet<u32>,
+}
+
+impl RawH2 {
+    fn new(after: usize, reset: bool, delay: Duration, counters: &Arc<Counters>) -> Self {
+        Self {
+            after,
+            reset,
+            delay,
+            counters: Arc::clone(counters),
+            opened: 0,
+            last: None,
+            arriving: HashSet::new(),
+        }
+    }
+
+    async fn serve(mut self, tls: TlsStream<TcpStream>) -> io::Result<()> {
+        let (read, mut write) = tokio::io::split(tls);
+        let mut read = BufReader::new(read);
+        let mut preface = [0; PREFACE.len()];
+        read.read_exact(&mut preface).await?;
+        if preface != PREFACE {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not an h2 client"));
+        }
+        let (out, mut frames) = mpsc::unbounded_channel::<Bytes>();
+        let writer = tokio::spawn(async move {
+            while let Some(bytes) = frames.recv().await {
+                if write.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        let _ = out.send(frame(SETTINGS, 0, 0, &[]));
+        // Until the client closes: after a GOAWAY, once its streams are done. Answers still
+        // waiting hold their own sender, so the writer outlives this loop until they are out.
+        let _ = self.read_frames(&mut read, &out).await;
+        drop(out);
+        let _ = writer.await;
+        Ok(())
+    }
+
+    async fn read_frames<R: AsyncRead + Unpin>(
+        &mut self,
+        read: &mut R,
+        out: &mpsc::UnboundedSender<Bytes>,
+    ) -> io::Result<()> {
+        loop {
+            let mut head = [0; 9];
+            read.read_exact(&mut head).await?;
+            let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0; length];
+            read.read_exact(&mut payload).await?;
+            match kind {
+                SETTINGS if flags & ACK == 0 => drop(out.send(frame(SETTINGS, ACK, 0, &[]))),
+                PING if flags & ACK == 0 => drop(out.send(frame(PING, ACK, 0, &payload))),
+                HEADERS => self.on_headers(stream, flags, out),
+                DATA => self.on_data(stream, flags, length, out),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_headers(&mut self, stream: u32, flags: u8, out: &mpsc::UnboundedSender<Bytes>) {
+        if self.last.is_some_and(|last| stream > last) || (self.reset && self.opened >= self.after) {
+            self.counters.refused.fetch_add(1, Ordering::SeqCst);
+            if self.reset {
+                let _ = out.send(frame(RST_STREAM, 0, stream, &REFUSED_STREAM.to_be_bytes()));
+            }
+            return;
+        }
+        self.opened += 1;
+        if self.opened == self.after && !self.reset {
+            // The last stream id is this one: everything the client opens after it is refused.
+            self.last = Some(stream);
+        }
+        if flags & END_STREAM != 0 {
+            self.respond(stream, out);
+        } else {
+            self.arriving.insert(stream);
+        }
+    }
+
+    fn on_data(&mut self, stream: u32, flags: u8, length: usize, out: &mpsc::UnboundedSender<Bytes>) {
+        if length > 0 {
+            // Give the flow-control window back, so that bodies never stall the connection.
+            let increment = u32::try_from(length).expect("a frame is under 16 MiB").to_be_bytes();
+            let _ = out.send(frame(WINDOW_UPDATE, 0, 0, &increment));
+            if flags & END_STREAM == 0 && self.arriving.contains(&stream) {
+                let _ = out.send(frame(WINDOW_UPDATE, 0, stream, &increment));
+            }
+        }
+        if flags & END_STREAM != 0 && self.arriving.remove(&stream) {
+            self.respond(stream, out);
+        }
+    }
+
+    /// Answers `stream` after the configured delay: `:status 200` (HPACK static index 8), then
+    /// the body. The last stream sends the GOAWAY first, and waits once more before answering.
+    fn respond(&self, stream: u32, out: &mpsc::UnboundedSender<Bytes>) {
+        let (out, counters, delay) = (out.clone(), Arc::clone(&self.counters), self.delay);
+        let last = self.last == Some(stream);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if last {
+                let mut payload = stream.to_be_bytes().to_vec();
+                payload.extend_from_slice(&0_u32.to_be_bytes());
+                let _ = out.send(frame(GOAWAY, 0, 0, &payload));
+                tokio::time::sleep(delay).await;
+            }
+            let _ = out.send(frame(HEADERS, END_HEADERS, stream, &[0x88]));
+            let _ = out.send(frame(DATA, END_STREAM, stream, b"{\"ok\":true}"));
+            counters.requests.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_a_24_bit_length_and_a_31_bit_stream_id() {
+        let bytes = frame(GOAWAY, 0, 0x8000_0003, &[1, 2, 3]);
+        assert_eq!(&bytes[..9], &[0, 0, 3, GOAWAY, 0, 0, 0, 0, 3]);
+        assert_eq!(&bytes[9..], &[1, 2, 3]);
+    }
+}

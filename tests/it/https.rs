@@ -1,0 +1,152 @@
+//! https upstreams through the real binary: an HTTP/2 upstream over TLS that recycles its
+//! connections with GOAWAY fails no request, GET or POST, and costs one TLS handshake per
+//! recycle, never a stampede; an HTTP/1.1 upstream over TLS holds no more connections than
+//! concurrent requests.
+//!
+//! Two tenants share the upstream (and, trusting the same `ca_file`, its pool): `acme`, static,
+//! whose bodies stream (a GET's is empty), and `shop`, an IMS tenant, whose small bodies are
+//! buffered for a 401 replay — the kind a refused stream can be sent again from.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokenbroker::sandbox::{self, H2Alpn, H2Upstream, H2UpstreamOptions, ImsOptions, ImsSandbox, Recycle};
+use tokio::task::JoinSet;
+
+use crate::support::tenants::{SERVER, static_tenant};
+use crate::support::{Binary, client};
+
+const VALUE: &str = "Bearer static-https-token";
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/auth/http/testdata")
+        .join(name)
+}
+
+async fn fake(alpn: H2Alpn, recycle: Recycle) -> H2Upstream {
+    let mut options = H2UpstreamOptions::new(testdata("server.pem"), testdata("server.key"));
+    options.alpn = alpn;
+    options.recycle = recycle;
+    H2Upstream::start(options).await.expect("the TLS upstream starts")
+}
+
+/// The binary with tenants `acme` (static) and `shop` (IMS, its tokens from `ims`) on `upstream`,
+/// both trusting the test CA.
+fn binary(upstream: &H2Upstream, ims: &ImsSandbox) -> Binary {
+    let ca_file = format!("ca_file = \"{}\"", testdata("ca.pem").display());
+    let shop = format!(
+        "\n[[tenant]]\nname = \"shop\"\nprovider = \"adobe_ims\"\nupstream = \"{}\"\ntoken_url = \"{}\"\n\
+         client_id = \"{}\"\nclient_secret = {{ env = \"IMS_SECRET\" }}\nscopes = [\"openid\"]\nrewrite = []\n{ca_file}\n",
+        upstream.base_url(),
+        ims.token_url(),
+        sandbox::IMS_CLIENT_ID,
+    );
+    let toml = format!(
+        "{SERVER}{}{shop}",
+        static_tenant("acme", &upstream.base_url(), &ca_file)
+    );
+    Binary::start(
+        &toml,
+        &[("STATIC_VALUE", VALUE), ("IMS_SECRET", sandbox::IMS_CLIENT_SECRET)],
+    )
+}
+
+/// `clients` concurrent callers, each sending `each` requests in turn — GETs to `acme`, and every
+/// other one a POST with a small JSON body to `shop` — all within 60 s; returns the requests that
+/// did not get a 200, with why.
+async fn load(binary: &Binary, clients: usize, each: usize) -> Vec<String> {
+    let mut tasks = JoinSet::new();
+    for caller in 0..clients {
+        let (client, get, post) = (client(), binary.url("/acme/V1/orders"), binary.url("/shop/V1/orders"));
+        tasks.spawn(async move {
+            let mut failed = Vec::new();
+            for n in 0..each {
+                let request = match (caller + n) % 2 {
+                    0 => Request::post(&post).body(Full::new(Bytes::from_static(b"{\"order\":1}"))),
+                    _ => Request::get(&get).body(Full::default()),
+                };
+                let sent = client.request(request.expect("valid request"));
+                let outcome = match tokio::time::timeout(Duration::from_secs(20), sent).await {
+                    Err(_) => Err("no answer within 20 s".to_owned()),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Ok(Ok(response)) => {
+                        let status = response.status();
+                        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+                        let body = body.map_err(|e| e.to_string())?;
+                        match status {
+                            StatusCode::OK => Ok(()),
+                            _ => Err(format!("{status}: {}", String::from_utf8_lossy(&body))),
+                        }
+                    }
+                };
+                failed.extend(outcome.err());
+            }
+            Ok::<_, String>(failed)
+        });
+    }
+    let all = tokio::time::timeout(Duration::from_secs(60), tasks.join_all())
+        .await
+        .expect("the load finishes within 60 s");
+    all.into_iter()
+        .flat_map(|failed| failed.unwrap_or_else(|error| vec![error]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_upstream_that_sends_goaway_every_50_requests_fails_none_and_reconnects_once_each() {
+    let upstream = fake(H2Alpn::H2OrHttp1, Recycle::RefuseAbove(50)).await;
+    let ims = ImsSandbox::start(ImsOptions::default()).await.expect("IMS fake");
+    let binary = binary(&upstream, &ims);
+    let (clients, each) = (32, 63);
+    let failed = load(&binary, clients, each).await;
+    let sent = clients * each;
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    eprintln!(
+        "GOAWAY every 50: {sent} requests, {} handshakes, {} streams refused and sent again",
+        upstream.handshakes(),
+        upstream.refused()
+    );
+    assert_eq!(upstream.requests(), sent, "each request answered once");
+    assert!(
+        upstream.handshakes() <= sent / 50 + 5,
+        "{} handshakes for {sent} requests",
+        upstream.handshakes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_first_requests_open_one_h2_connection() {
+    let upstream = fake(H2Alpn::H2OrHttp1, Recycle::Never).await;
+    let ims = ImsSandbox::start(ImsOptions::default()).await.expect("IMS fake");
+    let binary = binary(&upstream, &ims);
+    let failed = load(&binary, 64, 1).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    eprintln!("cold start, 64 concurrent: {} handshakes", upstream.handshakes());
+    assert!(upstream.handshakes() <= 2, "{} handshakes", upstream.handshakes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_upstream_over_tls_holds_no_more_connections_than_concurrent_requests() {
+    let upstream = fake(H2Alpn::Http1, Recycle::Never).await;
+    let ims = ImsSandbox::start(ImsOptions::default()).await.expect("IMS fake");
+    let binary = binary(&upstream, &ims);
+    let clients = 16;
+    let failed = load(&binary, clients, 20).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    eprintln!(
+        "http/1.1 over TLS, {clients} concurrent: {} handshakes, at most {} open",
+        upstream.handshakes(),
+        upstream.max_open_connections()
+    );
+    assert!(upstream.handshakes() <= clients, "{} handshakes", upstream.handshakes());
+    assert!(upstream.max_open_connections() <= clients);
+}
