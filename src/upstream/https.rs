@@ -17,9 +17,10 @@
 //! [`HttpsPool::send`] makes one attempt and says whether its failure is safe to send again; the
 //! rule for doing so lives in `Upstream::send`.
 
+use arc_swap::ArcSwapOption;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery};
@@ -61,7 +62,7 @@ struct Inner {
     http1: Http1Pool,
     speaks_http1: AtomicBool,
     /// The h2 connection new requests take; `None` before the first and between two.
-    current: Mutex<Option<H2>>,
+    current: ArcSwapOption<H2>,
     /// Held while a connection is being opened, so that there is one such attempt at a time. Holds
     /// the last attempt's failure, which the requests that waited for it share rather than each
     /// trying again in turn.
@@ -121,7 +122,7 @@ impl HttpsPool {
                 http1: Http1Pool::over_tls(authority, tls.clone(), max_head)?,
                 max_head,
                 speaks_http1: AtomicBool::new(false),
-                current: Mutex::new(None),
+                current: ArcSwapOption::empty(),
                 connecting: tokio::sync::Mutex::new(None),
                 attempts: AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -210,29 +211,28 @@ impl Inner {
             .handshake(id, stream)
             .await
             .map_err(|e| SendError::Failed(e.into()))?;
-        *lock(&self.current) = Some(h2.clone());
+        self.current.store(Some(Arc::new(h2.clone())));
         Ok(Route::H2(h2))
     }
 
     /// The current h2 connection if it still takes requests; forgets it if it does not.
+    /// Lock-free: every request passes here.
     fn usable(&self) -> Option<H2> {
-        let mut current = lock(&self.current);
-        match &*current {
-            Some(h2) if !h2.sender.is_closed() => Some(h2.clone()),
-            Some(_) => {
-                *current = None;
-                None
-            }
-            None => None,
+        let current = self.current.load();
+        let h2 = current.as_ref()?;
+        if h2.sender.is_closed() {
+            self.retire(h2.id);
+            return None;
         }
+        Some(H2::clone(h2))
     }
 
     /// Stops handing out connection `id` (if it is still the current one). Requests on it go on.
     fn retire(&self, id: u64) {
-        let mut current = lock(&self.current);
-        if current.as_ref().is_some_and(|h2| h2.id == id) {
-            *current = None;
-        }
+        self.current.rcu(|current| match current {
+            Some(h2) if h2.id == id => None,
+            other => other.clone(),
+        });
     }
 
     fn now_ms(&self) -> u64 {
@@ -308,11 +308,6 @@ fn origin_form(mut request: Request<UpstreamBody>) -> Request<UpstreamBody> {
     let target = (request.uri().path_and_query().cloned()).unwrap_or_else(|| PathAndQuery::from_static("/"));
     *request.uri_mut() = Uri::from(target);
     request
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded values stay consistent whatever panicked while holding them.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the task driving one h2 connection needs to let it go when idle.
