@@ -151,6 +151,11 @@ impl fmt::Debug for TokenHttp {
 // === impl TokenHttp ===
 
 impl TokenHttp {
+    /// The bound on one whole token call.
+    pub fn timeout(&self) -> Duration {
+        self.inner.options.timeout
+    }
+
     /// Builds the client, reading the CA and client-certificate files now so that a bad file is
     /// reported at start-up, not at the first renewal.
     pub fn new(options: TokenHttpOptions) -> Result<Self, TokenHttpError> {

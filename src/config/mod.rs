@@ -74,7 +74,20 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     Memory,
-    Redis { url: Secret<String> },
+    Redis(RedisConfig),
+}
+
+/// `[store] kind = "redis"`: the store replicas share (README, "Several replicas").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` (TLS); may carry a password, so it is a secret.
+    pub url: Secret<String>,
+    /// Leads every key, so deployments can share one Redis. Default `tokenbroker`.
+    pub key_prefix: String,
+    /// One attempt to open the connection. Default 2 s.
+    pub connect_timeout: Duration,
+    /// One command's answer. Default 1 s.
+    pub command_timeout: Duration,
 }
 
 /// `[token]`, overridable per tenant.

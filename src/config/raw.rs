@@ -44,6 +44,9 @@ pub(crate) struct RawToken {
 pub(crate) struct RawStore {
     pub(crate) kind: Option<String>,
     pub(crate) url: Option<RawSecret>,
+    pub(crate) key_prefix: Option<String>,
+    pub(crate) connect_timeout: Option<RawQuantity>,
+    pub(crate) command_timeout: Option<RawQuantity>,
 }
 
 /// One `[[tenant]]`: common keys, `[token]` overrides, and every provider's keys (validation

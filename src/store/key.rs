@@ -33,6 +33,7 @@
 //! without `..` below makes a new config field a compile error here, so it cannot be forgotten.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -47,26 +48,64 @@ use crate::config::{
 const VERSION: &str = "tokenbroker-storekey-v1";
 
 /// Identifies one credential set: tenant name plus a hash of its provider configuration.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct StoreKey(String);
+#[derive(Clone)]
+pub struct StoreKey {
+    name: String,
+    /// Key material for sealing this credential set's stored tokens: SHA-256 of the same
+    /// encoding under a purpose record of its own, so it cannot be derived from the name's
+    /// fingerprint; only a process that holds the credentials can compute it.
+    seal_material: Arc<Secret<[u8; 32]>>,
+}
 
 impl StoreKey {
     /// The fingerprint covers every field, secrets included (hashed, never shown).
     pub fn new(tenant: &TenantName, provider: &ProviderConfig) -> Self {
-        let digest = fingerprint(provider);
-        Self(format!("{tenant}:{}", hex::encode(&digest[..12])))
+        let digest = fingerprint(provider, None);
+        Self {
+            name: format!("{tenant}:{}", hex::encode(&digest[..12])),
+            seal_material: Arc::new(Secret::new(fingerprint(provider, Some(SEAL_PURPOSE)))),
+        }
+    }
+
+    /// `tenant:fingerprint`, the part of every Redis key that names this credential set.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(super) fn seal_material(&self) -> &[u8; 32] {
+        self.seal_material.expose()
+    }
+}
+
+impl PartialEq for StoreKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for StoreKey {}
+
+impl std::hash::Hash for StoreKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
     }
 }
 
 impl std::fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
-/// SHA-256 of the v1 encoding of `provider`.
-fn fingerprint(provider: &ProviderConfig) -> [u8; 32] {
+/// The purpose record of the sealing material's encoding (after the version record).
+const SEAL_PURPOSE: &str = "token-seal";
+
+/// SHA-256 of the v1 encoding of `provider`, with a `purpose` record when one is given.
+fn fingerprint(provider: &ProviderConfig, purpose: Option<&str>) -> [u8; 32] {
     let mut w = FingerprintWriter::new();
+    if let Some(purpose) = purpose {
+        w.text("purpose", purpose);
+    }
     match provider {
         ProviderConfig::AdobeIms(c) => adobe_ims(w.text("provider", "adobe_ims"), c),
         ProviderConfig::Shopline(c) => shopline(w.text("provider", "shopline"), c),

@@ -8,13 +8,22 @@
 //! credentials never see an old token. Times are wall-clock unix milliseconds: the one place the
 //! program persists absolute time.
 
+#[cfg(test)]
+mod fake;
 mod key;
 mod memory;
+mod redis;
+mod seal;
 
 use std::time::Duration;
 
+use tokio::sync::watch;
+
+#[cfg(test)]
+pub use self::fake::FakeShared;
 pub use self::key::StoreKey;
 pub use self::memory::MemoryStore;
+pub use self::redis::{Commit, RedisSetupError, RedisSlot, RedisStore, StoreDown, StoreHealth, StoreOp, Versioned};
 use crate::auth::Token;
 use crate::clock;
 use crate::config::{Secret, StoreConfig};
@@ -71,35 +80,119 @@ impl StoredToken {
 #[derive(Debug, Clone)]
 pub enum Store {
     Memory(MemoryStore),
+    Redis(RedisStore),
+    /// The shared-store protocol on paused time, in unit tests.
+    #[cfg(test)]
+    Fake(FakeShared),
 }
 
 /// Why the configured store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Validation refuses `kind = "redis"` until the shared store exists; this is the same refusal
-    /// for a configuration built without `check` (a test, an embedding).
-    #[error("store kind \"redis\" is not available in this version; use \"memory\"")]
-    Unsupported,
+    #[error(transparent)]
+    Redis(#[from] RedisSetupError),
 }
 
 impl Store {
-    /// The store `[store]` asks for.
+    /// The store `[store]` asks for. Opening Redis does not connect: a Redis that is down at
+    /// startup is a degraded state (tokens renewed locally), not a reason to refuse to start.
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         match config {
             StoreConfig::Memory => Ok(Self::Memory(MemoryStore::default())),
-            StoreConfig::Redis { .. } => Err(StoreError::Unsupported),
+            StoreConfig::Redis(redis) => Ok(Self::Redis(RedisStore::open(redis)?)),
         }
     }
 
+    /// The shared slot of `key`, when replicas share tokens; `None` for the in-process store.
+    pub fn shared(&self, key: &StoreKey) -> Option<SharedSlot> {
+        match self {
+            Self::Memory(_) => None,
+            Self::Redis(store) => Some(SharedSlot::Redis(Box::new(store.slot(key)))),
+            #[cfg(test)]
+            Self::Fake(store) => Some(SharedSlot::Fake(store.clone())),
+        }
+    }
+
+    /// The shared store's state, for `/readyz`, `/tenants` and the metrics.
+    pub fn health(&self) -> Option<&StoreHealth> {
+        match self {
+            Self::Redis(store) => Some(store.health()),
+            _ => None,
+        }
+    }
+
+    /// The in-process store's entry for `key` (the shared store is read through its slot).
     pub async fn get(&self, key: &StoreKey) -> Option<StoredToken> {
         match self {
             Self::Memory(store) => store.get(key),
+            _ => None,
         }
     }
 
     pub async fn put(&self, key: &StoreKey, token: StoredToken) {
-        match self {
-            Self::Memory(store) => store.put(key, token),
+        if let Self::Memory(store) = self {
+            store.put(key, token);
         }
+    }
+}
+
+/// One credential set's place in the shared store: the operations of the renewal protocol
+/// (`token::shared`).
+#[derive(Debug)]
+pub enum SharedSlot {
+    Redis(Box<RedisSlot>),
+    #[cfg(test)]
+    Fake(FakeShared),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $slot:ident => $body:expr) => {
+        match $self {
+            SharedSlot::Redis($slot) => $body,
+            #[cfg(test)]
+            SharedSlot::Fake($slot) => $body,
+        }
+    };
+}
+
+impl SharedSlot {
+    pub async fn read(&self) -> Result<Option<Versioned>, StoreDown> {
+        dispatch!(self, slot => slot.read().await)
+    }
+
+    pub async fn try_lease(&self, owner: &str, ttl: Duration) -> Result<bool, StoreDown> {
+        dispatch!(self, slot => slot.try_lease(owner, ttl).await)
+    }
+
+    pub async fn extend_lease(&self, owner: &str, ttl: Duration) -> Result<bool, StoreDown> {
+        dispatch!(self, slot => slot.extend_lease(owner, ttl).await)
+    }
+
+    pub async fn release_lease(&self, owner: &str) -> Result<(), StoreDown> {
+        dispatch!(self, slot => slot.release_lease(owner).await)
+    }
+
+    pub async fn commit(
+        &self,
+        owner: &str,
+        read_version: u64,
+        version: u64,
+        token: &StoredToken,
+    ) -> Result<Commit, StoreDown> {
+        dispatch!(self, slot => slot.commit(owner, read_version, version, token).await)
+    }
+
+    /// The last version announced on this key's channel.
+    pub fn renewed(&self) -> watch::Receiver<u64> {
+        dispatch!(self, slot => slot.renewed())
+    }
+
+    /// Changes whenever the store answers again after being unreachable.
+    pub fn reconnected(&self) -> watch::Receiver<u64> {
+        dispatch!(self, slot => slot.reconnected())
+    }
+
+    pub fn is_up(&self) -> bool {
+        dispatch!(self, slot => slot.is_up())
     }
 }

@@ -17,8 +17,12 @@
 //! forbidden endpoint in a loop causes none.
 
 pub(crate) mod refresh;
+mod shared;
+mod task;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_shared;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,9 +34,8 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::auth::{FetchCtx, FetchToken, Provider, ProviderError, Token, TokenHttp};
-use crate::clock;
 use crate::config::{TenantName, TokenPolicy};
-use crate::store::{Store, StoreKey, StoredToken};
+use crate::store::{SharedSlot, Store, StoreKey};
 
 /// What the manager needs from a provider besides fetching. `Provider` is the real one; tests use
 /// a counting fake.
@@ -40,6 +43,12 @@ pub trait TokenSource: FetchToken + 'static {
     fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError>;
     /// False for static credentials: nothing can renew them, so a 401 is passed back.
     fn renews(&self) -> bool;
+    /// Whether one replica renewing on its own hurts the others (SHOPLINE's refresh shortens
+    /// every other copy; Vantage's refresh tokens are single use): with the shared store down,
+    /// such renewals are made as late as is safe.
+    fn solo_renewal_costs_peers(&self) -> bool {
+        false
+    }
 }
 
 impl FetchToken for Provider {
@@ -54,6 +63,9 @@ impl TokenSource for Provider {
     }
     fn renews(&self) -> bool {
         Self::renews(self)
+    }
+    fn solo_renewal_costs_peers(&self) -> bool {
+        matches!(self, Self::Shopline(_) | Self::Vantage(_))
     }
 }
 
@@ -90,10 +102,42 @@ struct Status {
     last_error: Option<String>,
 }
 
+/// Where the current token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This process called the token endpoint.
+    Fetched,
+    /// Taken from the store: a peer's renewal, or this process's own before a reload.
+    Adopted,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fetched => "fetched",
+            Self::Adopted => "adopted",
+        }
+    }
+}
+
+/// A token and where it came from, on its way to being installed.
+struct Obtained {
+    token: Token,
+    origin: Origin,
+}
+
 /// Figures for `/tenants` and metrics.
 #[derive(Debug, Clone, Default)]
 pub struct TokenStats {
     pub generation: u64,
+    pub origin: Option<Origin>,
+    /// With a shared store: the version the current token has there.
+    pub store_version: Option<u64>,
+    /// With a shared store: the current token was renewed while the store was unreachable and
+    /// is not in it yet.
+    pub unpublished: bool,
+    /// Tokens taken from the store instead of a token call.
+    pub adopted: u64,
     pub renewals_ok: u64,
     pub renewals_failed: u64,
     pub last_renewal: Option<SystemTime>,
@@ -105,6 +149,8 @@ struct Inner<P> {
     source: P,
     store: Store,
     key: StoreKey,
+    /// With a shared store, this credential set's place in it.
+    shared: Option<SharedSlot>,
     http: TokenHttp,
     policy: TokenPolicy,
     current: ArcSwapOption<CurrentToken>,
@@ -145,11 +191,14 @@ impl<P: TokenSource> TokenManager<P> {
         store: (Store, StoreKey),
     ) -> Self {
         let (store, key) = store;
+        // Static credentials have nothing to share: only renewing sources use the shared store.
+        let shared = source.renews().then(|| store.shared(&key)).flatten();
         let inner = Arc::new(Inner {
             tenant,
             source,
             store,
             key,
+            shared,
             http,
             policy,
             current: ArcSwapOption::empty(),
@@ -294,140 +343,6 @@ impl<P: TokenSource> Inner<P> {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(TokenUnavailable("the tenant is shutting down".to_owned())),
                 Err(_) => return Err(TokenUnavailable(format!("no token after waiting {limit:?}"))),
-            }
-        }
-    }
-
-    /// The background loop: fetch, install, sleep until renewal (or a retirement), repeat.
-    async fn run(self: Arc<Self>) {
-        let mut failures: u32 = 0;
-        loop {
-            self.status.send_modify(|s| s.fetching = true);
-            let previous = self.current.load_full();
-            let outcome = match self.adoptable(previous.as_deref()).await {
-                Some(stored) => Ok(stored),
-                None => self.fetch_and_store(previous.as_deref()).await,
-            };
-            let next_wake = match outcome.and_then(|token| self.install(token)) {
-                Ok(current) => {
-                    failures = 0;
-                    self.renewal_due(&current)
-                }
-                Err(error) => {
-                    failures += 1;
-                    self.record_failure(&error, failures)
-                }
-            };
-            self.sleep_until(next_wake).await;
-        }
-    }
-
-    /// A token in the store that is newer than ours and not yet due for renewal: adopting it
-    /// saves a token call (after a reload; with a shared store, another replica's renewal).
-    async fn adoptable(&self, previous: Option<&CurrentToken>) -> Option<Token> {
-        let stored = self.store.get(&self.key).await?.to_token();
-        let same = previous.is_some_and(|p| p.token.access == stored.access);
-        let expires_at = stored.expires_at;
-        let due = expires_at.map(|at| {
-            let lifetime = at.saturating_duration_since(stored.obtained_at);
-            stored.obtained_at + refresh::refresh_delay(lifetime, self.policy.refresh_before, 1.0)
-        });
-        let fresh = due.is_none_or(|due| Instant::now() < due);
-        (!same && fresh && self.source.renews()).then_some(stored)
-    }
-
-    async fn fetch_and_store(&self, previous: Option<&CurrentToken>) -> Result<Token, ProviderError> {
-        let token = self
-            .source
-            .fetch(FetchCtx {
-                http: &self.http,
-                previous: previous.map(|c| &c.token),
-            })
-            .await?;
-        self.store.put(&self.key, StoredToken::from_token(&token)).await;
-        Ok(token)
-    }
-
-    fn install(&self, token: Token) -> Result<Arc<CurrentToken>, ProviderError> {
-        let (header_name, header_value) = self.source.credential_header(&token)?;
-        let generation = self.current.load().as_ref().map_or(0, |c| c.generation) + 1;
-        let current = Arc::new(CurrentToken {
-            generation,
-            header_name,
-            header_value,
-            obtained_at: token.obtained_at,
-            expires_at: token.expires_at,
-            token,
-        });
-        self.current.store(Some(Arc::clone(&current)));
-        {
-            let mut stats = self.stats.lock().expect("stats lock is never poisoned");
-            stats.generation = generation;
-            stats.renewals_ok += 1;
-            stats.last_renewal = Some(clock::system_now());
-            stats.last_error = None;
-        }
-        let expires_in = current.expires_at.map(|at| clock::remaining(at).as_secs());
-        tracing::info!(tenant = %self.tenant, generation, expires_in_s = expires_in, "token obtained");
-        self.status.send_modify(|s| {
-            s.fetching = false;
-            s.completed += 1;
-            s.last_error = None;
-        });
-        Ok(current)
-    }
-
-    /// When the installed token should be renewed; `None` = only when a 401 asks.
-    fn renewal_due(&self, current: &CurrentToken) -> Option<Instant> {
-        let expires_at = current.expires_at?;
-        if !self.source.renews() {
-            // Static credentials: wake at expiry to report it; there is nothing to renew.
-            return Some(expires_at);
-        }
-        let lifetime = expires_at.saturating_duration_since(current.obtained_at);
-        Some(current.obtained_at + refresh::refresh_delay(lifetime, self.policy.refresh_before, rand::random()))
-    }
-
-    fn record_failure(&self, error: &ProviderError, failures: u32) -> Option<Instant> {
-        let message = error.to_string();
-        tracing::warn!(tenant = %self.tenant, attempt = failures, error = %message, "token call failed");
-        {
-            let mut stats = self.stats.lock().expect("stats lock is never poisoned");
-            stats.renewals_failed += 1;
-            stats.last_error = Some(message.clone());
-        }
-        self.status.send_modify(|s| {
-            s.fetching = false;
-            s.completed += 1;
-            s.last_error = Some(message);
-        });
-        if matches!(error, ProviderError::Expired) {
-            return None;
-        }
-        let mut delay = refresh::backoff(failures, rand::random());
-        if let ProviderError::Throttled {
-            retry_after: Some(after),
-        } = error
-        {
-            delay = delay.max(*after);
-        }
-        Some(Instant::now() + delay)
-    }
-
-    /// Sleeps until `until`, or until a 401 retires the current generation.
-    async fn sleep_until(&self, until: Option<Instant>) {
-        loop {
-            match until {
-                Some(at) => tokio::select! {
-                    () = tokio::time::sleep_until(at) => return,
-                    () = self.wake.notified() => {}
-                },
-                None => self.wake.notified().await,
-            }
-            // A stale wake-up (for a generation already replaced) is ignored.
-            let current = self.current.load().as_ref().map_or(0, |c| c.generation);
-            if self.retire_requested.load(Ordering::Acquire) >= current {
-                return;
             }
         }
     }

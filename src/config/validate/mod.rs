@@ -16,6 +16,7 @@ mod fields;
 mod providers;
 mod server;
 mod source;
+mod store;
 mod tenant;
 #[cfg(test)]
 mod tests;
@@ -99,7 +100,7 @@ fn build(ctx: &mut Ctx<'_>) -> Option<RuntimeConfig> {
     let raw_store = ctx.section::<RawStore>("store", "[store]");
     let server = raw_server.and_then(|raw| server::server(ctx, &raw));
     let token = raw_token.and_then(|raw| server::token_policy(ctx, &raw));
-    let store = raw_store.and_then(|raw| server::store(ctx, &raw));
+    let store = raw_store.and_then(|raw| store::store(ctx, &raw));
     let tenants = tenant::tenants(ctx, server.as_ref(), token.as_ref());
     let callers = callers::callers(ctx);
     if let (Some(server), Some(tenants), Some(callers)) = (&server, &tenants, &callers) {

@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::{Ctx, Scope};
-use crate::config::raw::{RawQuantity, RawServer, RawStore, RawTenant, RawToken};
-use crate::config::{ServerConfig, StoreConfig, TenantConfig, TokenPolicy};
+use crate::config::raw::{RawQuantity, RawServer, RawTenant, RawToken};
+use crate::config::{ServerConfig, TenantConfig, TokenPolicy};
 
 const MIB: u64 = 1 << 20;
 
@@ -183,46 +183,6 @@ fn apply_token_fields(
         replay_body_limit: replay_body_limit?,
         min_token_age: min_token_age?,
     })
-}
-
-pub(super) fn store(ctx: &mut Ctx<'_>, raw: &RawStore) -> Option<StoreConfig> {
-    let scope = Scope::new("store", "[store]");
-    match raw.kind.as_deref().unwrap_or("memory") {
-        "memory" => {
-            if raw.url.is_some() {
-                ctx.key_error(&scope, "url", "only used with kind = \"redis\"");
-                return None;
-            }
-            Some(StoreConfig::Memory)
-        }
-        "redis" => {
-            let raw_url = ctx.required(&scope, "url", raw.url.as_ref(), "with kind = \"redis\"")?;
-            let url = ctx.secret(&scope, "url", raw_url)?;
-            // Checked without echoing: the URL may carry a password.
-            if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
-                ctx.error(&scope, "url", "must start with redis:// or rediss://");
-                return None;
-            }
-            // Refused rather than silently served from memory: replicas would each renew on their
-            // own, which for SHOPLINE shortens every other copy's life
-            // (`docs/providers.md#shopline-one-token-per-store`).
-            let _ = url;
-            ctx.error(
-                &scope,
-                "kind",
-                "the shared Redis store is not available in this version yet; use kind = \"memory\" (one token per process)",
-            );
-            None
-        }
-        other => {
-            ctx.error(
-                &scope,
-                "kind",
-                format!("unknown store `{other}`; expected \"memory\" or \"redis\""),
-            );
-            None
-        }
-    }
 }
 
 /// Listener rules that need every section: each address bound once, and credentials lent only

@@ -354,15 +354,29 @@ fn store_redis_needs_a_url() {
         &parse_err("[store]\nurl = \"redis://x\"\n"),
         &["key `url`", "only used with kind = \"redis\""],
     );
-    // A well-formed Redis store is still refused until the shared store exists, and the error never
-    // echoes the URL (it may carry a password).
+    // A well-formed Redis store is accepted with its defaults; a malformed URL is refused without
+    // echoing it (it may carry a password).
     let mut env = example_env();
     env.vars.insert("REDIS".into(), "redis://:pw@redis:6379".into());
-    let errors =
-        validate("[store]\nkind = \"redis\"\nurl = { env = \"REDIS\" }\n", "t.toml", &env).expect_err("refused");
-    let text = errors.to_string();
-    assert!(text.contains("not available in this version"), "{text}");
+    env.vars.insert("BAD".into(), "redis://:pw@redis:notaport".into());
+    let ok = validate("[store]\nkind = \"redis\"\nurl = { env = \"REDIS\" }\n", "t.toml", &env).expect("valid");
+    let crate::config::StoreConfig::Redis(redis) = &ok.config.store else {
+        panic!("a redis store: {:?}", ok.config.store);
+    };
+    assert_eq!(redis.key_prefix, "tokenbroker");
+    assert_eq!(redis.url.expose(), "redis://:pw@redis:6379");
+    let bad = "[store]\nkind = \"redis\"\nurl = { env = \"BAD\" }\nkey_prefix = \"a{b}\"\n";
+    let text = validate(bad, "t.toml", &env).expect_err("refused").to_string();
+    assert!(
+        text.contains("t.toml:3") && text.contains("not a valid Redis URL"),
+        "{text}"
+    );
+    assert!(text.contains("t.toml:4") && text.contains("key_prefix"), "{text}");
     assert!(!text.contains(":pw@"), "{text}");
+    find(
+        &parse_err("[store]\nkey_prefix = \"x\"\n"),
+        &["key `key_prefix`", "only used with kind = \"redis\""],
+    );
 }
 
 #[test]

@@ -1,0 +1,57 @@
+//! The Lua scripts of the shared store. Each runs atomically on the Redis server, and every key it
+//! touches is named in `KEYS` and shares one hash tag, so they also run on a Redis Cluster.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Extends the lease by `ARGV[2]` ms if `ARGV[1]` still holds it. Returns 1, or 0 if lost.
+pub(super) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+",
+    )
+});
+
+/// Deletes the lease if `ARGV[1]` still holds it: a holder never frees a successor's lease.
+pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+",
+    )
+});
+
+/// The fenced commit. `KEYS[1]` the lease, `KEYS[2]` the token hash. `ARGV`: owner, the version
+/// the holder read, the new version, the sealed token, its TTL in ms, the channel to notify.
+/// Writes only while `ARGV[1]` holds the lease and the stored version is still the one read, and
+/// only a higher version. Returns the new version, -1 (lease lost), -2 (the store moved on), or
+/// -3 (the version would not increase).
+pub(super) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+local current = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
+if current ~= tonumber(ARGV[2]) then
+  return -2
+end
+local new = tonumber(ARGV[3])
+if new <= current then
+  return -3
+end
+redis.call('HSET', KEYS[2], 'version', ARGV[3], 'sealed', ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[3])
+return new
+",
+    )
+});

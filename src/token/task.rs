@@ -1,0 +1,244 @@
+//! The background task of a token manager: obtain, install, sleep until renewal (or a 401, or a
+//! word from the shared store), repeat. The only caller of `Provider::fetch`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::shared::{self, Renewal};
+use super::{CurrentToken, Inner, Obtained, Origin, TokenSource, refresh};
+use crate::auth::{FetchCtx, ProviderError, Token};
+use crate::clock;
+use crate::store::{SharedSlot, StoredToken};
+
+/// With a shared store, how often a replica looks at it unasked: a backup for a missed
+/// announcement, far inside SHOPLINE's five-minute grace.
+const STORE_POLL: Duration = Duration::from_secs(15);
+
+/// Why the task woke up.
+enum Wake {
+    /// Renewal is due, or a 401 retired the current token.
+    Renew,
+    /// The shared store has news: an announcement, a reconnection, or the slow poll.
+    Store,
+}
+
+/// The shared store's signals, watched while the task sleeps.
+struct StoreSignals {
+    renewed: watch::Receiver<u64>,
+    reconnected: watch::Receiver<u64>,
+}
+
+impl<P: TokenSource> Inner<P> {
+    pub(super) async fn run(self: Arc<Self>) {
+        let mut failures: u32 = 0;
+        let mut sync = shared::Sync::default();
+        let mut signals = self.shared.as_ref().map(|slot| StoreSignals {
+            renewed: slot.renewed(),
+            reconnected: slot.reconnected(),
+        });
+        loop {
+            let previous = self.current.load_full();
+            self.status.send_modify(|s| s.fetching = true);
+            let mut next_wake = match self.renew(previous.as_deref(), &mut sync).await {
+                Renewal::Got(obtained) => match self.install(obtained, &sync) {
+                    Ok(current) => {
+                        failures = 0;
+                        self.renewal_due(&current)
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        self.record_failure(&error, failures)
+                    }
+                },
+                Renewal::Failed(error) => {
+                    failures += 1;
+                    self.record_failure(&error, failures)
+                }
+                Renewal::Postponed(at) => {
+                    self.status.send_modify(|s| s.fetching = false);
+                    Some(at)
+                }
+            };
+            if let Some(signals) = signals.as_mut() {
+                signals.renewed.mark_unchanged();
+                signals.reconnected.mark_unchanged();
+            }
+            while let Wake::Store = self.sleep_until(next_wake, signals.as_mut()).await {
+                next_wake = self.sync_with_store(&mut sync).await.unwrap_or(next_wake);
+            }
+        }
+    }
+
+    /// One renewal: through the shared store when there is one, else from the in-process store
+    /// or the token endpoint.
+    async fn renew(&self, previous: Option<&CurrentToken>, sync: &mut shared::Sync) -> Renewal {
+        if let Some(slot) = &self.shared {
+            let rejected = previous.is_some_and(|p| self.retire_requested.load(Ordering::Acquire) >= p.generation);
+            return shared::renew(self, slot, sync, previous, rejected).await;
+        }
+        if let Some(stored) = self.adoptable(previous).await {
+            return Renewal::Got(Obtained {
+                token: stored,
+                origin: Origin::Adopted,
+            });
+        }
+        match self.fetch(previous.map(|p| &p.token)).await {
+            Ok(token) => {
+                self.store.put(&self.key, StoredToken::from_token(&token)).await;
+                Renewal::Got(Obtained {
+                    token,
+                    origin: Origin::Fetched,
+                })
+            }
+            Err(error) => Renewal::Failed(error),
+        }
+    }
+
+    /// Adopts a peer's token, or publishes ours; returns the new renewal time if it adopted.
+    async fn sync_with_store(&self, sync: &mut shared::Sync) -> Option<Option<Instant>> {
+        let slot: &SharedSlot = self.shared.as_ref()?;
+        let current = self.current.load_full();
+        let Some(obtained) = shared::sync(self, slot, sync, current.as_deref()).await else {
+            let mut stats = self.stats.lock().expect("stats lock is never poisoned");
+            stats.store_version = (sync.version > 0).then_some(sync.version);
+            stats.unpublished = sync.unpublished;
+            return None;
+        };
+        let current = self.install(obtained, sync).ok()?;
+        Some(self.renewal_due(&current))
+    }
+
+    /// A token in the in-process store that is newer than ours and not yet due for renewal:
+    /// adopting it after a reload saves a token call.
+    async fn adoptable(&self, previous: Option<&CurrentToken>) -> Option<Token> {
+        let stored = self.store.get(&self.key).await?.to_token();
+        let same = previous.is_some_and(|p| p.token.access == stored.access);
+        let expires_at = stored.expires_at;
+        let due = expires_at.map(|at| {
+            let lifetime = at.saturating_duration_since(stored.obtained_at);
+            stored.obtained_at + refresh::refresh_delay(lifetime, self.policy.refresh_before, 1.0)
+        });
+        let fresh = due.is_none_or(|due| Instant::now() < due);
+        (!same && fresh && self.source.renews()).then_some(stored)
+    }
+
+    /// One token call, renewing from `previous` (its refresh token, for the grants that have one).
+    pub(super) async fn fetch(&self, previous: Option<&Token>) -> Result<Token, ProviderError> {
+        self.source
+            .fetch(FetchCtx {
+                http: &self.http,
+                previous,
+            })
+            .await
+    }
+
+    fn install(&self, obtained: Obtained, sync: &shared::Sync) -> Result<Arc<CurrentToken>, ProviderError> {
+        let Obtained { token, origin } = obtained;
+        let (header_name, header_value) = self.source.credential_header(&token)?;
+        let generation = self.current.load().as_ref().map_or(0, |c| c.generation) + 1;
+        let current = Arc::new(CurrentToken {
+            generation,
+            header_name,
+            header_value,
+            obtained_at: token.obtained_at,
+            expires_at: token.expires_at,
+            token,
+        });
+        self.current.store(Some(Arc::clone(&current)));
+        {
+            let mut stats = self.stats.lock().expect("stats lock is never poisoned");
+            stats.generation = generation;
+            match origin {
+                Origin::Fetched => stats.renewals_ok += 1,
+                Origin::Adopted => stats.adopted += 1,
+            }
+            stats.origin = Some(origin);
+            stats.store_version = (self.shared.is_some() && sync.version > 0).then_some(sync.version);
+            stats.unpublished = sync.unpublished;
+            stats.last_renewal = Some(clock::system_now());
+            stats.last_error = None;
+        }
+        let expires_in = current.expires_at.map(|at| clock::remaining(at).as_secs());
+        let origin = origin.as_str();
+        tracing::info!(tenant = %self.tenant, generation, origin, expires_in_s = expires_in, "token obtained");
+        self.status.send_modify(|s| {
+            s.fetching = false;
+            s.completed += 1;
+            s.last_error = None;
+        });
+        Ok(current)
+    }
+
+    /// When the installed token should be renewed; `None` = only when a 401 asks.
+    fn renewal_due(&self, current: &CurrentToken) -> Option<Instant> {
+        let expires_at = current.expires_at?;
+        if !self.source.renews() {
+            // Static credentials: wake at expiry to report it; there is nothing to renew.
+            return Some(expires_at);
+        }
+        let lifetime = expires_at.saturating_duration_since(current.obtained_at);
+        Some(current.obtained_at + refresh::refresh_delay(lifetime, self.policy.refresh_before, rand::random()))
+    }
+
+    fn record_failure(&self, error: &ProviderError, failures: u32) -> Option<Instant> {
+        let message = error.to_string();
+        tracing::warn!(tenant = %self.tenant, attempt = failures, error = %message, "token call failed");
+        {
+            let mut stats = self.stats.lock().expect("stats lock is never poisoned");
+            stats.renewals_failed += 1;
+            stats.last_error = Some(message.clone());
+        }
+        self.status.send_modify(|s| {
+            s.fetching = false;
+            s.completed += 1;
+            s.last_error = Some(message);
+        });
+        if matches!(error, ProviderError::Expired) {
+            return None;
+        }
+        let mut delay = refresh::backoff(failures, rand::random());
+        if let ProviderError::Throttled {
+            retry_after: Some(after),
+        } = error
+        {
+            delay = delay.max(*after);
+        }
+        Some(Instant::now() + delay)
+    }
+
+    /// Sleeps until `until`, a 401 that retires the current generation, or news from the store.
+    async fn sleep_until(&self, until: Option<Instant>, mut signals: Option<&mut StoreSignals>) -> Wake {
+        loop {
+            let store_news = async {
+                match signals.as_deref_mut() {
+                    Some(s) => tokio::select! {
+                        _ = s.renewed.changed() => {}
+                        _ = s.reconnected.changed() => {}
+                        () = tokio::time::sleep(STORE_POLL) => {}
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            let due = async {
+                match until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = due => return Wake::Renew,
+                () = store_news => return Wake::Store,
+                () = self.wake.notified() => {}
+            }
+            // A stale wake-up (for a generation already replaced) is ignored.
+            let current = self.current.load().as_ref().map_or(0, |c| c.generation);
+            if self.retire_requested.load(Ordering::Acquire) >= current {
+                return Wake::Renew;
+            }
+        }
+    }
+}
