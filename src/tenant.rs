@@ -93,6 +93,11 @@ impl Snapshot {
         })
     }
 
+    /// The token store every tenant of the process uses.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
     pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
         self.tenants.get(name).cloned()
     }

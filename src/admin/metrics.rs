@@ -13,6 +13,7 @@ use prometheus_client::metrics::MetricType;
 
 use crate::clock;
 use crate::metrics::{AtomicHistogram, GlobalMetrics};
+use crate::store::{StoreHealth, StoreOp};
 use crate::tenant::{Snapshot, Tenant};
 
 /// Reads the live snapshot at scrape time.
@@ -73,8 +74,33 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             |t| t.metrics.unauthorized_replays.load(Relaxed),
         )?;
         reloads(&mut encoder, &self.globals)?;
-        connections(&mut encoder, &self.globals)
+        connections(&mut encoder, &self.globals)?;
+        match snapshot.store().health() {
+            Some(health) => store(&mut encoder, health),
+            None => Ok(()),
+        }
     }
+}
+
+/// The shared store's state; absent with the in-process store.
+fn store(encoder: &mut DescriptorEncoder<'_>, health: &StoreHealth) -> Encoded {
+    let mut up = encoder.encode_descriptor(
+        "tokenbroker_store_up",
+        "1 while the shared store answers, 0 while tokens are renewed locally",
+        None,
+        MetricType::Gauge,
+    )?;
+    up.encode_gauge(&i64::from(health.is_up()))?;
+    let mut errors = encoder.encode_descriptor(
+        "tokenbroker_store_errors",
+        "Shared-store commands that got no answer, by operation",
+        None,
+        MetricType::Counter,
+    )?;
+    for op in StoreOp::ALL {
+        counter(&mut errors.encode_family(&[("op", op.as_str())])?, health.errors(op))?;
+    }
+    Ok(())
 }
 
 fn requests(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> Encoded {

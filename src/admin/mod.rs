@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::clock;
 use crate::tenant::{Snapshot, Tenant};
+use crate::token::Origin;
 
 /// A static credential this close to expiry is reported by `/readyz` (still ready), so operators
 /// replace it in time. Readiness itself fails only within the tenant's `refresh_before` of the
@@ -36,7 +37,10 @@ pub(crate) fn handle<B>(snapshot: &Snapshot, registry: &Registry, request: &Requ
         "/healthz" => respond(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
         "/readyz" => readyz(snapshot),
         "/metrics" => metrics(registry),
-        "/tenants" => json_response(StatusCode::OK, &json!({ "tenants": snapshot_tenants(snapshot) })),
+        "/tenants" => json_response(
+            StatusCode::OK,
+            &json!({ "tenants": snapshot_tenants(snapshot), "store": store_state(snapshot) }),
+        ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
     }
 }
@@ -74,10 +78,29 @@ fn readyz(snapshot: &Snapshot) -> Response<Full<Bytes>> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json_response(
-        status,
-        &json!({ "ready": failing.is_empty(), "failing": failing, "expiring": expiring }),
-    )
+    let body = json!({
+        "ready": failing.is_empty(),
+        "failing": failing,
+        "expiring": expiring,
+        "store": store_state(snapshot),
+    });
+    json_response(status, &body)
+}
+
+/// The token store's state. The shared store being unreachable does not fail readiness: every
+/// replica keeps serving with the tokens it holds and renews them on its own.
+fn store_state(snapshot: &Snapshot) -> Value {
+    match snapshot.store().health() {
+        None => json!({ "kind": "memory" }),
+        Some(health) => {
+            let since = health.since_ms() / 1000;
+            if health.is_up() {
+                json!({ "kind": "redis", "state": "up", "since_unix": since })
+            } else {
+                json!({ "kind": "redis", "state": "unreachable", "since_unix": since })
+            }
+        }
+    }
 }
 
 enum Readiness {
@@ -164,6 +187,10 @@ fn tenant_state(tenant: &Tenant) -> Value {
             "last_error": stats.last_error,
             "renewals_ok": stats.renewals_ok,
             "renewals_failed": stats.renewals_failed,
+            "origin": stats.origin.map(Origin::as_str),
+            "adopted": stats.adopted,
+            "store_version": stats.store_version,
+            "unpublished": stats.unpublished,
         },
         "limiter": tenant.limiter.as_ref().map(|l| l.state()),
     })
