@@ -2,7 +2,7 @@
 //!
 //! The token manager asks the store before it calls a token endpoint and tells it after: with the
 //! in-process [`MemoryStore`] that lets a reloaded tenant whose credentials did not change pick up
-//! the token it already had; with a shared store (Redis, `docs/architecture.md#shared-store-plan`)
+//! the token it already had; with the shared store (Redis, `docs/architecture.md#shared-store-redis`)
 //! it lets replicas share one token, which SHOPLINE needs because every renewal shortens every
 //! other copy's life. Entries are keyed by tenant and a fingerprint of the credentials, so changed
 //! credentials never see an old token. Times are wall-clock unix milliseconds: the one place the
