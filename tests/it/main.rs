@@ -19,6 +19,7 @@ mod oidc;
 mod providers;
 mod proxy;
 mod rate_limit;
+mod redis_harness;
 mod reload;
 mod sandboxed;
 mod secrets;

@@ -1,6 +1,7 @@
 //! The integration harness: a proxy built from TOML on ephemeral ports (in process), the real
-//! binary as a child process, and a plain HTTP client.
+//! binary as a child process, a real `redis-server` for the shared store, and a plain HTTP client.
 
+pub mod redis;
 pub mod tenants;
 pub mod upstream;
 
@@ -267,12 +268,33 @@ impl Binary {
         lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
+    /// The binary's process id (also when started through `sh -c … exec`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-s", name, &self.child.id().to_string()])
+            .args(["-s", name, &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -s {name}");
+    }
+
+    /// SIGKILL, and waits until it is gone: a crash, no drain, nothing flushed.
+    pub fn kill9(&mut self) -> std::process::ExitStatus {
+        self.signal("KILL");
+        self.child.wait().expect("wait for the killed binary")
+    }
+
+    /// SIGSTOP: the process freezes (a stalled peer), its sockets stay open.
+    pub fn stop(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT: a process `stop` froze carries on.
+    pub fn cont(&self) {
+        self.signal("CONT");
     }
 
     /// Peak resident memory of the process, in KiB.
