@@ -111,3 +111,35 @@ fn the_readme_configuration_example_is_valid() {
         .expect("run tokenbroker check");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+#[test]
+fn check_judges_a_redis_store_url_by_shape_without_connecting_or_echoing_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store.toml");
+    let config = "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nkind = \"redis\"\nurl = { env = \"TB_REDIS\" }\n";
+    std::fs::write(&path, config).expect("write config");
+    // Nothing listens on port 9: a check that connected would fail or hang.
+    let check = |url: &str| {
+        tokenbroker()
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("TB_REDIS", url)
+            .output()
+            .expect("run tokenbroker check")
+    };
+    let started = std::time::Instant::now();
+    let good = check("redis://:hunter2-pw@127.0.0.1:9/0");
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "no connection attempt"
+    );
+    let bad = check("redis://:hunter2-pw@127.0.0.1:notaport");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("store.toml:6:") && stderr.contains("not a valid Redis URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2-pw"), "{stderr}");
+}
