@@ -74,12 +74,9 @@ async fn stored(redis: &RedisServer) -> Option<(u64, Vec<u8>)> {
     Some((version, hash.get("sealed")?.clone()))
 }
 
-/// Waits (bounded) until the stored version is at least `to`.
-async fn version_reaches(redis: &RedisServer, to: u64) -> bool {
-    eventually(Duration::from_secs(6), || async {
-        stored_version(redis).await >= Some(to)
-    })
-    .await
+/// Waits (up to `limit`) until the stored version is at least `to`.
+async fn version_reaches(redis: &RedisServer, to: u64, limit: Duration) -> bool {
+    eventually(limit, || async { stored_version(redis).await >= Some(to) }).await
 }
 
 async fn stored_version(redis: &RedisServer) -> Option<u64> {
@@ -331,13 +328,13 @@ async fn a_redis_restarted_empty_gets_the_token_back_and_sharing_resumes() {
     // (the next is a renewal period away) over two renewals.
     let start = stored_version(&redis).await.expect("a stored token");
     assert!(
-        version_reaches(&redis, start + 1).await,
+        version_reaches(&redis, start + 1, Duration::from_secs(6)).await,
         "a renewal is committed\n{}",
         all_logs(&nodes)
     );
     let (version, calls) = (stored_version(&redis).await.expect("stored"), ims.token_calls());
     assert!(
-        version_reaches(&redis, version + 2).await,
+        version_reaches(&redis, version + 2, Duration::from_secs(6)).await,
         "renewals continue\n{}",
         all_logs(&nodes)
     );
@@ -351,4 +348,121 @@ async fn a_redis_restarted_empty_gets_the_token_back_and_sharing_resumes() {
     for node in &nodes {
         assert_eq!(count_logged(node, UNREACHABLE), 1, "{}", node.logs());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_holder_killed_mid_renewal_frees_the_lease_for_the_others() {
+    let redis = RedisServer::start();
+    let ims = ims_with_ttl(sandbox::IMS_DEFAULT_TTL).await;
+    let call = Duration::from_secs(3);
+    let relay = SlowRelay::start(ims.base_url(), call).await;
+    let mut nodes = replicas(&redis, &ims, &relay.url);
+    warm_up(&nodes).await;
+    let pokes = revoke_and_poke(&ims, &nodes);
+    let holder = wait_for_holder(&redis, &nodes).await;
+    // Well inside its 3 s token call.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        lease_holder(&redis, &nodes).await,
+        Some(holder),
+        "still in its token call"
+    );
+    nodes[holder].kill9();
+    let killed_at = Instant::now();
+    let survivors: Vec<usize> = (0..nodes.len()).filter(|&i| i != holder).collect();
+    for &i in &survivors {
+        let limit = LEASE_TTL + call + Duration::from_secs(3);
+        let status = status_of(&nodes[i].url("/adobe/V1/products"), limit).await;
+        assert_eq!(status, Some(StatusCode::OK), "survivor {i}\n{}", all_logs(&nodes));
+    }
+    let took = killed_at.elapsed();
+    println!("the survivors served {took:?} after the holder was killed");
+    assert!(took <= LEASE_TTL + call + Duration::from_secs(3), "{took:?}");
+    for (i, poke) in pokes.into_iter().enumerate() {
+        let status = poke.await.expect("request task");
+        if i != holder {
+            assert_eq!(status, Some(StatusCode::OK), "the request waiting at survivor {i}");
+        }
+    }
+    // One of the survivors renewed under the lapsed lease; the other adopted its token.
+    let mut origins = Vec::new();
+    let version = stored_version(&redis).await.expect("a committed token");
+    for &i in &survivors {
+        let token = token_state(&nodes[i]).await;
+        assert_eq!(token["store_version"], version, "survivor {i}: {token}");
+        origins.push(token["origin"].as_str().unwrap_or_default().to_owned());
+    }
+    origins.sort();
+    assert_eq!(origins, ["adopted", "fetched"], "{}", all_logs(&nodes));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_frozen_past_its_lease_has_its_late_commit_refused() {
+    let redis = RedisServer::start();
+    let ims = ims_with_ttl(sandbox::IMS_DEFAULT_TTL).await;
+    // The frozen holder must wake before its own 10 s token-call timeout: the others need the
+    // lease's 5 s plus one call to commit.
+    let call = Duration::from_secs(2);
+    let relay = SlowRelay::start(ims.base_url(), call).await;
+    let nodes = replicas(&redis, &ims, &relay.url);
+    warm_up(&nodes).await;
+    let (first, _) = stored(&redis).await.expect("the first token is shared");
+    let pokes = revoke_and_poke(&ims, &nodes);
+    let holder = wait_for_holder(&redis, &nodes).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    nodes[holder].stop();
+    let stopped_at = Instant::now();
+    // The lease lapses, another replica takes it, renews and commits.
+    let renewed = version_reaches(&redis, first + 1, LEASE_TTL + call + Duration::from_secs(2)).await;
+    let waited = stopped_at.elapsed();
+    if !renewed {
+        nodes[holder].cont();
+    }
+    assert!(renewed, "the others renew past the frozen holder\n{}", all_logs(&nodes));
+    assert!(
+        waited >= LEASE_TTL - Duration::from_millis(500),
+        "not before the lease lapsed: {waited:?}"
+    );
+    let (version, sealed) = stored(&redis).await.expect("the others' token");
+    assert_ne!(lease_holder(&redis, &nodes).await, Some(holder));
+    nodes[holder].cont();
+    println!("holder frozen for {waited:?}; the others committed version {version}");
+
+    let refused = nodes[holder].logged(LATE_COMMIT, Duration::from_secs(5)).await;
+    assert!(
+        refused,
+        "the woken holder's commit is refused\n{}",
+        nodes[holder].logs()
+    );
+    assert_eq!(
+        stored(&redis).await,
+        Some((version, sealed)),
+        "the store keeps the others' token"
+    );
+    let converged = eventually(Duration::from_secs(5), || async {
+        let mut same = true;
+        for node in &nodes {
+            same &= token_state(node).await["store_version"] == version;
+        }
+        same
+    })
+    .await;
+    assert!(
+        converged,
+        "every replica ends on the store's version\n{}",
+        all_logs(&nodes)
+    );
+    for (i, poke) in pokes.into_iter().enumerate() {
+        assert_eq!(
+            poke.await.expect("request task"),
+            Some(StatusCode::OK),
+            "request to {i}"
+        );
+    }
+    for node in &nodes {
+        let answer = get(&node.url("/adobe/V1/products")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    }
+    // The holder's call and the others' renewal reached the fake; nobody else called.
+    assert_eq!(ims.token_calls(), 3, "{}", all_logs(&nodes));
 }
