@@ -23,4 +23,5 @@ mod redis_harness;
 mod reload;
 mod sandboxed;
 mod secrets;
+mod shared_tokens;
 mod tokens;
