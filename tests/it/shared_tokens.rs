@@ -3,10 +3,11 @@
 //! SHOPLINE's grace and Vantage's single-use refresh tokens, and leave nothing in clear in Redis.
 //! Token lifetimes are seconds long, so every renewal below really happens.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
 use tokenbroker::sandbox::{self, ShoplineOptions, ShoplineSandbox, VantageOptions, VantageSandbox};
+use tokio::time::Instant;
 
 use crate::sandboxed::{
     IMS_SECRET_LINE, SERVER, SlowRelay, adobe_tenant, ims_with_ttl, shopline_tenant, vantage_tenant,
@@ -43,14 +44,14 @@ async fn token_views(replicas: &[Binary], tenant: &str) -> Vec<serde_json::Value
 
 /// GETs `path` on every replica, `loops` callers each, for `length`; every status answered.
 async fn traffic(replicas: &[Binary], path: &str, loops: usize, length: Duration) -> Vec<StatusCode> {
-    let deadline = tokio::time::Instant::now() + length;
+    let deadline = Instant::now() + length;
     let drivers: Vec<_> = replicas
         .iter()
         .flat_map(|r| std::iter::repeat_n(r.url(path), loops))
         .map(|url| {
             tokio::spawn(async move {
                 let mut statuses = Vec::new();
-                while tokio::time::Instant::now() < deadline {
+                while Instant::now() < deadline {
                     statuses.push(get(&url).await.status);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -78,9 +79,9 @@ fn assert_all_ok(statuses: &[StatusCode], replicas: &[Binary]) {
 
 /// The instants `count` went up, sampled every 10 ms until `until` (the caller's traffic runs
 /// meanwhile): when a fake's token endpoint was called.
-async fn call_times(count: impl Fn() -> usize, until: tokio::time::Instant) -> Vec<Instant> {
+async fn call_times(count: impl Fn() -> usize, until: Instant) -> Vec<Instant> {
     let (mut seen, mut times) = (count(), Vec::new());
-    while tokio::time::Instant::now() < until {
+    while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let now = count();
         times.extend(std::iter::repeat_n(Instant::now(), now.saturating_sub(seen)));
@@ -192,7 +193,7 @@ async fn shopline_refreshes_once_per_token_and_no_replica_meets_the_grace_end() 
     let replicas = replicas::start(3, &toml, &sandbox_envs(&url));
 
     let length = Duration::from_secs(14);
-    let until = tokio::time::Instant::now() + length;
+    let until = Instant::now() + length;
     let counted = call_times(|| shop.create_calls() + shop.refresh_calls(), until);
     let (times, statuses) = tokio::join!(
         counted,
