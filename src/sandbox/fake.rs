@@ -33,6 +33,7 @@ pub struct FakeCore {
     fail: FailSwitch,
     token_calls: AtomicUsize,
     api_calls: AtomicUsize,
+    rejected_api_calls: AtomicUsize,
     last_api: Mutex<Option<RecordedRequest>>,
 }
 
@@ -45,6 +46,7 @@ impl FakeCore {
             fail: FailSwitch::default(),
             token_calls: AtomicUsize::new(0),
             api_calls: AtomicUsize::new(0),
+            rejected_api_calls: AtomicUsize::new(0),
             last_api: Mutex::new(None),
         }
     }
@@ -79,9 +81,14 @@ impl FakeCore {
         *lock(&self.last_api) = Some(RecordedRequest::new(parts, body_len));
     }
 
-    /// What the bearer token of `headers` is to this fake (`Unknown` when there is none).
+    /// What the bearer token of `headers` is to this fake (`Unknown` when there is none); counts
+    /// the call as rejected unless the token is valid.
     pub(crate) fn bearer_state(&self, headers: &HeaderMap) -> TokenState {
-        common::bearer(headers).map_or(TokenState::Unknown, |token| self.tokens.state(token))
+        let state = common::bearer(headers).map_or(TokenState::Unknown, |token| self.tokens.state(token));
+        if state != TokenState::Valid {
+            bump(&self.rejected_api_calls);
+        }
+        state
     }
 }
 
@@ -143,6 +150,12 @@ impl<S: FakeState> Fake<S> {
 
     pub fn api_calls(&self) -> usize {
         get(&self.state.core().api_calls)
+    }
+
+    /// API calls whose bearer token this fake did not accept (missing, unknown, expired or
+    /// revoked): the 401s it answered, whether or not the proxy replayed them.
+    pub fn rejected_api_calls(&self) -> usize {
+        get(&self.state.core().rejected_api_calls)
     }
 
     /// Every token issued so far, so tests can prove none of them leaks.

@@ -22,7 +22,7 @@ use hyper::{Request, Response};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::common::{self, Body, OAuthError, TOKEN_BODY_LIMIT, get, json, lock, oauth_error};
+use super::common::{self, Body, OAuthError, TOKEN_BODY_LIMIT, bump, get, json, lock, oauth_error};
 use super::fake::{Fake, FakeCore, FakeState, TokenEndpoint};
 use super::server::Handler;
 
@@ -107,6 +107,7 @@ struct Counters {
     refresh_token: AtomicUsize,
     refresh_token_uses: AtomicUsize,
     refresh_token_reuses: AtomicUsize,
+    invalid_grants: AtomicUsize,
 }
 
 /// What the handle and the request handler share; its own fields beside the common [`FakeCore`].
@@ -192,6 +193,12 @@ impl VantageSandbox {
         get(&self.state.counters.refresh_token_reuses)
     }
 
+    /// Token calls answered `invalid_grant`, whatever the grant: a reused, unknown or expired
+    /// refresh token, or a wrong username or password.
+    pub fn invalid_grants(&self) -> usize {
+        get(&self.state.counters.invalid_grants)
+    }
+
     pub fn set_valid_secrets(&self, secrets: Vec<String>) {
         *lock(&self.state.secrets) = secrets;
     }
@@ -242,7 +249,12 @@ impl VantageState {
             Some(_) => Err(OAuthError("unsupported_grant_type", "")),
             None => Err(OAuthError("invalid_request", "grant_type is missing")),
         };
-        result.unwrap_or_else(Response::from)
+        result.unwrap_or_else(|rejection| {
+            if rejection.0 == "invalid_grant" {
+                bump(&self.counters.invalid_grants);
+            }
+            Response::from(rejection)
+        })
     }
 
     fn client_authenticated(&self, fields: &Fields) -> bool {

@@ -24,4 +24,5 @@ mod reload;
 mod sandboxed;
 mod secrets;
 mod shared_failures;
+mod shared_tokens;
 mod tokens;

@@ -2,7 +2,8 @@
 //! goes through token fetches for three token-fetching providers, background renewals, a 401
 //! replay, refresh-token fallback, error responses and a SIGHUP reload; then its stderr, `/metrics`,
 //! `/tenants`, `/readyz` and every error body are searched for every secret and every token the
-//! fakes issued.
+//! fakes issued. The same again with the shared store on a password-protected Redis, where the
+//! store's URL (with its password) is one more secret.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tokenbroker::sandbox::{
     self, ImsOptions, ImsSandbox, ShoplineOptions, ShoplineSandbox, VantageOptions, VantageSandbox,
 };
 
+use crate::support::redis::RedisServer;
 use crate::support::tenants::SERVER;
 use crate::support::upstream::Upstream;
 use crate::support::{Answer, Binary, assert_no_secret_in, eventually, get, send, unused_addr};
@@ -165,9 +167,10 @@ tenants = ["*"]
     )
 }
 
-fn config(fakes: &Fakes, plain_upstream: &str, extra_header: &str) -> String {
+/// The whole config; `store` is a `[store]` section or empty (the default memory store).
+fn config(fakes: &Fakes, plain_upstream: &str, extra_header: &str, store: &str) -> String {
     format!(
-        "{SERVER}{}{}",
+        "{SERVER}{store}{}{}",
         token_tenants(fakes),
         static_tenants_and_caller(plain_upstream, extra_header)
     )
@@ -255,10 +258,10 @@ async fn provoke_errors(binary: &Binary, key: &str) -> Vec<String> {
 }
 
 /// Rewrites the config file (`fixed` gets a header) and reloads it by SIGHUP.
-async fn reload_by_sighup(binary: &Binary, fakes: &Fakes, upstream: &Upstream) {
+async fn reload_by_sighup(binary: &Binary, fakes: &Fakes, upstream: &Upstream, store: &str) {
     std::fs::write(
         &binary.config_path,
-        config(fakes, &upstream.url(), r#"headers = { "x-team" = "orders" }"#),
+        config(fakes, &upstream.url(), r#"headers = { "x-team" = "orders" }"#, store),
     )
     .expect("rewrite config");
     binary.signal("HUP");
@@ -304,14 +307,16 @@ fn needles(secrets: &Secrets, fakes: &Fakes) -> Vec<String> {
     needles
 }
 
-#[tokio::test]
-async fn no_secret_or_token_appears_in_logs_metrics_tenants_or_errors() {
+/// The whole run: start at trace level with `store` and `extra_envs`, use every path, search
+/// every surface for every secret and token and for each of `extra_needles`.
+async fn run_and_search(store: &str, extra_envs: &[(&str, &str)], extra_needles: &[String]) {
     let secrets = Secrets::new();
     let fakes = fakes(&secrets).await;
     let upstream = Upstream::start().await;
     let static_value = format!("Bearer {}", secrets.static_token);
-    let envs = binary_env(&secrets, &static_value);
-    let binary = Binary::start_with_log(&config(&fakes, &upstream.url(), ""), &envs, "trace");
+    let mut envs = binary_env(&secrets, &static_value).to_vec();
+    envs.extend_from_slice(extra_envs);
+    let binary = Binary::start_with_log(&config(&fakes, &upstream.url(), "", store), &envs, "trace");
     let key = secrets.caller_key.as_str();
 
     let ready = eventually(Duration::from_secs(10), || async {
@@ -323,12 +328,34 @@ async fn no_secret_or_token_appears_in_logs_metrics_tenants_or_errors() {
     renew_and_replay(&binary, &fakes, key).await;
     let bodies = provoke_errors(&binary, key).await;
     // Traffic on the reloaded configuration too.
-    reload_by_sighup(&binary, &fakes, &upstream).await;
+    reload_by_sighup(&binary, &fakes, &upstream, store).await;
     assert_every_tenant_serves(&binary, key).await;
 
     let surfaces = surfaces(&binary, bodies).await;
-    let needles = needles(&secrets, &fakes);
+    let mut needles = needles(&secrets, &fakes);
+    needles.extend_from_slice(extra_needles);
     for (surface, text) in &surfaces {
         assert_no_secret_in(surface, text, &needles);
     }
+}
+
+#[tokio::test]
+async fn no_secret_or_token_appears_in_logs_metrics_tenants_or_errors() {
+    run_and_search("", &[], &[]).await;
+}
+
+/// The same with the shared store on a password-protected Redis: tokens now also travel through
+/// sealing, commits, adoption and announcements, and the store's URL holds a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_token_or_redis_password_appears_in_redis_mode() {
+    let password = format!("redis-password-{:016x}", rand::random::<u64>());
+    let redis = RedisServer::start_with_password(&password);
+    let url = redis.url();
+    let store = "[store]\nkind = \"redis\"\nurl = { env = \"T_REDIS_URL\" }\n";
+    run_and_search(store, &[("T_REDIS_URL", &url)], &[password.clone(), url.clone()]).await;
+    let stored = redis.keys().await;
+    assert!(
+        stored.iter().filter(|k| k.ends_with(":token")).count() >= 3,
+        "the tokens went through Redis: {stored:?}"
+    );
 }

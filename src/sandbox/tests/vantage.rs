@@ -115,6 +115,7 @@ async fn refresh_tokens_are_one_time() {
         (2, 1)
     );
     assert_eq!(vantage.grant_calls("refresh_token"), 3);
+    assert_eq!(vantage.invalid_grants(), 1, "the reuse is counted as invalid_grant");
 }
 
 #[tokio::test]
@@ -166,6 +167,7 @@ async fn api_answers_401_with_empty_body_and_challenge() {
     assert!(denied.body.is_empty());
     assert_eq!(denied.headers["www-authenticate"], r#"Bearer error="invalid_token""#);
     assert_eq!(vantage.api_calls(), 2);
+    assert_eq!(vantage.rejected_api_calls(), 1, "only the revoked token's call");
 }
 
 #[tokio::test]
