@@ -127,7 +127,7 @@ fn check_judges_a_redis_store_url_by_shape_without_connecting_or_echoing_it() {
             .output()
             .expect("run tokenbroker check")
     };
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let good = check("redis://:hunter2-pw@127.0.0.1:9/0");
     assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
     assert!(
