@@ -51,6 +51,42 @@ def config(path, port, count, upstream, token_url, gen):
         f.write("\n".join(out))
 
 
+def https_config(path, port, token_url, ca_file, *ports):
+    """One adobe_ims tenant per HTTPS case (`tls-h1=PORT` ...), trusting the bench CA."""
+    out = ["[server]", f'listen = "127.0.0.1:{port}"', 'admin_listen = "off"', ""]
+    for spec in ports:
+        name, upstream_port = spec.split("=")
+        out += [
+            "[[tenant]]",
+            f'name = "{name}"',
+            'provider = "adobe_ims"',
+            f'upstream = "https://127.0.0.1:{upstream_port}"',
+            f'ca_file = "{ca_file}"',
+            f'token_url = "{token_url}"',
+            'client_id = "sandbox-client"',
+            'client_secret = { env = "BENCH_IMS_SECRET" }',
+            'scopes = ["openid", "AdobeID", "commerce.accs"]',
+            "",
+        ]
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+def template(src, dst, *pairs):
+    """Copies `src` to `dst` replacing each `@KEY@` by its value (`KEY=VALUE`; values may hold
+    quotes, braces or slashes, which a sed expression would not take as they are)."""
+    with open(src) as f:
+        text = f.read()
+    for pair in pairs:
+        key, value = pair.split("=", 1)
+        text = text.replace(f"@{key}@", value)
+    left = re.findall(r"@[A-Z0-9_]+@", text)
+    if left:
+        sys.exit(f"{src}: no value for {', '.join(sorted(set(left)))}")
+    with open(dst, "w") as f:
+        f.write(text)
+
+
 UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6}
 
 
@@ -73,10 +109,29 @@ def parse_wrk(text):
     return out
 
 
-def wrk(path, case, rnd, conns, proxy_ticks, upstream_ticks):
+def connections(spec):
+    """The upstream connections logged since line START of LOG (`LOG:START`): the TLS upstream
+    logs the first request of each connection (benches/nginx-tls-upstream.conf.in)."""
+    path, start = spec.rsplit(":", 1)
+    with open(path) as f:
+        lines = f.read().splitlines()[int(start):]
+    fields = [dict(kv.split("=", 1) for kv in line.split()[3:]) | {"tls": " ".join(line.split()[1:3])}
+              for line in lines]
+    return {
+        "upstream_connections": len(fields),
+        "resumed": sum(f["reused"] == "r" for f in fields),
+        "without_bearer": sum(f["bearer"] != "1" for f in fields),
+        "without_store": sum(f["store"] != "default" for f in fields),
+        "negotiated": sorted({f"{f['tls']} {f['alpn']}" for f in fields}),
+    }
+
+
+def wrk(path, case, rnd, conns, proxy_ticks, upstream_ticks, suite=None, log=None):
     with open(path) as f:
         rec = parse_wrk(f.read())
     rec.update(case=case, round=int(rnd), conns=int(conns))
+    if suite:
+        rec.update(suite=suite, **connections(log))
     n = max(rec["requests"], 1)
     rec["cpu_us_per_req"] = int(proxy_ticks) / TICK * 1e6 / n
     rec["upstream_cpu_us_per_req"] = int(upstream_ticks) / TICK * 1e6 / n
@@ -254,4 +309,5 @@ def print_table(result, prev):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"ticks": lambda: ticks(args), "config": lambda: config(*args), "wrk": lambda: wrk(*args),
-     "summary": lambda: summary(*args)}[cmd]()
+     "summary": lambda: summary(*args), "https-config": lambda: https_config(*args),
+     "template": lambda: template(*args)}[cmd]()

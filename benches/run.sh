@@ -5,6 +5,8 @@
 #   direct      wrk -> upstream
 #   tokenbroker wrk -> tokenbroker (adobe_ims tenant, token from the IMS sandbox) -> upstream
 #   nginx       wrk -> nginx (same rewrite, static Authorization) -> upstream
+# Then the HTTPS cases (benches/https.sh): an nginx TLS upstream speaking http/1.1, h2, and h2
+# recycling its connections every 1,000 requests, each through tokenbroker and nginx.
 # Then: peak RSS with 1,000 tenants under load, 10,000 cold requests over 100 tenants (token calls
 # must be exactly 100), and a 1,000-tenant reload under load (time, failed requests).
 # Pinning (2 cores): the load generator on CPU 0; the upstream and the proxy under test on CPU 1,
@@ -23,7 +25,7 @@ ROUNDS=${ROUNDS:-3}
 TB_RUNTIME_ENV=${TB_RUNTIME_ENV:-TOKENBROKER_WORKER_THREADS=1}
 # EXTRAS=0 skips the 1,000-tenant and cold-burst steps (quick before/after comparisons);
 # TOKENBROKER_BIN=path measures another build of the proxy (e.g. a saved baseline);
-# SKIP_BUILD=1 uses the binaries already built.
+# SKIP_BUILD=1 uses the binaries already built; HTTPS=0 skips the HTTPS cases.
 CONNS=64
 LOADGEN_CPU=0
 SERVER_CPU=1
@@ -45,6 +47,7 @@ ensure_tools() {
   command -v wrk >/dev/null || missing+=(wrk)
   command -v nginx >/dev/null || missing+=(nginx-light)
   command -v taskset >/dev/null || missing+=(util-linux)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq
@@ -212,11 +215,18 @@ cold_burst() {
   kill "$TB_PID"
 }
 
+# shellcheck source=benches/https.sh
+source "$ROOT/benches/https.sh"
+
 mkdir -p "$WORK"
+rm -f "$WORK/runs-https.jsonl"
 ensure_tools
 build
 [ -f "$OUT/results.json" ] && mv "$OUT/results.json" "$OUT/results.prev.json"
 main_comparison
+if [ "${HTTPS:-1}" = 1 ]; then
+  https_cases
+fi
 if [ "${EXTRAS:-1}" = 1 ]; then
   thousand_tenants
   cold_burst
