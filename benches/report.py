@@ -122,7 +122,7 @@ def connections(spec):
         "resumed": sum(f["reused"] == "r" for f in fields),
         "without_bearer": sum(f["bearer"] != "1" for f in fields),
         "without_store": sum(f["store"] != "default" for f in fields),
-        "negotiated": sorted({f"{f['tls']} {f['alpn']}" for f in fields}),
+        "negotiated": sorted({f"{f['tls']} {f['kx']} {f['alpn']}" for f in fields}),
     }
 
 
