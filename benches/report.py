@@ -51,6 +51,42 @@ def config(path, port, count, upstream, token_url, gen):
         f.write("\n".join(out))
 
 
+def https_config(path, port, token_url, ca_file, *ports):
+    """One adobe_ims tenant per HTTPS case (`tls-h1=PORT` ...), trusting the bench CA."""
+    out = ["[server]", f'listen = "127.0.0.1:{port}"', 'admin_listen = "off"', ""]
+    for spec in ports:
+        name, upstream_port = spec.split("=")
+        out += [
+            "[[tenant]]",
+            f'name = "{name}"',
+            'provider = "adobe_ims"',
+            f'upstream = "https://127.0.0.1:{upstream_port}"',
+            f'ca_file = "{ca_file}"',
+            f'token_url = "{token_url}"',
+            'client_id = "sandbox-client"',
+            'client_secret = { env = "BENCH_IMS_SECRET" }',
+            'scopes = ["openid", "AdobeID", "commerce.accs"]',
+            "",
+        ]
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+def template(src, dst, *pairs):
+    """Copies `src` to `dst` replacing each `@KEY@` by its value (`KEY=VALUE`; values may hold
+    quotes, braces or slashes, which a sed expression would not take as they are)."""
+    with open(src) as f:
+        text = f.read()
+    for pair in pairs:
+        key, value = pair.split("=", 1)
+        text = text.replace(f"@{key}@", value)
+    left = re.findall(r"@[A-Z0-9_]+@", text)
+    if left:
+        sys.exit(f"{src}: no value for {', '.join(sorted(set(left)))}")
+    with open(dst, "w") as f:
+        f.write(text)
+
+
 UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6}
 
 
@@ -73,10 +109,29 @@ def parse_wrk(text):
     return out
 
 
-def wrk(path, case, rnd, conns, proxy_ticks, upstream_ticks):
+def connections(spec):
+    """The upstream connections logged since line START of LOG (`LOG:START`): the TLS upstream
+    logs the first request of each connection (benches/nginx-tls-upstream.conf.in)."""
+    path, start = spec.rsplit(":", 1)
+    with open(path) as f:
+        lines = f.read().splitlines()[int(start):]
+    fields = [dict(kv.split("=", 1) for kv in line.split()[3:]) | {"tls": " ".join(line.split()[1:3])}
+              for line in lines]
+    return {
+        "upstream_connections": len(fields),
+        "resumed": sum(f["reused"] == "r" for f in fields),
+        "without_bearer": sum(f["bearer"] != "1" for f in fields),
+        "without_store": sum(f["store"] != "default" for f in fields),
+        "negotiated": sorted({f"{f['tls']} {f['kx']} {f['alpn']}" for f in fields}),
+    }
+
+
+def wrk(path, case, rnd, conns, proxy_ticks, upstream_ticks, suite=None, log=None):
     with open(path) as f:
         rec = parse_wrk(f.read())
     rec.update(case=case, round=int(rnd), conns=int(conns))
+    if suite:
+        rec.update(suite=suite, **connections(log))
     n = max(rec["requests"], 1)
     rec["cpu_us_per_req"] = int(proxy_ticks) / TICK * 1e6 / n
     rec["upstream_cpu_us_per_req"] = int(upstream_ticks) / TICK * 1e6 / n
@@ -215,17 +270,96 @@ def targets(result):
     return [{"target": n, "value": v, "met": (v is not None and bool(ok(v)))} for n, v, ok in checks]
 
 
+HTTPS_SUITES = ("https-h1", "https-h2", "https-h2-recycle")
+CONNS_HTTPS = 64
+HTTPS_RATIOS = {"rps": "rps", "cpu/req": "cpu_us_per_req", "p99": "p99_us",
+                "upstream cpu/req": "upstream_cpu_us_per_req"}
+
+
+def https_results(runs):
+    """The HTTPS cases (benches/https.sh): per suite and case, the figures and the upstream
+    connections opened; per suite, the per-round ratios tokenbroker/nginx; the issue's targets."""
+    cases, ratio = {}, {}
+    for suite in HTTPS_SUITES:
+        sel = [r for r in runs if r["suite"] == suite]
+        for case in ("direct", "tokenbroker", "nginx"):
+            mine = [r for r in sel if r["case"] == case]
+            if not mine:
+                continue
+            c = {m: spread([r[m] for r in mine]) for m in ("rps", "p50_us", "p99_us", "cpu_us_per_req",
+                                                        "upstream_cpu_us_per_req")}
+            c["failed"] = sum(r["non_2xx"] + r["socket_errors"] for r in mine)
+            c["rounds"], c["requests"] = len(mine), sum(r["requests"] for r in mine)
+            for key in ("upstream_connections", "resumed", "without_bearer", "without_store"):
+                c[key] = sum(r[key] for r in mine)
+            c["negotiated"] = sorted({n for r in mine for n in r["negotiated"]})
+            cases[f"{suite}/{case}"] = c
+        ratio[suite] = {f"{name} tokenbroker/nginx": paired(sel, CONNS_HTTPS, metric, "tokenbroker", "nginx")
+                        for name, metric in HTTPS_RATIOS.items()}
+    med = lambda suite, name: (ratio[suite][f"{name} tokenbroker/nginx"] or {}).get("median")
+    failed = sum(c["failed"] for c in cases.values())
+    checks = [
+        ("https: 0 failed requests in every case", failed, lambda v: v == 0),
+        ("https-h2-recycle rps tokenbroker >= 1.0 x nginx", med("https-h2-recycle", "rps"), lambda v: v >= 1.0),
+        ("https-h1 cpu/req tokenbroker <= 1.0 x nginx", med("https-h1", "cpu/req"), lambda v: v <= 1.0),
+    ]
+    checked = [{"target": n, "value": v, "met": (v is not None and bool(ok(v)))} for n, v, ok in checks]
+    return {"cases": cases, "ratios": ratio, "targets": checked}
+
+
+def print_https(https, prev):
+    print("\nHTTPS cases at 64 connections, median [min..max] over interleaved rounds "
+          "(CPU in us per request; conns = upstream connections opened during the measured runs)")
+    print(f"{'case':<29}{'req/s':>30}{'p99 us':>30}{'proxy CPU':>22}{'upstream CPU':>22}")
+    for name, c in https["cases"].items():
+        per_conn = c["requests"] / c["upstream_connections"] if c["upstream_connections"] else None
+        shown = f"{per_conn:.0f} req/conn" if per_conn else "pooled"
+        proxy = fmt(c["cpu_us_per_req"]) if not name.endswith("/direct") else "-"
+        print(f"{name:<29}{fmt(c['rps']):>30}{fmt(c['p99_us']):>30}{proxy:>22}"
+              f"{fmt(c['upstream_cpu_us_per_req']):>22}  failed={c['failed']}"
+              f"  conns={c['upstream_connections']} ({c['resumed']} resumed, {shown})"
+              f"  {'; '.join(c['negotiated'])}")
+    print("\nHTTPS per-round ratios tokenbroker/nginx, median [min..max]" + ("  (previous run's median)" if prev else ""))
+    for suite, ratios_ in https["ratios"].items():
+        for name, s in ratios_.items():
+            old = (((prev or {}).get("https", {}).get("ratios", {}).get(suite) or {}).get(name) or {}).get("median")
+            print(f"  {suite + ' ' + name:<46} {fmt(s)}" + (f"  (prev {old:.3g})" if old is not None else ""))
+    print("\nHTTPS targets:")
+    for t in https["targets"]:
+        v = t["value"]
+        shown = f"{v:.3g}" if isinstance(v, float) else str(v)
+        print(f"  [{'PASS' if t['met'] else 'MISS'}] {t['target']:<50} {shown}")
+
+
+def read_runs(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def summary(work, out_path, prev_path):
-    with open(f"{work}/runs.jsonl") as f:
-        runs = [json.loads(line) for line in f if line.strip()]
+    """Writes results.json and prints the tables; exits non-zero when a case had failed requests (wrk's
+    non-2xx and socket errors) or an upstream connection arrived without the injected headers."""
+    runs = read_runs(f"{work}/runs.jsonl")
     result = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(), "runs": runs,
               "cases": aggregate(runs), "ratios": ratios(runs), "extras": {}}
     if os.path.exists(f"{work}/cold.json"):
         result["extras"] = extras(work)
     result["targets"] = targets(result)
+    if os.path.exists(f"{work}/runs-https.jsonl"):
+        result["https_runs"] = read_runs(f"{work}/runs-https.jsonl")
+        result["https"] = https_results(result["https_runs"])
     with open(out_path, "w") as f:
         json.dump(result, f, indent=1)
-    print_table(result, read_json(prev_path))
+    prev = read_json(prev_path)
+    print_table(result, prev)
+    if "https" in result:
+        print_https(result["https"], prev)
+    broken = [name for name, c in result["cases"].items() if c["failed"]]
+    for name, c in result.get("https", {}).get("cases", {}).items():
+        if c["failed"] or (not name.endswith("/direct") and (c["without_bearer"] or c["without_store"])):
+            broken.append(name)
+    if broken:
+        sys.exit(f"\nFAILED: requests failed or went upstream without the injected headers in {', '.join(broken)}")
 
 
 def print_table(result, prev):
@@ -254,4 +388,5 @@ def print_table(result, prev):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"ticks": lambda: ticks(args), "config": lambda: config(*args), "wrk": lambda: wrk(*args),
-     "summary": lambda: summary(*args)}[cmd]()
+     "summary": lambda: summary(*args), "https-config": lambda: https_config(*args),
+     "template": lambda: template(*args)}[cmd]()

@@ -6,7 +6,10 @@
 #   tokenbroker wrk -> tokenbroker (adobe_ims tenant, token from the IMS sandbox) -> upstream
 #   nginx       wrk -> nginx (same rewrite, static Authorization) -> upstream
 # Then the shared-store case (benches/redis.sh): the same tenant with [store] kind = "redis"
-# against memory mode. Then: peak RSS with 1,000 tenants under load, 10,000 cold requests over 100 tenants (token calls
+# against memory mode.
+# Then the HTTPS cases (benches/https.sh): an nginx TLS upstream speaking http/1.1, h2, and h2
+# recycling its connections every 1,000 requests, each through tokenbroker and nginx.
+# Then: peak RSS with 1,000 tenants under load, 10,000 cold requests over 100 tenants (token calls
 # must be exactly 100), and a 1,000-tenant reload under load (time, failed requests).
 # Pinning (2 cores): the load generator on CPU 0; the upstream and the proxy under test on CPU 1,
 # each proxy with one worker. Results: target/bench/results.json (the previous run is kept as
@@ -24,7 +27,8 @@ ROUNDS=${ROUNDS:-3}
 TB_RUNTIME_ENV=${TB_RUNTIME_ENV:-TOKENBROKER_WORKER_THREADS=1}
 # EXTRAS=0 skips the 1,000-tenant and cold-burst steps (quick before/after comparisons);
 # TOKENBROKER_BIN=path measures another build of the proxy (e.g. a saved baseline);
-# SKIP_BUILD=1 uses the binaries already built; REDIS=0 skips the shared-store case.
+# SKIP_BUILD=1 uses the binaries already built; REDIS=0 skips the shared-store case, HTTPS=0 the
+# HTTPS cases.
 CONNS=64
 LOADGEN_CPU=0
 SERVER_CPU=1
@@ -47,6 +51,7 @@ ensure_tools() {
   command -v nginx >/dev/null || missing+=(nginx-light)
   command -v taskset >/dev/null || missing+=(util-linux)
   command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq
@@ -216,14 +221,20 @@ cold_burst() {
 
 # shellcheck source=benches/redis.sh
 source "$ROOT/benches/redis.sh"
+# shellcheck source=benches/https.sh
+source "$ROOT/benches/https.sh"
 
 mkdir -p "$WORK"
+rm -f "$WORK/runs-https.jsonl"
 ensure_tools
 build
 [ -f "$OUT/results.json" ] && mv "$OUT/results.json" "$OUT/results.prev.json"
 main_comparison
 if [ "${REDIS:-1}" = 1 ]; then
   redis_case
+fi
+if [ "${HTTPS:-1}" = 1 ]; then
+  https_cases
 fi
 if [ "${EXTRAS:-1}" = 1 ]; then
   thousand_tenants
