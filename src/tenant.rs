@@ -126,8 +126,15 @@ impl Tenant {
             _ => Arc::new(spawn_tokens(config, provider, shared)?),
         };
         let limiter = match (config.rate_limit, old) {
-            (Some(limit), Some(old)) if old.config.rate_limit == Some(limit) => old.limiter.clone(),
-            (Some(limit), _) => Some(Arc::new(Limiter::new(limit))),
+            (Some(limit), Some(old))
+                if old.config.rate_limit == Some(limit) && same_credentials(&old.config, config) =>
+            {
+                old.limiter.clone()
+            }
+            (Some(limit), _) => {
+                let key = StoreKey::new(&config.name, &config.provider);
+                Some(Arc::new(Limiter::new(limit, &shared.store, &key)))
+            }
             (None, _) => None,
         };
         Ok(Self {

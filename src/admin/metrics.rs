@@ -64,6 +64,7 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             &tenants,
             |t| t.limiter.as_ref().map_or(0, |l| l.state().rejected_total),
         )?;
+        ratelimit_shared(&mut encoder, &tenants)?;
         tenant_counter(
             &mut encoder,
             (
@@ -80,6 +81,24 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             None => Ok(()),
         }
     }
+}
+
+/// Per limited tenant: 1 while its slots come from the cluster-wide bucket, 0 while local (one
+/// process, or the fallback while the store is unreachable).
+fn ratelimit_shared(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> Encoded {
+    let mut family = encoder.encode_descriptor(
+        "tokenbroker_ratelimit_shared",
+        "1 while the tenant's rate limit is the cluster-wide bucket, 0 while it is local",
+        None,
+        MetricType::Gauge,
+    )?;
+    for tenant in tenants {
+        if let Some(limiter) = &tenant.limiter {
+            let shared = i64::from(limiter.state().mode == "shared");
+            family.encode_family(&tenant_label(tenant))?.encode_gauge(&shared)?;
+        }
+    }
+    Ok(())
 }
 
 /// The shared store's state; absent with the in-process store.

@@ -2,8 +2,10 @@
 //! pause after an upstream 429.
 //!
 //! One `Limiter` per rate-limited tenant, shared by `Arc` across its requests (unlimited tenants
-//! have none, so they pay nothing). It keeps the provider's quota with a governor GCRA bucket
-//! (`per_second`, `burst`) running on tokio's clock (`clock.rs`), and adds what governor lacks:
+//! have none, so they pay nothing): [`LocalLimiter`] in one process, or with the shared store a
+//! [`ClusterLimiter`] on one Redis bucket per upstream account (`cluster.rs`). The local one (`local.rs`) keeps the provider's quota with a governor GCRA
+//! bucket (`per_second`, `burst`) running on tokio's clock (`clock.rs`), and adds what governor
+//! lacks:
 //!
 //! ```text
 //!  acquire() ──▶ fast path: nobody waiting, no pause ──▶ bucket.check() ──Ok──▶ slot, no await
@@ -22,47 +24,65 @@
 //! an atomic deadline, so a shorter later pause never shortens a longer one.
 
 mod clock;
+mod cluster;
+mod local;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{NotUntil, Quota, RateLimiter};
-use tokio::sync::Mutex;
-use tokio::time::Instant;
-
-use self::clock::{TokioClock, duration_nanos};
+pub use self::cluster::ClusterLimiter;
+pub use self::local::LocalLimiter;
 use crate::config::RateLimitConfig;
-
-/// governor's lock-free GCRA bucket on our clock.
-type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
+use crate::store::{Store, StoreKey};
 
 /// Stands in for an unbounded `max_wait` whose deadline would overflow `Instant`.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
-/// A tenant's token bucket, FIFO wait queue and upstream-429 pause.
+/// One slot's worth of time: `1 / per_second`, plus the preset's headroom.
+fn slot_period(config: &RateLimitConfig) -> Duration {
+    Duration::from_secs(1) / config.per_second.get() + config.headroom
+}
+
+/// A rate-limited tenant's limiter.
 #[derive(Debug)]
-pub struct Limiter {
-    config: RateLimitConfig,
-    clock: TokioClock,
-    bucket: Bucket,
-    /// One slot's worth of time: `1 / per_second`.
-    period: Duration,
-    /// FIFO turn token: whoever holds it is the head of the queue.
-    queue: Mutex<()>,
-    /// Requests past the fast path that hold no slot yet; zero lets the fast path skip the queue.
-    waiting: AtomicUsize,
-    /// Clock nanos until which nobody takes a slot (upstream 429); 0 = never paused.
-    paused_until: AtomicU64,
-    /// Clock nanos of the earliest known next slot, learned from the bucket; feeds predictions.
-    next_slot_at: AtomicU64,
-    granted_total: AtomicU64,
-    rejected_total: AtomicU64,
-    waited_total_nanos: AtomicU64,
+pub enum Limiter {
+    Local(LocalLimiter),
+    Cluster(ClusterLimiter),
+}
+
+impl Limiter {
+    /// Cluster-wide when the store is shared, else local to this process.
+    pub fn new(config: RateLimitConfig, store: &Store, key: &StoreKey) -> Self {
+        match store.bucket(key) {
+            Some(bucket) => Self::Cluster(ClusterLimiter::new(config, bucket)),
+            None => Self::Local(LocalLimiter::new(config)),
+        }
+    }
+
+    /// Waits (FIFO within this process) for a slot up to `max_wait`; returns how long it waited.
+    pub async fn acquire(&self) -> Result<Duration, RateLimited> {
+        match self {
+            Self::Local(limiter) => limiter.acquire().await,
+            Self::Cluster(limiter) => limiter.acquire().await,
+        }
+    }
+
+    /// The upstream answered 429 (or SHOPLINE's 423): hold the tenant's requests for `delay`, on
+    /// every replica when the bucket is shared.
+    pub fn pause_for(&self, delay: Duration) {
+        match self {
+            Self::Local(limiter) => limiter.pause_for(delay),
+            Self::Cluster(limiter) => limiter.pause_for(delay),
+        }
+    }
+
+    pub fn state(&self) -> LimiterState {
+        match self {
+            Self::Local(limiter) => limiter.state(),
+            Self::Cluster(limiter) => limiter.state(),
+        }
+    }
 }
 
 /// No slot within `max_wait`.
@@ -93,197 +113,11 @@ pub struct LimiterState {
     /// Sum of the waits of granted requests.
     #[serde(rename = "waited_total_s", serialize_with = "secs")]
     pub waited_total: Duration,
-}
-
-// === impl Limiter ===
-
-impl Limiter {
-    pub fn new(config: RateLimitConfig) -> Self {
-        let period = Duration::from_secs(1) / config.per_second.get() + config.headroom;
-        let quota = Quota::with_period(period)
-            .expect("a positive rate gives a non-zero period")
-            .allow_burst(config.burst);
-        let clock = TokioClock::starting_now();
-        Self {
-            config,
-            clock,
-            bucket: RateLimiter::direct_with_clock(quota, clock),
-            period: quota.replenish_interval(),
-            queue: Mutex::new(()),
-            waiting: AtomicUsize::new(0),
-            paused_until: AtomicU64::new(0),
-            next_slot_at: AtomicU64::new(0),
-            granted_total: AtomicU64::new(0),
-            rejected_total: AtomicU64::new(0),
-            waited_total_nanos: AtomicU64::new(0),
-        }
-    }
-
-    /// Waits (FIFO) for a slot up to `max_wait`; returns how long it waited.
-    ///
-    /// Rejects at once when the predicted wait already exceeds `max_wait`. Dropping the future
-    /// leaves the queue without consuming a slot.
-    pub async fn acquire(&self) -> Result<Duration, RateLimited> {
-        // Fast path: no await, no allocation. A request arriving in the instant between the
-        // waiter-count load and `check()` could take a slot ahead of a new head; that costs
-        // fairness by one slot at most, never the quota.
-        if self.waiting.load(Ordering::Acquire) == 0 && self.pause_remaining() == Duration::ZERO {
-            match self.bucket.check() {
-                Ok(()) => {
-                    self.granted_total.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Duration::ZERO);
-                }
-                Err(not_until) => self.note_next_slot(&not_until),
-            }
-        }
-        self.acquire_queued().await
-    }
-
-    /// The upstream answered 429: hold every request of this tenant (queued or new) for `delay`.
-    /// A pause already in force that ends later is kept.
-    pub fn pause_for(&self, delay: Duration) {
-        let until = self.clock.nanos_now().saturating_add(duration_nanos(delay));
-        self.paused_until.fetch_max(until, Ordering::AcqRel);
-    }
-
-    /// A snapshot for the admin endpoint and metrics.
-    pub fn state(&self) -> LimiterState {
-        let paused = self.pause_remaining();
-        LimiterState {
-            per_second: self.config.per_second.get(),
-            burst: self.config.burst.get(),
-            max_wait: self.config.max_wait,
-            waiting: self.waiting.load(Ordering::Acquire),
-            paused_for: (paused > Duration::ZERO).then_some(paused),
-            granted_total: self.granted_total.load(Ordering::Relaxed),
-            rejected_total: self.rejected_total.load(Ordering::Relaxed),
-            waited_total: Duration::from_nanos(self.waited_total_nanos.load(Ordering::Relaxed)),
-        }
-    }
-
-    /// The slow path: predict, queue, then wait as head of the queue.
-    async fn acquire_queued(&self) -> Result<Duration, RateLimited> {
-        let arrived = Instant::now();
-        let deadline = arrived
-            .checked_add(self.config.max_wait)
-            .unwrap_or(arrived + FAR_FUTURE);
-        let position = QueuePosition::enter(&self.waiting);
-        let predicted = self.predicted_wait(position.ahead);
-        if predicted > self.config.max_wait {
-            return Err(self.reject(predicted));
-        }
-        let Ok(_turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
-            // Still behind others at the deadline: estimate from the queue that is left.
-            let ahead = self.waiting.load(Ordering::Acquire).saturating_sub(1);
-            return Err(self.reject(self.predicted_wait(ahead).max(self.period)));
-        };
-        let blocked = self.wait_as_head(deadline).await?;
-        drop(position);
-        if blocked {
-            // We took the slot the bucket refilled, so it is empty again: the next one is a
-            // period away. Keeps predictions for later arrivals exact under contention.
-            self.note_next_slot_nanos(self.clock.nanos_now().saturating_add(self.nanos_period()));
-        }
-        let waited = arrived.elapsed();
-        self.granted_total.fetch_add(1, Ordering::Relaxed);
-        self.waited_total_nanos
-            .fetch_add(duration_nanos(waited), Ordering::Relaxed);
-        Ok(waited)
-    }
-
-    /// As head of the queue, sleeps out the pause and the bucket until `check()` grants a slot.
-    /// Returns whether the bucket made us wait. Rejects as soon as the wait would pass `deadline`.
-    async fn wait_as_head(&self, deadline: Instant) -> Result<bool, RateLimited> {
-        let mut blocked = false;
-        loop {
-            let now = Instant::now();
-            let wait = match self.pause_remaining_at(now) {
-                Duration::ZERO => match self.bucket.check() {
-                    Ok(()) => return Ok(blocked),
-                    Err(not_until) => {
-                        self.note_next_slot(&not_until);
-                        blocked = true;
-                        not_until.wait_time_from(Nanos::new(self.clock.nanos_at(now)))
-                    }
-                },
-                pause => pause,
-            };
-            if wait > deadline.saturating_duration_since(now) {
-                return Err(self.reject(wait));
-            }
-            // Re-checked on wake: a pause may have been set, or (rarely) the fast path won a slot.
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    /// A lower bound on how long a request with `ahead` requests queued before it will wait.
-    ///
-    /// Two bounds, the larger wins: the bucket hands out one slot per period from the next known
-    /// slot on; and after a pause at most `burst` slots are ready at once, then one per period.
-    fn predicted_wait(&self, ahead: usize) -> Duration {
-        let now = self.clock.nanos_now();
-        let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
-        let bucket_free = self.next_slot_at.load(Ordering::Acquire).saturating_sub(now);
-        let by_bucket = Duration::from_nanos(bucket_free).saturating_add(self.period_times(ahead));
-        let pause_left = self.paused_until.load(Ordering::Acquire).saturating_sub(now);
-        let beyond_burst = ahead.saturating_add(1).saturating_sub(self.config.burst.get());
-        let by_pause = Duration::from_nanos(pause_left).saturating_add(self.period_times(beyond_burst));
-        by_bucket.max(by_pause)
-    }
-
-    fn period_times(&self, n: u32) -> Duration {
-        self.period.saturating_mul(n)
-    }
-
-    fn nanos_period(&self) -> u64 {
-        duration_nanos(self.period)
-    }
-
-    fn note_next_slot(&self, not_until: &NotUntil<Nanos>) {
-        self.note_next_slot_nanos(not_until.earliest_possible().as_u64());
-    }
-
-    /// The GCRA's next-slot time only moves forward, so the latest knowledge is the largest.
-    fn note_next_slot_nanos(&self, at: u64) {
-        self.next_slot_at.fetch_max(at, Ordering::AcqRel);
-    }
-
-    fn pause_remaining(&self) -> Duration {
-        self.pause_remaining_at(Instant::now())
-    }
-
-    fn pause_remaining_at(&self, now: Instant) -> Duration {
-        let until = self.paused_until.load(Ordering::Acquire);
-        Duration::from_nanos(until.saturating_sub(self.clock.nanos_at(now)))
-    }
-
-    fn reject(&self, retry_after: Duration) -> RateLimited {
-        self.rejected_total.fetch_add(1, Ordering::Relaxed);
-        RateLimited { retry_after }
-    }
-}
-
-// === impl QueuePosition ===
-
-/// Counts a request as waiting from entry until it is dropped (granted, rejected or cancelled),
-/// so a disconnected caller never leaves a phantom waiter behind.
-struct QueuePosition<'a> {
-    waiting: &'a AtomicUsize,
-    /// Requests already waiting when this one arrived.
-    ahead: usize,
-}
-
-impl<'a> QueuePosition<'a> {
-    fn enter(waiting: &'a AtomicUsize) -> Self {
-        let ahead = waiting.fetch_add(1, Ordering::AcqRel);
-        Self { waiting, ahead }
-    }
-}
-
-impl Drop for QueuePosition<'_> {
-    fn drop(&mut self) {
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-    }
+    /// `local` (one process), `shared` (the cluster-wide bucket in Redis), or `fallback` (Redis
+    /// unreachable: a local bucket at the rate divided by the replicas last seen).
+    pub mode: &'static str,
+    /// With `fallback`: the number of replicas the rate is divided by.
+    pub divided_by: Option<u32>,
 }
 
 // === serde helpers ===

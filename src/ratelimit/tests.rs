@@ -10,7 +10,8 @@ use futures_util::FutureExt;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, advance, timeout};
 
-use super::{Limiter, RateLimited};
+use super::RateLimited;
+use super::local::LocalLimiter as Limiter;
 use crate::config::RateLimitConfig;
 
 /// Far beyond any wait in these tests; with paused time a hang hits it instantly.
@@ -314,6 +315,7 @@ async fn state_serializes_for_the_admin_endpoint() {
         serde_json::json!({
             "per_second": 5, "burst": 1, "max_wait_s": 2.0, "waiting": 0, "paused_for_s": 1.5,
             "granted_total": 0, "rejected_total": 0, "waited_total_s": 0.0,
+            "mode": "local", "divided_by": null,
         })
     );
 }
@@ -333,4 +335,28 @@ async fn newcomer_at_a_slot_boundary_does_not_overtake_the_queue() {
     assert_eq!(limiter.acquire().now_or_never(), None, "the newcomer must queue");
     let head = bounded("head", head).await.expect("task must not panic");
     assert_eq!(head, (Ok(ms(100)), ms(100)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_share_divides_the_rate_and_the_burst_by_the_replicas() {
+    let config = RateLimitConfig {
+        per_second: NonZeroU32::new(6).expect("non-zero"),
+        burst: NonZeroU32::new(7).expect("non-zero"),
+        max_wait: ms(60_000),
+        headroom: Duration::ZERO,
+    };
+    let share = Limiter::share_of(config, 3);
+    // burst 7 / 3 = 2 at once, then one slot per 3 / 6 s = 500 ms.
+    for _ in 0..2 {
+        assert_eq!(share.acquire().now_or_never(), Some(Ok(Duration::ZERO)));
+    }
+    let start = Instant::now();
+    for n in 1..=3u32 {
+        share.acquire().await.expect("a slot within max_wait");
+        assert_eq!(start.elapsed(), ms(500) * n);
+    }
+    // A share never drops below one slot of burst.
+    let thin = Limiter::share_of(config, 20);
+    assert_eq!(thin.acquire().now_or_never(), Some(Ok(Duration::ZERO)));
+    assert!(thin.acquire().now_or_never().is_none(), "the second waits");
 }

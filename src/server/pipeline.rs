@@ -379,6 +379,10 @@ fn filter_response(
         }
         StatusCode::LOCKED => {
             tracing::error!(tenant = %tenant.config.name, "upstream answered 423: the store is locked after repeated rate-limit overruns");
+            // Overrunning a locked store prolongs the lock: every replica holds off too.
+            if let Some(limiter) = &tenant.limiter {
+                limiter.pause_for(retry_after(&parts.headers).unwrap_or(Duration::from_secs(1)));
+            }
         }
         _ => {}
     }

@@ -23,7 +23,10 @@ use tokio::sync::watch;
 pub use self::fake::FakeShared;
 pub use self::key::StoreKey;
 pub use self::memory::MemoryStore;
-pub use self::redis::{Commit, RedisSetupError, RedisSlot, RedisStore, StoreDown, StoreHealth, StoreOp, Versioned};
+pub use self::redis::{
+    Commit, RedisBucket, RedisSetupError, RedisSlot, RedisStore, Reservation, StoreDown, StoreHealth, StoreOp,
+    Versioned,
+};
 use crate::auth::Token;
 use crate::clock;
 use crate::config::{Secret, StoreConfig};
@@ -110,6 +113,14 @@ impl Store {
             Self::Redis(store) => Some(SharedSlot::Redis(Box::new(store.slot(key)))),
             #[cfg(test)]
             Self::Fake(store) => Some(SharedSlot::Fake(store.clone())),
+        }
+    }
+
+    /// The cluster-wide rate-limit bucket of `key`, when replicas share limits.
+    pub fn bucket(&self, key: &StoreKey) -> Option<RedisBucket> {
+        match self {
+            Self::Redis(store) => Some(store.bucket(key)),
+            _ => None,
         }
     }
 

@@ -10,8 +10,13 @@
 //!   <prefix>:{<tenant>:<fingerprint>}:token     hash: version, sealed   (PEXPIRE: the token's life)
 //!   <prefix>:{<tenant>:<fingerprint>}:lease     string: owner            (PX: the lease TTL)
 //!   <prefix>:{<tenant>:<fingerprint>}:renewed   channel: the new version
+//!   <prefix>:{<tenant>:<fingerprint>}:bucket    string: GCRA arrival time, µs  (PX: until idle)
+//!   <prefix>:{<tenant>:<fingerprint>}:pause     string: paused until, µs      (PX: the pause)
+//!   <prefix>:{<tenant>:<fingerprint>}:paused    channel: the pause's end, unix µs
+//!   <prefix>:replicas                           sorted set: replica → last heartbeat, ms
 //! ```
 
+mod bucket;
 mod health;
 mod scripts;
 mod slot;
@@ -24,12 +29,15 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
+pub use self::bucket::{RedisBucket, Reservation};
 pub use self::health::{StoreHealth, StoreOp};
 pub use self::slot::{Commit, RedisSlot, Versioned};
 use super::StoreKey;
 use crate::config::RedisConfig;
 
-/// How often the health task pings while Redis answers, and while it does not.
+/// A replica that has not beaten for this long is no longer counted.
+const REPLICA_TTL_MS: u64 = 10_000;
+/// How often the health task pings (and beats) while Redis answers, and while it does not.
 const PING_UP: Duration = Duration::from_secs(2);
 const PING_DOWN: Duration = Duration::from_millis(500);
 
@@ -52,6 +60,10 @@ struct Inner {
     channels: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Bumped each time Redis answers again after being unreachable.
     reconnected: watch::Sender<u64>,
+    /// This process in the deployment's replica set (`<prefix>:replicas`).
+    replica_id: String,
+    /// Live replicas at the last heartbeat.
+    replicas: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -91,6 +103,8 @@ impl RedisStore {
             health: StoreHealth::default(),
             channels: Mutex::new(HashMap::new()),
             reconnected: watch::Sender::new(0),
+            replica_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
+            replicas: std::sync::atomic::AtomicU32::new(1),
         });
         tokio::spawn(dispatch(Arc::downgrade(&inner), push_rx));
         tokio::spawn(watch_health(Arc::downgrade(&inner)));
@@ -99,17 +113,39 @@ impl RedisStore {
 
     /// The handle a token manager uses for `key`.
     pub fn slot(&self, key: &StoreKey) -> RedisSlot {
-        let base = format!("{}:{{{}}}", self.inner.prefix, key.name());
+        let base = self.base(key);
         let channel = format!("{base}:renewed");
-        let renewed = self
-            .inner
+        let renewed = self.channel(&channel);
+        RedisSlot::new(self.clone(), key, &base, channel, renewed)
+    }
+
+    /// The handle a rate limiter uses for `key`'s cluster-wide bucket.
+    pub fn bucket(&self, key: &StoreKey) -> RedisBucket {
+        let base = self.base(key);
+        let channel = format!("{base}:paused");
+        let paused = self.channel(&channel);
+        RedisBucket::new(self.clone(), &base, channel, paused)
+    }
+
+    /// `<prefix>:{<tenant>:<fingerprint>}`: every key of one credential set under one hash tag.
+    fn base(&self, key: &StoreKey) -> String {
+        format!("{}:{{{}}}", self.inner.prefix, key.name())
+    }
+
+    /// The last value announced on `channel` (0 before any).
+    fn channel(&self, channel: &str) -> watch::Receiver<u64> {
+        self.inner
             .channels
             .lock()
             .expect("channel map lock is never poisoned")
-            .entry(channel.clone())
+            .entry(channel.to_owned())
             .or_insert_with(|| watch::Sender::new(0))
-            .subscribe();
-        RedisSlot::new(self.clone(), key, &base, channel, renewed)
+            .subscribe()
+    }
+
+    /// Live replicas of this deployment (same prefix) at the last heartbeat; at least 1.
+    pub fn replicas(&self) -> u32 {
+        self.inner.replicas.load(std::sync::atomic::Ordering::Relaxed).max(1)
     }
 
     pub fn health(&self) -> &StoreHealth {
@@ -142,8 +178,29 @@ impl RedisStore {
         }
     }
 
+    /// Every announcement channel of this prefix: `...:renewed` (tokens), `...:paused` (buckets).
     fn pattern(&self) -> String {
-        format!("{}:{{*}}:renewed", self.inner.prefix)
+        format!("{}:{{*}}:*", self.inner.prefix)
+    }
+
+    /// Registers this process in the deployment's replica set and counts the live ones, so a
+    /// bucket that cannot reach Redis knows what share of the rate is its own.
+    async fn heartbeat(&self) {
+        let now = crate::clock::unix_millis();
+        let key = format!("{}:replicas", self.inner.prefix);
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZADD").arg(&key).arg(now).arg(&self.inner.replica_id).ignore();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now.saturating_sub(REPLICA_TTL_MS))
+            .ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(REPLICA_TTL_MS * 10).ignore();
+        pipe.cmd("ZCARD").arg(&key);
+        let result: redis::RedisResult<(u32,)> = pipe.query_async(&mut self.conn()).await;
+        if let Ok((count,)) = self.record(StoreOp::Ping, result) {
+            self.inner.replicas.store(count, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -189,6 +246,9 @@ async fn watch_health(store: Weak<Inner>) {
         let mut conn = handle.conn();
         let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
         let up = handle.record(StoreOp::Ping, ping).is_ok();
+        if up {
+            handle.heartbeat().await;
+        }
         if up && !subscribed {
             let result = conn.psubscribe(handle.pattern()).await;
             subscribed = handle.record(StoreOp::Subscribe, result).is_ok();

@@ -55,3 +55,49 @@ return new
 ",
     )
 });
+
+/// GCRA with wait semantics, on Redis's clock (so replicas' clocks do not matter). `KEYS[1]` the
+/// bucket (its theoretical arrival time, µs), `KEYS[2]` the pause (until, µs). `ARGV`: the slot
+/// period (µs), the burst, the longest acceptable wait (µs). Reserves the next slot and returns
+/// `{1, wait_us}`; or, when that wait is longer than allowed, reserves nothing and returns
+/// `{0, wait_us}` (the honest Retry-After).
+pub(super) static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local period = tonumber(ARGV[1])
+local tolerance = (tonumber(ARGV[2]) - 1) * period
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
+local at = math.max(tat - tolerance, pause, now)
+local wait = at - now
+if wait > tonumber(ARGV[3]) then
+  return {0, wait}
+end
+local new_tat = math.max(tat, at) + period
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
+return {1, wait}
+",
+    )
+});
+
+/// Pauses the bucket for `ARGV[1]` µs from Redis's now, unless a longer pause is in force, and
+/// announces the pause's end (unix µs) on `ARGV[2]`. `KEYS[1]` the pause key. Returns the end.
+pub(super) static PAUSE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local untl = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current >= untl then
+  return string.format('%d', current)
+end
+redis.call('SET', KEYS[1], string.format('%d', untl), 'PX', math.floor(tonumber(ARGV[1]) / 1000) + 1000)
+redis.call('PUBLISH', ARGV[2], string.format('%d', untl))
+return string.format('%d', untl)
+",
+    )
+});

@@ -1,0 +1,189 @@
+//! The cluster-wide limiter: the provider's quota belongs to the account, not the replica.
+//!
+//! ```text
+//!  acquire() ─▶ Redis up? ─no─▶ fallback: local bucket at rate / replicas last seen
+//!      │ yes
+//!      ▼
+//!  FIFO turn (this replica's order) ─▶ RESERVE (Lua, Redis's clock): the next slot, or refusal
+//!      │ granted: release the turn, sleep the wait, sleep out any announced pause ─▶ slot
+//!      └ refused ─▶ RateLimited { retry_after }          (nothing reserved)
+//! ```
+//!
+//! One round trip per request, none for a tenant without a limit. Order across replicas is the
+//! order of arrival at Redis; within one replica the queue keeps it FIFO, and a caller that hangs
+//! up before its reservation gives its place back. An upstream 429 pauses the shared bucket
+//! (later reservations start after it) and is announced, so requests already holding a slot on
+//! any replica also wait it out.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::clock::duration_nanos;
+use super::local::{LocalLimiter, QueuePosition};
+use super::{FAR_FUTURE, LimiterState, RateLimited, slot_period};
+use crate::clock;
+use crate::config::RateLimitConfig;
+use crate::store::{RedisBucket, Reservation};
+
+#[derive(Debug)]
+pub struct ClusterLimiter {
+    config: RateLimitConfig,
+    bucket: Arc<RedisBucket>,
+    period: Duration,
+    /// FIFO turn token among this replica's requests, held only until the reservation is made.
+    queue: Mutex<()>,
+    waiting: AtomicUsize,
+    /// Unix µs until which this replica saw the upstream ask for a pause (also sent to Redis).
+    paused_until_us: AtomicU64,
+    /// Used while Redis cannot be reached; rebuilt when the replica count it divides by changes.
+    fallback: ArcSwap<Fallback>,
+    granted_total: AtomicU64,
+    rejected_total: AtomicU64,
+    waited_total_nanos: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Fallback {
+    replicas: u32,
+    limiter: LocalLimiter,
+}
+
+impl ClusterLimiter {
+    pub fn new(config: RateLimitConfig, bucket: RedisBucket) -> Self {
+        let replicas = bucket.replicas();
+        Self {
+            config,
+            bucket: Arc::new(bucket),
+            period: slot_period(&config),
+            queue: Mutex::new(()),
+            waiting: AtomicUsize::new(0),
+            paused_until_us: AtomicU64::new(0),
+            fallback: ArcSwap::from_pointee(Fallback {
+                replicas,
+                limiter: LocalLimiter::share_of(config, replicas),
+            }),
+            granted_total: AtomicU64::new(0),
+            rejected_total: AtomicU64::new(0),
+            waited_total_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub async fn acquire(&self) -> Result<Duration, RateLimited> {
+        if !self.bucket.is_up() {
+            return self.fallback().limiter.acquire().await;
+        }
+        let arrived = Instant::now();
+        let deadline = arrived
+            .checked_add(self.config.max_wait)
+            .unwrap_or(arrived + FAR_FUTURE);
+        let position = QueuePosition::enter(&self.waiting);
+        let Ok(turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
+            return Err(self.reject(self.period));
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reserved = self.bucket.reserve(self.period, self.config.burst.get(), left).await;
+        drop(turn);
+        match reserved {
+            Ok(Reservation::Granted(wait)) => {
+                tokio::time::sleep(wait).await;
+                self.sleep_out_pause().await;
+                drop(position);
+                let waited = arrived.elapsed();
+                self.granted_total.fetch_add(1, Ordering::Relaxed);
+                self.waited_total_nanos
+                    .fetch_add(duration_nanos(waited), Ordering::Relaxed);
+                Ok(waited)
+            }
+            Ok(Reservation::Refused(retry_after)) => Err(self.reject(retry_after)),
+            Err(_) => {
+                drop(position);
+                self.fallback().limiter.acquire().await
+            }
+        }
+    }
+
+    /// Pauses this replica at once, and the whole cluster through Redis (in the background: the
+    /// response that carried the 429 is not held up).
+    pub fn pause_for(&self, delay: Duration) {
+        let until = clock::unix_millis()
+            .saturating_mul(1000)
+            .saturating_add(duration_micros(delay));
+        self.paused_until_us.fetch_max(until, Ordering::AcqRel);
+        self.fallback.load().limiter.pause_for(delay);
+        let bucket = Arc::clone(&self.bucket);
+        tokio::spawn(async move {
+            if bucket.pause(delay).await.is_err() {
+                tracing::debug!("the cluster-wide pause could not reach the store; paused locally");
+            }
+        });
+    }
+
+    pub fn state(&self) -> LimiterState {
+        let fallback = self.fallback.load();
+        let local = fallback.limiter.state();
+        let shared = self.bucket.is_up();
+        let paused = Duration::from_micros(self.pause_until_us().saturating_sub(now_us()));
+        LimiterState {
+            per_second: self.config.per_second.get(),
+            burst: self.config.burst.get(),
+            max_wait: self.config.max_wait,
+            waiting: self.waiting.load(Ordering::Acquire) + local.waiting,
+            paused_for: (paused > Duration::ZERO).then_some(paused).or(local.paused_for),
+            granted_total: self.granted_total.load(Ordering::Relaxed) + local.granted_total,
+            rejected_total: self.rejected_total.load(Ordering::Relaxed) + local.rejected_total,
+            waited_total: Duration::from_nanos(self.waited_total_nanos.load(Ordering::Relaxed)) + local.waited_total,
+            mode: if shared { "shared" } else { "fallback" },
+            divided_by: (!shared).then_some(fallback.replicas),
+        }
+    }
+
+    /// The local bucket for the replica count last seen.
+    fn fallback(&self) -> Arc<Fallback> {
+        let current = self.fallback.load_full();
+        let replicas = self.bucket.replicas();
+        if current.replicas == replicas {
+            return current;
+        }
+        let next = Arc::new(Fallback {
+            replicas,
+            limiter: LocalLimiter::share_of(self.config, replicas),
+        });
+        self.fallback.store(Arc::clone(&next));
+        next
+    }
+
+    /// Waits while a pause announced by any replica (or seen here) is in force.
+    async fn sleep_out_pause(&self) {
+        loop {
+            let left = self.pause_until_us().saturating_sub(now_us());
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_micros(left)).await;
+        }
+    }
+
+    fn pause_until_us(&self) -> u64 {
+        self.paused_until_us
+            .load(Ordering::Acquire)
+            .max(self.bucket.paused_until_unix_us())
+    }
+
+    fn reject(&self, retry_after: Duration) -> RateLimited {
+        self.rejected_total.fetch_add(1, Ordering::Relaxed);
+        RateLimited { retry_after }
+    }
+}
+
+fn now_us() -> u64 {
+    clock::unix_millis().saturating_mul(1000)
+}
+
+fn duration_micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
