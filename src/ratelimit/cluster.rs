@@ -90,7 +90,10 @@ impl ClusterLimiter {
         drop(turn);
         match reserved {
             Ok(Reservation::Granted(wait)) => {
-                tokio::time::sleep(wait).await;
+                // A zero sleep would still wait for the timer wheel's next tick (about 1 ms).
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
                 self.sleep_out_pause().await;
                 drop(position);
                 let waited = arrived.elapsed();
