@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  acquire() ─▶ Redis up? ─no─▶ fallback: local bucket at rate / replicas last seen
-//!      │ yes
+//!      │ yes                       (Redis answers again while queued: leave it, go shared)
 //!      ▼
 //!  FIFO turn (this replica's order) ─▶ RESERVE (Lua, Redis's clock): the next slot, or refusal
 //!      │ granted: release the turn, sleep the wait ─▶ slot
@@ -76,17 +76,28 @@ impl ClusterLimiter {
     }
 
     pub async fn acquire(&self) -> Result<Duration, RateLimited> {
-        if !self.bucket.is_up() {
-            return self.fallback().limiter.acquire().await;
-        }
         let arrived = Instant::now();
         let deadline = arrived
             .checked_add(self.config.max_wait)
             .unwrap_or(arrived + FAR_FUTURE);
+        loop {
+            if self.bucket.is_up() {
+                if let Some(outcome) = self.acquire_shared(arrived, deadline).await {
+                    return outcome;
+                }
+            }
+            if let Some(outcome) = self.acquire_fallback().await {
+                return outcome;
+            }
+        }
+    }
+
+    /// A slot from the shared bucket; `None` when Redis does not answer.
+    async fn acquire_shared(&self, arrived: Instant, deadline: Instant) -> Option<Result<Duration, RateLimited>> {
         let position = QueuePosition::enter(&self.waiting);
         loop {
             let Ok(turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
-                return Err(self.reject(self.period));
+                return Some(Err(self.reject(self.period)));
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let reserved = self.bucket.reserve(self.period, self.config.burst.get(), left).await;
@@ -104,14 +115,28 @@ impl ClusterLimiter {
                     self.granted_total.fetch_add(1, Ordering::Relaxed);
                     self.waited_total_nanos
                         .fetch_add(duration_nanos(waited), Ordering::Relaxed);
-                    return Ok(waited);
+                    return Some(Ok(waited));
                 }
-                Ok(Reservation::Refused(retry_after)) => return Err(self.reject(retry_after)),
-                Err(_) => {
-                    drop(position);
-                    return self.fallback().limiter.acquire().await;
-                }
+                Ok(Reservation::Refused(retry_after)) => return Some(Err(self.reject(retry_after))),
+                Err(_) => return None,
             }
+        }
+    }
+
+    /// A slot from the local share while Redis is unreachable; `None` when Redis answers again
+    /// first. The wait is then given up (the local queue takes no slot for it) and taken on the
+    /// shared bucket: were every queued request to go on its local slot, the replicas' shares and
+    /// the shared bucket's burst would reach the upstream together.
+    async fn acquire_fallback(&self) -> Option<Result<Duration, RateLimited>> {
+        let mut back = self.bucket.reconnected();
+        back.borrow_and_update();
+        if self.bucket.is_up() {
+            return None;
+        }
+        let fallback = self.fallback();
+        tokio::select! {
+            outcome = fallback.limiter.acquire() => Some(outcome),
+            _ = back.changed() => None,
         }
     }
 
