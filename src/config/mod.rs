@@ -110,10 +110,10 @@ pub struct RateLimitConfig {
     pub burst: NonZeroU32,
     /// Longest a request waits for a slot before 429.
     pub max_wait: Duration,
-    /// Extra spacing added to every slot beyond `1 / per_second`. Zero for operators' limits; a
-    /// provider preset sets it where the provider counts strictly (CYBERBIZ), so that jitter
-    /// between granting a slot and the request reaching the provider cannot squeeze one request
-    /// too many into its window.
+    /// Extra spacing added to every slot beyond `1 / per_second`. A provider preset sets it where
+    /// the provider counts strictly (CYBERBIZ), so that jitter between granting a slot and the
+    /// request reaching the provider cannot squeeze one request too many into its window; an
+    /// explicit `rate_limit` for that provider keeps it. Zero for every other tenant.
     pub headroom: Duration,
 }
 

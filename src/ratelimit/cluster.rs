@@ -2,10 +2,11 @@
 //!
 //! ```text
 //!  acquire() ─▶ Redis up? ─no─▶ fallback: local bucket at rate / replicas last seen
-//!      │ yes
+//!      │ yes                       (Redis answers again while queued: leave it, go shared)
 //!      ▼
 //!  FIFO turn (this replica's order) ─▶ RESERVE (Lua, Redis's clock): the next slot, or refusal
-//!      │ granted: release the turn, sleep the wait, sleep out any announced pause ─▶ slot
+//!      │ granted: release the turn, sleep the wait ─▶ slot
+//!      │          (a pause announced meanwhile: sleep it out, then RESERVE again)
 //!      └ refused ─▶ RateLimited { retry_after }          (nothing reserved)
 //! ```
 //!
@@ -13,7 +14,8 @@
 //! order of arrival at Redis; within one replica the queue keeps it FIFO, and a caller that hangs
 //! up before its reservation gives its place back. An upstream 429 pauses the shared bucket
 //! (later reservations start after it) and is announced, so requests already holding a slot on
-//! any replica also wait it out.
+//! any replica also wait it out, then reserve again: were they all to go when it ends, the
+//! slots that fell inside the pause would reach the upstream as one burst.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -74,39 +76,70 @@ impl ClusterLimiter {
     }
 
     pub async fn acquire(&self) -> Result<Duration, RateLimited> {
-        if !self.bucket.is_up() {
-            return self.fallback().limiter.acquire().await;
-        }
         let arrived = Instant::now();
         let deadline = arrived
             .checked_add(self.config.max_wait)
             .unwrap_or(arrived + FAR_FUTURE);
-        let position = QueuePosition::enter(&self.waiting);
-        let Ok(turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
-            return Err(self.reject(self.period));
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let reserved = self.bucket.reserve(self.period, self.config.burst.get(), left).await;
-        drop(turn);
-        match reserved {
-            Ok(Reservation::Granted(wait)) => {
-                // A zero sleep would still wait for the timer wheel's next tick (about 1 ms).
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
+        loop {
+            if self.bucket.is_up() {
+                if let Some(outcome) = self.acquire_shared(arrived, deadline).await {
+                    return outcome;
                 }
-                self.sleep_out_pause().await;
-                drop(position);
-                let waited = arrived.elapsed();
-                self.granted_total.fetch_add(1, Ordering::Relaxed);
-                self.waited_total_nanos
-                    .fetch_add(duration_nanos(waited), Ordering::Relaxed);
-                Ok(waited)
             }
-            Ok(Reservation::Refused(retry_after)) => Err(self.reject(retry_after)),
-            Err(_) => {
-                drop(position);
-                self.fallback().limiter.acquire().await
+            if let Some(outcome) = self.acquire_fallback().await {
+                return outcome;
             }
+        }
+    }
+
+    /// A slot from the shared bucket; `None` when Redis does not answer.
+    async fn acquire_shared(&self, arrived: Instant, deadline: Instant) -> Option<Result<Duration, RateLimited>> {
+        let position = QueuePosition::enter(&self.waiting);
+        loop {
+            let Ok(turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
+                return Some(Err(self.reject(self.period)));
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let reserved = self.bucket.reserve(self.period, self.config.burst.get(), left).await;
+            drop(turn);
+            match reserved {
+                Ok(Reservation::Granted(wait)) => {
+                    // A zero sleep would still wait for the timer wheel's next tick (about 1 ms).
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    if self.sleep_out_pause().await {
+                        // The slot fell inside a pause announced since: every holder of such a
+                        // slot would go at the pause's end at once. Take a fresh one after it.
+                        continue;
+                    }
+                    drop(position);
+                    let waited = arrived.elapsed();
+                    self.granted_total.fetch_add(1, Ordering::Relaxed);
+                    self.waited_total_nanos
+                        .fetch_add(duration_nanos(waited), Ordering::Relaxed);
+                    return Some(Ok(waited));
+                }
+                Ok(Reservation::Refused(retry_after)) => return Some(Err(self.reject(retry_after))),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// A slot from the local share while Redis is unreachable; `None` when Redis answers again
+    /// first. The wait is then given up (the local queue takes no slot for it) and taken on the
+    /// shared bucket: were every queued request to go on its local slot, the replicas' shares and
+    /// the shared bucket's burst would reach the upstream together.
+    async fn acquire_fallback(&self) -> Option<Result<Duration, RateLimited>> {
+        let mut back = self.bucket.reconnected();
+        back.borrow_and_update();
+        if self.bucket.is_up() {
+            return None;
+        }
+        let fallback = self.fallback();
+        tokio::select! {
+            outcome = fallback.limiter.acquire() => Some(outcome),
+            _ = back.changed() => None,
         }
     }
 
@@ -160,13 +193,16 @@ impl ClusterLimiter {
         next
     }
 
-    /// Waits while a pause announced by any replica (or seen here) is in force.
-    async fn sleep_out_pause(&self) {
+    /// Waits while a pause announced by any replica (or seen here) is in force; returns whether
+    /// there was one.
+    async fn sleep_out_pause(&self) -> bool {
+        let mut slept = false;
         loop {
             let left = self.pause_until_us().saturating_sub(now_us());
             if left == 0 {
-                return;
+                return slept;
             }
+            slept = true;
             tokio::time::sleep(Duration::from_micros(left)).await;
         }
     }

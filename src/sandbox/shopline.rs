@@ -118,6 +118,8 @@ pub struct ShoplineState {
     codes: Mutex<HashSet<String>>,
     current: Mutex<Option<String>>,
     bucket: Mutex<api::LeakyBucket>,
+    /// When each API call's head arrived (tokio clock), admitted or not.
+    arrivals: Mutex<Vec<Instant>>,
     locked: AtomicBool,
     create_calls: AtomicUsize,
     refresh_calls: AtomicUsize,
@@ -144,6 +146,7 @@ impl ShoplineSandbox {
             codes: Mutex::new(options.codes.iter().cloned().collect()),
             current: Mutex::new(None),
             bucket: Mutex::new(api::LeakyBucket::new(options.rate_per_second, options.burst)),
+            arrivals: Mutex::new(Vec::new()),
             locked: AtomicBool::new(false),
             create_calls: AtomicUsize::new(0),
             refresh_calls: AtomicUsize::new(0),
@@ -176,6 +179,12 @@ impl ShoplineSandbox {
     /// API calls answered 429 by the leaky bucket.
     pub fn throttled_calls(&self) -> usize {
         get(&self.state.throttled)
+    }
+
+    /// When each API call arrived (admitted, throttled or refused), in arrival order: the
+    /// witness for rate assertions over any window, which one worst-second figure cannot give.
+    pub fn api_arrivals(&self) -> Vec<Instant> {
+        lock(&self.state.arrivals).clone()
     }
 
     /// The store's current token, for tests that talk to the API directly.

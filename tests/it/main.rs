@@ -24,5 +24,6 @@ mod reload;
 mod sandboxed;
 mod secrets;
 mod shared_failures;
+mod shared_limits;
 mod shared_tokens;
 mod tokens;

@@ -183,7 +183,8 @@ fn rate_limit(
         per_second: per_second?,
         burst: burst?,
         max_wait: max_wait?,
-        headroom: Duration::ZERO,
+        // The provider counts as strictly whoever chose the rate.
+        headroom: preset.map_or(Duration::ZERO, |p| p.headroom),
     }))
 }
 

@@ -88,6 +88,16 @@ fn cyberbiz_defaults() {
         std::time::Duration::from_millis(20),
         "slots spaced 220 ms, not 200"
     );
+    let explicit = only_tenant(&format!("{CYBERBIZ}rate_limit = {{ per_second = 5, burst = 1 }}\n"))
+        .rate_limit
+        .expect("set");
+    assert_eq!(
+        explicit.headroom,
+        std::time::Duration::from_millis(20),
+        "CYBERBIZ counts strictly whoever chose the rate"
+    );
+    let shopline = only_tenant(&format!("{SHOPLINE}rate_limit = {{ per_second = 2 }}\n"));
+    assert_eq!(shopline.rate_limit.expect("set").headroom, std::time::Duration::ZERO);
     assert_eq!(
         only_tenant(&format!("{CYBERBIZ}max_body = \"1MiB\"\n")).max_body,
         1 << 20

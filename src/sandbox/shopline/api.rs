@@ -51,6 +51,7 @@ impl LeakyBucket {
 
 impl ShoplineState {
     pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
+        lock(&self.arrivals).push(Instant::now());
         let (parts, summary) = self.core.receive_api(req).await;
         let mut response = self.api_response(&parts, &summary);
         response.headers_mut().insert("traceId", trace_id());

@@ -144,6 +144,13 @@ async fn api_throttles_beyond_the_bucket_and_can_lock_the_store() {
     assert_eq!(products(&store, &token).await.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(products(&store, &token).await.status, StatusCode::LOCKED);
     assert_eq!((store.throttled_calls(), store.api_calls()), (2, 6));
+    let arrivals = store.api_arrivals();
+    assert_eq!(
+        arrivals.len(),
+        6,
+        "every API call is timed, throttled and locked ones too"
+    );
+    assert!(arrivals.windows(2).all(|w| w[0] <= w[1]), "in arrival order");
     store.set_locked(false);
     assert_eq!(
         products(&store, "unknown").await.json()["errors"],

@@ -79,6 +79,11 @@ impl RedisBucket {
         *self.paused.borrow()
     }
 
+    /// Changes each time Redis answers again after being unreachable.
+    pub fn reconnected(&self) -> watch::Receiver<u64> {
+        self.store.reconnected()
+    }
+
     pub fn is_up(&self) -> bool {
         self.store.health().is_up()
     }

@@ -1,7 +1,8 @@
 //! A recording upstream: answers by path and remembers every request it received in full.
 //!
 //! `/slow/<ms>` answers after a delay, `/bytes/<n>` streams n bytes, `/status/<code>` answers that
-//! status (429 with `Retry-After: 2`), anything else answers a small JSON echo. Only requests whose
+//! status (429 with `Retry-After: 2`), anything else answers a small JSON echo. A `delay_ms=<ms>`
+//! query parameter delays any answer, so a 429 can reach the proxy while others are queued. Only requests whose
 //! body arrived completely are recorded, so "nothing reached the upstream" is observable.
 
 use std::convert::Infallible;
@@ -115,6 +116,14 @@ impl Upstream {
         let path = parts.uri.path();
         let after = |marker: &str| path.rsplit_once(marker).map(|(_, v)| v.to_owned());
         if let Some(ms) = after("/slow/").and_then(|v| v.parse().ok()) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let delay = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("delay_ms="))
+                .and_then(|ms| ms.parse().ok())
+        });
+        if let Some(ms) = delay {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         if let Some(n) = after("/bytes/").and_then(|v| v.parse::<u64>().ok()) {
