@@ -23,8 +23,11 @@ use crate::support::tenants::static_tenant_from;
 use crate::support::upstream::Upstream;
 use crate::support::{Answer, Binary, eventually, get, sample, tenant_entry};
 
-/// Jitter between a slot's time on Redis's clock and the request's arrival upstream.
-const JITTER: Duration = Duration::from_millis(60);
+/// Jitter between a slot's time on Redis's clock and the request's arrival upstream. On the
+/// 2-core test machine, with the rest of the suite running beside these processes, 60 ms was
+/// exceeded about once in three runs; the envelope still fails by tens of requests for a
+/// bucket per replica (3 × the quota) or none.
+const JITTER: Duration = Duration::from_millis(150);
 /// A `[server]` whose request timeout outlasts every `max_wait` below.
 const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nrequest_timeout = \"30s\"\n";
 
