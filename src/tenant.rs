@@ -173,44 +173,65 @@ fn spawn_tokens(config: &TenantConfig, provider: Provider, shared: &Shared) -> R
     ))
 }
 
-/// Plain http goes through the HTTP/1.1 pool of its authority; https through the https pool of
-/// its authority and trust roots (the system's, or those plus the tenant's `ca_file`).
+/// Plain http goes through the HTTP/1.1 pool of its authority; https through the pool of its
+/// authority and trust roots (the system's, or those plus the tenant's `ca_file`): the h2-capable
+/// one, or with `http2 = false` an HTTP/1.1 pool over TLS, which offers only `http/1.1` in ALPN.
 fn upstream_for(config: &TenantConfig, shared: &Shared, pools: &mut Pools) -> Result<Upstream, BuildError> {
     let authority = &config.upstream.authority;
     if config.upstream.scheme == Scheme::HTTP {
         return Ok(Upstream::Http1(pools.http1(authority, shared.max_response_head)));
     }
-    let pool = pools.https(config.ca_file.as_deref(), authority, shared)?;
-    Ok(Upstream::Https(pool))
+    let ca_file = config.ca_file.as_deref();
+    match config.http2 {
+        true => Ok(Upstream::Https(pools.https(ca_file, authority, shared)?)),
+        false => Ok(Upstream::Http1(pools.http1_over_tls(ca_file, authority, shared)?)),
+    }
 }
 
+/// Where a pool of an https upstream is found: its `ca_file` (the roots it trusts beyond the
+/// system's) and authority.
+type TlsKey = (Option<PathBuf>, Authority);
+
 /// Tenants on the same upstream authority share its connections (on https, those that trust the
-/// same roots); a reload keeps the open ones, and the roots read from an unchanged `ca_file` path.
+/// same roots and agree on `http2`); a reload keeps the open ones, and the roots read from an
+/// unchanged `ca_file` path.
 struct Pools {
     http1: HashMap<Authority, Http1Pool>,
-    https: HashMap<(Option<PathBuf>, Authority), HttpsPool>,
+    https: HashMap<TlsKey, HttpsPool>,
+    /// HTTP/1.1 over TLS, for the tenants with `http2 = false`.
+    http1_tls: HashMap<TlsKey, Http1Pool>,
     /// Roots of each `ca_file`, read once per build (or carried with a pool that uses them).
     roots: HashMap<PathBuf, TlsConfig>,
 }
 
 impl Pools {
+    /// The pools of `previous`, sorted by what they are: an `Upstream::Http1` is plain http
+    /// unless its pool speaks TLS (a tenant with `http2 = false`).
     fn carried_from(previous: Option<&Snapshot>) -> Self {
         let mut pools = Self {
             http1: HashMap::new(),
             https: HashMap::new(),
+            http1_tls: HashMap::new(),
             roots: HashMap::new(),
         };
         for tenant in previous.into_iter().flat_map(|p| p.tenants.values()) {
             let authority = tenant.config.upstream.authority.clone();
+            let ca_file = tenant.config.ca_file.clone();
+            let tls = match &tenant.upstream {
+                Upstream::Http1(pool) => pool.tls(),
+                Upstream::Https(pool) => Some(pool.tls()),
+            };
+            if let (Some(path), Some(tls)) = (&ca_file, tls) {
+                pools.roots.insert(path.clone(), tls.clone());
+            }
             match &tenant.upstream {
-                Upstream::Http1(pool) => {
+                Upstream::Http1(pool) if pool.tls().is_none() => {
                     pools.http1.insert(authority, pool.clone());
                 }
+                Upstream::Http1(pool) => {
+                    pools.http1_tls.insert((ca_file, authority), pool.clone());
+                }
                 Upstream::Https(pool) => {
-                    let ca_file = tenant.config.ca_file.clone();
-                    if let Some(path) = &ca_file {
-                        pools.roots.insert(path.clone(), pool.tls().clone());
-                    }
                     pools.https.insert((ca_file, authority), pool.clone());
                 }
             }
@@ -235,13 +256,34 @@ impl Pools {
         if let Some(pool) = self.https.get(&key) {
             return Ok(pool.clone());
         }
-        let tls = match ca_file {
-            None => shared.tls.clone(),
-            Some(path) => self.roots_of(path)?,
-        };
+        let tls = self.roots(ca_file, shared)?;
         let pool = HttpsPool::new(authority, &tls, shared.max_response_head)?;
         self.https.insert(key, pool.clone());
         Ok(pool)
+    }
+
+    fn http1_over_tls(
+        &mut self,
+        ca_file: Option<&Path>,
+        authority: &Authority,
+        shared: &Shared,
+    ) -> Result<Http1Pool, BuildError> {
+        let key = (ca_file.map(Path::to_path_buf), authority.clone());
+        if let Some(pool) = self.http1_tls.get(&key) {
+            return Ok(pool.clone());
+        }
+        let tls = self.roots(ca_file, shared)?;
+        let pool = Http1Pool::over_tls(authority, tls, shared.max_response_head)?;
+        self.http1_tls.insert(key, pool.clone());
+        Ok(pool)
+    }
+
+    /// The system's roots, or those plus `ca_file`'s.
+    fn roots(&mut self, ca_file: Option<&Path>, shared: &Shared) -> Result<TlsConfig, BuildError> {
+        match ca_file {
+            None => Ok(shared.tls.clone()),
+            Some(path) => self.roots_of(path),
+        }
     }
 
     /// The roots for `path`: those of a carried pool that uses it, else read now.
@@ -349,5 +391,46 @@ mod tests {
                 "{name} keeps its pool"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn http2_false_tenants_share_a_tls_http1_pool_across_reloads() {
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/src/auth/http/testdata/ca.pem");
+        let tenant = |name: &str, http2: bool| {
+            format!(
+                "[[tenant]]\nname = \"{name}\"\nprovider = \"static\"\nupstream = \"https://10.0.0.1/{name}\"\nvalue = {{ env = \"V\" }}\nca_file = \"{ca}\"\nhttp2 = {http2}\n"
+            )
+        };
+        let build = |text: String, previous: Option<&Snapshot>| {
+            let loaded = crate::config::parse(&text, "t.toml", &MapEnv::new([("V", "v")])).expect("valid");
+            Snapshot::build(&loaded.config, previous).expect("builds")
+        };
+        let first = build(
+            [tenant("a", false), tenant("b", false), tenant("c", true)].concat(),
+            None,
+        );
+        let a = pool(&first, "a").expect("http2 = false is an HTTP/1.1 pool");
+        assert!(a.tls().is_some(), "over TLS");
+        assert!(
+            a.same_pool(pool(&first, "b").expect("HTTP/1.1")),
+            "one pool per authority"
+        );
+        assert!(
+            a.tls().expect("tls").same_roots(https_pool(&first, "c").tls()),
+            "one ca_file is read once"
+        );
+        let reloaded = build(
+            [tenant("a", false), tenant("b", true), tenant("c", false)].concat(),
+            Some(&first),
+        );
+        assert!(
+            a.same_pool(pool(&reloaded, "a").expect("HTTP/1.1")),
+            "a reload keeps it"
+        );
+        assert!(a.same_pool(pool(&reloaded, "c").expect("flipped to HTTP/1.1")));
+        assert!(
+            https_pool(&first, "c").same_pool(https_pool(&reloaded, "b")),
+            "the h2 pool is carried too"
+        );
     }
 }

@@ -133,6 +133,9 @@ pub struct TenantConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Extra trust roots for this upstream.
     pub ca_file: Option<PathBuf>,
+    /// Whether an https upstream may be offered `h2` in ALPN (`http2 = false`: only `http/1.1`).
+    /// Always `true` for plain http, which is HTTP/1.1 regardless.
+    pub http2: bool,
     /// Path rewriting rules, first match wins (the provider preset when `rewrite` is absent).
     pub rewrite: Vec<crate::routing::rewrite::RewriteRule>,
 }

@@ -60,6 +60,7 @@ pub(crate) struct RawTenant {
     pub(crate) listen: Option<String>,
     pub(crate) headers: Option<BTreeMap<String, RawSecret>>,
     pub(crate) ca_file: Option<String>,
+    pub(crate) http2: Option<bool>,
     pub(crate) rewrite: Option<Vec<RawRewrite>>,
     pub(crate) rate_limit: Option<RawRateLimit>,
     pub(crate) max_body: Option<RawQuantity>,

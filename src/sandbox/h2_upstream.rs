@@ -1,5 +1,6 @@
 //! An https upstream fake for the connection tests: HTTP/2, and HTTP/1.1 by ALPN, over TLS with
-//! a test certificate, counting TLS handshakes and requests, and recycling its connections the way
+//! a test certificate, counting TLS handshakes and requests (and which of them came over
+//! HTTP/1.1), and recycling its connections the way
 //! production gateways do — a GOAWAY after a number of requests per connection.
 //!
 //! Two ways to recycle ([`Recycle`]):
@@ -98,6 +99,8 @@ impl H2UpstreamOptions {
 struct Counters {
     handshakes: AtomicUsize,
     requests: AtomicUsize,
+    /// Requests that came over HTTP/1.1 (the rest came over h2).
+    http1_requests: AtomicUsize,
     refused: AtomicUsize,
     open: AtomicUsize,
     max_open: AtomicUsize,
@@ -139,6 +142,16 @@ impl H2Upstream {
     /// Requests answered.
     pub fn requests(&self) -> usize {
         self.counters.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered that came over HTTP/1.1 (ALPN picked `http/1.1`).
+    pub fn http1_requests(&self) -> usize {
+        self.counters.http1_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered that came over HTTP/2.
+    pub fn h2_requests(&self) -> usize {
+        self.requests().saturating_sub(self.http1_requests())
     }
 
     /// Streams refused unprocessed (left above a GOAWAY's last id, or reset `REFUSED_STREAM`).
@@ -231,7 +244,11 @@ async fn serve_hyper(tls: TlsStream<TcpStream>, recycle: Recycle, counters: &Arc
     let service = service_fn(move |request: Request<Incoming>| {
         let (counters, seen, notify) = (Arc::clone(&counters), Arc::clone(&seen), Arc::clone(&notify));
         async move {
+            let http1 = request.version() < http::Version::HTTP_2;
             let response = answer(request).await;
+            if http1 {
+                counters.http1_requests.fetch_add(1, Ordering::SeqCst);
+            }
             counters.requests.fetch_add(1, Ordering::SeqCst);
             if seen.fetch_add(1, Ordering::SeqCst) + 1 == after {
                 notify.notify_one();

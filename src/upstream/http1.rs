@@ -1,7 +1,7 @@
 //! HTTP/1.1 upstreams: connections pooled per upstream and driven by the request using them. A
 //! plain-http upstream always gets one of these pools; an https upstream whose ALPN picked
-//! `http/1.1` gets one over TLS (`https.rs` decides), so it never holds more connections than
-//! concurrent requests need.
+//! `http/1.1` gets one over TLS (`https.rs` decides), and so does one whose tenant set
+//! `http2 = false` (`tenant.rs`), so it never holds more connections than concurrent requests need.
 //!
 //! hyper-util's pooled client does per request what a plain HTTP/1 upstream does not need: a pool
 //! keyed by a freshly formatted scheme and authority, hashed twice under a mutex; a spawned task
@@ -136,8 +136,9 @@ impl Http1Pool {
     }
 
     /// A pool for `authority` over TLS (port 443 when none is given), for an https upstream that
-    /// speaks HTTP/1.1. Its connections offer only `http/1.1` in ALPN.
-    pub(super) fn over_tls(authority: &Authority, tls: TlsConfig, max_head: usize) -> Result<Self, TlsSetupError> {
+    /// speaks HTTP/1.1 (ALPN picked it, or the tenant set `http2 = false`). Its connections offer
+    /// only `http/1.1` in ALPN.
+    pub fn over_tls(authority: &Authority, tls: TlsConfig, max_head: usize) -> Result<Self, TlsSetupError> {
         Ok(Self::on(authority, Endpoint::tls(authority, tls)?, max_head))
     }
 
@@ -161,6 +162,11 @@ impl Http1Pool {
     /// Whether `self` and `other` hold the same connections.
     pub fn same_pool(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The trust roots of a pool over TLS; `None` for plain http.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.inner.endpoint.tls_config()
     }
 
     /// Sends `request` (origin-form URI) with the upstream's `Host` and returns the response once

@@ -2,11 +2,12 @@
 //! [`UpstreamError`], and header hygiene.
 //!
 //! An `Upstream` is either an [`HttpsPool`] (https: one HTTP/2 connection per authority, or
-//! HTTP/1.1 over TLS when ALPN picks it) or an [`Http1Pool`] (plain http, always HTTP/1.1); the
-//! pipeline calls [`Upstream::send`] and never asks which. Pools are per upstream authority and
-//! shared by the tenants on it that trust the same roots (`tenant.rs` carries them across
-//! reloads). TLS is rustls with the ring provider, the system's web roots plus a tenant's
-//! `ca_file`, and ALPN offering `h2` and `http/1.1` (`tls.rs`).
+//! HTTP/1.1 over TLS when ALPN picks it) or an [`Http1Pool`] (plain http, always HTTP/1.1; or
+//! https whose tenant set `http2 = false`, over TLS offering only `http/1.1`); the pipeline calls
+//! [`Upstream::send`] and never asks which. Pools are per upstream authority and shared by the
+//! tenants on it that trust the same roots (`tenant.rs` carries them across reloads). TLS is
+//! rustls with the ring provider, the system's web roots plus a tenant's `ca_file`, and ALPN
+//! offering `h2` and `http/1.1` (`tls.rs`).
 //!
 //! [`Upstream::send`] also holds the one retry rule of HTTP/2 upstreams: a request whose stream
 //! the upstream refused unprocessed, or that never left a connection already going away, is sent
@@ -46,7 +47,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Upstream {
     /// https: the authority's pool, HTTP/2 or HTTP/1.1 as ALPN decides.
     Https(HttpsPool),
-    /// Plain http: the HTTP/1.1 pool of the upstream's authority.
+    /// HTTP/1.1 only: the pool of the upstream's authority, plain http or (for a tenant with
+    /// `http2 = false`) over TLS.
     Http1(Http1Pool),
 }
 

@@ -129,6 +129,11 @@ impl Endpoint {
         Ok(endpoint)
     }
 
+    /// The trust roots of an https endpoint; `None` for plain http.
+    pub(super) fn tls_config(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref().map(|(config, _)| config)
+    }
+
     /// The port a `Host` header may leave out.
     pub(super) fn default_port(&self) -> u16 {
         if self.tls.is_some() { 443 } else { 80 }

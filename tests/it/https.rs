@@ -1,7 +1,8 @@
 //! https upstreams through the real binary: an HTTP/2 upstream over TLS that recycles its
 //! connections with GOAWAY fails no request, GET or POST, and costs one TLS handshake per
 //! recycle, never a stampede; an HTTP/1.1 upstream over TLS holds no more connections than
-//! concurrent requests.
+//! concurrent requests; a tenant with `http2 = false` speaks HTTP/1.1 to an upstream that offers
+//! h2, and a reload that flips the key takes effect.
 //!
 //! Two tenants share the upstream (and, trusting the same `ca_file`, its pool): `acme`, static,
 //! whose bodies stream (a GET's is empty), and `shop`, an IMS tenant, whose small bodies are
@@ -17,7 +18,7 @@ use tokenbroker::sandbox::{self, H2Alpn, H2Upstream, H2UpstreamOptions, ImsOptio
 use tokio::task::JoinSet;
 
 use crate::support::tenants::{SERVER, static_tenant};
-use crate::support::{Binary, client};
+use crate::support::{Binary, Proxy, client, env, get};
 
 const VALUE: &str = "Bearer static-https-token";
 
@@ -149,4 +150,51 @@ async fn an_http1_upstream_over_tls_holds_no_more_connections_than_concurrent_re
     );
     assert!(upstream.handshakes() <= clients, "{} handshakes", upstream.handshakes());
     assert!(upstream.max_open_connections() <= clients);
+}
+
+/// Tenants `acme` and `legacy` on one h2-capable upstream, `legacy` with `http2 = false` when
+/// `legacy_http1`, `acme` with it when `acme_http1`.
+fn http2_knob_config(upstream: &H2Upstream, acme_http1: bool, legacy_http1: bool) -> String {
+    let extra = |http1: bool| {
+        let http2 = if http1 { "http2 = false\n" } else { "" };
+        format!("ca_file = \"{}\"\n{http2}", testdata("ca.pem").display())
+    };
+    format!(
+        "{SERVER}{}{}",
+        static_tenant("acme", &upstream.base_url(), &extra(acme_http1)),
+        static_tenant("legacy", &upstream.base_url(), &extra(legacy_http1)),
+    )
+}
+
+/// `acme` gets 3 requests and `legacy` 2, each answered 200.
+async fn three_to_acme_two_to_legacy(proxy: &Proxy) {
+    for path in ["/acme/a", "/acme/b", "/acme/c", "/legacy/a", "/legacy/b"] {
+        let answer = get(&proxy.url(path)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text());
+        assert_eq!(answer.text(), "{\"ok\":true}", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_with_http2_false_speaks_http1_to_an_h2_upstream_and_a_reload_flips_it() {
+    let upstream = fake(H2Alpn::H2OrHttp1, Recycle::Never).await;
+    let secrets = env(&[("STATIC_VALUE", VALUE)]);
+    let proxy = Proxy::start_with_env(&http2_knob_config(&upstream, false, true), &secrets).await;
+    three_to_acme_two_to_legacy(&proxy).await;
+    assert_eq!(
+        (upstream.h2_requests(), upstream.http1_requests()),
+        (3, 2),
+        "acme over h2, legacy over HTTP/1.1"
+    );
+    proxy
+        .reload_with_env(&http2_knob_config(&upstream, true, false), &secrets)
+        .await
+        .expect("the reload applies");
+    three_to_acme_two_to_legacy(&proxy).await;
+    assert_eq!(
+        (upstream.h2_requests(), upstream.http1_requests()),
+        (3 + 2, 2 + 3),
+        "after the reload, acme over HTTP/1.1 and legacy over h2"
+    );
+    proxy.stop().await;
 }

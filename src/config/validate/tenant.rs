@@ -78,6 +78,7 @@ fn tenant(
     let max_body = ctx.size(scope, "max_body", raw.max_body.as_ref(), max_body);
     let headers = headers(ctx, scope, raw);
     let ca_file = optional(raw.ca_file.as_ref(), |path| ctx.existing_file(scope, "ca_file", path));
+    let http2 = http2(ctx, scope, raw.http2, upstream.as_ref());
     let rewrite = rewrite(ctx, scope, raw.rewrite.as_deref(), preset.rewrite);
     let listen = optional(raw.listen.as_ref(), |text| ctx.socket_addr(scope, "listen", text));
     Some(TenantConfig {
@@ -90,6 +91,7 @@ fn tenant(
         max_body: max_body?,
         headers: headers?,
         ca_file: ca_file?,
+        http2: http2?,
         rewrite: rewrite?,
     })
 }
@@ -110,6 +112,22 @@ fn upstream(
         // No provider, or a default that could not be built (its own key is reported).
         (None, _) => None,
     }
+}
+
+/// `http2` (default `true`): whether an https upstream is offered `h2` in ALPN. On plain http it
+/// would mean nothing, so it is refused there rather than silently ignored.
+fn http2(ctx: &mut Ctx<'_>, scope: &Scope, raw: Option<bool>, upstream: Option<&http::Uri>) -> Option<bool> {
+    let Some(http2) = raw else {
+        return Some(true);
+    };
+    if upstream.and_then(http::Uri::scheme) == Some(&http::uri::Scheme::HTTP) {
+        return ctx.reject(
+            scope,
+            "http2",
+            "only used with an https upstream; plain http is always HTTP/1.1",
+        );
+    }
+    Some(http2)
 }
 
 fn tenant_name(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<TenantName> {

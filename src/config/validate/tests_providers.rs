@@ -313,6 +313,25 @@ fn headers_and_ca_file() {
 }
 
 #[test]
+fn http2_defaults_on_and_is_refused_on_plain_http() {
+    let https = "[[tenant]]\nname = \"st\"\nprovider = \"static\"\nupstream = \"https://x\"\nvalue = { env = \"ACME_STATIC_VALUE\" }\n";
+    assert!(only_tenant(https).http2, "h2 is offered unless switched off");
+    assert!(!only_tenant(&format!("{https}http2 = false\n")).http2);
+    assert!(
+        only_tenant(&https.replace("https://", "http://")).http2,
+        "absent is fine on http"
+    );
+    let text = format!("{}http2 = false\n", https.replace("https://", "http://"));
+    let errors = parse_err(&text);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let error = find(
+        &errors,
+        &["key `http2`", "only used with an https upstream", "always HTTP/1.1"],
+    );
+    assert_eq!(error.location, location_of(&text, "false"));
+}
+
+#[test]
 fn invalid_regex_is_located() {
     let text = format!("{CYBERBIZ}rewrite = [{{ match = \"^/a(\", replace = \"$1\" }}]\n");
     let errors = parse_err(&text);
