@@ -78,7 +78,7 @@ impl ClusterLimiter {
     pub async fn acquire(&self) -> Result<Duration, RateLimited> {
         let arrived = Instant::now();
         let deadline = arrived
-            .checked_add(self.config.max_wait)
+            .checked_add(self.config.max_wait.standard)
             .unwrap_or(arrived + FAR_FUTURE);
         loop {
             if self.bucket.is_up() {
@@ -167,7 +167,7 @@ impl ClusterLimiter {
         LimiterState {
             per_second: self.config.per_second.get(),
             burst: self.config.burst.get(),
-            max_wait: self.config.max_wait,
+            max_wait: self.config.max_wait.standard,
             waiting: self.waiting.load(Ordering::Acquire) + local.waiting,
             paused_for: (paused > Duration::ZERO).then_some(paused).or(local.paused_for),
             granted_total: self.granted_total.load(Ordering::Relaxed) + local.granted_total,

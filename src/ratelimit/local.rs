@@ -109,7 +109,7 @@ impl LocalLimiter {
         LimiterState {
             per_second: self.config.per_second.get(),
             burst: self.config.burst.get(),
-            max_wait: self.config.max_wait,
+            max_wait: self.config.max_wait.standard,
             waiting: self.waiting.load(Ordering::Acquire),
             paused_for: (paused > Duration::ZERO).then_some(paused),
             granted_total: self.granted_total.load(Ordering::Relaxed),
@@ -124,11 +124,11 @@ impl LocalLimiter {
     async fn acquire_queued(&self) -> Result<Duration, RateLimited> {
         let arrived = Instant::now();
         let deadline = arrived
-            .checked_add(self.config.max_wait)
+            .checked_add(self.config.max_wait.standard)
             .unwrap_or(arrived + FAR_FUTURE);
         let position = QueuePosition::enter(&self.waiting);
         let predicted = self.predicted_wait(position.ahead);
-        if predicted > self.config.max_wait {
+        if predicted > self.config.max_wait.standard {
             return Err(self.reject(predicted));
         }
         let Ok(_turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {

@@ -12,7 +12,7 @@ use tokio::time::{Instant, advance, timeout};
 
 use super::RateLimited;
 use super::local::LocalLimiter as Limiter;
-use crate::config::RateLimitConfig;
+use crate::config::{BatchShare, PerClass, RateLimitConfig};
 
 /// Far beyond any wait in these tests; with paused time a hang hits it instantly.
 const BOUND: Duration = Duration::from_secs(600);
@@ -29,7 +29,8 @@ fn limiter_with_headroom(per_second: u32, burst: u32, max_wait: Duration, headro
     Arc::new(Limiter::new(RateLimitConfig {
         per_second: NonZeroU32::new(per_second).expect("test rates are non-zero"),
         burst: NonZeroU32::new(burst).expect("test bursts are non-zero"),
-        max_wait,
+        max_wait: PerClass::all(max_wait),
+        batch_share: BatchShare::DEFAULT,
         headroom,
     }))
 }
@@ -342,7 +343,8 @@ async fn a_share_divides_the_rate_and_the_burst_by_the_replicas() {
     let config = RateLimitConfig {
         per_second: NonZeroU32::new(6).expect("non-zero"),
         burst: NonZeroU32::new(7).expect("non-zero"),
-        max_wait: ms(60_000),
+        max_wait: PerClass::all(ms(60_000)),
+        batch_share: BatchShare::DEFAULT,
         headroom: Duration::ZERO,
     };
     let share = Limiter::share_of(config, 3);

@@ -67,6 +67,7 @@ mod tests {
             key: Secret::from(key),
             tenants: tenants.map(|t| t.into_iter().map(|n| TenantName::try_new(n).expect("valid")).collect()),
             methods,
+            class: crate::config::CallerClass::Standard,
         }
     }
 
