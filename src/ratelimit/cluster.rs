@@ -29,7 +29,7 @@ use super::clock::duration_nanos;
 use super::local::{LocalLimiter, QueuePosition};
 use super::{FAR_FUTURE, LimiterState, RateLimited, slot_period};
 use crate::clock;
-use crate::config::RateLimitConfig;
+use crate::config::{CallerClass, RateLimitConfig};
 use crate::store::{RedisBucket, Reservation};
 
 #[derive(Debug)]
@@ -75,10 +75,12 @@ impl ClusterLimiter {
         }
     }
 
-    pub async fn acquire(&self) -> Result<Duration, RateLimited> {
+    /// The class sets `max_wait` (and the order in the local fallback); across replicas the
+    /// order is still that of arrival at Redis.
+    pub async fn acquire(&self, class: CallerClass) -> Result<Duration, RateLimited> {
         let arrived = Instant::now();
         let deadline = arrived
-            .checked_add(self.config.max_wait.standard)
+            .checked_add(self.config.max_wait.get(class))
             .unwrap_or(arrived + FAR_FUTURE);
         loop {
             if self.bucket.is_up() {
@@ -86,7 +88,7 @@ impl ClusterLimiter {
                     return outcome;
                 }
             }
-            if let Some(outcome) = self.acquire_fallback().await {
+            if let Some(outcome) = self.acquire_fallback(class).await {
                 return outcome;
             }
         }
@@ -130,7 +132,7 @@ impl ClusterLimiter {
     /// first. The wait is then given up (the local queue takes no slot for it) and taken on the
     /// shared bucket: were every queued request to go on its local slot, the replicas' shares and
     /// the shared bucket's burst would reach the upstream together.
-    async fn acquire_fallback(&self) -> Option<Result<Duration, RateLimited>> {
+    async fn acquire_fallback(&self, class: CallerClass) -> Option<Result<Duration, RateLimited>> {
         let mut back = self.bucket.reconnected();
         back.borrow_and_update();
         if self.bucket.is_up() {
@@ -138,7 +140,7 @@ impl ClusterLimiter {
         }
         let fallback = self.fallback();
         tokio::select! {
-            outcome = fallback.limiter.acquire() => Some(outcome),
+            outcome = fallback.limiter.acquire_as(class) => Some(outcome),
             _ = back.changed() => None,
         }
     }
@@ -167,8 +169,9 @@ impl ClusterLimiter {
         LimiterState {
             per_second: self.config.per_second.get(),
             burst: self.config.burst.get(),
-            max_wait: self.config.max_wait.standard,
+            max_wait: self.config.max_wait.get(CallerClass::Standard),
             waiting: self.waiting.load(Ordering::Acquire) + local.waiting,
+            waiting_by_class: local.waiting_by_class,
             paused_for: (paused > Duration::ZERO).then_some(paused).or(local.paused_for),
             granted_total: self.granted_total.load(Ordering::Relaxed) + local.granted_total,
             rejected_total: self.rejected_total.load(Ordering::Relaxed) + local.rejected_total,

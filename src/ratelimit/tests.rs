@@ -112,9 +112,12 @@ async fn burst_passes_immediately_without_awaiting() {
 #[tokio::test(start_paused = true)]
 async fn fast_path_does_not_touch_the_queue() {
     let limiter = limiter(10, 2, ms(2000));
-    // Holding the queue would block any request that goes through it.
-    let _queue = limiter.queue.try_lock().expect("queue is free");
     assert_eq!(limiter.acquire().now_or_never(), Some(Ok(Duration::ZERO)));
+    assert_eq!(
+        limiter.queue.joined_total(),
+        0,
+        "a free slot must not go through the queue"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -315,6 +318,7 @@ async fn state_serializes_for_the_admin_endpoint() {
         json,
         serde_json::json!({
             "per_second": 5, "burst": 1, "max_wait_s": 2.0, "waiting": 0, "paused_for_s": 1.5,
+            "waiting_by_class": { "interactive": 0, "standard": 0, "batch": 0 },
             "granted_total": 0, "rejected_total": 0, "waited_total_s": 0.0,
             "mode": "local", "divided_by": null,
         })

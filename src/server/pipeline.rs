@@ -32,6 +32,7 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use super::{Binding, callers, request_id};
+use crate::config::CallerClass;
 use crate::error::{ProxyBody, ProxyError};
 use crate::routing::{path, rewrite};
 use crate::tenant::{Snapshot, Tenant};
@@ -115,12 +116,12 @@ async fn proxy(
     let (tenant, path) = route(snapshot, binding, parts.uri.path())?;
     ctx.tenant = Some(Arc::clone(&tenant));
     // 2. Caller: a cheap refusal before we spend a rate-limit slot or a token on the request.
-    callers::check(&snapshot.callers, &tenant.config.name, &parts)?;
+    let class = callers::check(&snapshot.callers, &tenant.config.name, &parts)?;
     // 3. Limits. A declared body over the cap is refused before any wait; the slot comes before
     //    the token, so a long wait never holds a stale generation; the body is read (when a 401
     //    may replay it) only once the request may go.
     let declared = check_declared_size(&tenant, &parts.headers)?;
-    ctx.rate_limit_wait = wait_for_slot(&tenant).await?;
+    ctx.rate_limit_wait = wait_for_slot(&tenant, class).await?;
     let body = prepare_body(&tenant, declared, body).await?;
     // 4. Token: `request_timeout` runs from here to the response head, across a replay too.
     let exchange = Exchange::start(&tenant, snapshot.server.request_timeout);
@@ -200,11 +201,11 @@ fn check_declared_size(tenant: &Tenant, headers: &HeaderMap) -> Result<Option<u6
 }
 
 /// The wait for a slot, `None` when the tenant has no limiter.
-async fn wait_for_slot(tenant: &Tenant) -> Result<Option<Duration>, ProxyError> {
+async fn wait_for_slot(tenant: &Tenant, class: CallerClass) -> Result<Option<Duration>, ProxyError> {
     match &tenant.limiter {
         None => Ok(None),
         Some(limiter) => limiter
-            .acquire()
+            .acquire(class)
             .await
             .map(Some)
             .map_err(|limited| ProxyError::RateLimited {
