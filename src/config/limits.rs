@@ -45,6 +45,16 @@ pub struct PerClass<T> {
     pub batch: T,
 }
 
+impl<T> PerClass<T> {
+    pub fn by(&self, class: CallerClass) -> &T {
+        match class {
+            CallerClass::Interactive => &self.interactive,
+            CallerClass::Standard => &self.standard,
+            CallerClass::Batch => &self.batch,
+        }
+    }
+}
+
 impl<T: Copy> PerClass<T> {
     pub fn all(value: T) -> Self {
         Self {

@@ -46,6 +46,8 @@ pub(crate) struct RequestCtx {
     /// How long the request waited for a rate-limit slot; `None` when it never got one (no
     /// limiter, refused earlier, or rejected with 429), so the wait histogram only holds real waits.
     pub(crate) rate_limit_wait: Option<Duration>,
+    /// The caller's class (`standard` until the caller is known).
+    pub(crate) class: CallerClass,
     pub(crate) generation: Option<u64>,
     pub(crate) upstream_status: Option<StatusCode>,
     pub(crate) upstream_elapsed: Option<Duration>,
@@ -58,6 +60,7 @@ pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Requ
         started: Instant::now(),
         tenant: None,
         rate_limit_wait: None,
+        class: CallerClass::Standard,
         generation: None,
         upstream_status: None,
         upstream_elapsed: None,
@@ -121,6 +124,7 @@ async fn proxy(
     //    the token, so a long wait never holds a stale generation; the body is read (when a 401
     //    may replay it) only once the request may go.
     let declared = check_declared_size(&tenant, &parts.headers)?;
+    ctx.class = class;
     ctx.rate_limit_wait = wait_for_slot(&tenant, class).await?;
     let body = prepare_body(&tenant, declared, body).await?;
     // 4. Token: `request_timeout` runs from here to the response head, across a replay too.
@@ -204,13 +208,12 @@ fn check_declared_size(tenant: &Tenant, headers: &HeaderMap) -> Result<Option<u6
 async fn wait_for_slot(tenant: &Tenant, class: CallerClass) -> Result<Option<Duration>, ProxyError> {
     match &tenant.limiter {
         None => Ok(None),
-        Some(limiter) => limiter
-            .acquire(class)
-            .await
-            .map(Some)
-            .map_err(|limited| ProxyError::RateLimited {
+        Some(limiter) => limiter.acquire(class).await.map(Some).map_err(|limited| {
+            tenant.metrics.ratelimit_rejected.by(class).fetch_add(1, Relaxed);
+            ProxyError::RateLimited {
                 retry_after: limited.retry_after,
-            }),
+            }
+        }),
     }
 }
 
@@ -406,7 +409,7 @@ fn record(ctx: &RequestCtx, logged: Option<&Logged>, response: &Response<ProxyBo
             metrics.upstream_duration.observe(elapsed);
         }
         if let Some(wait) = ctx.rate_limit_wait {
-            metrics.ratelimit_wait.observe(wait);
+            metrics.ratelimit_wait.by(ctx.class).observe(wait);
         }
     }
     let Some(Logged {
