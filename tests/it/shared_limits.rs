@@ -257,7 +257,7 @@ async fn fire(urls: Vec<String>) -> Vec<(Answer, Duration)> {
 
 /// The first window `[a_i, a_j]` that holds more than `burst + rate * (t + JITTER)` arrivals, `t`
 /// being its length, if any: the GCRA envelope, checked for every window the arrivals span.
-fn envelope_breach(arrivals: &[Instant], burst: u32, rate: u32) -> Option<String> {
+pub(crate) fn envelope_breach(arrivals: &[Instant], burst: u32, rate: u32) -> Option<String> {
     let mut times = arrivals.to_vec();
     times.sort();
     for i in 0..times.len() {
@@ -276,7 +276,7 @@ fn envelope_breach(arrivals: &[Instant], burst: u32, rate: u32) -> Option<String
     None
 }
 
-fn offsets_ms(times: &[Instant]) -> Vec<u128> {
+pub(crate) fn offsets_ms(times: &[Instant]) -> Vec<u128> {
     let first = times.iter().min().copied();
     times
         .iter()
