@@ -497,6 +497,12 @@ async fn a_slot_beyond_max_wait_is_refused_at_once_on_any_replica_and_not_consum
     })
     .await;
     assert!(reserved, "three slots were not reserved");
+    let standard: u64 = limiters(&nodes, "t")
+        .await
+        .iter()
+        .map(|l| l["waiting_by_class"]["standard"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(standard, 2, "anonymous requests wait as standard");
     let first_at = upstream.recorded()[0].arrived;
     // The next slot is +3 s: more than 2.5 s away for the next 500 ms.
     let began = Instant::now();
