@@ -215,7 +215,8 @@ impl Drop for Place<'_> {
         let mut state = self.waiters.lock();
         if state.head.is_some_and(|(id, _)| id == self.id) {
             state.pass_turn(self.waiters.every);
-        } else {
+        } else if self.turn.is_some() {
+            // Still queued (only then is there a turn to wait for): find our entry and go.
             state.queues[self.class.index()].retain(|entry| entry.id != self.id);
         }
     }
