@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::config::PerClass;
+
 /// Latency buckets in seconds: sub-millisecond proxy overhead up to the default 60 s timeout.
 const BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -119,7 +121,10 @@ pub struct TenantMetrics {
     pub statuses: StatusCounts,
     pub request_duration: AtomicHistogram,
     pub upstream_duration: AtomicHistogram,
-    pub ratelimit_wait: AtomicHistogram,
+    /// Waits for a slot, by caller class.
+    pub ratelimit_wait: PerClass<AtomicHistogram>,
+    /// Requests the tenant's own limiter refused with 429, by caller class.
+    pub ratelimit_rejected: PerClass<AtomicU64>,
     pub unauthorized_replays: AtomicU64,
 }
 

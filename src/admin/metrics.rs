@@ -12,6 +12,7 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use crate::clock;
+use crate::config::CallerClass;
 use crate::metrics::{AtomicHistogram, GlobalMetrics};
 use crate::store::{StoreHealth, StoreOp};
 use crate::tenant::{Snapshot, Tenant};
@@ -46,24 +47,10 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             &tenants,
             |t| &t.metrics.upstream_duration,
         )?;
-        histogram_family(
-            &mut encoder,
-            "tokenbroker_ratelimit_wait_seconds",
-            "Time requests waited for a rate-limit slot",
-            &tenants,
-            |t| &t.metrics.ratelimit_wait,
-        )?;
+        ratelimit_waits(&mut encoder, &tenants)?;
         token_renewals(&mut encoder, &tenants)?;
         token_expiry(&mut encoder, &tenants)?;
-        tenant_counter(
-            &mut encoder,
-            (
-                "tokenbroker_ratelimit_rejected",
-                "Requests refused with 429 by the proxy's own limiter",
-            ),
-            &tenants,
-            |t| t.limiter.as_ref().map_or(0, |l| l.state().rejected_total),
-        )?;
+        ratelimit_rejected(&mut encoder, &tenants)?;
         ratelimit_shared(&mut encoder, &tenants)?;
         tenant_counter(
             &mut encoder,
@@ -81,6 +68,41 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             None => Ok(()),
         }
     }
+}
+
+/// Waits for a slot, by tenant and caller class.
+fn ratelimit_waits(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> Encoded {
+    let mut family = encoder.encode_descriptor(
+        "tokenbroker_ratelimit_wait_seconds",
+        "Time requests waited for a rate-limit slot, by caller class",
+        None,
+        MetricType::Histogram,
+    )?;
+    for tenant in tenants {
+        for class in CallerClass::ALL {
+            let labels = [("tenant", tenant.config.name.as_str()), ("class", class.as_str())];
+            histogram(family.encode_family(&labels)?, tenant.metrics.ratelimit_wait.by(class))?;
+        }
+    }
+    Ok(())
+}
+
+/// Refusals by the tenant's own limiter, by tenant and caller class.
+fn ratelimit_rejected(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> Encoded {
+    let mut family = encoder.encode_descriptor(
+        "tokenbroker_ratelimit_rejected",
+        "Requests refused with 429 by the proxy's own limiter, by caller class",
+        None,
+        MetricType::Counter,
+    )?;
+    for tenant in tenants {
+        for class in CallerClass::ALL {
+            let labels = [("tenant", tenant.config.name.as_str()), ("class", class.as_str())];
+            let rejected = tenant.metrics.ratelimit_rejected.by(class).load(Relaxed);
+            counter(&mut family.encode_family(&labels)?, rejected)?;
+        }
+    }
+    Ok(())
 }
 
 /// Per limited tenant: 1 while its slots come from the cluster-wide bucket, 0 while local (one

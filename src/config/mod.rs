@@ -10,6 +10,7 @@
 //! below and collects *every* problem (with file:line:column) instead of stopping at the first.
 //! `tokenbroker check` runs exactly this path. Nothing here touches the network.
 
+pub(crate) mod limits;
 pub(crate) mod raw;
 pub(crate) mod secret;
 pub(crate) mod units;
@@ -19,12 +20,12 @@ pub use validate::{Env, MapEnv, ProcessEnv};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, HeaderValue, Method};
 
+pub use limits::{BatchShare, CallerClass, PerClass, RateLimitConfig};
 pub use secret::Secret;
 
 /// Everything the proxy needs to serve, validated. Built once per load or reload.
@@ -101,20 +102,6 @@ pub struct TokenPolicy {
     pub replay_body_limit: u64,
     /// A 401 on a token younger than this is passed back without renewing. Default 30 s.
     pub min_token_age: Duration,
-}
-
-/// `rate_limit = { per_second, burst, max_wait }`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimitConfig {
-    pub per_second: NonZeroU32,
-    pub burst: NonZeroU32,
-    /// Longest a request waits for a slot before 429.
-    pub max_wait: Duration,
-    /// Extra spacing added to every slot beyond `1 / per_second`. A provider preset sets it where
-    /// the provider counts strictly (CYBERBIZ), so that jitter between granting a slot and the
-    /// request reaching the provider cannot squeeze one request too many into its window; an
-    /// explicit `rate_limit` for that provider keeps it. Zero for every other tenant.
-    pub headroom: Duration,
 }
 
 /// One `[[tenant]]`.
@@ -382,6 +369,8 @@ pub struct CallerConfig {
     pub tenants: Option<Vec<TenantName>>,
     /// `None` means every method.
     pub methods: Option<Vec<Method>>,
+    /// The order in which a rate-limited tenant serves this caller's waiting requests.
+    pub class: CallerClass,
 }
 
 /// One problem found in a configuration, located where possible.

@@ -148,7 +148,38 @@ impl<'de> Deserialize<'de> for RawRateLimit {
 pub(crate) struct RawRateLimitTable {
     pub(crate) per_second: Option<i64>,
     pub(crate) burst: Option<i64>,
-    pub(crate) max_wait: Option<RawQuantity>,
+    pub(crate) max_wait: Option<RawMaxWait>,
+    pub(crate) batch_share: Option<RawShare>,
+}
+
+/// `max_wait = "5s"` (every class) or `max_wait = { interactive = "2s", batch = "2m" }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected a duration such as \"5s\" or a table { interactive, standard, batch }"
+)]
+pub(crate) enum RawMaxWait {
+    All(RawQuantity),
+    PerClass(RawClassWaits),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClassWaits {
+    pub(crate) interactive: Option<RawQuantity>,
+    pub(crate) standard: Option<RawQuantity>,
+    pub(crate) batch: Option<RawQuantity>,
+}
+
+/// `batch_share = 0.1` or `batch_share = "10%"`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected a fraction such as 0.1 or a percentage such as \"10%\""
+)]
+pub(crate) enum RawShare {
+    Fraction(f64),
+    Text(String),
 }
 
 /// oauth2 `response = { token, expires_in, expires_in_unit, expires_at }`.
@@ -169,6 +200,7 @@ pub(crate) struct RawCaller {
     pub(crate) key: Option<RawSecret>,
     pub(crate) tenants: Option<Vec<String>>,
     pub(crate) methods: Option<Vec<String>>,
+    pub(crate) class: Option<String>,
 }
 
 /// A credential: a literal string (accepted with a warning), `{ env = "NAME" }` or

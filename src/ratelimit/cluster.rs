@@ -29,7 +29,7 @@ use super::clock::duration_nanos;
 use super::local::{LocalLimiter, QueuePosition};
 use super::{FAR_FUTURE, LimiterState, RateLimited, slot_period};
 use crate::clock;
-use crate::config::RateLimitConfig;
+use crate::config::{CallerClass, PerClass, RateLimitConfig};
 use crate::store::{RedisBucket, Reservation};
 
 #[derive(Debug)]
@@ -40,6 +40,8 @@ pub struct ClusterLimiter {
     /// FIFO turn token among this replica's requests, held only until the reservation is made.
     queue: Mutex<()>,
     waiting: AtomicUsize,
+    /// The same count per class, for `/tenants`.
+    waiting_by_class: PerClass<AtomicUsize>,
     /// Unix µs until which this replica saw the upstream ask for a pause (also sent to Redis).
     paused_until_us: AtomicU64,
     /// Used while Redis cannot be reached; rebuilt when the replica count it divides by changes.
@@ -64,6 +66,7 @@ impl ClusterLimiter {
             period: slot_period(&config),
             queue: Mutex::new(()),
             waiting: AtomicUsize::new(0),
+            waiting_by_class: PerClass::default(),
             paused_until_us: AtomicU64::new(0),
             fallback: ArcSwap::from_pointee(Fallback {
                 replicas,
@@ -75,26 +78,34 @@ impl ClusterLimiter {
         }
     }
 
-    pub async fn acquire(&self) -> Result<Duration, RateLimited> {
+    /// The class sets `max_wait` (and the order in the local fallback); across replicas the
+    /// order is still that of arrival at Redis.
+    pub async fn acquire(&self, class: CallerClass) -> Result<Duration, RateLimited> {
         let arrived = Instant::now();
         let deadline = arrived
-            .checked_add(self.config.max_wait)
+            .checked_add(self.config.max_wait.get(class))
             .unwrap_or(arrived + FAR_FUTURE);
         loop {
             if self.bucket.is_up() {
-                if let Some(outcome) = self.acquire_shared(arrived, deadline).await {
+                if let Some(outcome) = self.acquire_shared(class, arrived, deadline).await {
                     return outcome;
                 }
             }
-            if let Some(outcome) = self.acquire_fallback().await {
+            if let Some(outcome) = self.acquire_fallback(class).await {
                 return outcome;
             }
         }
     }
 
     /// A slot from the shared bucket; `None` when Redis does not answer.
-    async fn acquire_shared(&self, arrived: Instant, deadline: Instant) -> Option<Result<Duration, RateLimited>> {
+    async fn acquire_shared(
+        &self,
+        class: CallerClass,
+        arrived: Instant,
+        deadline: Instant,
+    ) -> Option<Result<Duration, RateLimited>> {
         let position = QueuePosition::enter(&self.waiting);
+        let _in_class = QueuePosition::enter(self.waiting_by_class.by(class));
         loop {
             let Ok(turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
                 return Some(Err(self.reject(self.period)));
@@ -130,7 +141,7 @@ impl ClusterLimiter {
     /// first. The wait is then given up (the local queue takes no slot for it) and taken on the
     /// shared bucket: were every queued request to go on its local slot, the replicas' shares and
     /// the shared bucket's burst would reach the upstream together.
-    async fn acquire_fallback(&self) -> Option<Result<Duration, RateLimited>> {
+    async fn acquire_fallback(&self, class: CallerClass) -> Option<Result<Duration, RateLimited>> {
         let mut back = self.bucket.reconnected();
         back.borrow_and_update();
         if self.bucket.is_up() {
@@ -138,7 +149,7 @@ impl ClusterLimiter {
         }
         let fallback = self.fallback();
         tokio::select! {
-            outcome = fallback.limiter.acquire() => Some(outcome),
+            outcome = fallback.limiter.acquire_as(class) => Some(outcome),
             _ = back.changed() => None,
         }
     }
@@ -167,8 +178,9 @@ impl ClusterLimiter {
         LimiterState {
             per_second: self.config.per_second.get(),
             burst: self.config.burst.get(),
-            max_wait: self.config.max_wait,
+            max_wait: self.config.max_wait.get(CallerClass::Standard),
             waiting: self.waiting.load(Ordering::Acquire) + local.waiting,
+            waiting_by_class: self.waiting_per_class(local.waiting_by_class),
             paused_for: (paused > Duration::ZERO).then_some(paused).or(local.paused_for),
             granted_total: self.granted_total.load(Ordering::Relaxed) + local.granted_total,
             rejected_total: self.rejected_total.load(Ordering::Relaxed) + local.rejected_total,
@@ -176,6 +188,15 @@ impl ClusterLimiter {
             mode: if shared { "shared" } else { "fallback" },
             divided_by: (!shared).then_some(fallback.replicas),
         }
+    }
+
+    /// This replica's requests waiting on the shared bucket plus those in the fallback's queue.
+    fn waiting_per_class(&self, local: PerClass<usize>) -> PerClass<usize> {
+        let mut counts = local;
+        for class in CallerClass::ALL {
+            *counts.get_mut(class) += self.waiting_by_class.by(class).load(Ordering::Acquire);
+        }
+        counts
     }
 
     /// The local bucket for the replica count last seen.

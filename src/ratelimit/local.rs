@@ -9,12 +9,12 @@ use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, Quota, RateLimiter};
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::clock::{TokioClock, duration_nanos};
+use super::waiters::{Place, Step, Waiters};
 use super::{FAR_FUTURE, LimiterState, RateLimited, slot_period};
-use crate::config::RateLimitConfig;
+use crate::config::{CallerClass, RateLimitConfig};
 
 /// governor's lock-free GCRA bucket on our clock.
 type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
@@ -27,8 +27,8 @@ pub struct LocalLimiter {
     bucket: Bucket,
     /// One slot's worth of time: `1 / per_second`.
     period: Duration,
-    /// FIFO turn token: whoever holds it is the head of the queue.
-    pub(super) queue: Mutex<()>,
+    /// Per-class FIFO queues and the head that takes the next slot (`waiters.rs`).
+    pub(super) queue: Waiters,
     /// Requests past the fast path that hold no slot yet; zero lets the fast path skip the queue.
     waiting: AtomicUsize,
     /// Clock nanos until which nobody takes a slot (upstream 429); 0 = never paused.
@@ -66,7 +66,7 @@ impl LocalLimiter {
             clock,
             bucket: RateLimiter::direct_with_clock(quota, clock),
             period: quota.replenish_interval(),
-            queue: Mutex::new(()),
+            queue: Waiters::new(config.batch_share.every()),
             waiting: AtomicUsize::new(0),
             paused_until: AtomicU64::new(0),
             next_slot_at: AtomicU64::new(0),
@@ -76,11 +76,17 @@ impl LocalLimiter {
         }
     }
 
-    /// Waits (FIFO) for a slot up to `max_wait`; returns how long it waited.
+    /// [`Self::acquire_as`] for a `standard` request.
+    pub async fn acquire(&self) -> Result<Duration, RateLimited> {
+        self.acquire_as(CallerClass::Standard).await
+    }
+
+    /// Waits for a slot up to the class's `max_wait` (higher classes first, FIFO within one);
+    /// returns how long it waited.
     ///
     /// Rejects at once when the predicted wait already exceeds `max_wait`. Dropping the future
     /// leaves the queue without consuming a slot.
-    pub async fn acquire(&self) -> Result<Duration, RateLimited> {
+    pub async fn acquire_as(&self, class: CallerClass) -> Result<Duration, RateLimited> {
         // Fast path: no await, no allocation. A request arriving in the instant between the
         // waiter-count load and `check()` could take a slot ahead of a new head; that costs
         // fairness by one slot at most, never the quota.
@@ -93,7 +99,7 @@ impl LocalLimiter {
                 Err(not_until) => self.note_next_slot(&not_until),
             }
         }
-        self.acquire_queued().await
+        self.acquire_queued(class).await
     }
 
     /// The upstream answered 429: hold every request of this tenant (queued or new) for `delay`.
@@ -109,8 +115,9 @@ impl LocalLimiter {
         LimiterState {
             per_second: self.config.per_second.get(),
             burst: self.config.burst.get(),
-            max_wait: self.config.max_wait,
+            max_wait: self.config.max_wait.get(CallerClass::Standard),
             waiting: self.waiting.load(Ordering::Acquire),
+            waiting_by_class: self.queue.per_class(),
             paused_for: (paused > Duration::ZERO).then_some(paused),
             granted_total: self.granted_total.load(Ordering::Relaxed),
             rejected_total: self.rejected_total.load(Ordering::Relaxed),
@@ -121,22 +128,27 @@ impl LocalLimiter {
     }
 
     /// The slow path: predict, queue, then wait as head of the queue.
-    async fn acquire_queued(&self) -> Result<Duration, RateLimited> {
+    async fn acquire_queued(&self, class: CallerClass) -> Result<Duration, RateLimited> {
         let arrived = Instant::now();
-        let deadline = arrived
-            .checked_add(self.config.max_wait)
-            .unwrap_or(arrived + FAR_FUTURE);
+        let max_wait = self.config.max_wait.get(class);
+        let deadline = arrived.checked_add(max_wait).unwrap_or(arrived + FAR_FUTURE);
         let position = QueuePosition::enter(&self.waiting);
-        let predicted = self.predicted_wait(position.ahead);
-        if predicted > self.config.max_wait {
+        let mut place = self.queue.join(class);
+        let predicted = self.predicted_wait(place.ahead);
+        if predicted > max_wait {
             return Err(self.reject(predicted));
         }
-        let Ok(_turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
-            // Still behind others at the deadline: estimate from the queue that is left.
-            let ahead = self.waiting.load(Ordering::Acquire).saturating_sub(1);
-            return Err(self.reject(self.predicted_wait(ahead).max(self.period)));
+        let blocked = loop {
+            if tokio::time::timeout_at(deadline, place.wait_turn()).await.is_err() {
+                // Still behind others at the deadline: estimate from the queue that is left.
+                let ahead = self.waiting.load(Ordering::Acquire).saturating_sub(1);
+                return Err(self.reject(self.predicted_wait(ahead).max(self.period)));
+            }
+            if let Some(blocked) = self.wait_as_head(&mut place, deadline).await? {
+                break blocked;
+            }
         };
-        let blocked = self.wait_as_head(deadline).await?;
+        drop(place);
         drop(position);
         if blocked {
             // We took the slot the bucket refilled, so it is empty again: the next one is a
@@ -151,15 +163,17 @@ impl LocalLimiter {
     }
 
     /// As head of the queue, sleeps out the pause and the bucket until `check()` grants a slot.
-    /// Returns whether the bucket made us wait. Rejects as soon as the wait would pass `deadline`.
-    async fn wait_as_head(&self, deadline: Instant) -> Result<bool, RateLimited> {
+    /// Returns whether the bucket made us wait, or `None` when a request of another class was
+    /// due the slot (we are queued again). Rejects as soon as the wait would pass `deadline`.
+    async fn wait_as_head(&self, place: &mut Place<'_>, deadline: Instant) -> Result<Option<bool>, RateLimited> {
         let mut blocked = false;
         loop {
             let now = Instant::now();
             let wait = match self.pause_remaining_at(now) {
-                Duration::ZERO => match self.bucket.check() {
-                    Ok(()) => return Ok(blocked),
-                    Err(not_until) => {
+                Duration::ZERO => match place.take_slot(|| self.bucket.check()) {
+                    Step::Granted => return Ok(Some(blocked)),
+                    Step::Yielded => return Ok(None),
+                    Step::Blocked(not_until) => {
                         self.note_next_slot(&not_until);
                         blocked = true;
                         not_until.wait_time_from(Nanos::new(self.clock.nanos_at(now)))
@@ -228,14 +242,12 @@ impl LocalLimiter {
 /// so a disconnected caller never leaves a phantom waiter behind.
 pub(super) struct QueuePosition<'a> {
     waiting: &'a AtomicUsize,
-    /// Requests already waiting when this one arrived.
-    pub(super) ahead: usize,
 }
 
 impl<'a> QueuePosition<'a> {
     pub(super) fn enter(waiting: &'a AtomicUsize) -> Self {
-        let ahead = waiting.fetch_add(1, Ordering::AcqRel);
-        Self { waiting, ahead }
+        waiting.fetch_add(1, Ordering::AcqRel);
+        Self { waiting }
     }
 }
 

@@ -14,13 +14,14 @@
 //!  predict wait (pause, next slot, queue depth) ──> max_wait? ──▶ RateLimited { retry_after }
 //!      │ fits
 //!      ▼
-//!  FIFO queue (tokio Mutex, fair) ──▶ head: sleep out the pause / bucket wait, check() ──▶ slot
+//!  queue per class (FIFO) ──▶ head: sleep out the pause / bucket wait ──▶ due? check() ──▶ slot
+//!                                                                  └ a higher class is: requeue
 //! ```
 //!
 //! Only the head of the queue calls `check()`, so only a request that actually gets its slot
-//! consumes one: a caller that disconnects (its future dropped) simply leaves the queue. The queue
-//! guard is a `tokio::sync::Mutex<()>` held across the head's sleep on purpose: it is the turn
-//! token, not a lock over data. `pause_for` (after an upstream 429) is a lock-free `fetch_max` on
+//! consumes one: a caller that disconnects (its future dropped) simply leaves the queue. When the
+//! slot is due, the head gives it to the class due it (interactive, standard, batch; batch keeps
+//! `batch_share`), see `waiters.rs`. `pause_for` (after an upstream 429) is a lock-free `fetch_max` on
 //! an atomic deadline, so a shorter later pause never shortens a longer one.
 
 mod clock;
@@ -28,12 +29,15 @@ mod cluster;
 mod local;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_classes;
+mod waiters;
 
 use std::time::Duration;
 
 pub use self::cluster::ClusterLimiter;
 pub use self::local::LocalLimiter;
-use crate::config::RateLimitConfig;
+use crate::config::{CallerClass, PerClass, RateLimitConfig};
 use crate::store::{Store, StoreKey};
 
 /// Stands in for an unbounded `max_wait` whose deadline would overflow `Instant`.
@@ -60,11 +64,12 @@ impl Limiter {
         }
     }
 
-    /// Waits (FIFO within this process) for a slot up to `max_wait`; returns how long it waited.
-    pub async fn acquire(&self) -> Result<Duration, RateLimited> {
+    /// Waits for a slot up to the class's `max_wait` (higher classes first and FIFO within one,
+    /// in this process); returns how long it waited.
+    pub async fn acquire(&self, class: CallerClass) -> Result<Duration, RateLimited> {
         match self {
-            Self::Local(limiter) => limiter.acquire().await,
-            Self::Cluster(limiter) => limiter.acquire().await,
+            Self::Local(limiter) => limiter.acquire_as(class).await,
+            Self::Cluster(limiter) => limiter.acquire(class).await,
         }
     }
 
@@ -103,6 +108,8 @@ pub struct LimiterState {
     pub max_wait: Duration,
     /// Requests queued for a slot right now.
     pub waiting: usize,
+    /// The same, per caller class (this process's queue).
+    pub waiting_by_class: PerClass<usize>,
     /// Remaining upstream-429 pause, if one is in force.
     #[serde(rename = "paused_for_s", serialize_with = "opt_secs")]
     pub paused_for: Option<Duration>,

@@ -12,7 +12,7 @@ use tokio::time::{Instant, advance, timeout};
 
 use super::RateLimited;
 use super::local::LocalLimiter as Limiter;
-use crate::config::RateLimitConfig;
+use crate::config::{BatchShare, PerClass, RateLimitConfig};
 
 /// Far beyond any wait in these tests; with paused time a hang hits it instantly.
 const BOUND: Duration = Duration::from_secs(600);
@@ -29,7 +29,8 @@ fn limiter_with_headroom(per_second: u32, burst: u32, max_wait: Duration, headro
     Arc::new(Limiter::new(RateLimitConfig {
         per_second: NonZeroU32::new(per_second).expect("test rates are non-zero"),
         burst: NonZeroU32::new(burst).expect("test bursts are non-zero"),
-        max_wait,
+        max_wait: PerClass::all(max_wait),
+        batch_share: BatchShare::DEFAULT,
         headroom,
     }))
 }
@@ -111,9 +112,12 @@ async fn burst_passes_immediately_without_awaiting() {
 #[tokio::test(start_paused = true)]
 async fn fast_path_does_not_touch_the_queue() {
     let limiter = limiter(10, 2, ms(2000));
-    // Holding the queue would block any request that goes through it.
-    let _queue = limiter.queue.try_lock().expect("queue is free");
     assert_eq!(limiter.acquire().now_or_never(), Some(Ok(Duration::ZERO)));
+    assert_eq!(
+        limiter.queue.joined_total(),
+        0,
+        "a free slot must not go through the queue"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -314,6 +318,7 @@ async fn state_serializes_for_the_admin_endpoint() {
         json,
         serde_json::json!({
             "per_second": 5, "burst": 1, "max_wait_s": 2.0, "waiting": 0, "paused_for_s": 1.5,
+            "waiting_by_class": { "interactive": 0, "standard": 0, "batch": 0 },
             "granted_total": 0, "rejected_total": 0, "waited_total_s": 0.0,
             "mode": "local", "divided_by": null,
         })
@@ -342,7 +347,8 @@ async fn a_share_divides_the_rate_and_the_burst_by_the_replicas() {
     let config = RateLimitConfig {
         per_second: NonZeroU32::new(6).expect("non-zero"),
         burst: NonZeroU32::new(7).expect("non-zero"),
-        max_wait: ms(60_000),
+        max_wait: PerClass::all(ms(60_000)),
+        batch_share: BatchShare::DEFAULT,
         headroom: Duration::ZERO,
     };
     let share = Limiter::share_of(config, 3);

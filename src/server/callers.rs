@@ -12,14 +12,15 @@ use http::header;
 use http::request::Parts;
 use subtle::ConstantTimeEq;
 
-use crate::config::{CallerConfig, TenantName};
+use crate::config::{CallerClass, CallerConfig, TenantName};
 use crate::error::ProxyError;
 use crate::upstream::headers::CALLER_KEY_HEADER;
 
-/// Admits or refuses a request for `tenant`.
-pub(crate) fn check(callers: &[CallerConfig], tenant: &TenantName, request: &Parts) -> Result<(), ProxyError> {
+/// Admits or refuses a request for `tenant`; admitted, the caller's class (`standard` when no
+/// callers are configured).
+pub(crate) fn check(callers: &[CallerConfig], tenant: &TenantName, request: &Parts) -> Result<CallerClass, ProxyError> {
     if callers.is_empty() {
-        return Ok(());
+        return Ok(CallerClass::Standard);
     }
     let key = presented_key(request).ok_or(ProxyError::Unauthorized)?;
     let caller = find(callers, key).ok_or(ProxyError::Unauthorized)?;
@@ -33,7 +34,7 @@ pub(crate) fn check(callers: &[CallerConfig], tenant: &TenantName, request: &Par
             return Err(ProxyError::Forbidden("this caller may not use this method"));
         }
     }
-    Ok(())
+    Ok(caller.class)
 }
 
 fn presented_key(request: &Parts) -> Option<&[u8]> {
@@ -67,7 +68,12 @@ mod tests {
             key: Secret::from(key),
             tenants: tenants.map(|t| t.into_iter().map(|n| TenantName::try_new(n).expect("valid")).collect()),
             methods,
+            class: CallerClass::Batch,
         }
+    }
+
+    fn callers_for_class_test() -> [CallerConfig; 1] {
+        [caller("k-orders", None, None)]
     }
 
     fn request(header: Option<(&str, &str)>, method: http::Method) -> Parts {
@@ -107,7 +113,7 @@ mod tests {
             )
             .is_ok()
         );
-        let code = |r: Result<(), ProxyError>| r.expect_err("refused").code();
+        let code = |r: Result<CallerClass, ProxyError>| r.expect_err("refused").code();
         assert_eq!(
             code(check(&callers, &acme, &request(None, get.clone()))),
             "unauthorized"
@@ -137,6 +143,15 @@ mod tests {
             )),
             "forbidden"
         );
-        assert!(check(&[], &other, &request(None, http::Method::DELETE)).is_ok());
+        assert_eq!(
+            check(&[], &other, &request(None, http::Method::DELETE)).ok(),
+            Some(CallerClass::Standard),
+            "anonymous requests are standard"
+        );
+        let key = request(Some(("tokenbroker-key", "k-orders")), http::Method::GET);
+        assert_eq!(
+            check(&callers_for_class_test(), &other, &key).ok(),
+            Some(CallerClass::Batch)
+        );
     }
 }

@@ -32,6 +32,7 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use super::{Binding, callers, request_id};
+use crate::config::CallerClass;
 use crate::error::{ProxyBody, ProxyError};
 use crate::routing::{path, rewrite};
 use crate::tenant::{Snapshot, Tenant};
@@ -45,6 +46,8 @@ pub(crate) struct RequestCtx {
     /// How long the request waited for a rate-limit slot; `None` when it never got one (no
     /// limiter, refused earlier, or rejected with 429), so the wait histogram only holds real waits.
     pub(crate) rate_limit_wait: Option<Duration>,
+    /// The caller's class (`standard` until the caller is known).
+    pub(crate) class: CallerClass,
     pub(crate) generation: Option<u64>,
     pub(crate) upstream_status: Option<StatusCode>,
     pub(crate) upstream_elapsed: Option<Duration>,
@@ -57,6 +60,7 @@ pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Requ
         started: Instant::now(),
         tenant: None,
         rate_limit_wait: None,
+        class: CallerClass::Standard,
         generation: None,
         upstream_status: None,
         upstream_elapsed: None,
@@ -115,12 +119,13 @@ async fn proxy(
     let (tenant, path) = route(snapshot, binding, parts.uri.path())?;
     ctx.tenant = Some(Arc::clone(&tenant));
     // 2. Caller: a cheap refusal before we spend a rate-limit slot or a token on the request.
-    callers::check(&snapshot.callers, &tenant.config.name, &parts)?;
+    let class = callers::check(&snapshot.callers, &tenant.config.name, &parts)?;
     // 3. Limits. A declared body over the cap is refused before any wait; the slot comes before
     //    the token, so a long wait never holds a stale generation; the body is read (when a 401
     //    may replay it) only once the request may go.
     let declared = check_declared_size(&tenant, &parts.headers)?;
-    ctx.rate_limit_wait = wait_for_slot(&tenant).await?;
+    ctx.class = class;
+    ctx.rate_limit_wait = wait_for_slot(&tenant, class).await?;
     let body = prepare_body(&tenant, declared, body).await?;
     // 4. Token: `request_timeout` runs from here to the response head, across a replay too.
     let exchange = Exchange::start(&tenant, snapshot.server.request_timeout);
@@ -200,16 +205,15 @@ fn check_declared_size(tenant: &Tenant, headers: &HeaderMap) -> Result<Option<u6
 }
 
 /// The wait for a slot, `None` when the tenant has no limiter.
-async fn wait_for_slot(tenant: &Tenant) -> Result<Option<Duration>, ProxyError> {
+async fn wait_for_slot(tenant: &Tenant, class: CallerClass) -> Result<Option<Duration>, ProxyError> {
     match &tenant.limiter {
         None => Ok(None),
-        Some(limiter) => limiter
-            .acquire()
-            .await
-            .map(Some)
-            .map_err(|limited| ProxyError::RateLimited {
+        Some(limiter) => limiter.acquire(class).await.map(Some).map_err(|limited| {
+            tenant.metrics.ratelimit_rejected.by(class).fetch_add(1, Relaxed);
+            ProxyError::RateLimited {
                 retry_after: limited.retry_after,
-            }),
+            }
+        }),
     }
 }
 
@@ -405,7 +409,7 @@ fn record(ctx: &RequestCtx, logged: Option<&Logged>, response: &Response<ProxyBo
             metrics.upstream_duration.observe(elapsed);
         }
         if let Some(wait) = ctx.rate_limit_wait {
-            metrics.ratelimit_wait.observe(wait);
+            metrics.ratelimit_wait.by(ctx.class).observe(wait);
         }
     }
     let Some(Logged {

@@ -228,7 +228,7 @@ async fn run_scripted_sequence(proxy: &Proxy, ims: &ImsSandbox) {
 }
 
 /// Every counter and histogram count after [`run_scripted_sequence`].
-const SCRIPTED_VALUES: [(&str, f64); 19] = [
+const SCRIPTED_VALUES: [(&str, f64); 21] = [
     (r#"tokenbroker_requests_total{tenant="ims",status="200"}"#, 4.0),
     (r#"tokenbroker_requests_total{tenant="ims",status="404"}"#, 1.0),
     (r#"tokenbroker_requests_total{tenant="limited",status="200"}"#, 1.0),
@@ -249,10 +249,30 @@ const SCRIPTED_VALUES: [(&str, f64); 19] = [
         r#"tokenbroker_token_renewals_total{tenant="limited",outcome="success"}"#,
         1.0,
     ),
-    (r#"tokenbroker_ratelimit_wait_seconds_count{tenant="limited"}"#, 1.0),
-    (r#"tokenbroker_ratelimit_wait_seconds_count{tenant="ims"}"#, 0.0),
-    (r#"tokenbroker_ratelimit_rejected_total{tenant="limited"}"#, 1.0),
-    (r#"tokenbroker_ratelimit_rejected_total{tenant="ims"}"#, 0.0),
+    (
+        r#"tokenbroker_ratelimit_wait_seconds_count{tenant="limited",class="standard"}"#,
+        1.0,
+    ),
+    (
+        r#"tokenbroker_ratelimit_wait_seconds_count{tenant="limited",class="batch"}"#,
+        0.0,
+    ),
+    (
+        r#"tokenbroker_ratelimit_wait_seconds_count{tenant="ims",class="standard"}"#,
+        0.0,
+    ),
+    (
+        r#"tokenbroker_ratelimit_rejected_total{tenant="limited",class="standard"}"#,
+        1.0,
+    ),
+    (
+        r#"tokenbroker_ratelimit_rejected_total{tenant="limited",class="interactive"}"#,
+        0.0,
+    ),
+    (
+        r#"tokenbroker_ratelimit_rejected_total{tenant="ims",class="standard"}"#,
+        0.0,
+    ),
     (r#"tokenbroker_unauthorized_replays_total{tenant="ims"}"#, 1.0),
     (r#"tokenbroker_unauthorized_replays_total{tenant="limited"}"#, 0.0),
     (r#"tokenbroker_config_reloads_total{outcome="success"}"#, 0.0),
@@ -273,11 +293,11 @@ fn assert_gauge_and_histograms(text: &str) {
             5.0,
         ),
         (
-            r#"tokenbroker_ratelimit_wait_seconds_bucket{le="+Inf",tenant="limited"}"#,
+            r#"tokenbroker_ratelimit_wait_seconds_bucket{le="+Inf",tenant="limited",class="standard"}"#,
             1.0,
         ),
         (
-            r#"tokenbroker_ratelimit_wait_seconds_bucket{le="0.0005",tenant="limited"}"#,
+            r#"tokenbroker_ratelimit_wait_seconds_bucket{le="0.0005",tenant="limited",class="standard"}"#,
             1.0,
         ),
     ] {
@@ -410,6 +430,10 @@ fn assert_plain_entry(entry: &serde_json::Value, upstream: &Upstream) {
     assert_eq!(entry["limiter"]["burst"], 7);
     assert_eq!(entry["limiter"]["granted_total"], 1);
     assert_eq!(entry["limiter"]["rejected_total"], 0);
+    assert_eq!(
+        entry["limiter"]["waiting_by_class"],
+        serde_json::json!({ "interactive": 0, "standard": 0, "batch": 0 })
+    );
 }
 
 #[tokio::test]

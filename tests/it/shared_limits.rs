@@ -257,7 +257,7 @@ async fn fire(urls: Vec<String>) -> Vec<(Answer, Duration)> {
 
 /// The first window `[a_i, a_j]` that holds more than `burst + rate * (t + JITTER)` arrivals, `t`
 /// being its length, if any: the GCRA envelope, checked for every window the arrivals span.
-fn envelope_breach(arrivals: &[Instant], burst: u32, rate: u32) -> Option<String> {
+pub(crate) fn envelope_breach(arrivals: &[Instant], burst: u32, rate: u32) -> Option<String> {
     let mut times = arrivals.to_vec();
     times.sort();
     for i in 0..times.len() {
@@ -276,7 +276,7 @@ fn envelope_breach(arrivals: &[Instant], burst: u32, rate: u32) -> Option<String
     None
 }
 
-fn offsets_ms(times: &[Instant]) -> Vec<u128> {
+pub(crate) fn offsets_ms(times: &[Instant]) -> Vec<u128> {
     let first = times.iter().min().copied();
     times
         .iter()
@@ -497,6 +497,12 @@ async fn a_slot_beyond_max_wait_is_refused_at_once_on_any_replica_and_not_consum
     })
     .await;
     assert!(reserved, "three slots were not reserved");
+    let standard: u64 = limiters(&nodes, "t")
+        .await
+        .iter()
+        .map(|l| l["waiting_by_class"]["standard"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(standard, 2, "anonymous requests wait as standard");
     let first_at = upstream.recorded()[0].arrived;
     // The next slot is +3 s: more than 2.5 s away for the next 500 ms.
     let began = Instant::now();

@@ -7,7 +7,7 @@ use http::Method;
 use super::fields::optional;
 use super::{Ctx, Scope};
 use crate::config::raw::RawCaller;
-use crate::config::{CallerConfig, Secret, TenantName};
+use crate::config::{CallerClass, CallerConfig, Secret, TenantName};
 
 /// Shorter keys are accepted with a warning: they can be guessed.
 const MIN_KEY_LEN: usize = 16;
@@ -112,12 +112,23 @@ fn caller(
     );
     let tenants = optional(raw.tenants.as_ref(), |list| tenants(ctx, scope, list, tenant_names));
     let methods = optional(raw.methods.as_ref(), |list| methods(ctx, scope, list));
+    let class = match raw.class.as_deref() {
+        None => Some(CallerClass::default()),
+        Some(text) => CallerClass::parse(text).or_else(|| {
+            ctx.reject(
+                scope,
+                "class",
+                format!("`{text}` is not a class; use \"interactive\", \"standard\" or \"batch\""),
+            )
+        }),
+    };
     Some(CallerConfig {
         name: name?.to_owned(),
         key: key?,
         // `["*"]` came back as an empty list: every tenant.
         tenants: tenants?.filter(|list| !list.is_empty()),
         methods: methods?,
+        class: class?,
     })
 }
 

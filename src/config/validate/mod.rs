@@ -13,6 +13,7 @@
 
 mod callers;
 mod fields;
+mod limits;
 mod providers;
 mod server;
 mod source;
@@ -20,6 +21,8 @@ mod store;
 mod tenant;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_classes;
 #[cfg(test)]
 mod tests_providers;
 

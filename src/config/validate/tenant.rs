@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use super::fields::optional;
-use super::{Ctx, Scope, providers, server};
+use super::{Ctx, Scope, limits, providers, server};
 use crate::config::raw::{RawRateLimit, RawRewrite, RawSecret, RawTenant};
 use crate::config::{RateLimitConfig, ServerConfig, TenantConfig, TenantName, TokenPolicy, UpstreamUrl};
 use crate::routing::rewrite::RewriteRule;
@@ -191,16 +191,13 @@ fn rate_limit(
         Some(n) => positive_u32(ctx, scope, "rate_limit.burst", n),
         None => per_second,
     };
-    let max_wait = ctx.duration(
-        scope,
-        "rate_limit.max_wait",
-        table.max_wait.as_ref(),
-        Duration::from_secs(5),
-    );
+    let max_wait = limits::max_wait(ctx, scope, table.max_wait.as_ref());
+    let batch_share = limits::batch_share(ctx, scope, table.batch_share.as_ref());
     Some(Some(RateLimitConfig {
         per_second: per_second?,
         burst: burst?,
         max_wait: max_wait?,
+        batch_share: batch_share?,
         // The provider counts as strictly whoever chose the rate.
         headroom: preset.map_or(Duration::ZERO, |p| p.headroom),
     }))

@@ -21,7 +21,11 @@ fn shopline_defaults_upstream_token_url_and_rate_limit() {
     assert_eq!(tenant.upstream.to_string(), "https://acme.myshopline.com");
     let limit = tenant.rate_limit.expect("provider default");
     assert_eq!(
-        (limit.per_second.get(), limit.burst.get(), limit.max_wait.as_secs()),
+        (
+            limit.per_second.get(),
+            limit.burst.get(),
+            limit.max_wait.standard.as_secs()
+        ),
         (4, 40, 5)
     );
     let ProviderConfig::Shopline(shopline) = &tenant.provider else {
@@ -42,7 +46,11 @@ fn rate_limit_false_disables_the_provider_default() {
         .rate_limit
         .expect("set");
     assert_eq!(
-        (custom.per_second.get(), custom.burst.get(), custom.max_wait.as_secs()),
+        (
+            custom.per_second.get(),
+            custom.burst.get(),
+            custom.max_wait.standard.as_secs()
+        ),
         (2, 2, 5)
     );
     find(

@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::fields::check_http_url;
 use super::{Ctx, Scope};
 use crate::config::raw::RawTenant;
-use crate::config::{ProviderConfig, RateLimitConfig, Secret};
+use crate::config::{BatchShare, PerClass, ProviderConfig, RateLimitConfig, Secret};
 
 const PROVIDERS: [&str; 6] = ["adobe_ims", "shopline", "vantage", "cyberbiz", "oauth2", "static"];
 
@@ -109,7 +109,8 @@ pub(super) fn preset(kind: &str, raw: &RawTenant) -> Preset {
         Some(RateLimitConfig {
             per_second: NonZeroU32::new(per_second).expect("preset rates are positive"),
             burst: NonZeroU32::new(burst).expect("preset bursts are positive"),
-            max_wait: Duration::from_secs(5),
+            max_wait: PerClass::all(Duration::from_secs(5)),
+            batch_share: BatchShare::DEFAULT,
             headroom,
         })
     };
