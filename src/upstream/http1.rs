@@ -171,8 +171,12 @@ impl Http1Pool {
 
     /// Sends `request` (origin-form URI) with the upstream's `Host` and returns the response once
     /// its head has arrived; its body carries the connection until it ends.
-    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<UpstreamResponseBody>, Http1Error> {
-        self.send_from(None, request).await
+    /// Not `async` itself: a wrapper future would hold a second copy of the request.
+    pub fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, Http1Error>> + Send + '_ {
+        self.send_from(None, request)
     }
 
     /// Sends `request` first on `stream`, a connection just opened (the one that told an https
@@ -199,7 +203,9 @@ impl Http1Pool {
                 Some(conn) => (conn, false),
                 None => match self.inner.checkout() {
                     Some(conn) => (conn, true),
-                    None => (self.inner.connect().await?, false),
+                    // Boxed: opening a connection (TCP, TLS) is the largest await here and the
+                    // rarest, and its space would be carried, and moved, with every request.
+                    None => (Box::pin(self.inner.connect()).await?, false),
                 },
             };
             let mut exchange = pin!(conn.sender.try_send_request(request));

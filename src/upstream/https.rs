@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_util::TryFutureExt;
+use futures_util::future::Either as EitherFuture;
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 use hyper::client::conn::http2;
@@ -148,24 +150,36 @@ impl HttpsPool {
     }
 
     /// One attempt at `request` (absolute-form URI); the response once its head has arrived.
-    pub(super) async fn send(
+    ///
+    /// Not `async` itself: an authority known to speak HTTP/1.1 goes straight to its pool's
+    /// future, so that the request future (which hyper moves with every request) carries neither
+    /// the h2 route nor a second copy of the request.
+    pub(super) fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<UpstreamResponseBody>, SendError> {
-        let route = match self.multiplexes() {
-            true => self.inner.route().await?,
-            false => Route::Http1(None),
-        };
-        match route {
+    ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, SendError>> + Send + '_ {
+        match self.multiplexes() {
+            true => EitherFuture::Left(self.send_routed(request)),
+            false => EitherFuture::Right(self.send_http1(request)),
+        }
+    }
+
+    /// The request on the authority's HTTP/1.1 pool over TLS.
+    fn send_http1(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, SendError>> + Send + '_ {
+        (self.inner.http1.send(origin_form(request))).map_err(|error| SendError::Failed(error.into()))
+    }
+
+    async fn send_routed(&self, request: Request<UpstreamBody>) -> Result<Response<UpstreamResponseBody>, SendError> {
+        match self.inner.route().await? {
             Route::H2(h2) => self.inner.send_h2(h2, request).await,
-            Route::Http1(fresh) => {
-                let request = origin_form(request);
-                let sent = match fresh {
-                    Some(stream) => self.inner.http1.send_fresh(stream, request).await,
-                    None => self.inner.http1.send(request).await,
-                };
-                sent.map_err(|error| SendError::Failed(error.into()))
-            }
+            // The first request on the connection that told the authority speaks HTTP/1.1 (rare,
+            // and large: boxed), or one that waited for that connection.
+            Route::Http1(Some(stream)) => (Box::pin(self.inner.http1.send_fresh(stream, origin_form(request))).await)
+                .map_err(|error| SendError::Failed(error.into())),
+            Route::Http1(None) => Box::pin(self.send_http1(request)).await,
         }
     }
 }
@@ -191,7 +205,8 @@ impl Inner {
         {
             return Err(SendError::Failed(Box::new(Arc::clone(error))));
         }
-        let connected = self.endpoint.connect(Alpn::H2OrHttp1).await;
+        // Boxed, like the handshake below: rare, and large enough to weigh on every request.
+        let connected = Box::pin(self.endpoint.connect(Alpn::H2OrHttp1)).await;
         let id = self.attempts.fetch_add(1, Ordering::AcqRel) + 1;
         let stream = match connected {
             Ok(stream) => stream,
@@ -207,8 +222,7 @@ impl Inner {
             tracing::debug!(endpoint = ?self.endpoint, "https upstream chose http/1.1");
             return Ok(Route::Http1(Some(stream)));
         }
-        let h2 = self
-            .handshake(id, stream)
+        let h2 = Box::pin(self.handshake(id, stream))
             .await
             .map_err(|e| SendError::Failed(e.into()))?;
         self.current.store(Some(Arc::new(h2.clone())));

@@ -25,6 +25,8 @@ pub use tls::{ConnectError, TlsConfig, TlsSetupError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::TryFutureExt;
+use futures_util::future::Either as EitherFuture;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body_util::{Either, Full, LengthLimitError, Limited};
@@ -79,10 +81,21 @@ impl Upstream {
     }
 
     /// Sends `request` and returns the response once its head has arrived; the body streams.
-    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
+    ///
+    /// Not `async` itself: it picks the pool's future at once, so that the request future, which
+    /// hyper moves with every request, does not also carry a second copy of the request.
+    pub fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, UpstreamError>> + Send + '_ {
         match self {
-            Self::Http1(pool) => pool.send(request).await.map_err(|e| classify(&e)),
-            Self::Https(pool) => send_https(pool, request).await,
+            Self::Http1(pool) => EitherFuture::Left(pool.send(request).map_err(|e| classify(&e))),
+            // An authority known to speak HTTP/1.1 has nothing to retry (a request its pool could
+            // not write on a reused connection is sent again there).
+            Self::Https(pool) if !pool.multiplexes() => {
+                EitherFuture::Right(EitherFuture::Left(pool.send(request).map_err(|e| e.classify())))
+            }
+            Self::Https(pool) => EitherFuture::Right(EitherFuture::Right(send_https(pool, request))),
         }
     }
 }
@@ -135,6 +148,16 @@ fn buffered_copy(request: &Request<UpstreamBody>) -> Option<Request<UpstreamBody
     *copy.version_mut() = request.version();
     *copy.headers_mut() = request.headers().clone();
     Some(copy)
+}
+
+impl SendError {
+    /// The error as the caller sees it, without a second attempt.
+    fn classify(self) -> UpstreamError {
+        match self {
+            Self::Failed(error) => classify(&*error),
+            Self::Unsent(_, error) | Self::Refused(error) => classify(&error),
+        }
+    }
 }
 
 fn refused(error: &hyper::Error, why: &str) -> UpstreamError {
