@@ -102,36 +102,51 @@ impl Upstream {
 
 /// The retry rule. A stream the upstream refused unprocessed (GOAWAY above its last stream id,
 /// RST_STREAM `REFUSED_STREAM`; RFC 9113 §8.7) or a request that never left a connection already
-/// going away is sent once more, on a fresh connection, whatever the method: the upstream has
-/// not acted on it. A request that never left comes back whole; a refused one is sent again from
-/// a copy taken beforehand, which only a buffered or empty body allows (cloning `Full` shares its
-/// bytes).
+/// going away is sent again, on a fresh connection, whatever the method: the upstream has not
+/// acted on it. A request that never left comes back whole; a refused one is sent again from a
+/// copy taken beforehand, which only a buffered or empty body allows (cloning `Full` shares its
+/// bytes). At most [`REFUSED_ATTEMPTS`] sends in all: an upstream that recycles its connections
+/// every few requests can refuse the retry too, on a connection that reached its own limit.
 /// A refused request whose streamed body hyper already took gets an honest 502 instead.
 async fn send_https(
     pool: &HttpsPool,
-    request: Request<UpstreamBody>,
+    mut request: Request<UpstreamBody>,
 ) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
-    let spare = if pool.multiplexes() {
-        buffered_copy(&request)
-    } else {
-        None
-    };
-    let again = match pool.send(request).await {
-        Ok(response) => return Ok(response),
-        Err(SendError::Failed(error)) => return Err(classify(&*error)),
-        Err(SendError::Unsent(request, _)) => *request,
-        Err(SendError::Refused(error)) => match spare {
-            Some(copy) => copy,
-            None => return Err(refused(&error, "its streamed body cannot be sent again")),
-        },
-    };
-    tracing::debug!("upstream refused or never took the request; sending it again on a new connection");
-    match pool.send(again).await {
-        Ok(response) => Ok(response),
-        Err(SendError::Failed(error)) => Err(classify(&*error)),
-        Err(SendError::Unsent(_, error) | SendError::Refused(error)) => Err(refused(&error, "twice")),
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let spare = if pool.multiplexes() {
+            buffered_copy(&request)
+        } else {
+            None
+        };
+        let error = match pool.send(request).await {
+            Ok(response) => return Ok(response),
+            Err(SendError::Failed(error)) => return Err(classify(&*error)),
+            Err(SendError::Unsent(unsent, error)) => {
+                request = *unsent;
+                error
+            }
+            Err(SendError::Refused(error)) => match spare {
+                Some(copy) => {
+                    request = copy;
+                    error
+                }
+                None => return Err(refused(&error, "its streamed body cannot be sent again")),
+            },
+        };
+        if attempt == REFUSED_ATTEMPTS {
+            return Err(refused(&error, "on every attempt"));
+        }
+        tracing::debug!(
+            attempt,
+            "upstream refused or never took the request; sending it again on a new connection"
+        );
     }
 }
+
+/// Sends of one request the upstream may refuse unprocessed before the caller gets 502.
+const REFUSED_ATTEMPTS: u32 = 3;
 
 /// A copy of `request` to send again, when its body is buffered or empty. An empty streamed body
 /// (what a tenant that never replays sends for a GET) goes out as END_STREAM on the headers and
