@@ -40,7 +40,7 @@ async fn start(tenants: &[String]) -> Proxy {
 }
 
 /// Fires one GET per URL at once; answers in URL order, each with its time since the batch began.
-async fn fire(urls: Vec<String>) -> Vec<(Answer, Duration)> {
+pub async fn fire(urls: Vec<String>) -> Vec<(Answer, Duration)> {
     let began = Instant::now();
     let tasks: Vec<_> = urls
         .into_iter()

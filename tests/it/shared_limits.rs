@@ -16,6 +16,7 @@ use tokenbroker::sandbox::{self, CyberbizOptions, CyberbizSandbox, ShoplineOptio
 use tokenbroker::store::{RedisBucket, Reservation, Store, StoreKey};
 use tokio::time::Instant;
 
+use crate::rate_limit::fire;
 use crate::sandboxed::shopline_tenant;
 use crate::support::redis::RedisServer;
 use crate::support::replicas::{self, REDIS_STORE, all_logs};
@@ -239,20 +240,6 @@ async fn total(nodes: &[Binary], tenant: &str, field: &str) -> u64 {
         .iter()
         .map(|l| l[field].as_u64().expect("a counter"))
         .sum()
-}
-
-/// Fires one GET per URL at once; answers in URL order, each with its time since the batch began.
-async fn fire(urls: Vec<String>) -> Vec<(Answer, Duration)> {
-    let began = Instant::now();
-    let tasks: Vec<_> = urls
-        .into_iter()
-        .map(|url| tokio::spawn(async move { (get(&url).await, began.elapsed()) }))
-        .collect();
-    let mut answers = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        answers.push(task.await.expect("a request task"));
-    }
-    answers
 }
 
 /// The first window `[a_i, a_j]` that holds more than `burst + rate * (t + JITTER)` arrivals, `t`
