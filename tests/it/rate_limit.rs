@@ -170,15 +170,7 @@ async fn excess_beyond_max_wait_gets_the_proxys_429_and_never_reaches_the_upstre
     // The burst passes; the next slot is 500 ms away, past max_wait, so the rest are refused.
     assert!((2..=3).contains(&ok), "{ok} requests admitted");
     for (answer, took) in answers.iter().filter(|(a, _)| a.status != StatusCode::OK) {
-        assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{}", answer.text());
-        assert_eq!(answer.headers["tokenbroker-error"], "rate_limited");
-        assert_eq!(answer.json()["type"], "urn:tokenbroker:error:rate_limited");
-        let retry_after: u64 = answer.headers["retry-after"]
-            .to_str()
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .expect("Retry-After is whole seconds");
-        assert!(retry_after >= 1);
+        assert_our_429(answer);
         assert!(*took < Duration::from_millis(700), "refused only after {took:?}");
     }
     assert_eq!(upstream.started(), ok, "a refused request reached the upstream");
@@ -392,4 +384,19 @@ async fn hot_path_cost_of_an_unlimited_tenant() {
             at(0.99)
         );
     }
+}
+
+/// A response the proxy made itself: 429 `rate_limited`, problem+json, whole-second Retry-After.
+pub fn assert_our_429(answer: &Answer) -> u64 {
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{}", answer.text());
+    assert_eq!(answer.headers["tokenbroker-error"], "rate_limited", "{}", answer.text());
+    assert_eq!(answer.headers["content-type"], "application/problem+json");
+    assert_eq!(answer.json()["type"], "urn:tokenbroker:error:rate_limited");
+    let retry_after: u64 = answer.headers["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in whole seconds");
+    assert!(retry_after >= 1);
+    retry_after
 }

@@ -16,13 +16,13 @@ use tokenbroker::sandbox::{self, CyberbizOptions, CyberbizSandbox, ShoplineOptio
 use tokenbroker::store::{RedisBucket, Reservation, Store, StoreKey};
 use tokio::time::Instant;
 
-use crate::rate_limit::fire;
+use crate::rate_limit::{assert_our_429, fire};
 use crate::sandboxed::shopline_tenant;
 use crate::support::redis::RedisServer;
 use crate::support::replicas::{self, REDIS_STORE, all_logs};
 use crate::support::tenants::static_tenant_from;
 use crate::support::upstream::Upstream;
-use crate::support::{Answer, Binary, eventually, get, sample, tenant_entry};
+use crate::support::{Binary, eventually, get, sample, tenant_entry};
 
 /// Jitter between a slot's time on Redis's clock and the request's arrival upstream. On the
 /// 2-core test machine, with the rest of the suite running beside these processes, 60 ms was
@@ -269,21 +269,6 @@ pub(crate) fn offsets_ms(times: &[Instant]) -> Vec<u128> {
         .iter()
         .map(|t| first.map_or(0, |f| t.duration_since(f).as_millis()))
         .collect()
-}
-
-/// A response the proxy made itself: 429 `rate_limited`, problem+json, whole-second Retry-After.
-fn assert_our_429(answer: &Answer) -> u64 {
-    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{}", answer.text());
-    assert_eq!(answer.headers["tokenbroker-error"], "rate_limited", "{}", answer.text());
-    assert_eq!(answer.headers["content-type"], "application/problem+json");
-    assert_eq!(answer.json()["type"], "urn:tokenbroker:error:rate_limited");
-    let retry_after: u64 = answer.headers["retry-after"]
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .expect("Retry-After in whole seconds");
-    assert!(retry_after >= 1);
-    retry_after
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
