@@ -124,6 +124,10 @@ pub struct RateLimitConfig {
     /// request reaching the provider cannot squeeze one request too many into its window; an
     /// explicit `rate_limit` for that provider keeps it. Zero for every other tenant.
     pub headroom: Duration,
+    /// The highest class of the callers that may use the tenant (`standard` with no callers). On
+    /// the shared bucket it reserves slots ahead; the lower classes take a slot only when it is
+    /// due, so they never push it back (README, "Caller classes").
+    pub lead: CallerClass,
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tokio::time::{Instant, advance, timeout};
 
 use super::RateLimited;
 use super::local::LocalLimiter as Limiter;
-use crate::config::{BatchShare, PerClass, RateLimitConfig};
+use crate::config::{BatchShare, CallerClass, PerClass, RateLimitConfig};
 
 /// Far beyond any wait in these tests; with paused time a hang hits it instantly.
 const BOUND: Duration = Duration::from_secs(600);
@@ -32,6 +32,7 @@ fn limiter_with_headroom(per_second: u32, burst: u32, max_wait: Duration, headro
         max_wait: PerClass::all(max_wait),
         batch_share: BatchShare::DEFAULT,
         headroom,
+        lead: CallerClass::Standard,
     }))
 }
 
@@ -350,6 +351,7 @@ async fn a_share_divides_the_rate_and_the_burst_by_the_replicas() {
         max_wait: PerClass::all(ms(60_000)),
         batch_share: BatchShare::DEFAULT,
         headroom: Duration::ZERO,
+        lead: CallerClass::Standard,
     };
     let share = Limiter::share_of(config, 3);
     // burst 7 / 3 = 2 at once, then one slot per 3 / 6 s = 500 ms.

@@ -28,6 +28,7 @@ fn drained(max_wait: PerClass<Duration>, share: BatchShare) -> Arc<Limiter> {
         max_wait,
         batch_share: share,
         headroom: Duration::ZERO,
+        lead: CallerClass::Standard,
     }));
     assert_eq!(limiter.acquire().now_or_never(), Some(Ok(Duration::ZERO)));
     limiter

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{Ctx, Scope};
 use crate::config::raw::{RawMaxWait, RawShare};
-use crate::config::{BatchShare, CallerClass, PerClass};
+use crate::config::{BatchShare, CallerClass, CallerConfig, PerClass, TenantConfig};
 
 /// Unset classes, and a plain `max_wait`, take this.
 const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
@@ -56,4 +56,20 @@ pub(super) fn batch_share(ctx: &mut Ctx<'_>, scope: &Scope, raw: Option<&RawShar
         );
     }
     share
+}
+
+/// Gives each limited tenant its lead class: the highest class among the callers that may use it.
+pub(super) fn lead_classes(tenants: &mut [TenantConfig], callers: &[CallerConfig]) {
+    for tenant in tenants {
+        let name = &tenant.name;
+        let Some(limit) = tenant.rate_limit.as_mut() else {
+            continue;
+        };
+        limit.lead = callers
+            .iter()
+            .filter(|caller| caller.tenants.as_ref().is_none_or(|names| names.contains(name)))
+            .map(|caller| caller.class)
+            .min_by_key(|class| class.index())
+            .unwrap_or(CallerClass::Standard);
+    }
 }

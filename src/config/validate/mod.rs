@@ -109,11 +109,13 @@ fn build(ctx: &mut Ctx<'_>) -> Option<RuntimeConfig> {
     if let (Some(server), Some(tenants), Some(callers)) = (&server, &tenants, &callers) {
         server::check_listeners(ctx, server, tenants, callers.is_empty());
     }
+    let (mut tenants, callers) = (tenants?, callers?);
+    limits::lead_classes(&mut tenants, &callers);
     Some(RuntimeConfig {
         server: server?,
         store: store?,
-        tenants: tenants?,
-        callers: callers?,
+        tenants,
+        callers,
     })
 }
 

@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue};
 use super::fields::optional;
 use super::{Ctx, Scope, limits, providers, server};
 use crate::config::raw::{RawRateLimit, RawRewrite, RawSecret, RawTenant};
-use crate::config::{RateLimitConfig, ServerConfig, TenantConfig, TenantName, TokenPolicy, UpstreamUrl};
+use crate::config::{CallerClass, RateLimitConfig, ServerConfig, TenantConfig, TenantName, TokenPolicy, UpstreamUrl};
 use crate::routing::rewrite::RewriteRule;
 
 /// Headers a tenant may not fix: connection management (hop-by-hop, framing) and the ones the
@@ -200,6 +200,8 @@ fn rate_limit(
         batch_share: batch_share?,
         // The provider counts as strictly whoever chose the rate.
         headroom: preset.map_or(Duration::ZERO, |p| p.headroom),
+        // Set once the callers are known (`limits::lead_classes`).
+        lead: CallerClass::Standard,
     }))
 }
 

@@ -70,3 +70,29 @@ fn batch_share_is_a_fraction_or_a_percentage() {
         assert!(error.location.starts_with("t.toml:5:"), "{bad}: {}", error.location);
     }
 }
+
+#[test]
+fn a_tenants_lead_class_is_the_highest_among_the_callers_that_may_use_it() {
+    let second = CYBERBIZ.replace("\"cb\"", "\"cb2\"");
+    let callers = "[[caller]]\nname = \"sync\"\nkey = { env = \"ORDERS_SERVICE_KEY\" }\nclass = \"batch\"\n\
+                   [[caller]]\nname = \"checkout\"\nkey = { env = \"ACME_ERP_SECRET\" }\nclass = \"interactive\"\n\
+                   tenants = [\"cb2\"]\n";
+    let leads = |text: &str| -> Vec<CallerClass> {
+        let config = parse_ok(text).config;
+        config
+            .tenants
+            .iter()
+            .map(|t| t.rate_limit.expect("the preset's limit").lead)
+            .collect()
+    };
+    assert_eq!(
+        leads(&format!("{CYBERBIZ}{second}")),
+        [CallerClass::Standard; 2],
+        "no callers"
+    );
+    assert_eq!(
+        leads(&format!("{CYBERBIZ}{second}{callers}")),
+        [CallerClass::Batch, CallerClass::Interactive],
+        "cb is used by batch only; cb2 also by an interactive caller"
+    );
+}

@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::fields::check_http_url;
 use super::{Ctx, Scope};
 use crate::config::raw::RawTenant;
-use crate::config::{BatchShare, PerClass, ProviderConfig, RateLimitConfig, Secret};
+use crate::config::{BatchShare, CallerClass, PerClass, ProviderConfig, RateLimitConfig, Secret};
 
 const PROVIDERS: [&str; 6] = ["adobe_ims", "shopline", "vantage", "cyberbiz", "oauth2", "static"];
 
@@ -112,6 +112,7 @@ pub(super) fn preset(kind: &str, raw: &RawTenant) -> Preset {
             max_wait: PerClass::all(Duration::from_secs(5)),
             batch_share: BatchShare::DEFAULT,
             headroom,
+            lead: CallerClass::Standard,
         })
     };
     match kind {
