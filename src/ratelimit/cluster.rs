@@ -4,14 +4,18 @@
 //!  acquire() ─▶ Redis up? ─no─▶ fallback: local bucket at rate / replicas last seen
 //!      │ yes                       (Redis answers again while queued: leave it, go shared)
 //!      ▼
-//!  FIFO turn (this replica's order) ─▶ RESERVE (Lua, Redis's clock): the next slot, or refusal
+//!  the class's FIFO turn ─▶ RESERVE (Lua, Redis's clock): the next slot, not due, or refusal
+//!      │ not due (a lower class): keep the turn, sleep, RESERVE again
 //!      │ granted: release the turn, sleep the wait ─▶ slot
 //!      │          (a pause announced meanwhile: sleep it out, then RESERVE again)
 //!      └ refused ─▶ RateLimited { retry_after }          (nothing reserved)
 //! ```
 //!
-//! One round trip per request, none for a tenant without a limit. Order across replicas is the
-//! order of arrival at Redis; within one replica the queue keeps it FIFO, and a caller that hangs
+//! One round trip per request, none for a tenant without a limit. The tenant's lead class (its
+//! callers' highest) reserves the next slot however far ahead; the lower classes take a slot only
+//! once it is due, so a lead-class request anywhere waits at most about one slot behind them.
+//! Batch also gives way to `standard` requests waiting on any replica, and keeps its share
+//! (`scripts::RESERVE`). Within one replica each class keeps FIFO order, and a caller that hangs
 //! up before its reservation gives its place back. An upstream 429 pauses the shared bucket
 //! (later reservations start after it) and is announced, so requests already holding a slot on
 //! any replica also wait it out, then reserve again: were they all to go when it ends, the
@@ -30,15 +34,15 @@ use super::local::{LocalLimiter, QueuePosition};
 use super::{FAR_FUTURE, LimiterState, RateLimited, slot_period};
 use crate::clock;
 use crate::config::{CallerClass, PerClass, RateLimitConfig};
-use crate::store::{RedisBucket, Reservation};
+use crate::store::{Ask, RedisBucket, Reservation};
 
 #[derive(Debug)]
 pub struct ClusterLimiter {
     config: RateLimitConfig,
     bucket: Arc<RedisBucket>,
     period: Duration,
-    /// FIFO turn token among this replica's requests, held only until the reservation is made.
-    queue: Mutex<()>,
+    /// FIFO turn among this replica's requests of each class, held until the reservation is made.
+    turns: PerClass<Mutex<()>>,
     waiting: AtomicUsize,
     /// The same count per class, for `/tenants`.
     waiting_by_class: PerClass<AtomicUsize>,
@@ -64,7 +68,7 @@ impl ClusterLimiter {
             config,
             bucket: Arc::new(bucket),
             period: slot_period(&config),
-            queue: Mutex::new(()),
+            turns: PerClass::default(),
             waiting: AtomicUsize::new(0),
             waiting_by_class: PerClass::default(),
             paused_until_us: AtomicU64::new(0),
@@ -78,8 +82,8 @@ impl ClusterLimiter {
         }
     }
 
-    /// The class sets `max_wait` (and the order in the local fallback); across replicas the
-    /// order is still that of arrival at Redis.
+    /// Waits up to the class's `max_wait`, in class order across replicas (and in the local
+    /// fallback).
     pub async fn acquire(&self, class: CallerClass) -> Result<Duration, RateLimited> {
         let arrived = Instant::now();
         let deadline = arrived
@@ -107,31 +111,50 @@ impl ClusterLimiter {
         let position = QueuePosition::enter(&self.waiting);
         let _in_class = QueuePosition::enter(self.waiting_by_class.by(class));
         loop {
-            let Ok(turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
+            let Ok(turn) = tokio::time::timeout_at(deadline, self.turns.by(class).lock()).await else {
                 return Some(Err(self.reject(self.period)));
             };
-            let left = deadline.saturating_duration_since(Instant::now());
-            let reserved = self.bucket.reserve(self.period, self.config.burst.get(), left).await;
+            let wait = match self.reserve(class, deadline).await? {
+                Ok(wait) => wait,
+                Err(refused) => return Some(Err(refused)),
+            };
             drop(turn);
-            match reserved {
-                Ok(Reservation::Granted(wait)) => {
-                    // A zero sleep would still wait for the timer wheel's next tick (about 1 ms).
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
-                    if self.sleep_out_pause().await {
-                        // The slot fell inside a pause announced since: every holder of such a
-                        // slot would go at the pause's end at once. Take a fresh one after it.
-                        continue;
-                    }
-                    drop(position);
-                    let waited = arrived.elapsed();
-                    self.granted_total.fetch_add(1, Ordering::Relaxed);
-                    self.waited_total_nanos
-                        .fetch_add(duration_nanos(waited), Ordering::Relaxed);
-                    return Some(Ok(waited));
-                }
+            // A zero sleep would still wait for the timer wheel's next tick (about 1 ms).
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            if self.sleep_out_pause().await {
+                // The slot fell inside a pause announced since: every holder of such a slot
+                // would go at the pause's end at once. Take a fresh one after it.
+                continue;
+            }
+            drop(position);
+            let waited = arrived.elapsed();
+            self.granted_total.fetch_add(1, Ordering::Relaxed);
+            self.waited_total_nanos
+                .fetch_add(duration_nanos(waited), Ordering::Relaxed);
+            return Some(Ok(waited));
+        }
+    }
+
+    /// With the class's turn held: reserves a slot, asking again while none is due for the class.
+    /// The wait until the slot, or the refusal; `None` when Redis does not answer.
+    async fn reserve(&self, class: CallerClass, deadline: Instant) -> Option<Result<Duration, RateLimited>> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ask = Ask {
+                period: self.period,
+                burst: self.config.burst.get(),
+                max_wait: left,
+                class,
+                ahead: class.index() <= self.config.lead.index(),
+                batch_every: self.config.batch_share.every(),
+            };
+            match self.bucket.reserve(&ask).await {
+                Ok(Reservation::Granted(wait)) => return Some(Ok(wait)),
                 Ok(Reservation::Refused(retry_after)) => return Some(Err(self.reject(retry_after))),
+                Ok(Reservation::NotDue(_)) if left.is_zero() => return Some(Err(self.reject(self.period))),
+                Ok(Reservation::NotDue(after)) => tokio::time::sleep(after.min(left)).await,
                 Err(_) => return None,
             }
         }

@@ -24,7 +24,7 @@ pub use self::fake::FakeShared;
 pub use self::key::StoreKey;
 pub use self::memory::MemoryStore;
 pub use self::redis::{
-    Commit, RedisBucket, RedisSetupError, RedisSlot, RedisStore, Reservation, StoreDown, StoreHealth, StoreOp,
+    Ask, Commit, RedisBucket, RedisSetupError, RedisSlot, RedisStore, Reservation, StoreDown, StoreHealth, StoreOp,
     Versioned,
 };
 use crate::auth::Token;

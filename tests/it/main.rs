@@ -10,6 +10,7 @@ mod support;
 mod access_log;
 mod admin;
 mod callers;
+mod class_script;
 mod classes;
 mod cli;
 mod head_limits;

@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
-use tokenbroker::config::{ProviderConfig, RedisConfig, Secret, StaticConfig, StoreConfig, TenantName};
+use tokenbroker::config::{CallerClass, ProviderConfig, RedisConfig, Secret, StaticConfig, StoreConfig, TenantName};
 use tokenbroker::sandbox::{self, CyberbizOptions, CyberbizSandbox, ShoplineOptions, ShoplineSandbox};
-use tokenbroker::store::{RedisBucket, Reservation, Store, StoreKey};
+use tokenbroker::store::{Ask, RedisBucket, Reservation, Store, StoreKey};
 use tokio::time::Instant;
 
 use crate::rate_limit::{assert_our_429, fire};
@@ -46,7 +46,7 @@ fn unix_us() -> u64 {
 // === the scripts, through the crate's API ===
 
 /// A bucket on `redis` for a static credential, and the Redis key it keeps its slot time in.
-async fn bucket_on(redis: &RedisServer) -> (Store, RedisBucket, String) {
+pub(crate) async fn bucket_on(redis: &RedisServer) -> (Store, RedisBucket, String) {
     let store = Store::open(&StoreConfig::Redis(RedisConfig {
         url: Secret::new(redis.url()),
         key_prefix: "tokenbroker".to_owned(),
@@ -67,10 +67,26 @@ async fn bucket_on(redis: &RedisServer) -> (Store, RedisBucket, String) {
     (store, bucket, base)
 }
 
+/// A standard request's ask on a tenant whose callers are all standard (it reserves ahead).
+pub(crate) fn ask(period: Duration, burst: u32, max_wait: Duration) -> Ask {
+    Ask {
+        period,
+        burst,
+        max_wait,
+        class: CallerClass::Standard,
+        ahead: true,
+        batch_every: 10,
+    }
+}
+
 async fn granted(bucket: &RedisBucket, period: Duration, burst: u32, max_wait: Duration) -> Duration {
-    match bucket.reserve(period, burst, max_wait).await.expect("redis answers") {
+    match bucket
+        .reserve(&ask(period, burst, max_wait))
+        .await
+        .expect("redis answers")
+    {
         Reservation::Granted(wait) => wait,
-        Reservation::Refused(wait) => panic!("refused (retry after {wait:?}) within max_wait {max_wait:?}"),
+        other => panic!("{other:?} within max_wait {max_wait:?}"),
     }
 }
 
@@ -125,9 +141,9 @@ async fn script_refusal_beyond_max_wait_reserves_nothing() {
     let began = Instant::now();
     let mut refusals = Vec::new();
     for _ in 0..3 {
-        match bucket.reserve(PERIOD, 1, max_wait).await.expect("redis answers") {
+        match bucket.reserve(&ask(PERIOD, 1, max_wait)).await.expect("redis answers") {
             Reservation::Refused(wait) => refusals.push(wait),
-            Reservation::Granted(wait) => panic!("granted a wait of {wait:?} beyond max_wait"),
+            other => panic!("{other:?} beyond max_wait"),
         }
     }
     assert_eq!(

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{RedisStore, StoreDown, StoreOp, scripts};
+use crate::config::CallerClass;
 
 /// The answer to a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,12 +14,34 @@ pub enum Reservation {
     Granted(Duration),
     /// The next slot is further away than allowed: nothing reserved; retry after this long.
     Refused(Duration),
+    /// Only for a class that does not reserve ahead: no slot is due for it yet, nothing
+    /// reserved; ask again after this long.
+    NotDue(Duration),
+}
+
+/// What a reservation asks of the bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask {
+    /// One slot per `period`, up to `burst` at once.
+    pub period: Duration,
+    pub burst: u32,
+    /// Refuse when the slot is further away than this.
+    pub max_wait: Duration,
+    pub class: CallerClass,
+    /// Reserve the next slot however far ahead (the tenant's highest class), or only take one
+    /// that is due now (the lower classes).
+    pub ahead: bool,
+    /// Batch's share: one contended slot in `batch_every`.
+    pub batch_every: u32,
 }
 
 pub struct RedisBucket {
     store: RedisStore,
     bucket_key: String,
     pause_key: String,
+    /// Marks of `standard` and `batch` requests waiting on some replica, the slots granted since
+    /// batch last had one, and a slot set aside for batch (see `scripts::RESERVE`).
+    class_keys: [String; 4],
     channel: String,
     paused: watch::Receiver<u64>,
 }
@@ -37,28 +60,39 @@ impl RedisBucket {
             store,
             bucket_key: format!("{base}:bucket"),
             pause_key: format!("{base}:pause"),
+            class_keys: [
+                format!("{base}:waiting:standard"),
+                format!("{base}:waiting:batch"),
+                format!("{base}:since-batch"),
+                format!("{base}:batch-slot"),
+            ],
             channel,
             paused,
         }
     }
 
-    /// Reserves the next slot of a bucket of one slot per `period` and `burst`, unless it is
-    /// more than `max_wait` away. One round trip.
-    pub async fn reserve(&self, period: Duration, burst: u32, max_wait: Duration) -> Result<Reservation, StoreDown> {
-        let result: redis::RedisResult<(i64, i64)> = scripts::RESERVE
-            .key(&self.bucket_key)
-            .key(&self.pause_key)
-            .arg(micros(period).max(1))
-            .arg(burst.max(1))
-            .arg(micros(max_wait))
+    /// Reserves a slot as `ask` says (see [`Reservation`]). One round trip.
+    pub async fn reserve(&self, ask: &Ask) -> Result<Reservation, StoreDown> {
+        let mut invocation = scripts::RESERVE.key(&self.bucket_key);
+        invocation.key(&self.pause_key);
+        for key in &self.class_keys {
+            invocation.key(key);
+        }
+        let result: redis::RedisResult<(i64, i64)> = invocation
+            .arg(micros(ask.period).max(1))
+            .arg(ask.burst.max(1))
+            .arg(micros(ask.max_wait))
+            .arg(ask.class.index())
+            .arg(u8::from(ask.ahead))
+            .arg(ask.batch_every.max(1))
             .invoke_async(&mut self.store.conn())
             .await;
-        let (granted, wait) = self.store.record(StoreOp::Lease, result)?;
+        let (answer, wait) = self.store.record(StoreOp::Bucket, result)?;
         let wait = Duration::from_micros(u64::try_from(wait).unwrap_or(0));
-        Ok(if granted == 1 {
-            Reservation::Granted(wait)
-        } else {
-            Reservation::Refused(wait)
+        Ok(match answer {
+            1 => Reservation::Granted(wait),
+            2 => Reservation::NotDue(wait),
+            _ => Reservation::Refused(wait),
         })
     }
 
@@ -71,7 +105,7 @@ impl RedisBucket {
             .arg(&self.channel)
             .invoke_async(&mut self.store.conn())
             .await;
-        self.store.record(StoreOp::Lease, result).map(drop)
+        self.store.record(StoreOp::Bucket, result).map(drop)
     }
 
     /// The end (unix µs) of the latest pause a replica announced; 0 before any.

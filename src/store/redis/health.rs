@@ -11,18 +11,28 @@ pub enum StoreOp {
     Read,
     Lease,
     Commit,
+    /// The rate-limit bucket: reservations and pauses.
+    Bucket,
     Ping,
     Subscribe,
 }
 
 impl StoreOp {
-    pub const ALL: [Self; 5] = [Self::Read, Self::Lease, Self::Commit, Self::Ping, Self::Subscribe];
+    pub const ALL: [Self; 6] = [
+        Self::Read,
+        Self::Lease,
+        Self::Commit,
+        Self::Bucket,
+        Self::Ping,
+        Self::Subscribe,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read",
             Self::Lease => "lease",
             Self::Commit => "commit",
+            Self::Bucket => "bucket",
             Self::Ping => "ping",
             Self::Subscribe => "subscribe",
         }

@@ -29,7 +29,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
-pub use self::bucket::{RedisBucket, Reservation};
+pub use self::bucket::{Ask, RedisBucket, Reservation};
 pub use self::health::{StoreHealth, StoreOp};
 pub use self::slot::{Commit, RedisSlot, Versioned};
 use super::StoreKey;

@@ -56,11 +56,22 @@ return new
     )
 });
 
-/// GCRA with wait semantics, on Redis's clock (so replicas' clocks do not matter). `KEYS[1]` the
-/// bucket (its theoretical arrival time, µs), `KEYS[2]` the pause (until, µs). `ARGV`: the slot
-/// period (µs), the burst, the longest acceptable wait (µs). Reserves the next slot and returns
-/// `{1, wait_us}`; or, when that wait is longer than allowed, reserves nothing and returns
-/// `{0, wait_us}` (the honest Retry-After).
+/// GCRA with wait semantics and caller classes, on Redis's clock (so replicas' clocks do not
+/// matter). `KEYS`: the bucket (its theoretical arrival time, µs), the pause (until, µs), the marks
+/// of waiting `standard` and `batch` requests, the count of slots granted since batch last had
+/// one, and a slot set aside for batch (µs). `ARGV`: the slot period (µs), the burst, the longest
+/// acceptable wait (µs), the class (0 interactive, 1 standard, 2 batch), whether the class may
+/// reserve ahead (`1`, the tenant's highest class) or only take a slot that is due (`0`), and
+/// batch's share as "one slot in `every`".
+///
+/// Returns `{1, wait_us}`: a slot is reserved, send after the wait; `{0, wait_us}`: the next slot
+/// is further than allowed, nothing reserved (the honest Retry-After); `{2, after_us}`: not due
+/// yet, nothing reserved, ask again after that long (a class that does not reserve ahead).
+///
+/// So the highest class is never pushed back behind reservations of the lower ones: they hold at
+/// most the slot that is due now. Batch also waits while `standard` requests wait anywhere, but
+/// while batch waits, every `every`-th slot granted to a higher class sets the next one aside for
+/// batch.
 pub(super) static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -68,16 +79,57 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local period = tonumber(ARGV[1])
 local tolerance = (tonumber(ARGV[2]) - 1) * period
+local class = tonumber(ARGV[4])
+local every = tonumber(ARGV[6])
+local linger = 2 * period + 50000
+local function ms(us) return math.floor(us / 1000) + 1 end
+local function mark(key, wait)
+  local fresh = redis.call('SET', key, '1', 'PX', ms(wait + linger), 'NX')
+  if not fresh then
+    redis.call('PEXPIRE', key, ms(wait + linger))
+  elseif key == KEYS[4] then
+    redis.call('DEL', KEYS[5])
+  end
+end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
+if class == 2 then
+  local aside = redis.call('GET', KEYS[6])
+  if aside then
+    redis.call('DEL', KEYS[6], KEYS[5])
+    return {1, math.max(tonumber(aside), pause, now) - now}
+  end
+end
 local at = math.max(tat - tolerance, pause, now)
 local wait = at - now
 if wait > tonumber(ARGV[3]) then
   return {0, wait}
 end
+if ARGV[5] ~= '1' then
+  if wait > 1000 then
+    mark(KEYS[2 + class], wait)
+    return {2, math.min(wait, period)}
+  end
+  if class == 2 and redis.call('EXISTS', KEYS[3]) == 1 then
+    mark(KEYS[4], period)
+    return {2, period}
+  end
+end
 local new_tat = math.max(tat, at) + period
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
+if class == 2 then
+  redis.call('DEL', KEYS[5])
+elseif redis.call('EXISTS', KEYS[4]) == 1 then
+  if redis.call('INCR', KEYS[5]) + 1 >= every then
+    local aside = math.max(new_tat - tolerance, pause, now)
+    redis.call('SET', KEYS[6], string.format('%d', aside), 'PX', ms(aside - now + linger))
+    redis.call('DEL', KEYS[5])
+    new_tat = math.max(new_tat, aside) + period
+  else
+    redis.call('PEXPIRE', KEYS[5], 3600000)
+  end
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ms(new_tat - now) + 1000)
 return {1, wait}
 ",
     )
