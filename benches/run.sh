@@ -7,6 +7,8 @@
 #   nginx       wrk -> nginx (same rewrite, static Authorization) -> upstream
 # Then the shared-store case (benches/redis.sh): the same tenant with [store] kind = "redis"
 # against memory mode.
+# Then the caller-class case (benches/classes.sh): a limited tenant with classes configured against
+# the same with one plain caller, in memory and redis mode.
 # Then the HTTPS cases (benches/https.sh): an nginx TLS upstream speaking http/1.1, h2, and h2
 # recycling its connections every 1,000 requests, each through tokenbroker and nginx.
 # Then: peak RSS with 1,000 tenants under load, 10,000 cold requests over 100 tenants (token calls
@@ -27,8 +29,8 @@ ROUNDS=${ROUNDS:-3}
 TB_RUNTIME_ENV=${TB_RUNTIME_ENV:-TOKENBROKER_WORKER_THREADS=1}
 # EXTRAS=0 skips the 1,000-tenant and cold-burst steps (quick before/after comparisons);
 # TOKENBROKER_BIN=path measures another build of the proxy (e.g. a saved baseline);
-# SKIP_BUILD=1 uses the binaries already built; REDIS=0 skips the shared-store case, HTTPS=0 the
-# HTTPS cases.
+# SKIP_BUILD=1 uses the binaries already built; REDIS=0 skips the shared-store case, CLASSES=0 the
+# caller-class case, HTTPS=0 the HTTPS cases.
 CONNS=64
 LOADGEN_CPU=0
 SERVER_CPU=1
@@ -223,6 +225,8 @@ cold_burst() {
 source "$ROOT/benches/redis.sh"
 # shellcheck source=benches/https.sh
 source "$ROOT/benches/https.sh"
+# shellcheck source=benches/classes.sh
+source "$ROOT/benches/classes.sh"
 
 mkdir -p "$WORK"
 rm -f "$WORK/runs-https.jsonl"
@@ -232,6 +236,9 @@ build
 main_comparison
 if [ "${REDIS:-1}" = 1 ]; then
   redis_case
+fi
+if [ "${CLASSES:-1}" = 1 ]; then
+  classes_case
 fi
 if [ "${HTTPS:-1}" = 1 ]; then
   https_cases
