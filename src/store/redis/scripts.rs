@@ -97,8 +97,11 @@ local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
 if class == 2 then
   local aside = redis.call('GET', KEYS[6])
   if aside then
-    redis.call('DEL', KEYS[6], KEYS[5])
-    return {1, math.max(tonumber(aside), pause, now) - now}
+    local wait = math.max(tonumber(aside), pause, now) - now
+    if wait <= tonumber(ARGV[3]) then
+      redis.call('DEL', KEYS[6], KEYS[5])
+      return {1, wait}
+    end
   end
 end
 local at = math.max(tat - tolerance, pause, now)
