@@ -7,32 +7,25 @@
 
 use std::time::Duration;
 
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use tokenbroker::sandbox::{self, ShoplineOptions, ShoplineSandbox};
 use tokio::time::Instant;
 
 use crate::sandboxed::shopline_tenant;
 use crate::shared_limits::{envelope_breach, offsets_ms};
-use crate::support::{Answer, Proxy, env, send};
+use crate::support::{Proxy, env, get_as};
 
-const SHOP_PATH: &str = "/shop/admin/openapi/v20230901/products/products.json";
-const BATCH_KEY: &str = "batch-key-0123456789";
-const INTERACTIVE_KEY: &str = "interactive-key-0123456789";
+pub(crate) const SHOP_PATH: &str = "/shop/admin/openapi/v20230901/products/products.json";
+pub(crate) const BATCH_KEY: &str = "batch-key-0123456789";
+pub(crate) const INTERACTIVE_KEY: &str = "interactive-key-0123456789";
 /// One SHOPLINE slot (4/s).
 const SLOT: Duration = Duration::from_millis(250);
 /// Scheduling and upstream time on top of the wait, on a loaded 2-core machine.
 const SLACK: Duration = Duration::from_millis(200);
 
-async fn get_as(url: &str, key: &str) -> Answer {
-    let request = Request::get(url)
-        .header("tokenbroker-key", key)
-        .body(Full::default())
-        .expect("valid request");
-    send(request).await
-}
-
-fn config(shop: &ShoplineSandbox) -> String {
+/// The scenario's config: the preset tenant, a batch and an interactive caller. The replicas of
+/// `shared_classes.rs` run it with a `[store]` added.
+pub(crate) fn config(shop: &ShoplineSandbox) -> String {
     let extra = "app_secret = { env = \"SHOPLINE_SECRET\" }\ncode = { env = \"SHOPLINE_CODE\" }\n";
     // The preset's rate and burst are under test; only the per-class max_wait is set here.
     let limit = "rate_limit = { per_second = 4, burst = 40, max_wait = { interactive = \"2s\", batch = \"2m\" } }\n";

@@ -25,6 +25,7 @@ mod redis_harness;
 mod reload;
 mod sandboxed;
 mod secrets;
+mod shared_classes;
 mod shared_failures;
 mod shared_limits;
 mod shared_tokens;

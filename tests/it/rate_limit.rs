@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::support::tenants::static_tenant_from;
 use crate::support::upstream::Upstream;
-use crate::support::{Answer, Binary, Proxy, env, get, tenant_entry};
+use crate::support::{Answer, Binary, Proxy, env, get, get_as, tenant_entry};
 
 const SECOND: Duration = Duration::from_secs(1);
 /// What "answers immediately" means for a tenant that nothing holds back, on a busy 2-core box.
@@ -41,10 +41,28 @@ async fn start(tenants: &[String]) -> Proxy {
 
 /// Fires one GET per URL at once; answers in URL order, each with its time since the batch began.
 pub async fn fire(urls: Vec<String>) -> Vec<(Answer, Duration)> {
+    fire_keyed(urls, None).await
+}
+
+/// As [`fire`], each request as the caller whose key is `key`.
+pub async fn fire_as(urls: Vec<String>, key: &str) -> Vec<(Answer, Duration)> {
+    fire_keyed(urls, Some(key)).await
+}
+
+async fn fire_keyed(urls: Vec<String>, key: Option<&str>) -> Vec<(Answer, Duration)> {
     let began = Instant::now();
     let tasks: Vec<_> = urls
         .into_iter()
-        .map(|url| tokio::spawn(async move { (get(&url).await, began.elapsed()) }))
+        .map(|url| {
+            let key = key.map(str::to_owned);
+            tokio::spawn(async move {
+                let answer = match key {
+                    Some(key) => get_as(&url, &key).await,
+                    None => get(&url).await,
+                };
+                (answer, began.elapsed())
+            })
+        })
         .collect();
     let mut answers = Vec::with_capacity(tasks.len());
     for task in tasks {

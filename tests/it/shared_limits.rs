@@ -32,7 +32,7 @@ const JITTER: Duration = Duration::from_millis(150);
 /// A `[server]` whose request timeout outlasts every `max_wait` below.
 const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nrequest_timeout = \"30s\"\n";
 
-fn shared_config(tenants: &str) -> String {
+pub(crate) fn shared_config(tenants: &str) -> String {
     format!("{SERVER}{REDIS_STORE}{tenants}")
 }
 
@@ -227,7 +227,7 @@ async fn limiter(node: &Binary, tenant: &str) -> serde_json::Value {
 }
 
 /// Every replica's limiter for `tenant`, in replica order.
-async fn limiters(nodes: &[Binary], tenant: &str) -> Vec<serde_json::Value> {
+pub(crate) async fn limiters(nodes: &[Binary], tenant: &str) -> Vec<serde_json::Value> {
     let mut all = Vec::new();
     for node in nodes {
         all.push(limiter(node, tenant).await);
@@ -236,7 +236,7 @@ async fn limiters(nodes: &[Binary], tenant: &str) -> Vec<serde_json::Value> {
 }
 
 /// Waits (bounded by `limit`) until every replica's limiter for `tenant` is in `mode`.
-async fn until_mode(nodes: &[Binary], tenant: &str, mode: &str, limit: Duration) {
+pub(crate) async fn until_mode(nodes: &[Binary], tenant: &str, mode: &str, limit: Duration) {
     let reached = eventually(limit, || async move {
         limiters(nodes, tenant).await.iter().all(|l| l["mode"] == mode)
     })

@@ -151,6 +151,15 @@ pub async fn get(url: &str) -> Answer {
     send(Request::get(url).body(Full::default()).expect("valid request")).await
 }
 
+/// A GET as the caller whose key is `key` (sent in `tokenbroker-key`).
+pub async fn get_as(url: &str, key: &str) -> Answer {
+    let request = Request::get(url)
+        .header("tokenbroker-key", key)
+        .body(Full::default())
+        .expect("valid request");
+    send(request).await
+}
+
 /// Writes raw bytes on a fresh connection and returns the status line of the answer.
 pub async fn raw_status_line(addr: SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
