@@ -3,7 +3,10 @@
 //! demand (`token()`), and its API enforces what CYBERBIZ documents: at most 5 requests in any
 //! second (429 beyond; the fake records the worst 1-second window it saw, so tests can prove the
 //! proxy stays under) and at most 2 MB per request (413, the front door's likely answer).
-//! An unknown, expired or revoked token gets 401 `{"error":["無權使用該 API"]}`.
+//! An unknown, expired or revoked token gets 401 `{"error":["無權使用該 API"]}`. Past those checks
+//! `/shop`, `/v2/product_feeds` and `/v1/products` answer from small fixed data, any other path 200
+//! with the request body reflected, and every such answer (the 401 too) carries the
+//! `x-sandbox-echo` header.
 
 use std::collections::VecDeque;
 use std::io;
@@ -168,17 +171,12 @@ impl Handler for CyberbizState {
             Err(BodyError::Broken) => return common::empty(StatusCode::BAD_REQUEST),
         };
         self.core.record(&parts, summary.len);
-        if state != TokenState::Valid {
-            return json(StatusCode::UNAUTHORIZED, &json!({"error": ["無權使用該 API"]}));
-        }
-        let echo = json!({"method": parts.method.as_str(), "path": parts.uri.path(),
-            "query": parts.uri.query(), "body_length": summary.len});
-        match (&parts.method, parts.uri.path()) {
-            (&Method::GET, "/v1/products") => paged(&products(&echo)),
-            (&Method::GET, "/v2/product_feeds") => paged(&json!([{"id": 1, "title": "Sandbox feed", "sandbox": echo}])),
-            (&Method::GET, "/shop") => json(StatusCode::OK, &self.shop(&echo)),
-            _ => json(StatusCode::OK, &json!({"body": summary.json(), "sandbox": echo})),
-        }
+        let response = if state == TokenState::Valid {
+            self.route(&parts, &summary)
+        } else {
+            json(StatusCode::UNAUTHORIZED, &json!({"error": ["無權使用該 API"]}))
+        };
+        common::with_echo(response, &common::request_echo(&parts, summary.len))
     }
 }
 
@@ -210,9 +208,18 @@ impl CyberbizState {
         )
     }
 
-    fn shop(&self, echo: &serde_json::Value) -> serde_json::Value {
+    fn shop(&self) -> serde_json::Value {
         json!({"id": self.options.shop_id, "domain": self.options.shop_domain,
-            "name": "Sandbox Shop", "currency": "TWD", "timezone": "Asia/Taipei", "sandbox": echo})
+            "name": "Sandbox Shop", "currency": "TWD", "timezone": "Asia/Taipei"})
+    }
+
+    fn route(&self, parts: &http::request::Parts, summary: &common::BodySummary) -> Response<Body> {
+        match (&parts.method, parts.uri.path()) {
+            (&Method::GET, "/v1/products") => paged(&products()),
+            (&Method::GET, "/v2/product_feeds") => paged(&json!([{"id": 1, "title": "Sandbox feed"}])),
+            (&Method::GET, "/shop") => json(StatusCode::OK, &self.shop()),
+            _ => common::body_echo(summary),
+        }
     }
 }
 
@@ -237,10 +244,10 @@ fn paged(items: &serde_json::Value) -> Response<Body> {
     response
 }
 
-fn products(echo: &serde_json::Value) -> serde_json::Value {
+fn products() -> serde_json::Value {
     json!([
         {"id": 101, "title": "Sandbox tea", "price": 350.0, "status": "上架",
-         "updated_at": "2025-01-02 10:00:00", "sandbox": echo},
+         "updated_at": "2025-01-02 10:00:00"},
         {"id": 102, "title": "Sandbox cup", "price": 480.0, "status": "上架",
          "updated_at": "2025-01-02 10:05:00"}
     ])

@@ -7,7 +7,8 @@
 //! for the benchmarks (streamed and slow endpoints). They validate what the real services validate,
 //! as recorded in `docs/providers.md#sandbox-fakes`: IMS form fields and secrets, SHOPLINE
 //! signatures and timestamps, the 5-minute grace after a refresh and the leaky bucket, Vantage's
-//! one-time refresh tokens, CYBERBIZ's 5 requests per second and 2 MB body limit.
+//! one-time refresh tokens, CYBERBIZ's 5 requests per second and 2 MB body limit. What a fake
+//! saw of a request rides in the [`ECHO_HEADER`] beside the body.
 //!
 //! # Layout
 //! - `server.rs`: accept loop and the `ServerHandle` that stops it (on drop or `shutdown()`).
@@ -35,7 +36,7 @@ mod vantage;
 #[cfg(test)]
 mod tests;
 
-pub use common::{Body, RecordedRequest};
+pub use common::{Body, ECHO_HEADER, RecordedRequest};
 pub use cyberbiz::{
     CYBERBIZ_BODY_LIMIT, CYBERBIZ_DEFAULT_TTL, CYBERBIZ_SHOP_DOMAIN, CYBERBIZ_SHOP_ID, CyberbizOptions, CyberbizSandbox,
 };

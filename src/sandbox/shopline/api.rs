@@ -3,7 +3,9 @@
 //!
 //! Order of checks: store lock (423), bearer token (401 with SHOPLINE's `errors` body), then the
 //! bucket (429 `{"errors":"Too many request"}`), because the bucket belongs to an (app, store)
-//! pair and only an authenticated call can be attributed to one. Every response has `traceId`.
+//! pair and only an authenticated call can be attributed to one. Every response has `traceId`
+//! and the `x-sandbox-echo` header. `products/products.json` lists `limit` products (default 2);
+//! any other path answers 200 with the request body reflected.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -55,7 +57,7 @@ impl ShoplineState {
         let (parts, summary) = self.core.receive_api(req).await;
         let mut response = self.api_response(&parts, &summary);
         response.headers_mut().insert("traceId", trace_id());
-        response
+        common::with_echo(response, &common::request_echo(&parts, summary.len))
     }
 
     fn api_response(&self, parts: &http::request::Parts, summary: &BodySummary) -> Response<Body> {
@@ -72,16 +74,10 @@ impl ShoplineState {
         if let Err(wait) = lock(&self.bucket).admit(Instant::now()) {
             return self.throttled(wait);
         }
-        let echo = json!({
-            "method": parts.method.as_str(),
-            "path": parts.uri.path(),
-            "query": parts.uri.query(),
-            "body_length": summary.len,
-        });
         if parts.method == Method::GET && parts.uri.path().ends_with("/products/products.json") {
-            return json(StatusCode::OK, &products(parts.uri.query(), &echo));
+            return json(StatusCode::OK, &products(parts.uri.query()));
         }
-        json(StatusCode::OK, &json!({"body": summary.json(), "sandbox": echo}))
+        common::body_echo(summary)
     }
 
     fn throttled(&self, wait: Duration) -> Response<Body> {
@@ -106,7 +102,7 @@ fn unauthorized(message: &str) -> Response<Body> {
     json(StatusCode::UNAUTHORIZED, &json!({"errors": message}))
 }
 
-fn products(query: Option<&str>, echo: &serde_json::Value) -> serde_json::Value {
+fn products(query: Option<&str>) -> serde_json::Value {
     let limit: usize = common::query_param(query, "limit")
         .and_then(|n| n.parse().ok())
         .unwrap_or(2)
@@ -118,5 +114,5 @@ fn products(query: Option<&str>, echo: &serde_json::Value) -> serde_json::Value 
             "variants": [{"id": format!("18057{i:08}"), "price": "19.90", "sku": format!("SB-{i:04}")}]})
         })
         .collect();
-    json!({"products": products, "sandbox": echo})
+    json!({"products": products})
 }
