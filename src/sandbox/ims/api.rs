@@ -1,6 +1,7 @@
 //! The ACCS-like Commerce REST API behind the fake IMS (`docs/providers.md#accs-requests`):
 //! `/<tenant-id>/V1/...` with `Authorization: Bearer` and `x-api-key`. Documented calls answer in
-//! Commerce's shapes: the products list and the store views. Every answer carries the `x-sandbox-echo` header (path, raw query, `Store`
+//! Commerce's shapes: the products list, the store views and the customers resource
+//! (`customers.rs`). Every answer carries the `x-sandbox-echo` header (path, raw query, `Store`
 //! header, body length; never the token) so tests can check rewriting and header injection; a
 //! path the fake does not model answers 200 with the request body reflected. `/V1/sandbox/bytes?n=`
 //! streams `n` bytes without buffering and `/V1/sandbox/slow?ms=` answers late, for benchmarks and
@@ -33,6 +34,11 @@ impl ImsState {
         let path = parts.uri.path();
         let query = parts.uri.query();
         let route = path.strip_prefix(&format!("/{}", self.tenant_id)).unwrap_or(path);
+        if let Some(rest) = route.strip_prefix("/V1/customers") {
+            if let Some(answer) = self.customers(&parts.method, rest, summary) {
+                return answer;
+            }
+        }
         match (&parts.method, route) {
             (&Method::GET, "/V1/sandbox/bytes") => common::streamed(
                 common::query_param(query, "n")
