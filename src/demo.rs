@@ -173,6 +173,10 @@ fn instructions(addr: SocketAddr, admin: SocketAddr) -> String {
     }
     let _ = writeln!(
         text,
+        "  # Adobe's customer REST tutorial, its token step deleted (README, \"Try a vendor tutorial\"):\n  REST_ENDPOINT=\"{base}/demo-adobe\"\n"
+    );
+    let _ = writeln!(
+        text,
         "  # Readiness, and each tenant's token state (never the token itself)\n  curl -s http://{admin}/readyz\n  curl -s http://{admin}/tenants\n"
     );
     text.push_str("Ctrl-C stops everything.\n");

@@ -12,6 +12,7 @@ mod admin;
 mod callers;
 mod classes;
 mod cli;
+mod demo;
 mod head_limits;
 mod https;
 mod inbound;
