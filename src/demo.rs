@@ -4,8 +4,10 @@
 //! what operators run.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+
+use tokio::net::TcpListener;
 
 use crate::app::{App, Listeners};
 use crate::config::{self, Loaded, MapEnv};
@@ -13,8 +15,8 @@ use crate::sandbox::{self, Sandbox};
 use crate::signals;
 
 /// Ports the demo prefers, so the printed commands are the same every time when they are free.
-const PREFERRED_LISTEN: &str = "127.0.0.1:8080";
-const PREFERRED_ADMIN: &str = "127.0.0.1:9901";
+const PREFERRED_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+const PREFERRED_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run() -> ExitCode {
@@ -25,16 +27,14 @@ pub async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (listen, admin) = (free_or_ephemeral(PREFERRED_LISTEN), free_or_ephemeral(PREFERRED_ADMIN));
-    let (toml, env) = demo_config(&sandbox, listen, admin);
-    let loaded = match config::parse(&toml, "demo.toml", &env) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            eprintln!("error: the generated demo configuration is invalid (a bug):\n{errors}");
+    let listeners = match bind().await {
+        Ok(bound) => bound,
+        Err(error) => {
+            eprintln!("error: cannot listen on loopback: {error}");
             return ExitCode::FAILURE;
         }
     };
-    match serve(&loaded).await {
+    match serve(&sandbox, listeners).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -43,24 +43,38 @@ pub async fn run() -> ExitCode {
     }
 }
 
-async fn serve(loaded: &Loaded) -> Result<(), Box<dyn std::error::Error>> {
-    let listeners = Listeners::bind(&loaded.config).await?;
-    let addr = listeners.main.local_addr()?;
-    let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+/// The proxy's and the admin listener, each on its preferred port when that is free, else on an
+/// ephemeral one. They are bound before the configuration names their addresses, so no other
+/// process (a second demo, say) can take a port between the choice and the bind.
+async fn bind() -> std::io::Result<(TcpListener, TcpListener)> {
+    Ok((
+        bind_preferred(PREFERRED_LISTEN).await?,
+        bind_preferred(PREFERRED_ADMIN).await?,
+    ))
+}
+
+async fn bind_preferred(preferred: SocketAddr) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(preferred).await {
+        Ok(listener) => Ok(listener),
+        Err(_) => TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await,
+    }
+}
+
+async fn serve(sandbox: &Sandbox, (main, admin): (TcpListener, TcpListener)) -> Result<(), Box<dyn std::error::Error>> {
+    let (addr, admin_addr) = (main.local_addr()?, admin.local_addr()?);
+    let (toml, env) = demo_config(sandbox, addr, admin_addr);
+    let loaded: Loaded = config::parse(&toml, "demo.toml", &env)
+        .map_err(|errors| format!("the generated demo configuration is invalid (a bug):\n{errors}"))?;
     let app = App::build(&loaded.config, prometheus_client::registry::Registry::default())?;
-    print!("{}", instructions(addr, admin));
+    print!("{}", instructions(addr, admin_addr));
+    let listeners = Listeners {
+        main,
+        admin: Some(admin),
+        tenants: Vec::new(),
+    };
     tracing::info!(listen = %addr, "tokenbroker demo serving");
     app.run(listeners, signals::terminate()).await;
     Ok(())
-}
-
-/// `preferred` when it can be bound now, else an ephemeral port.
-fn free_or_ephemeral(preferred: &str) -> SocketAddr {
-    let preferred: SocketAddr = preferred.parse().expect("a valid constant address");
-    match std::net::TcpListener::bind(preferred) {
-        Ok(_) => preferred,
-        Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
-    }
 }
 
 /// The demo configuration: one tenant per sandbox provider, secrets by `{ env }` as operators write them.
@@ -137,7 +151,7 @@ fn demo_env(sandbox: &Sandbox) -> MapEnv {
 }
 
 /// Ready-to-paste commands (`-g` keeps curl from globbing the brackets of Magento queries).
-fn instructions(addr: SocketAddr, admin: Option<SocketAddr>) -> String {
+fn instructions(addr: SocketAddr, admin: SocketAddr) -> String {
     let base = format!("http://{addr}");
     let mut text = String::from("\ntokenbroker demo: sandbox providers and a proxy, all on loopback. Try:\n\n");
     for (what, path) in [
@@ -157,12 +171,14 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>) -> String {
     ] {
         let _ = writeln!(text, "  # {what}\n  curl -sg '{base}{path}'\n");
     }
-    if let Some(admin) = admin {
-        let _ = writeln!(
-            text,
-            "  # Readiness, and each tenant's token state (never the token itself)\n  curl -s http://{admin}/readyz\n  curl -s http://{admin}/tenants\n"
-        );
-    }
+    let _ = writeln!(
+        text,
+        "  # Adobe's customer REST tutorial, its token step deleted (README, \"Try a vendor tutorial\"):\n  REST_ENDPOINT=\"{base}/demo-adobe\"\n"
+    );
+    let _ = writeln!(
+        text,
+        "  # Readiness, and each tenant's token state (never the token itself)\n  curl -s http://{admin}/readyz\n  curl -s http://{admin}/tenants\n"
+    );
     text.push_str("Ctrl-C stops everything.\n");
     text
 }

@@ -1,6 +1,7 @@
-//! Pieces every fake shares: the response body type and JSON helpers, the token registry (which
-//! tokens were issued, until when, whether revoked), request recording for tests, bounded body
-//! reading, HTTP Basic client authentication and JWT-shaped token minting.
+//! Pieces every fake shares: the response body type and JSON helpers, the request echo (the
+//! `x-sandbox-echo` header), the token registry (which tokens were issued, until when, whether
+//! revoked), request recording for tests, bounded body reading, HTTP Basic client authentication
+//! and JWT-shaped token minting.
 //!
 //! Locks here are std `Mutex`es taken for a few field updates and never across an `.await`.
 
@@ -47,6 +48,39 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// The header every API answer carries: what the fake saw of the request (method, path, raw
+/// query, body length, and per fake a header such as ACCS's `Store`) as compact JSON, never the
+/// token. It rides beside the body so that the body can keep the provider's documented shape.
+pub const ECHO_HEADER: &str = "x-sandbox-echo";
+
+/// The echo every fake starts from: method, path, raw query and body length.
+pub(crate) fn request_echo(parts: &http::request::Parts, body_len: u64) -> serde_json::Value {
+    serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "body_length": body_len,
+    })
+}
+
+/// `response` with `echo` in its [`ECHO_HEADER`].
+pub(crate) fn with_echo(mut response: Response<Body>, echo: &serde_json::Value) -> Response<Body> {
+    // The echo holds a URI's path and query and header values that were visible ASCII, and
+    // compact JSON adds no line breaks, so this cannot fail in practice; were it to, the answer
+    // goes out without its echo rather than not at all.
+    if let Ok(value) = HeaderValue::from_str(&echo.to_string()) {
+        response.headers_mut().insert(ECHO_HEADER, value);
+    }
+    response
+}
+
+/// The answer to a path a fake does not model: 200 with the request's JSON body reflected as
+/// `{"body": ...}` (`null` when it was not JSON or was too long to keep), so tests can check
+/// which body reached the upstream, for instance after a replay.
+pub(crate) fn body_echo(summary: &BodySummary) -> Response<Body> {
+    json(StatusCode::OK, &serde_json::json!({"body": summary.json()}))
 }
 
 pub(crate) fn empty(status: StatusCode) -> Response<Body> {

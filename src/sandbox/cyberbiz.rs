@@ -3,7 +3,10 @@
 //! demand (`token()`), and its API enforces what CYBERBIZ documents: at most 5 requests in any
 //! second (429 beyond; the fake records the worst 1-second window it saw, so tests can prove the
 //! proxy stays under) and at most 2 MB per request (413, the front door's likely answer).
-//! An unknown, expired or revoked token gets 401 `{"error":["無權使用該 API"]}`.
+//! An unknown, expired or revoked token gets 401 `{"error":["無權使用該 API"]}`. Past those checks
+//! `/shop`, `/v2/product_feeds`, `/v1/products` and `/v1/customers` answer in CYBERBIZ's documented
+//! shapes (`cyberbiz/shop.rs`), any other path 200 with the request body reflected, and every such
+//! answer (the 401 too) carries the `x-sandbox-echo` header.
 
 use std::collections::VecDeque;
 use std::io;
@@ -12,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::json;
@@ -22,6 +25,8 @@ use super::common::{self, Body, BodyError, TokenState, bump, get, json, lock};
 use super::fake::{Fake, FakeCore, FakeState};
 use super::server::Handler;
 use crate::clock;
+
+mod shop;
 
 pub const CYBERBIZ_SHOP_ID: u64 = 7109;
 pub const CYBERBIZ_SHOP_DOMAIN: &str = "sandbox.cyberbiz.co";
@@ -168,17 +173,12 @@ impl Handler for CyberbizState {
             Err(BodyError::Broken) => return common::empty(StatusCode::BAD_REQUEST),
         };
         self.core.record(&parts, summary.len);
-        if state != TokenState::Valid {
-            return json(StatusCode::UNAUTHORIZED, &json!({"error": ["無權使用該 API"]}));
-        }
-        let echo = json!({"method": parts.method.as_str(), "path": parts.uri.path(),
-            "query": parts.uri.query(), "body_length": summary.len});
-        match (&parts.method, parts.uri.path()) {
-            (&Method::GET, "/v1/products") => paged(&products(&echo)),
-            (&Method::GET, "/v2/product_feeds") => paged(&json!([{"id": 1, "title": "Sandbox feed", "sandbox": echo}])),
-            (&Method::GET, "/shop") => json(StatusCode::OK, &self.shop(&echo)),
-            _ => json(StatusCode::OK, &json!({"body": summary.json(), "sandbox": echo})),
-        }
+        let response = if state == TokenState::Valid {
+            self.route(&parts, &summary)
+        } else {
+            json(StatusCode::UNAUTHORIZED, &json!({"error": ["無權使用該 API"]}))
+        };
+        common::with_echo(response, &common::request_echo(&parts, summary.len))
     }
 }
 
@@ -210,38 +210,18 @@ impl CyberbizState {
         )
     }
 
-    fn shop(&self, echo: &serde_json::Value) -> serde_json::Value {
-        json!({"id": self.options.shop_id, "domain": self.options.shop_domain,
-            "name": "Sandbox Shop", "currency": "TWD", "timezone": "Asia/Taipei", "sandbox": echo})
+    fn route(&self, parts: &http::request::Parts, summary: &common::BodySummary) -> Response<Body> {
+        let query = parts.uri.query();
+        match (&parts.method, parts.uri.path()) {
+            (&Method::GET, "/shop") => json(StatusCode::OK, &shop::shop_info(&self.options)),
+            (&Method::GET, "/v2/product_feeds") => json(StatusCode::OK, &shop::product_feeds(&self.options)),
+            (&Method::GET, "/v1/products") => shop::products(&self.options, query),
+            (&Method::GET, "/v1/customers") => shop::customers(query),
+            _ => common::body_echo(summary),
+        }
     }
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-/// A list response with the pagination headers a real SDK observed
-/// (`docs/providers.md#cyberbiz-limits`).
-fn paged(items: &serde_json::Value) -> Response<Body> {
-    let count = items.as_array().map_or(0, Vec::len);
-    let mut response = json(StatusCode::OK, items);
-    let headers = response.headers_mut();
-    headers.insert("x-page", HeaderValue::from(1));
-    headers.insert("x-per-page", HeaderValue::from(50));
-    headers.insert("x-total", HeaderValue::from(count));
-    headers.insert("x-total-pages", HeaderValue::from(1));
-    headers.insert(
-        "x-request-id",
-        HeaderValue::from_str(&common::random_string()).expect("base64url is a valid header value"),
-    );
-    response
-}
-
-fn products(echo: &serde_json::Value) -> serde_json::Value {
-    json!([
-        {"id": 101, "title": "Sandbox tea", "price": 350.0, "status": "上架",
-         "updated_at": "2025-01-02 10:00:00", "sandbox": echo},
-        {"id": 102, "title": "Sandbox cup", "price": 480.0, "status": "上架",
-         "updated_at": "2025-01-02 10:05:00"}
-    ])
 }

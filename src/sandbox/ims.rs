@@ -5,9 +5,10 @@
 //! `client_id`, `client_secret`, comma-separated `scope`, or client_secret_basic. Errors are 400
 //! `{"error","error_description"}` with IMS's own descriptions; the token is a JWT whose claims
 //! carry `created_at`/`expires_in` as millisecond strings while the JSON `expires_in` is seconds.
-//! API side: `/<tenant-id>/V1/...` needs `Authorization: Bearer` and `x-api-key: <client_id>`;
-//! a bad token gets Magento's guest 401. `/V1/sandbox/bytes` and `/V1/sandbox/slow` exist for
-//! streaming and timeout tests.
+//! API side (`ims/api.rs`): `/<tenant-id>/V1/...` needs `Authorization: Bearer` and
+//! `x-api-key: <client_id>`; a bad token gets Magento's guest 401. It serves the products list,
+//! the store views and an in-memory customers resource (`ims/customers.rs`) in Commerce's shapes;
+//! `/V1/sandbox/bytes` and `/V1/sandbox/slow` exist for streaming and timeout tests.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +28,7 @@ use super::server::Handler;
 use crate::clock;
 
 mod api;
+pub(super) mod customers;
 
 /// Demo client id; also the `x-api-key` the API expects.
 pub const IMS_CLIENT_ID: &str = "sandbox-client";
@@ -99,6 +101,7 @@ pub struct ImsState {
     require_api_key: bool,
     secrets: Mutex<Vec<String>>,
     tokens_issued: AtomicUsize,
+    customers: Mutex<customers::Customers>,
 }
 
 impl FakeState for ImsState {
@@ -123,6 +126,7 @@ impl ImsSandbox {
             require_api_key: options.require_api_key,
             secrets: Mutex::new(options.client_secrets),
             tokens_issued: AtomicUsize::new(0),
+            customers: Mutex::new(customers::Customers::default()),
         })
         .await
     }

@@ -7,14 +7,18 @@
 //! for the benchmarks (streamed and slow endpoints). They validate what the real services validate,
 //! as recorded in `docs/providers.md#sandbox-fakes`: IMS form fields and secrets, SHOPLINE
 //! signatures and timestamps, the 5-minute grace after a refresh and the leaky bucket, Vantage's
-//! one-time refresh tokens, CYBERBIZ's 5 requests per second and 2 MB body limit.
+//! one-time refresh tokens, CYBERBIZ's 5 requests per second and 2 MB body limit. Their APIs
+//! answer the documented calls in the documented shapes (Adobe's customer tutorial runs against
+//! the ACCS fake), and what a fake saw of a request rides in the [`ECHO_HEADER`] beside the body.
 //!
 //! # Layout
 //! - `server.rs`: accept loop and the `ServerHandle` that stops it (on drop or `shutdown()`).
 //! - `common.rs`: token registry, body reading, JSON helpers, request recording.
 //! - `fake.rs`: `Fake<S>`, the handle every `XxxSandbox` is, with the accessors they share
 //!   (`base_url`, `token_calls`, `revoke_all`, ...), and `FakeCore`, the state behind them.
-//! - `ims.rs`, `shopline.rs`, `vantage.rs`, `cyberbiz.rs`: one fake each.
+//! - `ims.rs`, `shopline.rs`, `vantage.rs`, `cyberbiz.rs`: one fake each, the larger ones with
+//!   their API in a folder of the same name (`ims/customers.rs`, `shopline/catalog.rs`,
+//!   `cyberbiz/shop.rs`, ...).
 //! - `h2_upstream.rs`: not a provider but an https upstream (HTTP/2 and HTTP/1.1 over TLS) that
 //!   recycles its connections with GOAWAY, for the connection-pool tests.
 //!
@@ -35,7 +39,7 @@ mod vantage;
 #[cfg(test)]
 mod tests;
 
-pub use common::{Body, RecordedRequest};
+pub use common::{Body, ECHO_HEADER, RecordedRequest};
 pub use cyberbiz::{
     CYBERBIZ_BODY_LIMIT, CYBERBIZ_DEFAULT_TTL, CYBERBIZ_SHOP_DOMAIN, CYBERBIZ_SHOP_ID, CyberbizOptions, CyberbizSandbox,
 };

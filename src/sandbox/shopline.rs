@@ -6,8 +6,9 @@
 //! at most 10 minutes off) and `sign` headers, where `sign` is lowercase hex
 //! HMAC-SHA256(app_secret, raw_body + timestamp), checked in constant time. There is one current
 //! token per store: issuing a new one leaves the previous valid for a grace period (5 minutes on
-//! SHOPLINE), then it answers 401. API side: `/admin/openapi/<version>/...` with a bearer token and
-//! the per-store leaky bucket (4/s, capacity 40) answering 429 beyond it.
+//! SHOPLINE), then it answers 401. API side (`shopline/api.rs`): `/admin/openapi/<version>/...`
+//! with a bearer token and the per-store leaky bucket (4/s, capacity 40) answering 429 beyond it;
+//! `products/products.json` pages a small catalogue by `link` header (`shopline/catalog.rs`).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -31,6 +32,7 @@ use super::server::Handler;
 use crate::clock;
 
 pub(super) mod api;
+mod catalog;
 
 pub const SHOPLINE_HANDLE: &str = "sandbox-store";
 pub const SHOPLINE_APP_KEY: &str = "sandbox-app-key";

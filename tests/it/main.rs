@@ -13,6 +13,7 @@ mod callers;
 mod class_script;
 mod classes;
 mod cli;
+mod demo;
 mod head_limits;
 mod https;
 mod inbound;

@@ -1,9 +1,7 @@
 //! The real provider protocols end to end (each provider's facts are in docs/providers.md): the
 //! proxy against each sandbox fake over real sockets, asserting what the fake saw (secrets tried,
-//! signed calls, grants redeemed, headers upstream), plus `tokenbroker demo` as a user would run it.
+//! signed calls, grants redeemed, headers upstream). `tokenbroker demo` has its own module.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -182,79 +180,4 @@ async fn vantage_renews_with_the_refresh_token_and_falls_back_to_the_password_gr
         "the dead refresh token was tried first"
     );
     proxy.stop().await;
-}
-
-/// `tokenbroker demo` as a child process, killed on drop (also when an assertion fails).
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads the demo's instructions up to their last line; returns every `curl -sg` URL and the
-/// readiness URL.
-fn demo_urls(demo: &mut Demo) -> (Vec<String>, Option<String>) {
-    let stdout = demo.0.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let done = line.contains("Ctrl-C stops everything");
-            let _ = tx.send(line);
-            if done {
-                return;
-            }
-        }
-    });
-    let (mut urls, mut readyz) = (Vec::new(), None);
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the demo prints its instructions");
-        if let Some(rest) = line.trim().strip_prefix("curl -sg '") {
-            urls.push(rest.trim_end_matches('\'').to_owned());
-        } else if let Some(rest) = line.trim().strip_prefix("curl -s ") {
-            readyz = Some(rest.trim().to_owned());
-        }
-        if line.contains("Ctrl-C stops everything") {
-            return (urls, readyz);
-        }
-    }
-}
-
-#[tokio::test]
-async fn the_demo_serves_every_provider_without_credentials() {
-    let child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
-        .arg("demo")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tokenbroker demo");
-    let demo = Demo(child);
-    // The reader blocks on the pipe, so it runs off the runtime.
-    let (demo, (urls, readyz)) = tokio::task::spawn_blocking(move || {
-        let mut demo = demo;
-        let found = demo_urls(&mut demo);
-        (demo, found)
-    })
-    .await
-    .expect("reader task");
-    assert_eq!(urls.len(), 4, "one command per provider: {urls:?}");
-    for url in &urls {
-        let answer = get(url).await;
-        assert_eq!(answer.status, StatusCode::OK, "{url}: {}", answer.text());
-        let body = answer.json();
-        assert!(body.is_object() || body.is_array(), "{url}: {body}");
-    }
-    let readyz = readyz.expect("a readiness command");
-    assert_eq!(
-        get(&readyz).await.status,
-        StatusCode::OK,
-        "ready once every token is held"
-    );
-    drop(demo);
 }

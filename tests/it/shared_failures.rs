@@ -156,18 +156,19 @@ async fn a_revoked_token_under_load_is_renewed_once_for_the_cluster_and_every_bo
                     .body(Full::new(bytes.clone()))
                     .expect("valid request");
                 let answer = support::send(request).await;
-                (i, sent, bytes.len(), answer.status, answer.body)
+                (i, sent, bytes.len(), answer)
             })
         })
         .collect();
     for request in requests {
-        let (i, sent, length, status, body) = request.await.expect("request task");
-        let text = String::from_utf8_lossy(&body).into_owned();
-        assert_eq!(status, StatusCode::OK, "request {i}: {text}");
+        let (i, sent, length, answer) = request.await.expect("request task");
+        let text = answer.text();
+        assert_eq!(answer.status, StatusCode::OK, "request {i}: {text}");
+        let seen = answer.sandbox_echo();
         let echo: Value = serde_json::from_str(&text).expect("the fake's JSON echo");
         assert_eq!(echo["body"], sent, "request {i}: the body arrived intact");
-        assert_eq!(echo["sandbox"]["body_length"], length, "request {i}");
-        assert_eq!(echo["sandbox"]["method"], "POST", "request {i}");
+        assert_eq!(seen["body_length"], length, "request {i}");
+        assert_eq!(seen["method"], "POST", "request {i}");
     }
     // A straggling renewal would land within a poll or two.
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -172,7 +172,7 @@ async fn a_burst_of_401s_on_a_revoked_token_renews_once_and_replays_every_body()
         assert_eq!(answer.status, StatusCode::OK, "{sent}: {}", answer.text());
         let echoed = answer.json();
         assert_eq!(echoed["body"], sent, "each response carries its own body");
-        assert_eq!(echoed["sandbox"]["body_length"], sent.to_string().len());
+        assert_eq!(answer.sandbox_echo()["body_length"], sent.to_string().len());
     }
     assert_eq!(ims.token_calls(), 2, "exactly one renewal");
     let replays = metric(&proxy, "tokenbroker_unauthorized_replays_total", &[ADOBE]).await;

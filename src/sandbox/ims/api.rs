@@ -1,8 +1,11 @@
 //! The ACCS-like Commerce REST API behind the fake IMS (`docs/providers.md#accs-requests`):
-//! `/<tenant-id>/V1/...` with `Authorization: Bearer` and `x-api-key`. Every answer reflects what
-//! the proxy sent (path, raw query, `Store` header, body length; never the token) so tests can
-//! check rewriting and header injection. `/V1/sandbox/bytes?n=` streams `n` bytes without
-//! buffering and `/V1/sandbox/slow?ms=` answers late, for benchmarks and timeout tests.
+//! `/<tenant-id>/V1/...` with `Authorization: Bearer` and `x-api-key`. Documented calls answer in
+//! Commerce's shapes: the products list, the store views and the customers resource
+//! (`customers.rs`). Every answer carries the `x-sandbox-echo` header (path, raw query, `Store`
+//! header, body length; never the token) so tests can check rewriting and header injection; a
+//! path the fake does not model answers 200 with the request body reflected. `/V1/sandbox/bytes?n=`
+//! streams `n` bytes without buffering and `/V1/sandbox/slow?ms=` answers late, for benchmarks and
+//! timeout tests.
 
 use std::time::Duration;
 
@@ -20,13 +23,22 @@ const MAX_SLOW: Duration = Duration::from_secs(60);
 impl ImsState {
     pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
         let (parts, summary) = self.core.receive_api(req).await;
-        if let Some(denied) = self.authorize(&parts.headers) {
-            return denied;
-        }
+        let response = match self.authorize(&parts.headers) {
+            Some(denied) => denied,
+            None => self.route(&parts, &summary).await,
+        };
+        common::with_echo(response, &echo(&parts, &summary))
+    }
+
+    async fn route(&self, parts: &http::request::Parts, summary: &BodySummary) -> Response<Body> {
         let path = parts.uri.path();
         let query = parts.uri.query();
         let route = path.strip_prefix(&format!("/{}", self.tenant_id)).unwrap_or(path);
-        let echo = echo(&parts, &summary);
+        if let Some(rest) = route.strip_prefix("/V1/customers") {
+            if let Some(answer) = self.customers(&parts.method, rest, summary) {
+                return answer;
+            }
+        }
         match (&parts.method, route) {
             (&Method::GET, "/V1/sandbox/bytes") => common::streamed(
                 common::query_param(query, "n")
@@ -38,11 +50,11 @@ impl ImsState {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
                 tokio::time::sleep(Duration::from_millis(ms).min(MAX_SLOW)).await;
-                json(StatusCode::OK, &json!({"slept_ms": ms, "sandbox": echo}))
+                json(StatusCode::OK, &json!({"slept_ms": ms}))
             }
-            (&Method::GET, "/V1/products") => json(StatusCode::OK, &products(query, &echo)),
-            (&Method::GET, "/V1/store/storeViews") => json(StatusCode::OK, &store_views(&echo)),
-            _ => json(StatusCode::OK, &json!({"body": summary.json(), "sandbox": echo})),
+            (&Method::GET, "/V1/products") => json(StatusCode::OK, &products(query)),
+            (&Method::GET, "/V1/store/storeViews") => json(StatusCode::OK, &store_views()),
+            _ => common::body_echo(summary),
         }
     }
 
@@ -74,17 +86,13 @@ pub(super) fn magento_error(status: StatusCode, message: &str) -> Response<Body>
 
 /// What the API reflects so tests can see what the proxy sent upstream (never the token).
 fn echo(parts: &http::request::Parts, summary: &BodySummary) -> serde_json::Value {
-    let store = parts.headers.get("store").and_then(|v| v.to_str().ok());
-    json!({
-        "method": parts.method.as_str(),
-        "path": parts.uri.path(),
-        "query": parts.uri.query(),
-        "store": store,
-        "body_length": summary.len,
-    })
+    let mut echo = common::request_echo(parts, summary.len);
+    echo["store"] = json!(parts.headers.get("store").and_then(|v| v.to_str().ok()));
+    echo
 }
 
-fn products(query: Option<&str>, echo: &serde_json::Value) -> serde_json::Value {
+/// `searchCriteria[pageSize]` (default 2, at most 50) of the 120 products Commerce would have.
+fn products(query: Option<&str>) -> serde_json::Value {
     let page_size: usize = common::query_param(query, "searchCriteria[pageSize]")
         .and_then(|n| n.parse().ok())
         .unwrap_or(2)
@@ -95,13 +103,17 @@ fn products(query: Option<&str>, echo: &serde_json::Value) -> serde_json::Value 
             "price": 19.9, "status": 1, "type_id": "simple"})
         })
         .collect();
-    json!({"items": items, "search_criteria": {"page_size": page_size}, "total_count": 120, "sandbox": echo})
+    json!({
+        "items": items,
+        "search_criteria": {"filter_groups": [], "page_size": page_size, "current_page": 1},
+        "total_count": 120,
+    })
 }
 
-fn store_views(echo: &serde_json::Value) -> serde_json::Value {
+fn store_views() -> serde_json::Value {
     json!([
         {"id": 0, "code": "admin", "name": "Admin", "website_id": 0, "store_group_id": 0, "is_active": 1},
         {"id": 1, "code": "default", "name": "Default Store View", "website_id": 1,
-         "store_group_id": 1, "is_active": 1, "sandbox": echo}
+         "store_group_id": 1, "is_active": 1}
     ])
 }

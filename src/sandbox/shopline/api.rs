@@ -3,7 +3,9 @@
 //!
 //! Order of checks: store lock (423), bearer token (401 with SHOPLINE's `errors` body), then the
 //! bucket (429 `{"errors":"Too many request"}`), because the bucket belongs to an (app, store)
-//! pair and only an authenticated call can be attributed to one. Every response has `traceId`.
+//! pair and only an authenticated call can be attributed to one. Every response has `traceId`
+//! and the `x-sandbox-echo` header. `products/products.json` answers from the catalogue
+//! (`catalog.rs`); any other path answers 200 with the request body reflected.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,7 +18,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::super::common::{self, Body, BodySummary, TokenState, bump, json, lock};
-use super::{ShoplineState, trace_id};
+use super::{ShoplineState, catalog, trace_id};
 
 /// A leaky bucket in GCRA form: `drained_at` is when the bucket would be empty again.
 /// Requests fit while the bucket holds fewer than `burst`; it drains at `rate` per second.
@@ -55,7 +57,7 @@ impl ShoplineState {
         let (parts, summary) = self.core.receive_api(req).await;
         let mut response = self.api_response(&parts, &summary);
         response.headers_mut().insert("traceId", trace_id());
-        response
+        common::with_echo(response, &common::request_echo(&parts, summary.len))
     }
 
     fn api_response(&self, parts: &http::request::Parts, summary: &BodySummary) -> Response<Body> {
@@ -72,16 +74,10 @@ impl ShoplineState {
         if let Err(wait) = lock(&self.bucket).admit(Instant::now()) {
             return self.throttled(wait);
         }
-        let echo = json!({
-            "method": parts.method.as_str(),
-            "path": parts.uri.path(),
-            "query": parts.uri.query(),
-            "body_length": summary.len,
-        });
         if parts.method == Method::GET && parts.uri.path().ends_with("/products/products.json") {
-            return json(StatusCode::OK, &products(parts.uri.query(), &echo));
+            return catalog::products_page(&own_url(parts), parts.uri.query());
         }
-        json(StatusCode::OK, &json!({"body": summary.json(), "sandbox": echo}))
+        common::body_echo(summary)
     }
 
     fn throttled(&self, wait: Duration) -> Response<Body> {
@@ -106,17 +102,17 @@ fn unauthorized(message: &str) -> Response<Body> {
     json(StatusCode::UNAUTHORIZED, &json!({"errors": message}))
 }
 
-fn products(query: Option<&str>, echo: &serde_json::Value) -> serde_json::Value {
-    let limit: usize = common::query_param(query, "limit")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(2)
-        .min(50);
-    let products: Vec<_> = (1..=limit)
-        .map(|i| {
-            json!({"id": format!("16057{i:08}"), "title": format!("Sandbox tee {i}"),
-            "handle": format!("sandbox-tee-{i}"), "status": "active",
-            "variants": [{"id": format!("18057{i:08}"), "price": "19.90", "sku": format!("SB-{i:04}")}]})
+/// The URL this request reached, without its query: the base of the `link` header's URLs, as
+/// SHOPLINE builds them from its own host (`https://<handle>.myshopline.com/...`).
+fn own_url(parts: &http::request::Parts) -> String {
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            let host = parts.headers.get(http::header::HOST)?;
+            host.to_str().ok().map(str::to_owned)
         })
-        .collect();
-    json!({"products": products, "sandbox": echo})
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("http://{host}{}", parts.uri.path())
 }

@@ -144,8 +144,13 @@ async fn api_echoes_the_request_and_401s_after_revoke() {
     assert_eq!(reply.status, StatusCode::OK);
     let body = reply.json();
     assert_eq!(body["items"].as_array().map(Vec::len), Some(2));
-    assert_eq!(body["sandbox"]["store"], "default");
-    assert_eq!(body["sandbox"]["query"], "searchCriteria[pageSize]=2");
+    assert_eq!(body["search_criteria"]["page_size"], 2);
+    assert!(
+        body.get("sandbox").is_none(),
+        "the body is Commerce's shape alone: {body}"
+    );
+    assert_eq!(reply.echo()["store"], "default");
+    assert_eq!(reply.echo()["query"], "searchCriteria[pageSize]=2");
     let recorded = ims.last_api_request().expect("recorded");
     assert_eq!(recorded.path, "/sandbox-tenant/V1/products");
     assert_eq!(recorded.headers["x-api-key"], IMS_CLIENT_ID);
@@ -191,7 +196,8 @@ async fn post_echoes_body_and_outage_switch_gives_503() {
     let headers = [("authorization", auth.as_str()), ("x-api-key", IMS_CLIENT_ID)];
     let reply = send(Method::POST, &url, &headers, r#"{"product":{"sku":"A"}}"#).await;
     assert_eq!(reply.json()["body"]["product"]["sku"], "A");
-    assert_eq!(reply.json()["sandbox"]["body_length"], 23);
+    assert_eq!(reply.echo()["body_length"], 23);
+    assert_eq!(reply.echo()["method"], "POST");
     assert_eq!(ims.token_calls(), 2);
 }
 
@@ -206,4 +212,134 @@ async fn streams_large_bodies_and_sleeps_on_request() {
     let reply = api_get(&ims, "/V1/sandbox/slow?ms=50", &token).await;
     assert_eq!(reply.json()["slept_ms"], 50);
     assert!(started.elapsed() >= Duration::from_millis(50));
+}
+
+async fn api_call(ims: &ImsSandbox, method: Method, path: &str, token: &str, body: &str) -> Reply {
+    let url = format!("{}{path}", ims.api_base_url());
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-api-key", IMS_CLIENT_ID),
+        ("content-type", "application/json"),
+    ];
+    send(method, &url, &headers, body.to_owned()).await
+}
+
+/// The bodies of Adobe's customer REST tutorial (step 2 creates, step 3 updates).
+const CREATE: &str = r#"{"customer": {"email": "john.doe@example.com", "firstname": "John", "lastname": "Doe",
+    "store_id": 1, "website_id": 1}, "password": "TempPa55word!"}"#;
+
+fn update_body(id: u64) -> String {
+    format!(
+        r#"{{"customer": {{"id": {id}, "email": "john.doe@example.com", "firstname": "John", "lastname": "Doe-Updated"}}}}"#
+    )
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, as Commerce writes its dates.
+fn is_magento_datetime(value: &serde_json::Value) -> bool {
+    let text = value.as_str().unwrap_or_default();
+    text.len() == 19 && jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", text).is_ok()
+}
+
+#[tokio::test]
+async fn customers_are_created_updated_and_read_in_commerce_shapes() {
+    let ims = fake().await;
+    let token = token(&ims).await;
+    let created = api_call(&ims, Method::POST, "/V1/customers", &token, CREATE).await;
+    assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
+    let customer = created.json();
+    let id = customer["id"].as_u64().expect("a numeric id");
+    assert_eq!(customer["group_id"], 1);
+    assert!(is_magento_datetime(&customer["created_at"]), "{customer}");
+    assert_eq!(customer["updated_at"], customer["created_at"]);
+    assert_eq!(customer["created_in"], "Default Store View");
+    assert_eq!(
+        (&customer["email"], &customer["firstname"], &customer["lastname"]),
+        (&"john.doe@example.com".into(), &"John".into(), &"Doe".into())
+    );
+    assert_eq!((&customer["store_id"], &customer["website_id"]), (&1.into(), &1.into()));
+    assert_eq!(customer["addresses"], serde_json::json!([]));
+    assert_eq!(customer["disable_auto_group_change"], 0);
+    assert!(customer.get("password").is_none(), "the password never comes back");
+    assert!(!String::from_utf8_lossy(&created.body).contains("TempPa55word!"));
+    assert_eq!(created.echo()["method"], "POST");
+
+    let updated = api_call(
+        &ims,
+        Method::PUT,
+        &format!("/V1/customers/{id}"),
+        &token,
+        &update_body(id),
+    )
+    .await;
+    assert_eq!(updated.status, StatusCode::OK, "{:?}", updated.body);
+    let updated = updated.json();
+    assert_eq!(updated["id"], id);
+    assert_eq!(updated["lastname"], "Doe-Updated");
+    assert_eq!(updated["created_at"], customer["created_at"]);
+    assert_eq!(updated["store_id"], 1, "fields the update leaves out are kept");
+    let read = api_call(&ims, Method::GET, &format!("/V1/customers/{id}"), &token, "").await;
+    assert_eq!((read.status, read.json()), (StatusCode::OK, updated));
+}
+
+#[tokio::test]
+async fn customers_refuse_like_commerce() {
+    let ims = fake().await;
+    let token = token(&ims).await;
+    let unknown = api_call(&ims, Method::GET, "/V1/customers/999", &token, "").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let not_found = serde_json::json!({
+        "message": "No such entity with %fieldName = %fieldValue",
+        "parameters": {"fieldName": "customerId", "fieldValue": 999}
+    });
+    assert_eq!(unknown.json(), not_found);
+    let update_unknown = api_call(&ims, Method::PUT, "/V1/customers/999", &token, &update_body(999)).await;
+    assert_eq!(
+        (update_unknown.status, update_unknown.json()),
+        (StatusCode::NOT_FOUND, not_found)
+    );
+
+    assert_eq!(
+        api_call(&ims, Method::POST, "/V1/customers", &token, CREATE)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let again = api_call(&ims, Method::POST, "/V1/customers", &token, CREATE).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        again.json()["message"],
+        "A customer with the same email address already exists in an associated website."
+    );
+    let nameless = r#"{"customer": {"email": "jane@example.com", "firstname": "Jane"}}"#;
+    let missing = api_call(&ims, Method::POST, "/V1/customers", &token, nameless).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        missing.json(),
+        serde_json::json!({"message": "\"%fieldName\" is required. Enter and try again.",
+            "parameters": {"fieldName": "lastname"}})
+    );
+    let word = api_call(&ims, Method::PUT, "/V1/customers/null", &token, &update_body(1)).await;
+    assert_eq!(
+        word.status,
+        StatusCode::BAD_REQUEST,
+        "what the tutorial's step 3 gets without an id"
+    );
+}
+
+#[test]
+fn an_update_moves_updated_at_and_keeps_created_at() {
+    use crate::sandbox::ims::customers::{Customers, magento_datetime};
+    assert_eq!(magento_datetime(1_769_200_815_000), "2026-01-23 20:40:15");
+    let mut customers = Customers::default();
+    let body: serde_json::Value = serde_json::from_str(CREATE).expect("JSON");
+    let created = customers.create(&body, "2026-01-23 20:40:15").expect("created");
+    let id = created["id"].as_u64().expect("id");
+    let update: serde_json::Value = serde_json::from_str(&update_body(id)).expect("JSON");
+    let updated = customers.update(id, &update, "2026-01-23 20:40:30").expect("updated");
+    assert_eq!(
+        (updated["created_at"].as_str(), updated["updated_at"].as_str()),
+        (Some("2026-01-23 20:40:15"), Some("2026-01-23 20:40:30"))
+    );
+    assert_eq!(customers.get(id).expect("read"), updated);
 }

@@ -30,6 +30,12 @@ impl Reply {
     fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("fake answered JSON")
     }
+
+    /// What the fake saw of the request, from its `x-sandbox-echo` header.
+    fn echo(&self) -> serde_json::Value {
+        let header = self.headers.get(super::ECHO_HEADER).expect("an echo header");
+        serde_json::from_slice(header.as_bytes()).expect("the echo is JSON")
+    }
 }
 
 fn client() -> Client<HttpConnector, Full<Bytes>> {

@@ -177,3 +177,103 @@ fn expire_time_is_iso_8601_with_milliseconds() {
     assert_eq!(iso8601_utc(951_782_400_000), "2000-02-29T00:00:00.000+00:00");
     assert_eq!(iso8601_utc(0), "1970-01-01T00:00:00.000+00:00");
 }
+
+/// `products.json` with `query`, on a store that does not throttle.
+async fn products_with(store: &ShoplineSandbox, token: &str, query: &str) -> Reply {
+    let url = format!(
+        "{}/admin/openapi/v20230901/products/products.json{query}",
+        store.base_url()
+    );
+    send(Method::GET, &url, &[("authorization", &format!("Bearer {token}"))], "").await
+}
+
+/// The `link` header's URLs by `rel`.
+fn links(reply: &Reply) -> Vec<(String, String)> {
+    let Some(link) = reply.headers.get("link") else {
+        return Vec::new();
+    };
+    link.to_str()
+        .expect("ASCII")
+        .split(", ")
+        .map(|entry| {
+            let (url, rel) = entry.split_once(">; rel=").expect("<url>; rel=\"...\"");
+            (rel.trim_matches('"').to_owned(), url.trim_start_matches('<').to_owned())
+        })
+        .collect()
+}
+
+fn ids(reply: &Reply) -> Vec<String> {
+    let products = reply.json()["products"].as_array().cloned().unwrap_or_default();
+    products
+        .iter()
+        .map(|p| p["id"].as_str().expect("string ids").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn products_come_in_the_documented_shape_and_page_by_link() {
+    let store = fake(ShoplineOptions::default()).await;
+    let token = refresh(&store).await;
+    let all = products_with(&store, &token, "").await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert!(all.headers.get("link").is_none(), "one page holds the whole catalogue");
+    let every = ids(&all);
+    assert_eq!(every.len(), 5);
+    let first = &all.json()["products"][0];
+    assert!(first["id"].as_str().is_some_and(|id| id.len() == 26), "{first}");
+    assert_eq!(first["options"][0]["values"], serde_json::json!(["S", "M"]));
+    assert_eq!(first["variants"].as_array().map(Vec::len), Some(2));
+    assert_eq!(first["variants"][0]["product_id"], first["id"]);
+    assert_eq!(first["images"][0]["src"], first["image"]["src"]);
+    assert!(first["created_at"].as_str().is_some_and(|t| t.ends_with("+00:00")));
+
+    let mut pages = vec![products_with(&store, &token, "?limit=2").await];
+    while let Some((_, next)) = links(pages.last().expect("a page"))
+        .into_iter()
+        .find(|(rel, _)| rel == "next")
+    {
+        assert!(
+            next.starts_with(&store.base_url()),
+            "absolute URLs on the store's own host: {next}"
+        );
+        let (_, query) = next.split_once('?').expect("a query");
+        assert!(query.starts_with("limit=2&page_info="), "{query}");
+        pages.push(products_with(&store, &token, &format!("?{query}")).await);
+    }
+    let rels: Vec<Vec<String>> = pages
+        .iter()
+        .map(|p| links(p).into_iter().map(|(rel, _)| rel).collect())
+        .collect();
+    assert_eq!(rels, [vec!["next"], vec!["next", "previous"], vec!["previous"]]);
+    let paged: Vec<String> = pages.iter().flat_map(ids).collect();
+    assert_eq!(paged, every, "three pages of 2, 2 and 1, in order, none twice");
+
+    let (_, previous) = links(&pages[2])
+        .into_iter()
+        .find(|(rel, _)| rel == "previous")
+        .expect("previous");
+    let (_, query) = previous.split_once('?').expect("a query");
+    assert_eq!(
+        ids(&products_with(&store, &token, &format!("?{query}")).await),
+        ids(&pages[1])
+    );
+    let bad = products_with(&store, &token, "?page_info=not-a-cursor").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn products_keep_only_the_asked_fields_across_pages() {
+    let store = fake(ShoplineOptions::default()).await;
+    let token = refresh(&store).await;
+    let reply = products_with(&store, &token, "?limit=4&fields=id,title").await;
+    let first = reply.json()["products"][0].clone();
+    let keys: Vec<&String> = first.as_object().expect("an object").keys().collect();
+    assert_eq!(keys, ["id", "title"]);
+    let (_, next) = links(&reply).into_iter().next().expect("a next page");
+    assert!(next.contains("fields=id%2Ctitle"), "{next}");
+    let (_, query) = next.split_once('?').expect("a query");
+    let last = products_with(&store, &token, &format!("?{query}")).await;
+    assert_eq!(ids(&last).len(), 1);
+    assert!(last.json()["products"][0].get("variants").is_none());
+    assert_eq!(reply.echo()["query"], "limit=4&fields=id,title");
+}

@@ -1,7 +1,9 @@
 //! The fake Vantage public API (`/api/publicapi/v1/...`,
 //! `docs/providers.md#vantage-requests-and-rejected-tokens`). A missing, bad, expired or revoked
 //! token gets what ASP.NET's JwtBearer handler sends: 401, empty body,
-//! `WWW-Authenticate: Bearer error="invalid_token"` (unconfirmed but likely).
+//! `WWW-Authenticate: Bearer error="invalid_token"` (unconfirmed but likely). Every answer carries
+//! the `x-sandbox-echo` header; a path the fake does not model answers 200 with the request body
+//! reflected.
 
 use http::header::WWW_AUTHENTICATE;
 use http::{HeaderValue, Method, StatusCode};
@@ -9,30 +11,30 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::json;
 
-use super::super::common::{self, Body, TokenState, json};
+use super::super::common::{self, Body, BodySummary, TokenState, json};
 use super::VantageState;
 
 impl VantageState {
     pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
         let (parts, summary) = self.core.receive_api(req).await;
         let state = self.core.bearer_state(&parts.headers);
-        if state != TokenState::Valid {
-            return unauthorized(state);
-        }
-        let route = parts.uri.path().trim_start_matches("/api/publicapi/v1");
-        let segments: Vec<&str> = route.split('/').filter(|s| !s.is_empty()).collect();
-        match (&parts.method, segments.as_slice()) {
-            (&Method::GET, ["skills"]) => json(StatusCode::OK, &skills()),
-            (&Method::GET, ["transactions", id]) => json(StatusCode::OK, &transaction(id)),
-            (&Method::POST, ["transactions"]) => json(StatusCode::CREATED, &json!({"transactionId": uuid_like()})),
-            _ => json(
-                StatusCode::OK,
-                &json!({
-                    "method": parts.method.as_str(), "path": parts.uri.path(),
-                    "query": parts.uri.query(), "body_length": summary.len,
-                }),
-            ),
-        }
+        let response = if state == TokenState::Valid {
+            route(&parts, &summary)
+        } else {
+            unauthorized(state)
+        };
+        common::with_echo(response, &common::request_echo(&parts, summary.len))
+    }
+}
+
+fn route(parts: &http::request::Parts, summary: &BodySummary) -> Response<Body> {
+    let route = parts.uri.path().trim_start_matches("/api/publicapi/v1");
+    let segments: Vec<&str> = route.split('/').filter(|s| !s.is_empty()).collect();
+    match (&parts.method, segments.as_slice()) {
+        (&Method::GET, ["skills"]) => json(StatusCode::OK, &skills()),
+        (&Method::GET, ["transactions", id]) => json(StatusCode::OK, &transaction(id)),
+        (&Method::POST, ["transactions"]) => json(StatusCode::CREATED, &json!({"transactionId": uuid_like()})),
+        _ => common::body_echo(summary),
     }
 }
 

@@ -131,6 +131,16 @@ impl Answer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// What a sandbox fake saw of the request (method, path, query, body length, ...), from the
+    /// `x-sandbox-echo` header it puts beside its documented body.
+    pub fn sandbox_echo(&self) -> serde_json::Value {
+        let header = self
+            .headers
+            .get(tokenbroker::sandbox::ECHO_HEADER)
+            .unwrap_or_else(|| panic!("a sandbox echo header, got {:?}", self.headers));
+        serde_json::from_slice(header.as_bytes()).expect("the echo is JSON")
+    }
 }
 
 pub async fn send(request: Request<Full<Bytes>>) -> Answer {
