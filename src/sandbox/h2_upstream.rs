@@ -15,6 +15,9 @@
 //!   more delay after the GOAWAY, so a client that cut it off would show it. `ResetAbove` answers
 //!   each request after the Nth with RST_STREAM `REFUSED_STREAM` instead.
 //!
+//! `max_concurrent_streams` announces SETTINGS_MAX_CONCURRENT_STREAMS in either way, so that a
+//! client holds the requests beyond it queued when a GOAWAY arrives.
+//!
 //! Every request is answered 200 `{"ok":true}`; through hyper, `/slow/<ms>` first waits that long;
 //! in raw frames, every answer waits [`H2UpstreamOptions::answer_delay`].
 
@@ -79,6 +82,9 @@ pub struct H2UpstreamOptions {
     pub recycle: Recycle,
     /// Raw-frame modes: how long each answer waits (so that streams are in flight at a GOAWAY).
     pub answer_delay: Duration,
+    /// The SETTINGS_MAX_CONCURRENT_STREAMS announced on h2 (none: no limit), so that a client
+    /// queues the requests beyond it.
+    pub max_concurrent_streams: Option<u32>,
 }
 
 impl H2UpstreamOptions {
@@ -90,6 +96,7 @@ impl H2UpstreamOptions {
             alpn: H2Alpn::H2OrHttp1,
             recycle: Recycle::Never,
             answer_delay: Duration::ZERO,
+            max_concurrent_streams: None,
         }
     }
 }
@@ -220,9 +227,10 @@ async fn accept_loop(
                     match options.recycle {
                         Recycle::RefuseAbove(after) | Recycle::ResetAbove(after) => {
                             let reset = matches!(options.recycle, Recycle::ResetAbove(_));
-                            let _ = RawH2::new(after, reset, options.answer_delay, &counters).serve(tls).await;
+                            let raw = RawH2::new(after, reset, options.answer_delay, &counters);
+                            let _ = raw.serve(tls, options.max_concurrent_streams).await;
                         }
-                        Recycle::Never | Recycle::Graceful(_) => serve_hyper(tls, options.recycle, &counters).await,
+                        Recycle::Never | Recycle::Graceful(_) => serve_hyper(tls, &options, &counters).await,
                     }
                     counters.open.fetch_sub(1, Ordering::SeqCst);
                 });
@@ -233,8 +241,8 @@ async fn accept_loop(
 
 /// One connection through hyper (h2 or http/1.1 as ALPN chose), shut down gracefully after the
 /// configured number of requests.
-async fn serve_hyper(tls: TlsStream<TcpStream>, recycle: Recycle, counters: &Arc<Counters>) {
-    let after = match recycle {
+async fn serve_hyper(tls: TlsStream<TcpStream>, options: &H2UpstreamOptions, counters: &Arc<Counters>) {
+    let after = match options.recycle {
         Recycle::Graceful(after) => after,
         _ => usize::MAX,
     };
@@ -256,7 +264,10 @@ async fn serve_hyper(tls: TlsStream<TcpStream>, recycle: Recycle, counters: &Arc
             Ok::<_, Infallible>(response)
         }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if let Some(max) = options.max_concurrent_streams {
+        builder.http2().max_concurrent_streams(max);
+    }
     let mut connection = pin!(builder.serve_connection(TokioIo::new(tls), service));
     tokio::select! {
         _ = connection.as_mut() => return,
@@ -288,6 +299,7 @@ const END_STREAM: u8 = 0x1;
 const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const REFUSED_STREAM: u32 = 0x7;
+const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// One frame to write: type, flags, stream id, payload.
@@ -329,7 +341,7 @@ impl RawH2 {
         }
     }
 
-    async fn serve(mut self, tls: TlsStream<TcpStream>) -> io::Result<()> {
+    async fn serve(mut self, tls: TlsStream<TcpStream>, max_streams: Option<u32>) -> io::Result<()> {
         let (read, mut write) = tokio::io::split(tls);
         let mut read = BufReader::new(read);
         let mut preface = [0; PREFACE.len()];
@@ -346,7 +358,12 @@ impl RawH2 {
             }
             let _ = write.shutdown().await;
         });
-        let _ = out.send(frame(SETTINGS, 0, 0, &[]));
+        let mut settings = Vec::new();
+        if let Some(max) = max_streams {
+            settings.extend_from_slice(&SETTINGS_MAX_CONCURRENT_STREAMS.to_be_bytes());
+            settings.extend_from_slice(&max.to_be_bytes());
+        }
+        let _ = out.send(frame(SETTINGS, 0, 0, &settings));
         // Until the client closes: after a GOAWAY, once its streams are done. Answers still
         // waiting hold their own sender, so the writer outlives this loop until they are out.
         let _ = self.read_frames(&mut read, &out).await;

@@ -287,7 +287,9 @@ impl Inner {
         };
         let outcome = match error.take_message() {
             Some(request) => SendError::Unsent(Box::new(request), error.into_error()),
-            None if refused(error.error()) => SendError::Refused(error.into_error()),
+            None if refused(error.error()) || dropped_while_queued(&h2, error.error()) => {
+                SendError::Refused(error.into_error())
+            }
             None => return Err(SendError::Failed(error.into_error().into())),
         };
         // Going away, or refusing: the next request (this one's retry included) opens a new one.
@@ -301,19 +303,37 @@ impl Inner {
 /// the streams above its last stream id (those at or below it run on), and `REFUSED_STREAM`
 /// promises the request was not processed. Told by the h2 error's type, never by its text.
 fn refused(error: &hyper::Error) -> bool {
+    h2_cause(error).is_some_and(|h2| {
+        h2.is_remote()
+            && match h2.reason() {
+                Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
+                Some(h2::Reason::REFUSED_STREAM) => h2.is_reset(),
+                _ => false,
+            }
+    })
+}
+
+fn h2_cause(error: &hyper::Error) -> Option<&h2::Error> {
     let mut cause = std::error::Error::source(error);
     while let Some(current) = cause {
         if let Some(h2) = current.downcast_ref::<h2::Error>() {
-            return h2.is_remote()
-                && match h2.reason() {
-                    Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
-                    Some(h2::Reason::REFUSED_STREAM) => h2.is_reset(),
-                    _ => false,
-                };
+            return Some(h2);
         }
         cause = current.source();
     }
-    false
+    None
+}
+
+/// Whether hyper dropped the request while it waited for a stream: past the upstream's
+/// SETTINGS_MAX_CONCURRENT_STREAMS, hyper holds the next request (one per connection) until a
+/// stream ends, and when a GOAWAY arrives meanwhile its dispatch task ends and drops that request
+/// and its body, answering "dispatch task is gone" (a user error, with no h2 error behind it, on
+/// a connection whose dispatch has closed). Its HEADERS were never written: it goes again under
+/// the rule of a refused stream. The one case where they were is a race (a stream ends and frees
+/// the slot, and the GOAWAY is read before hyper's dispatch task runs again, more than a round
+/// trip later), in which the upstream may have taken the request.
+fn dropped_while_queued(h2: &H2, error: &hyper::Error) -> bool {
+    error.is_user() && h2.sender.is_closed() && h2_cause(error).is_none()
 }
 
 /// HTTP/1.1 upstreams get origin-form (`Upstream::uri` gives https requests absolute form, which

@@ -1,8 +1,8 @@
 //! https upstreams through the real binary: an HTTP/2 upstream over TLS that recycles its
-//! connections with GOAWAY fails no request, GET or POST, and costs one TLS handshake per
-//! recycle, never a stampede; an HTTP/1.1 upstream over TLS holds no more connections than
-//! concurrent requests; a tenant with `http2 = false` speaks HTTP/1.1 to an upstream that offers
-//! h2, and a reload that flips the key takes effect.
+//! connections with GOAWAY fails no request, GET or POST (queued past its MAX_CONCURRENT_STREAMS
+//! too), and costs one TLS handshake per recycle, never a stampede; an HTTP/1.1 upstream over TLS
+//! holds no more connections than concurrent requests; a tenant with `http2 = false` speaks
+//! HTTP/1.1 to an upstream that offers h2, and a reload that flips the key takes effect.
 //!
 //! Two tenants share the upstream (and, trusting the same `ca_file`, its pool): `acme`, static,
 //! whose bodies stream (a GET's is empty), and `shop`, an IMS tenant, whose small bodies are
@@ -29,9 +29,14 @@ fn testdata(name: &str) -> PathBuf {
 }
 
 async fn fake(alpn: H2Alpn, recycle: Recycle) -> H2Upstream {
+    fake_with(alpn, recycle, |_| ()).await
+}
+
+async fn fake_with(alpn: H2Alpn, recycle: Recycle, more: impl FnOnce(&mut H2UpstreamOptions)) -> H2Upstream {
     let mut options = H2UpstreamOptions::new(testdata("server.pem"), testdata("server.key"));
     options.alpn = alpn;
     options.recycle = recycle;
+    more(&mut options);
     H2Upstream::start(options).await.expect("the TLS upstream starts")
 }
 
@@ -122,6 +127,45 @@ async fn an_h2_upstream_that_sends_goaway_every_50_requests_fails_none_and_recon
         "{} handshakes for {sent} requests",
         upstream.handshakes()
     );
+}
+
+/// 32 callers against an upstream that runs 4 streams at once and recycles its connections every
+/// 100 requests: most requests wait in hyper for a stream, and each GOAWAY finds some there,
+/// never sent (one held by hyper's dispatch, which drops it, the others still queued). They are
+/// sent again on the next connection like the refused ones.
+async fn queued_past_max_concurrent_streams(recycle: Recycle) {
+    let upstream = fake_with(H2Alpn::H2OrHttp1, recycle, |options| {
+        options.max_concurrent_streams = Some(4);
+        options.answer_delay = Duration::from_millis(5);
+    })
+    .await;
+    let ims = ImsSandbox::start(ImsOptions::default()).await.expect("IMS fake");
+    let binary = binary(&upstream, &ims);
+    let (clients, each) = (32, 25);
+    let failed = load(&binary, clients, each).await;
+    let sent = clients * each;
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    eprintln!(
+        "{recycle:?}, 4 streams at once: {sent} requests, {} handshakes, {} refused",
+        upstream.handshakes(),
+        upstream.refused()
+    );
+    assert_eq!(upstream.requests(), sent, "each request answered once");
+    assert!(
+        upstream.handshakes() <= sent / 100 + 5,
+        "{} handshakes for {sent} requests",
+        upstream.handshakes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queued_past_max_concurrent_streams_survive_a_refusing_goaway() {
+    queued_past_max_concurrent_streams(Recycle::RefuseAbove(100)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -225,6 +225,51 @@ async fn a_refused_request_with_an_empty_streamed_body_is_sent_again() {
     assert_eq!((fake.refused(), fake.handshakes(), fake.requests()), (1, 2, 3));
 }
 
+/// An upstream that runs one stream at a time and makes the first its GOAWAY's last: `second`,
+/// sent 100 ms after the first, waits in hyper for the first stream to end, and the GOAWAY
+/// (300 ms) finds it there, never sent. The outcomes of both.
+async fn second_waits_for_a_stream(
+    second: impl FnOnce(&H2Upstream) -> Request<UpstreamBody>,
+) -> (H2Upstream, Result<StatusCode, String>, Result<StatusCode, String>) {
+    let mut options = options(Recycle::RefuseAbove(1));
+    options.answer_delay = Duration::from_millis(300);
+    options.max_concurrent_streams = Some(1);
+    let (fake, upstream) = start(options).await;
+    let (first_upstream, first_request) = (upstream.clone(), get(&fake, "/first"));
+    let first = tokio::spawn(async move { status(&first_upstream, first_request).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = status(&upstream, second(&fake)).await;
+    let first = first.await.expect("first request");
+    (fake, first, second)
+}
+
+#[tokio::test]
+async fn a_request_waiting_for_a_stream_at_a_goaway_is_sent_again() {
+    let body = || Either::Left(Full::new(Bytes::from_static(b"{\"order\":1}")));
+    let (fake, first, second) = second_waits_for_a_stream(|fake| request(fake, Method::POST, "/orders", body())).await;
+    assert_eq!(first, Ok(StatusCode::OK));
+    assert_eq!(second, Ok(StatusCode::OK), "sent again on the next connection");
+    assert_eq!(
+        (fake.refused(), fake.handshakes(), fake.requests()),
+        (0, 2, 2),
+        "the upstream never saw it on the first connection"
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_body_waiting_for_a_stream_at_a_goaway_gets_an_honest_error() {
+    let streamed = Limited::new(incoming(b"streamed order").await, 1 << 20);
+    let (fake, first, second) =
+        second_waits_for_a_stream(move |fake| request(fake, Method::POST, "/orders", Either::Right(streamed))).await;
+    assert_eq!(first, Ok(StatusCode::OK));
+    let error = second.expect_err("hyper dropped the body with the request");
+    assert!(
+        error.contains("the upstream closed the connection before processing the request"),
+        "{error}"
+    );
+    assert_eq!((fake.handshakes(), fake.requests()), (1, 1));
+}
+
 #[tokio::test]
 async fn streams_at_or_below_the_last_id_finish_after_the_goaway() {
     let (fake, earlier, third, took) = third_is_refused(|fake| get(fake, "/third")).await;
