@@ -16,7 +16,11 @@
 //!   each request after the Nth with RST_STREAM `REFUSED_STREAM` instead.
 //!
 //! `max_concurrent_streams` announces SETTINGS_MAX_CONCURRENT_STREAMS in either way, so that a
-//! client holds the requests beyond it queued when a GOAWAY arrives.
+//! client holds the requests beyond it queued when a GOAWAY arrives; both refuse the streams
+//! opened past it (RST_STREAM `REFUSED_STREAM`), as servers do. The raw-frame server also waits
+//! for the client to close after its GOAWAY, reading on; hyper's closes once its last stream is
+//! answered, so that streams a client opened meanwhile, above the GOAWAY's last id, can fail with
+//! the connection (a broken pipe) before the client reads that GOAWAY.
 //!
 //! Every request is answered 200 `{"ok":true}`; through hyper, `/slow/<ms>` first waits that long;
 //! in raw frames, every answer waits [`H2UpstreamOptions::answer_delay`].
@@ -227,8 +231,9 @@ async fn accept_loop(
                     match options.recycle {
                         Recycle::RefuseAbove(after) | Recycle::ResetAbove(after) => {
                             let reset = matches!(options.recycle, Recycle::ResetAbove(_));
-                            let raw = RawH2::new(after, reset, options.answer_delay, &counters);
-                            let _ = raw.serve(tls, options.max_concurrent_streams).await;
+                            let mut raw = RawH2::new(after, reset, options.answer_delay, &counters);
+                            raw.max_streams = options.max_concurrent_streams.map(|max| max as usize);
+                            let _ = raw.serve(tls).await;
                         }
                         Recycle::Never | Recycle::Graceful(_) => serve_hyper(tls, &options, &counters).await,
                     }
@@ -326,6 +331,11 @@ struct RawH2 {
     last: Option<u32>,
     /// Streams whose request is still arriving (no END_STREAM yet).
     arriving: HashSet<u32>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: announced, and enforced by refusing (RST_STREAM
+    /// `REFUSED_STREAM`) a stream opened while this many are unanswered, as servers do.
+    max_streams: Option<usize>,
+    /// Streams accepted and not yet answered.
+    unanswered: Arc<AtomicUsize>,
 }
 
 impl RawH2 {
@@ -338,10 +348,12 @@ impl RawH2 {
             opened: 0,
             last: None,
             arriving: HashSet::new(),
+            max_streams: None,
+            unanswered: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    async fn serve(mut self, tls: TlsStream<TcpStream>, max_streams: Option<u32>) -> io::Result<()> {
+    async fn serve(mut self, tls: TlsStream<TcpStream>) -> io::Result<()> {
         let (read, mut write) = tokio::io::split(tls);
         let mut read = BufReader::new(read);
         let mut preface = [0; PREFACE.len()];
@@ -359,9 +371,9 @@ impl RawH2 {
             let _ = write.shutdown().await;
         });
         let mut settings = Vec::new();
-        if let Some(max) = max_streams {
+        if let Some(max) = self.max_streams {
             settings.extend_from_slice(&SETTINGS_MAX_CONCURRENT_STREAMS.to_be_bytes());
-            settings.extend_from_slice(&max.to_be_bytes());
+            settings.extend_from_slice(&u32::try_from(max).unwrap_or(u32::MAX).to_be_bytes());
         }
         let _ = out.send(frame(SETTINGS, 0, 0, &settings));
         // Until the client closes: after a GOAWAY, once its streams are done. Answers still
@@ -396,14 +408,16 @@ impl RawH2 {
     }
 
     fn on_headers(&mut self, stream: u32, flags: u8, out: &mpsc::UnboundedSender<Bytes>) {
-        if self.last.is_some_and(|last| stream > last) || (self.reset && self.opened >= self.after) {
+        let full = (self.max_streams).is_some_and(|max| self.unanswered.load(Ordering::SeqCst) >= max);
+        if self.last.is_some_and(|last| stream > last) || (self.reset && self.opened >= self.after) || full {
             self.counters.refused.fetch_add(1, Ordering::SeqCst);
-            if self.reset {
+            if self.reset || full {
                 let _ = out.send(frame(RST_STREAM, 0, stream, &REFUSED_STREAM.to_be_bytes()));
             }
             return;
         }
         self.opened += 1;
+        self.unanswered.fetch_add(1, Ordering::SeqCst);
         if self.opened == self.after && !self.reset {
             // The last stream id is this one: everything the client opens after it is refused.
             self.last = Some(stream);
@@ -433,6 +447,7 @@ impl RawH2 {
     /// the body. The last stream sends the GOAWAY first, and waits once more before answering.
     fn respond(&self, stream: u32, out: &mpsc::UnboundedSender<Bytes>) {
         let (out, counters, delay) = (out.clone(), Arc::clone(&self.counters), self.delay);
+        let unanswered = Arc::clone(&self.unanswered);
         let last = self.last == Some(stream);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -442,6 +457,7 @@ impl RawH2 {
                 let _ = out.send(frame(GOAWAY, 0, 0, &payload));
                 tokio::time::sleep(delay).await;
             }
+            unanswered.fetch_sub(1, Ordering::SeqCst);
             let _ = out.send(frame(HEADERS, END_HEADERS, stream, &[0x88]));
             let _ = out.send(frame(DATA, END_STREAM, stream, b"{\"ok\":true}"));
             counters.requests.fetch_add(1, Ordering::SeqCst);

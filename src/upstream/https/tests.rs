@@ -270,6 +270,23 @@ async fn a_streamed_body_waiting_for_a_stream_at_a_goaway_gets_an_honest_error()
     assert_eq!((fake.handshakes(), fake.requests()), (1, 1));
 }
 
+/// The requests that wait for a new connection go out once the upstream's SETTINGS are in:
+/// none past its SETTINGS_MAX_CONCURRENT_STREAMS, which it would refuse (and each refusal
+/// would retire the connection just opened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_opens_no_more_streams_than_the_upstream_allows() {
+    let mut options = options(Recycle::RefuseAbove(1000));
+    options.answer_delay = Duration::from_millis(20);
+    options.max_concurrent_streams = Some(4);
+    let (fake, upstream) = start(options).await;
+    assert_all_ok(&load(&upstream, &fake, 32, 2).await);
+    assert_eq!(
+        (fake.refused(), fake.handshakes(), fake.requests()),
+        (0, 1, 64),
+        "no stream refused, one connection"
+    );
+}
+
 #[tokio::test]
 async fn streams_at_or_below_the_last_id_finish_after_the_goaway() {
     let (fake, earlier, third, took) = third_is_refused(|fake| get(fake, "/third")).await;
