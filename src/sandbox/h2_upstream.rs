@@ -22,8 +22,9 @@
 //! answered, so that streams a client opened meanwhile, above the GOAWAY's last id, can fail with
 //! the connection (a broken pipe) before the client reads that GOAWAY.
 //!
-//! Every request is answered 200 `{"ok":true}`; through hyper, `/slow/<ms>` first waits that long;
-//! in raw frames, every answer waits [`H2UpstreamOptions::answer_delay`].
+//! Every request is answered 200 `{"ok":true}`; through hyper, `/slow/<ms>` first waits that long
+//! and `/big-head/<bytes>` adds a header `x-big` of that many bytes; in raw frames, every answer
+//! waits [`H2UpstreamOptions::answer_delay`].
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -282,13 +283,20 @@ async fn serve_hyper(tls: TlsStream<TcpStream>, options: &H2UpstreamOptions, cou
 }
 
 async fn answer(request: Request<Incoming>) -> Response<Body> {
-    let delay = (request.uri().path().strip_prefix("/slow/")).and_then(|ms| ms.parse().ok());
+    let path = request.uri().path();
+    let delay = (path.strip_prefix("/slow/")).and_then(|ms| ms.parse().ok());
+    let big = (path.strip_prefix("/big-head/")).and_then(|bytes| bytes.parse::<usize>().ok());
     // The body is read whole first, as a real API would.
     let _ = request.into_body().collect().await;
     if let Some(ms) = delay {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed())
+    let mut response = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed());
+    if let Some(bytes) = big {
+        let value = http::HeaderValue::from_str(&"b".repeat(bytes)).expect("letters make a header value");
+        response.headers_mut().insert("x-big", value);
+    }
+    response
 }
 
 // === raw HTTP/2 frames ===
