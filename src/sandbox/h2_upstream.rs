@@ -26,14 +26,14 @@
 //! and `/big-head/<bytes>` adds a header `x-big` of that many bytes; in raw frames, every answer
 //! waits [`H2UpstreamOptions::answer_delay`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -116,6 +116,8 @@ struct Counters {
     refused: AtomicUsize,
     open: AtomicUsize,
     max_open: AtomicUsize,
+    /// Raw-frame modes: the body of each request answered.
+    bodies: Mutex<Vec<Bytes>>,
 }
 
 /// A running fake; dropping it stops it and closes its connections.
@@ -169,6 +171,12 @@ impl H2Upstream {
     /// Streams refused unprocessed (left above a GOAWAY's last id, or reset `REFUSED_STREAM`).
     pub fn refused(&self) -> usize {
         self.counters.refused.load(Ordering::SeqCst)
+    }
+
+    /// Raw-frame modes: the body of each request answered, in the order answered (a refused
+    /// stream's never counts).
+    pub fn bodies(&self) -> Vec<Bytes> {
+        self.counters.bodies.lock().expect("not poisoned").clone()
     }
 
     /// Connections open now.
@@ -337,8 +345,8 @@ struct RawH2 {
     opened: usize,
     /// The GOAWAY's last stream id, once sent.
     last: Option<u32>,
-    /// Streams whose request is still arriving (no END_STREAM yet).
-    arriving: HashSet<u32>,
+    /// Streams whose request is still arriving (no END_STREAM yet), with their body so far.
+    arriving: HashMap<u32, BytesMut>,
     /// SETTINGS_MAX_CONCURRENT_STREAMS: announced, and enforced by refusing (RST_STREAM
     /// `REFUSED_STREAM`) a stream opened while this many are unanswered, as servers do.
     max_streams: Option<usize>,
@@ -355,7 +363,7 @@ impl RawH2 {
             counters: Arc::clone(counters),
             opened: 0,
             last: None,
-            arriving: HashSet::new(),
+            arriving: HashMap::new(),
             max_streams: None,
             unanswered: Arc::new(AtomicUsize::new(0)),
         }
@@ -409,7 +417,7 @@ impl RawH2 {
                 SETTINGS if flags & ACK == 0 => drop(out.send(frame(SETTINGS, ACK, 0, &[]))),
                 PING if flags & ACK == 0 => drop(out.send(frame(PING, ACK, 0, &payload))),
                 HEADERS => self.on_headers(stream, flags, out),
-                DATA => self.on_data(stream, flags, length, out),
+                DATA => self.on_data(stream, flags, &payload, out),
                 _ => {}
             }
         }
@@ -431,29 +439,39 @@ impl RawH2 {
             self.last = Some(stream);
         }
         if flags & END_STREAM != 0 {
-            self.respond(stream, out);
+            self.respond(stream, Bytes::new(), out);
         } else {
-            self.arriving.insert(stream);
+            self.arriving.insert(stream, BytesMut::new());
         }
     }
 
-    fn on_data(&mut self, stream: u32, flags: u8, length: usize, out: &mpsc::UnboundedSender<Bytes>) {
-        if length > 0 {
+    /// A DATA frame (unpadded: hyper never pads) of a stream that is still arriving adds to its
+    /// body; the others' are dropped.
+    fn on_data(&mut self, stream: u32, flags: u8, payload: &[u8], out: &mpsc::UnboundedSender<Bytes>) {
+        if !payload.is_empty() {
             // Give the flow-control window back, so that bodies never stall the connection.
-            let increment = u32::try_from(length).expect("a frame is under 16 MiB").to_be_bytes();
+            let increment = u32::try_from(payload.len())
+                .expect("a frame is under 16 MiB")
+                .to_be_bytes();
             let _ = out.send(frame(WINDOW_UPDATE, 0, 0, &increment));
-            if flags & END_STREAM == 0 && self.arriving.contains(&stream) {
+            if flags & END_STREAM == 0 && self.arriving.contains_key(&stream) {
                 let _ = out.send(frame(WINDOW_UPDATE, 0, stream, &increment));
             }
         }
-        if flags & END_STREAM != 0 && self.arriving.remove(&stream) {
-            self.respond(stream, out);
+        if let Some(body) = self.arriving.get_mut(&stream) {
+            body.extend_from_slice(payload);
+        }
+        if flags & END_STREAM != 0
+            && let Some(body) = self.arriving.remove(&stream)
+        {
+            self.respond(stream, body.freeze(), out);
         }
     }
 
-    /// Answers `stream` after the configured delay: `:status 200` (HPACK static index 8), then
-    /// the body. The last stream sends the GOAWAY first, and waits once more before answering.
-    fn respond(&self, stream: u32, out: &mpsc::UnboundedSender<Bytes>) {
+    /// Answers `stream`, whose request carried `body`, after the configured delay: `:status 200`
+    /// (HPACK static index 8), then the body. The last stream sends the GOAWAY first, and waits
+    /// once more before answering. Answered, the request's body is recorded.
+    fn respond(&self, stream: u32, body: Bytes, out: &mpsc::UnboundedSender<Bytes>) {
         let (out, counters, delay) = (out.clone(), Arc::clone(&self.counters), self.delay);
         let unanswered = Arc::clone(&self.unanswered);
         let last = self.last == Some(stream);
@@ -468,6 +486,7 @@ impl RawH2 {
             unanswered.fetch_sub(1, Ordering::SeqCst);
             let _ = out.send(frame(HEADERS, END_HEADERS, stream, &[0x88]));
             let _ = out.send(frame(DATA, END_STREAM, stream, b"{\"ok\":true}"));
+            counters.bodies.lock().expect("not poisoned").push(body);
             counters.requests.fetch_add(1, Ordering::SeqCst);
         });
     }

@@ -80,6 +80,13 @@ impl Upstream {
         Uri::from_parts(parts).expect("scheme and authority come together, with a path")
     }
 
+    /// Whether a request whose stream the upstream refuses may be sent again from a buffered copy
+    /// of its body: https that speaks HTTP/2 (or has not said yet). The pipeline buffers small
+    /// bodies for it.
+    pub fn resends_refused(&self) -> bool {
+        matches!(self, Self::Https(pool) if pool.multiplexes())
+    }
+
     /// Sends `request` and returns the response once its head has arrived; the body streams.
     ///
     /// Not `async` itself: it picks the pool's future at once, so that the request future, which
