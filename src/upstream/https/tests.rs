@@ -51,15 +51,17 @@ fn get(fake: &H2Upstream, path: &str) -> Request<UpstreamBody> {
 
 /// The status once the whole body has arrived, or the error's text.
 async fn status(upstream: &Upstream, request: Request<UpstreamBody>) -> Result<StatusCode, String> {
+    let target = request.uri().to_string();
     let exchange = async {
         let response = upstream.send(request).await.map_err(|e| e.to_string())?;
         let status = response.status();
         response.into_body().collect().await.map_err(|e| e.to_string())?;
         Ok(status)
     };
+    // An error rather than a panic, so that a stalled request shows in its test's assertion.
     tokio::time::timeout(Duration::from_secs(20), exchange)
         .await
-        .expect("answered in time")
+        .unwrap_or_else(|_| Err(format!("{target}: no answer within 20 s")))
 }
 
 /// `clients` tasks, each sending `each` GETs one after the other; every outcome.
