@@ -33,7 +33,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -176,7 +176,9 @@ impl H2Upstream {
     /// Raw-frame modes: the body of each request answered, in the order answered (a refused
     /// stream's never counts).
     pub fn bodies(&self) -> Vec<Bytes> {
-        self.counters.bodies.lock().expect("not poisoned").clone()
+        (self.counters.bodies.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Connections open now.
@@ -300,8 +302,7 @@ async fn answer(request: Request<Incoming>) -> Response<Body> {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let mut response = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed());
-    if let Some(bytes) = big {
-        let value = http::HeaderValue::from_str(&"b".repeat(bytes)).expect("letters make a header value");
+    if let Some(Ok(value)) = big.map(|bytes| http::HeaderValue::from_str(&"b".repeat(bytes))) {
         response.headers_mut().insert("x-big", value);
     }
     response
@@ -486,7 +487,9 @@ impl RawH2 {
             unanswered.fetch_sub(1, Ordering::SeqCst);
             let _ = out.send(frame(HEADERS, END_HEADERS, stream, &[0x88]));
             let _ = out.send(frame(DATA, END_STREAM, stream, b"{\"ok\":true}"));
-            counters.bodies.lock().expect("not poisoned").push(body);
+            (counters.bodies.lock())
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(body);
             counters.requests.fetch_add(1, Ordering::SeqCst);
         });
     }
