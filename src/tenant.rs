@@ -14,7 +14,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue};
 
 use crate::auth::{Provider, TokenHttp, TokenHttpError, TokenHttpOptions};
-use crate::config::{CallerConfig, RuntimeConfig, ServerConfig, TenantConfig};
+use crate::config::{CallerConfig, RuntimeConfig, Secret, ServerConfig, TenantConfig};
 use crate::metrics::TenantMetrics;
 use crate::ratelimit::Limiter;
 use crate::store::{Store, StoreError, StoreKey};
@@ -123,7 +123,7 @@ impl Tenant {
         upstream_headers.extend(config.headers.iter().cloned());
         let tokens = match old {
             Some(old) if same_credentials(&old.config, config) => Arc::clone(&old.tokens),
-            _ => Arc::new(spawn_tokens(config, provider, shared)?),
+            _ => Arc::new(spawn_tokens(config, provider, shared, carried_secret(old, config))?),
         };
         let limiter = match (config.rate_limit, old) {
             (Some(limit), Some(old))
@@ -154,7 +154,31 @@ fn same_credentials(old: &TenantConfig, new: &TenantConfig) -> bool {
     old.provider == new.provider && old.token == new.token && old.ca_file == new.ca_file
 }
 
-fn spawn_tokens(config: &TenantConfig, provider: Provider, shared: &Shared) -> Result<TokenManager, BuildError> {
+/// Where a new token manager starts in `client_secrets`: where the one it replaces had got to.
+fn carried_secret(old: Option<&Tenant>, new: &TenantConfig) -> usize {
+    old.map_or(0, |old| {
+        let before = old.config.provider.client_secrets();
+        carried_index(before, old.tokens.secret_index(), new.provider.client_secrets())
+    })
+}
+
+/// `index` into `before` as an index into `after`: the same when the list is unchanged, else the
+/// place of the same secret, found by value, else 0.
+fn carried_index(before: &[Secret<String>], index: usize, after: &[Secret<String>]) -> usize {
+    if before == after {
+        return index;
+    }
+    (before.get(index))
+        .and_then(|secret| after.iter().position(|s| s == secret))
+        .unwrap_or(0)
+}
+
+fn spawn_tokens(
+    config: &TenantConfig,
+    provider: Provider,
+    shared: &Shared,
+    first_secret: usize,
+) -> Result<TokenManager, BuildError> {
     let key = StoreKey::new(&config.name, &config.provider);
     // A tenant's ca_file also applies to its token endpoint (an IdP behind a corporate CA).
     let http = match &config.ca_file {
@@ -169,7 +193,7 @@ fn spawn_tokens(config: &TenantConfig, provider: Provider, shared: &Shared) -> R
         provider,
         http,
         config.token.clone(),
-        (shared.store.clone(), key),
+        (shared.store.clone(), key, first_secret),
     ))
 }
 
@@ -301,6 +325,21 @@ impl Pools {
 mod tests {
     use super::*;
     use crate::config::validate::MapEnv;
+
+    #[test]
+    fn a_secret_index_carries_by_position_when_the_list_is_kept_else_by_value() {
+        let list = |names: &[&str]| names.iter().map(|n| Secret::from(*n)).collect::<Vec<_>>();
+        let (old_new, new_newer) = (list(&["old", "new"]), list(&["new", "newer"]));
+        assert_eq!(carried_index(&old_new, 1, &old_new), 1, "unchanged list");
+        assert_eq!(carried_index(&old_new, 1, &new_newer), 0, "`new` moved to the front");
+        assert_eq!(
+            carried_index(&old_new, 0, &new_newer),
+            0,
+            "`old` is gone: from the start"
+        );
+        assert_eq!(carried_index(&list(&["a"]), 0, &list(&["b", "a"])), 1);
+        assert_eq!(carried_index(&[], 0, &new_newer), 0, "no secrets before");
+    }
 
     fn snapshot(upstreams: [&str; 3], previous: Option<&Snapshot>) -> Snapshot {
         let text: String = upstreams

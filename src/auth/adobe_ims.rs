@@ -53,6 +53,7 @@ impl FetchToken for AdobeIms {
             &config.token_url,
             &form,
             client,
+            ctx.first_secret,
             SecretPlacement::Form,
             &mapping,
         )

@@ -53,6 +53,9 @@ pub struct FetchCtx<'a> {
     pub http: &'a TokenHttp,
     /// The token being replaced, if any: refresh-token grants redeem its `refresh_token`.
     pub previous: Option<&'a Token>,
+    /// Index into `client_secrets` of the secret to try first: the one that worked last, carried
+    /// across reloads (see [`crate::token::TokenManager::spawn`]).
+    pub first_secret: usize,
 }
 
 /// Why a token could not be obtained. Never carries a secret or a token.

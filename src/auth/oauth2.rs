@@ -104,37 +104,43 @@ pub(crate) async fn post_with_secret(
     parse_token_response(&response.body, mapping)
 }
 
-/// [`post_with_secret`] under [`with_secret_rotation`]: the grant and the index of the secret.
+/// [`post_with_secret`] under [`with_secret_rotation`], from secret `first`: the grant and the
+/// index of the secret.
 pub(crate) async fn request_with_secrets(
     http: &TokenHttp,
     uri: &Uri,
     form: &Form,
     (client_id, secrets): (&str, &[Secret<String>]),
+    first: usize,
     placement: SecretPlacement,
     mapping: &ResponseMapping,
 ) -> Result<(Granted, usize), ProviderError> {
-    with_secret_rotation(secrets, |secret| {
+    with_secret_rotation(secrets, first, |secret| {
         post_with_secret(http, uri, form, (client_id, secret), placement, mapping)
     })
     .await
 }
 
-/// Runs `attempt` with each secret in order, moving on only when the IdP says `invalid_client`
+/// Runs `attempt` with each secret in turn, from index `first` (the one that worked last; 0 if
+/// out of range) round to the one before it, moving on only when the IdP says `invalid_client`
 /// (a retired or not-yet-active secret during rotation). Any other answer is final: a throttle
 /// or an outage must not burn through the list. Logs the index that failed, never the value.
 pub(crate) async fn with_secret_rotation<'s, T, F, Fut>(
     secrets: &'s [Secret<String>],
+    first: usize,
     mut attempt: F,
 ) -> Result<(T, usize), ProviderError>
 where
     F: FnMut(&'s str) -> Fut,
     Fut: Future<Output = Result<T, ProviderError>>,
 {
-    let last = secrets.len().saturating_sub(1);
-    for (index, secret) in secrets.iter().enumerate() {
-        match attempt(secret.expose()).await {
+    let count = secrets.len();
+    let first = if first < count { first } else { 0 };
+    for tried in 0..count {
+        let index = (first + tried) % count;
+        match attempt(secrets[index].expose()).await {
             Ok(value) => return Ok((value, index)),
-            Err(error) if index < last && is_invalid_client(&error) => {
+            Err(error) if tried + 1 < count && is_invalid_client(&error) => {
                 tracing::warn!(
                     secret_index = index,
                     "client secret rejected as invalid_client; trying the next configured secret"
@@ -271,7 +277,8 @@ impl FetchToken for OAuth2 {
             ClientAuth::Secret(placement) => {
                 let client = (config.client_id.as_str(), config.client_secrets.as_slice());
                 let uri = &config.token_url;
-                request_with_secrets(ctx.http, uri, &form, client, placement, &config.response).await?
+                let first = ctx.first_secret;
+                request_with_secrets(ctx.http, uri, &form, client, first, placement, &config.response).await?
             }
             _ => (self.post_without_secret(ctx.http, form).await?, 0),
         };

@@ -129,6 +129,7 @@ pub(crate) async fn fetch<P: FetchToken>(provider: &P, previous: Option<&Token>)
         .fetch(FetchCtx {
             http: &test_http(),
             previous,
+            first_secret: 0,
         })
         .await
 }

@@ -17,7 +17,7 @@ use super::oauth2::response::standard_mapping;
 use super::oauth2::{
     Form, Grant, SecretPlacement, grant_form, is_invalid_grant, join_scopes, keep_refresh_token, request_with_secrets,
 };
-use super::{FetchCtx, FetchToken, ProviderError, Token, TokenHttp};
+use super::{FetchCtx, FetchToken, ProviderError, Token};
 use crate::config::{PasswordOrClient, VantageConfig};
 
 /// The scope that makes IdentityServer issue a refresh token.
@@ -54,13 +54,14 @@ impl Vantage {
         grant_form(grant, self.scope())
     }
 
-    /// One request with secret rotation; `redeemed` is the refresh token it spends, if any.
-    async fn request(&self, http: &TokenHttp, form: &Form, redeemed: Option<&str>) -> Result<Token, ProviderError> {
+    /// One request with secret rotation (from `ctx.first_secret`); `redeemed` is the refresh
+    /// token it spends, if any.
+    async fn request(&self, ctx: &FetchCtx<'_>, form: &Form, redeemed: Option<&str>) -> Result<Token, ProviderError> {
         let config = &self.config;
         let client = (config.client_id.as_str(), config.client_secrets.as_slice());
-        let mapping = standard_mapping();
+        let (url, first, mapping) = (&config.token_url, ctx.first_secret, standard_mapping());
         let (granted, index) =
-            request_with_secrets(http, &config.token_url, form, client, SecretPlacement::Form, &mapping).await?;
+            request_with_secrets(ctx.http, url, form, client, first, SecretPlacement::Form, &mapping).await?;
         keep_refresh_token(granted, redeemed).into_token(index, None)
     }
 }
@@ -71,14 +72,14 @@ impl FetchToken for Vantage {
         if let (true, Some(refresh_token)) = (self.config.offline_access, refresh_token) {
             let refresh_token = refresh_token.expose();
             let form = grant_form(Grant::RefreshToken(refresh_token), None);
-            match self.request(ctx.http, &form, Some(refresh_token)).await {
+            match self.request(&ctx, &form, Some(refresh_token)).await {
                 Err(error) if is_invalid_grant(&error) => {
                     tracing::warn!(%error, "refresh token refused; falling back to the primary grant");
                 }
                 done => return done,
             }
         }
-        self.request(ctx.http, &self.primary_form(), None).await
+        self.request(&ctx, &self.primary_form(), None).await
     }
 }
 

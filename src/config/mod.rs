@@ -210,6 +210,16 @@ impl ProviderConfig {
         }
     }
 
+    /// The `client_secrets` tried in turn (empty for providers without them).
+    pub fn client_secrets(&self) -> &[Secret<String>] {
+        match self {
+            Self::AdobeIms(c) => &c.client_secrets,
+            Self::Vantage(c) => &c.client_secrets,
+            Self::OAuth2(c) => &c.client_secrets,
+            Self::Shopline(_) | Self::Cyberbiz(_) | Self::Static(_) => &[],
+        }
+    }
+
     /// The `provider = "..."` name.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -15,17 +15,25 @@
 //!   more delay after the GOAWAY, so a client that cut it off would show it. `ResetAbove` answers
 //!   each request after the Nth with RST_STREAM `REFUSED_STREAM` instead.
 //!
-//! Every request is answered 200 `{"ok":true}`; through hyper, `/slow/<ms>` first waits that long;
-//! in raw frames, every answer waits [`H2UpstreamOptions::answer_delay`].
+//! `max_concurrent_streams` announces SETTINGS_MAX_CONCURRENT_STREAMS in either way, so that a
+//! client holds the requests beyond it queued when a GOAWAY arrives; both refuse the streams
+//! opened past it (RST_STREAM `REFUSED_STREAM`), as servers do. The raw-frame server also waits
+//! for the client to close after its GOAWAY, reading on; hyper's closes once its last stream is
+//! answered, so that streams a client opened meanwhile, above the GOAWAY's last id, can fail with
+//! the connection (a broken pipe) before the client reads that GOAWAY.
+//!
+//! Every request is answered 200 `{"ok":true}`; through hyper, `/slow/<ms>` first waits that long
+//! and `/big-head/<bytes>` adds a header `x-big` of that many bytes; in raw frames, every answer
+//! waits [`H2UpstreamOptions::answer_delay`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -79,6 +87,9 @@ pub struct H2UpstreamOptions {
     pub recycle: Recycle,
     /// Raw-frame modes: how long each answer waits (so that streams are in flight at a GOAWAY).
     pub answer_delay: Duration,
+    /// The SETTINGS_MAX_CONCURRENT_STREAMS announced on h2 (none: no limit), so that a client
+    /// queues the requests beyond it.
+    pub max_concurrent_streams: Option<u32>,
 }
 
 impl H2UpstreamOptions {
@@ -90,6 +101,7 @@ impl H2UpstreamOptions {
             alpn: H2Alpn::H2OrHttp1,
             recycle: Recycle::Never,
             answer_delay: Duration::ZERO,
+            max_concurrent_streams: None,
         }
     }
 }
@@ -104,6 +116,8 @@ struct Counters {
     refused: AtomicUsize,
     open: AtomicUsize,
     max_open: AtomicUsize,
+    /// Raw-frame modes: the body of each request answered.
+    bodies: Mutex<Vec<Bytes>>,
 }
 
 /// A running fake; dropping it stops it and closes its connections.
@@ -157,6 +171,14 @@ impl H2Upstream {
     /// Streams refused unprocessed (left above a GOAWAY's last id, or reset `REFUSED_STREAM`).
     pub fn refused(&self) -> usize {
         self.counters.refused.load(Ordering::SeqCst)
+    }
+
+    /// Raw-frame modes: the body of each request answered, in the order answered (a refused
+    /// stream's never counts).
+    pub fn bodies(&self) -> Vec<Bytes> {
+        (self.counters.bodies.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Connections open now.
@@ -220,9 +242,11 @@ async fn accept_loop(
                     match options.recycle {
                         Recycle::RefuseAbove(after) | Recycle::ResetAbove(after) => {
                             let reset = matches!(options.recycle, Recycle::ResetAbove(_));
-                            let _ = RawH2::new(after, reset, options.answer_delay, &counters).serve(tls).await;
+                            let mut raw = RawH2::new(after, reset, options.answer_delay, &counters);
+                            raw.max_streams = options.max_concurrent_streams.map(|max| max as usize);
+                            let _ = raw.serve(tls).await;
                         }
-                        Recycle::Never | Recycle::Graceful(_) => serve_hyper(tls, options.recycle, &counters).await,
+                        Recycle::Never | Recycle::Graceful(_) => serve_hyper(tls, &options, &counters).await,
                     }
                     counters.open.fetch_sub(1, Ordering::SeqCst);
                 });
@@ -233,8 +257,8 @@ async fn accept_loop(
 
 /// One connection through hyper (h2 or http/1.1 as ALPN chose), shut down gracefully after the
 /// configured number of requests.
-async fn serve_hyper(tls: TlsStream<TcpStream>, recycle: Recycle, counters: &Arc<Counters>) {
-    let after = match recycle {
+async fn serve_hyper(tls: TlsStream<TcpStream>, options: &H2UpstreamOptions, counters: &Arc<Counters>) {
+    let after = match options.recycle {
         Recycle::Graceful(after) => after,
         _ => usize::MAX,
     };
@@ -256,7 +280,10 @@ async fn serve_hyper(tls: TlsStream<TcpStream>, recycle: Recycle, counters: &Arc
             Ok::<_, Infallible>(response)
         }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if let Some(max) = options.max_concurrent_streams {
+        builder.http2().max_concurrent_streams(max);
+    }
     let mut connection = pin!(builder.serve_connection(TokioIo::new(tls), service));
     tokio::select! {
         _ = connection.as_mut() => return,
@@ -266,13 +293,19 @@ async fn serve_hyper(tls: TlsStream<TcpStream>, recycle: Recycle, counters: &Arc
 }
 
 async fn answer(request: Request<Incoming>) -> Response<Body> {
-    let delay = (request.uri().path().strip_prefix("/slow/")).and_then(|ms| ms.parse().ok());
+    let path = request.uri().path();
+    let delay = (path.strip_prefix("/slow/")).and_then(|ms| ms.parse().ok());
+    let big = (path.strip_prefix("/big-head/")).and_then(|bytes| bytes.parse::<usize>().ok());
     // The body is read whole first, as a real API would.
     let _ = request.into_body().collect().await;
     if let Some(ms) = delay {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed())
+    let mut response = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed());
+    if let Some(Ok(value)) = big.map(|bytes| http::HeaderValue::from_str(&"b".repeat(bytes))) {
+        response.headers_mut().insert("x-big", value);
+    }
+    response
 }
 
 // === raw HTTP/2 frames ===
@@ -288,6 +321,7 @@ const END_STREAM: u8 = 0x1;
 const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const REFUSED_STREAM: u32 = 0x7;
+const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// One frame to write: type, flags, stream id, payload.
@@ -312,8 +346,13 @@ struct RawH2 {
     opened: usize,
     /// The GOAWAY's last stream id, once sent.
     last: Option<u32>,
-    /// Streams whose request is still arriving (no END_STREAM yet).
-    arriving: HashSet<u32>,
+    /// Streams whose request is still arriving (no END_STREAM yet), with their body so far.
+    arriving: HashMap<u32, BytesMut>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: announced, and enforced by refusing (RST_STREAM
+    /// `REFUSED_STREAM`) a stream opened while this many are unanswered, as servers do.
+    max_streams: Option<usize>,
+    /// Streams accepted and not yet answered.
+    unanswered: Arc<AtomicUsize>,
 }
 
 impl RawH2 {
@@ -325,7 +364,9 @@ impl RawH2 {
             counters: Arc::clone(counters),
             opened: 0,
             last: None,
-            arriving: HashSet::new(),
+            arriving: HashMap::new(),
+            max_streams: None,
+            unanswered: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -346,7 +387,12 @@ impl RawH2 {
             }
             let _ = write.shutdown().await;
         });
-        let _ = out.send(frame(SETTINGS, 0, 0, &[]));
+        let mut settings = Vec::new();
+        if let Some(max) = self.max_streams {
+            settings.extend_from_slice(&SETTINGS_MAX_CONCURRENT_STREAMS.to_be_bytes());
+            settings.extend_from_slice(&u32::try_from(max).unwrap_or(u32::MAX).to_be_bytes());
+        }
+        let _ = out.send(frame(SETTINGS, 0, 0, &settings));
         // Until the client closes: after a GOAWAY, once its streams are done. Answers still
         // waiting hold their own sender, so the writer outlives this loop until they are out.
         let _ = self.read_frames(&mut read, &out).await;
@@ -372,50 +418,63 @@ impl RawH2 {
                 SETTINGS if flags & ACK == 0 => drop(out.send(frame(SETTINGS, ACK, 0, &[]))),
                 PING if flags & ACK == 0 => drop(out.send(frame(PING, ACK, 0, &payload))),
                 HEADERS => self.on_headers(stream, flags, out),
-                DATA => self.on_data(stream, flags, length, out),
+                DATA => self.on_data(stream, flags, &payload, out),
                 _ => {}
             }
         }
     }
 
     fn on_headers(&mut self, stream: u32, flags: u8, out: &mpsc::UnboundedSender<Bytes>) {
-        if self.last.is_some_and(|last| stream > last) || (self.reset && self.opened >= self.after) {
+        let full = (self.max_streams).is_some_and(|max| self.unanswered.load(Ordering::SeqCst) >= max);
+        if self.last.is_some_and(|last| stream > last) || (self.reset && self.opened >= self.after) || full {
             self.counters.refused.fetch_add(1, Ordering::SeqCst);
-            if self.reset {
+            if self.reset || full {
                 let _ = out.send(frame(RST_STREAM, 0, stream, &REFUSED_STREAM.to_be_bytes()));
             }
             return;
         }
         self.opened += 1;
+        self.unanswered.fetch_add(1, Ordering::SeqCst);
         if self.opened == self.after && !self.reset {
             // The last stream id is this one: everything the client opens after it is refused.
             self.last = Some(stream);
         }
         if flags & END_STREAM != 0 {
-            self.respond(stream, out);
+            self.respond(stream, Bytes::new(), out);
         } else {
-            self.arriving.insert(stream);
+            self.arriving.insert(stream, BytesMut::new());
         }
     }
 
-    fn on_data(&mut self, stream: u32, flags: u8, length: usize, out: &mpsc::UnboundedSender<Bytes>) {
-        if length > 0 {
+    /// A DATA frame (unpadded: hyper never pads) of a stream that is still arriving adds to its
+    /// body; the others' are dropped.
+    fn on_data(&mut self, stream: u32, flags: u8, payload: &[u8], out: &mpsc::UnboundedSender<Bytes>) {
+        if !payload.is_empty() {
             // Give the flow-control window back, so that bodies never stall the connection.
-            let increment = u32::try_from(length).expect("a frame is under 16 MiB").to_be_bytes();
+            let increment = u32::try_from(payload.len())
+                .expect("a frame is under 16 MiB")
+                .to_be_bytes();
             let _ = out.send(frame(WINDOW_UPDATE, 0, 0, &increment));
-            if flags & END_STREAM == 0 && self.arriving.contains(&stream) {
+            if flags & END_STREAM == 0 && self.arriving.contains_key(&stream) {
                 let _ = out.send(frame(WINDOW_UPDATE, 0, stream, &increment));
             }
         }
-        if flags & END_STREAM != 0 && self.arriving.remove(&stream) {
-            self.respond(stream, out);
+        if let Some(body) = self.arriving.get_mut(&stream) {
+            body.extend_from_slice(payload);
+        }
+        if flags & END_STREAM != 0
+            && let Some(body) = self.arriving.remove(&stream)
+        {
+            self.respond(stream, body.freeze(), out);
         }
     }
 
-    /// Answers `stream` after the configured delay: `:status 200` (HPACK static index 8), then
-    /// the body. The last stream sends the GOAWAY first, and waits once more before answering.
-    fn respond(&self, stream: u32, out: &mpsc::UnboundedSender<Bytes>) {
+    /// Answers `stream`, whose request carried `body`, after the configured delay: `:status 200`
+    /// (HPACK static index 8), then the body. The last stream sends the GOAWAY first, and waits
+    /// once more before answering. Answered, the request's body is recorded.
+    fn respond(&self, stream: u32, body: Bytes, out: &mpsc::UnboundedSender<Bytes>) {
         let (out, counters, delay) = (out.clone(), Arc::clone(&self.counters), self.delay);
+        let unanswered = Arc::clone(&self.unanswered);
         let last = self.last == Some(stream);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -425,8 +484,12 @@ impl RawH2 {
                 let _ = out.send(frame(GOAWAY, 0, 0, &payload));
                 tokio::time::sleep(delay).await;
             }
+            unanswered.fetch_sub(1, Ordering::SeqCst);
             let _ = out.send(frame(HEADERS, END_HEADERS, stream, &[0x88]));
             let _ = out.send(frame(DATA, END_STREAM, stream, b"{\"ok\":true}"));
+            (counters.bodies.lock())
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(body);
             counters.requests.fetch_add(1, Ordering::SeqCst);
         });
     }

@@ -5,6 +5,7 @@
 pub(crate) mod callers;
 mod connection;
 pub(crate) mod pipeline;
+mod request_body;
 mod request_id;
 
 use std::collections::HashMap;

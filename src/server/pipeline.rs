@@ -6,7 +6,7 @@
 //!  absolute-form and method   rate-limit slot       token,      Store header, 401 rule:    out; 429     access
 //!  refused;      (README      (429 past max_wait),  waiting     hygiene,      renew once,  pauses the   event
 //!  tenant by     "Callers")   body kept for a       at most     credential    replay once  limiter
-//!  prefix or own              replay (or capped)    request_                  if the body
+//!  prefix or own              resend (or capped)    request_                  if the body
 //!  listener; path                                   timeout                   was kept
 //!  normalised
 //! ```
@@ -22,16 +22,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::{Body, Incoming};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::request_body::{PreparedBody, prepare_body};
 use super::{Binding, callers, request_id};
 use crate::config::CallerClass;
 use crate::error::{ProxyBody, ProxyError};
@@ -122,8 +122,8 @@ async fn proxy(
     // 2. Caller: a cheap refusal before we spend a rate-limit slot or a token on the request.
     let class = callers::check(&snapshot.callers, &tenant.config.name, &parts)?;
     // 3. Limits. A declared body over the cap is refused before any wait; the slot comes before
-    //    the token, so a long wait never holds a stale generation; the body is read (when a 401
-    //    may replay it) only once the request may go.
+    //    the token, so a long wait never holds a stale generation; the body is read (when it
+    //    may be sent twice: a 401 replay, a refused h2 stream) only once the request may go.
     let declared = check_declared_size(&tenant, &parts.headers)?;
     ctx.class = class;
     ctx.rate_limit_wait = wait_for_slot(&tenant, class).await?;
@@ -246,30 +246,6 @@ fn add_upstream_headers(tenant: &Tenant, headers: &mut HeaderMap, store: Option<
     }
 }
 
-/// A request body: buffered when a 401 may need it again, else streamed under the tenant's cap.
-enum PreparedBody {
-    Buffered(Bytes),
-    Streamed(Limited<Incoming>),
-}
-
-async fn prepare_body(tenant: &Tenant, declared: Option<u64>, body: Incoming) -> Result<PreparedBody, ProxyError> {
-    let max_body = usize::try_from(tenant.config.max_body).unwrap_or(usize::MAX);
-    if !tenant.tokens.keeps_body_for_replay(declared, body.is_end_stream()) {
-        return Ok(PreparedBody::Streamed(Limited::new(body, max_body)));
-    }
-    // Most requests (GETs) have no body: nothing to read or buffer.
-    if body.is_end_stream() {
-        return Ok(PreparedBody::Buffered(Bytes::new()));
-    }
-    match Limited::new(body, max_body).collect().await {
-        Ok(collected) => Ok(PreparedBody::Buffered(collected.to_bytes())),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ProxyError::PayloadTooLarge {
-            limit: tenant.config.max_body,
-        }),
-        Err(_) => Err(ProxyError::BadRequest("the request body could not be read")),
-    }
-}
-
 /// The current token, waiting (within the exchange's deadline) for a first fetch under way.
 async fn take_token(exchange: &Exchange<'_>, ctx: &mut RequestCtx) -> Result<Arc<CurrentToken>, ProxyError> {
     let token =
@@ -279,7 +255,7 @@ async fn take_token(exchange: &Exchange<'_>, ctx: &mut RequestCtx) -> Result<Arc
 }
 
 /// Sends the request with `token`; when the token manager's 401 rule asks for it, once more with
-/// the renewed token. Only a kept (buffered) body can be sent twice, so only then are the headers
+/// the renewed token. Only a body kept for that can be sent twice, so only then are the headers
 /// and URI kept for a replay.
 async fn forward(
     exchange: &Exchange<'_>,
@@ -290,10 +266,11 @@ async fn forward(
     ctx: &mut RequestCtx,
 ) -> Result<Response<UpstreamResponseBody>, ProxyError> {
     let (first_body, replay) = match body {
-        PreparedBody::Buffered(bytes) => (
+        PreparedBody::Buffered { bytes, replay: true } => (
             Either::Left(Full::new(bytes.clone())),
             Some((parts.headers.clone(), uri.clone(), bytes)),
         ),
+        PreparedBody::Buffered { bytes, replay: false } => (Either::Left(Full::new(bytes)), None),
         PreparedBody::Streamed(stream) => (Either::Right(stream), None),
     };
     let response = exchange

@@ -24,7 +24,7 @@ mod tests;
 #[cfg(test)]
 mod tests_shared;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -157,6 +157,8 @@ struct Inner<P> {
     status: watch::Sender<Status>,
     /// Highest generation a 401 asked to retire; dedupes concurrent retirements.
     retire_requested: AtomicU64,
+    /// Index into `client_secrets` that fetches try first: the last that worked.
+    first_secret: AtomicUsize,
     wake: Notify,
     stats: Mutex<TokenStats>,
 }
@@ -182,15 +184,16 @@ impl<P: TokenSource> std::fmt::Debug for TokenManager<P> {
 }
 
 impl<P: TokenSource> TokenManager<P> {
-    /// Starts the background task, which fetches the first token at once.
+    /// Starts the background task, which fetches the first token at once, trying `client_secrets`
+    /// from index `first_secret` (the one that worked for the manager this one replaces, after a
+    /// reload; see [`Self::secret_index`]).
     pub fn spawn(
         tenant: TenantName,
         source: P,
         http: TokenHttp,
         policy: TokenPolicy,
-        store: (Store, StoreKey),
+        (store, key, first_secret): (Store, StoreKey, usize),
     ) -> Self {
-        let (store, key) = store;
         // Static credentials have nothing to share: only renewing sources use the shared store.
         let shared = source.renews().then(|| store.shared(&key)).flatten();
         let inner = Arc::new(Inner {
@@ -207,11 +210,18 @@ impl<P: TokenSource> TokenManager<P> {
                 ..Status::default()
             }),
             retire_requested: AtomicU64::new(0),
+            first_secret: AtomicUsize::new(first_secret),
             wake: Notify::new(),
             stats: Mutex::new(TokenStats::default()),
         });
         let task = tokio::spawn(Arc::clone(&inner).run());
         Self { inner, task }
+    }
+
+    /// Index into `client_secrets` of the secret the next fetch tries first: the last that worked
+    /// (or the one the manager started from).
+    pub fn secret_index(&self) -> usize {
+        self.inner.first_secret.load(Ordering::Relaxed)
     }
 
     /// The current token if it is valid now: lock-free, no waiting.

@@ -132,6 +132,7 @@ impl<P: TokenSource> Inner<P> {
             .fetch(FetchCtx {
                 http: &self.http,
                 previous,
+                first_secret: self.first_secret.load(Ordering::Relaxed),
             })
             .await
     }
@@ -149,6 +150,9 @@ impl<P: TokenSource> Inner<P> {
             token,
         });
         self.current.store(Some(Arc::clone(&current)));
+        // The next fetch starts from the secret that worked (a peer's, for an adopted token: the
+        // store key covers the secret list, so its index means the same here).
+        (self.first_secret).store(current.token.secret_index, Ordering::Relaxed);
         {
             let mut stats = self.stats.lock().expect("stats lock is never poisoned");
             stats.generation = generation;

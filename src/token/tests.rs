@@ -93,7 +93,7 @@ fn manager(fake: Fake) -> Arc<TokenManager<Fake>> {
         fake,
         TokenHttp::default(),
         policy(),
-        (store, key),
+        (store, key, 0),
     ))
 }
 

@@ -105,7 +105,7 @@ fn spawn(source: Replica, store: &FakeShared) -> TokenManager<Replica> {
         source,
         TokenHttp::default(),
         policy(),
-        (Store::Fake(store.clone()), key),
+        (Store::Fake(store.clone()), key, 0),
     )
 }
 

@@ -34,9 +34,16 @@ use tokio::time::Instant;
 use super::http1::{Http1Pool, UpstreamResponseBody};
 use super::tls::{Alpn, ConnectError, Endpoint, Stream, TlsConfig, TlsSetupError};
 use super::{POOL_IDLE_TIMEOUT, UpstreamBody};
+use settling::{Settled, Settling};
+
+mod settling;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type H2Connection = http2::Connection<TokioIo<Stream>, UpstreamBody, TokioExecutor>;
+type H2Connection = http2::Connection<TokioIo<Settling>, UpstreamBody, TokioExecutor>;
+
+/// How long a new h2 connection waits for the upstream's SETTINGS before taking requests anyway
+/// (they normally come with the end of the TLS handshake, within a round trip).
+const SETTINGS_WAIT: Duration = Duration::from_secs(1);
 
 /// How one attempt failed, sorted by what may follow it.
 #[derive(Debug)]
@@ -222,9 +229,13 @@ impl Inner {
             tracing::debug!(endpoint = ?self.endpoint, "https upstream chose http/1.1");
             return Ok(Route::Http1(Some(stream)));
         }
-        let h2 = Box::pin(self.handshake(id, stream))
+        let (h2, settled) = Box::pin(self.handshake(id, stream))
             .await
             .map_err(|e| SendError::Failed(e.into()))?;
+        // The requests waiting for the connection go once its stream limit is known.
+        if !Box::pin(settled.wait(SETTINGS_WAIT)).await {
+            tracing::debug!(endpoint = ?self.endpoint, "no SETTINGS from the upstream in time");
+        }
         self.current.store(Some(Arc::new(h2.clone())));
         Ok(Route::H2(h2))
     }
@@ -253,11 +264,12 @@ impl Inner {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    async fn handshake(self: &Arc<Self>, id: u64, stream: Stream) -> Result<H2, hyper::Error> {
+    async fn handshake(self: &Arc<Self>, id: u64, stream: Stream) -> Result<(H2, Arc<Settled>), hyper::Error> {
+        let (io, settled) = Settling::new(stream);
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(self.max_head).unwrap_or(u32::MAX))
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(io))
             .await?;
         let h2 = H2 {
             id,
@@ -270,9 +282,10 @@ impl Inner {
             epoch: self.epoch,
             idle_timeout: self.idle_timeout,
             last_used: Arc::clone(&h2.last_used),
+            settled: Arc::clone(&settled),
         };
         tokio::spawn(watched.run(connection));
-        Ok(h2)
+        Ok((h2, settled))
     }
 
     async fn send_h2(
@@ -287,7 +300,9 @@ impl Inner {
         };
         let outcome = match error.take_message() {
             Some(request) => SendError::Unsent(Box::new(request), error.into_error()),
-            None if refused(error.error()) => SendError::Refused(error.into_error()),
+            None if refused(error.error()) || dropped_while_queued(&h2, error.error()) => {
+                SendError::Refused(error.into_error())
+            }
             None => return Err(SendError::Failed(error.into_error().into())),
         };
         // Going away, or refusing: the next request (this one's retry included) opens a new one.
@@ -301,19 +316,37 @@ impl Inner {
 /// the streams above its last stream id (those at or below it run on), and `REFUSED_STREAM`
 /// promises the request was not processed. Told by the h2 error's type, never by its text.
 fn refused(error: &hyper::Error) -> bool {
+    h2_cause(error).is_some_and(|h2| {
+        h2.is_remote()
+            && match h2.reason() {
+                Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
+                Some(h2::Reason::REFUSED_STREAM) => h2.is_reset(),
+                _ => false,
+            }
+    })
+}
+
+fn h2_cause(error: &hyper::Error) -> Option<&h2::Error> {
     let mut cause = std::error::Error::source(error);
     while let Some(current) = cause {
         if let Some(h2) = current.downcast_ref::<h2::Error>() {
-            return h2.is_remote()
-                && match h2.reason() {
-                    Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
-                    Some(h2::Reason::REFUSED_STREAM) => h2.is_reset(),
-                    _ => false,
-                };
+            return Some(h2);
         }
         cause = current.source();
     }
-    false
+    None
+}
+
+/// Whether hyper dropped the request while it waited for a stream: past the upstream's
+/// SETTINGS_MAX_CONCURRENT_STREAMS, hyper holds the next request (one per connection) until a
+/// stream ends, and when a GOAWAY arrives meanwhile its dispatch task ends and drops that request
+/// and its body, answering "dispatch task is gone" (a user error, with no h2 error behind it, on
+/// a connection whose dispatch has closed). Its HEADERS were never written: it goes again under
+/// the rule of a refused stream. The one case where they were is a race (a stream ends and frees
+/// the slot, and the GOAWAY is read before hyper's dispatch task runs again, more than a round
+/// trip later), in which the upstream may have taken the request.
+fn dropped_while_queued(h2: &H2, error: &hyper::Error) -> bool {
+    error.is_user() && h2.sender.is_closed() && h2_cause(error).is_none()
 }
 
 /// HTTP/1.1 upstreams get origin-form (`Upstream::uri` gives https requests absolute form, which
@@ -331,6 +364,8 @@ struct Watched {
     epoch: Instant,
     idle_timeout: Duration,
     last_used: Arc<AtomicU64>,
+    /// Released if the connection ends before the upstream's SETTINGS came.
+    settled: Arc<Settled>,
 }
 
 impl Watched {
@@ -357,6 +392,7 @@ impl Watched {
                 }
             }
         }
+        self.settled.settle();
         self.retire();
     }
 

@@ -80,6 +80,13 @@ impl Upstream {
         Uri::from_parts(parts).expect("scheme and authority come together, with a path")
     }
 
+    /// Whether a request whose stream the upstream refuses may be sent again from a buffered copy
+    /// of its body: https that speaks HTTP/2 (or has not said yet). The pipeline buffers small
+    /// bodies for it.
+    pub fn resends_refused(&self) -> bool {
+        matches!(self, Self::Https(pool) if pool.multiplexes())
+    }
+
     /// Sends `request` and returns the response once its head has arrived; the body streams.
     ///
     /// Not `async` itself: it picks the pool's future at once, so that the request future, which
@@ -103,7 +110,9 @@ impl Upstream {
 /// The retry rule. A stream the upstream refused unprocessed (GOAWAY above its last stream id,
 /// RST_STREAM `REFUSED_STREAM`; RFC 9113 §8.7) or a request that never left a connection already
 /// going away is sent again, on a fresh connection, whatever the method: the upstream has not
-/// acted on it. A request that never left comes back whole; a refused one is sent again from a
+/// acted on it. A request that never left comes back whole, but for the one hyper drops while it
+/// waits for a stream (`https::dropped_while_queued`), which counts as refused; a refused one is
+/// sent again from a
 /// copy taken beforehand, which only a buffered or empty body allows (cloning `Full` shares its
 /// bytes). At most [`REFUSED_ATTEMPTS`] sends in all: an upstream that recycles its connections
 /// every few requests can refuse the retry too, on a connection that reached its own limit.

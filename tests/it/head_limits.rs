@@ -1,9 +1,13 @@
 //! Head size limits over real sockets (README, "Limits"): a request head over `max_request_head`
 //! gets 431 problem+json and reaches no upstream, one just under it passes intact, and an upstream
-//! response head over `max_response_head` gives 502.
+//! response head over `max_response_head` gives 502, from a plain-http upstream and from an https
+//! one over HTTP/2 or (`http2 = false`) HTTP/1.1.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
+
+use tokenbroker::sandbox::{H2Alpn, H2Upstream, H2UpstreamOptions};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -121,4 +125,54 @@ async fn an_upstream_response_head_over_the_limit_gives_502() {
     let proxy = start(&format!("http://{small}")).await;
     let answer = get(&proxy.url("/acme/items")).await;
     assert_eq!(answer.status.as_u16(), 200, "a head under the limit passes");
+}
+
+/// The sandbox's TLS upstream (h2 and http/1.1 by ALPN), and the proxy with `acme` on it trusting
+/// the test CA, plus `extra` tenant keys.
+async fn start_tls(extra: &str) -> (H2Upstream, Proxy) {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/auth/http/testdata");
+    let options = H2UpstreamOptions::new(testdata.join("server.pem"), testdata.join("server.key"));
+    assert_eq!(options.alpn, H2Alpn::H2OrHttp1);
+    let upstream = H2Upstream::start(options).await.expect("the TLS upstream starts");
+    let keys = format!("ca_file = \"{}\"\n{extra}", testdata.join("ca.pem").display());
+    let toml = format!("{SERVER}{}", static_tenant("acme", &upstream.base_url(), &keys));
+    let proxy = Proxy::start_with_env(&toml, &env(&[("STATIC_VALUE", "Bearer head-static")])).await;
+    (upstream, proxy)
+}
+
+/// Response heads of 80 kB and 1 MB (the limit is 64 KiB) give 502 `upstream_unreachable`; one
+/// with a 1 KiB header passes, the header intact. Three requests in all.
+async fn assert_response_heads_over_the_limit_give_502(proxy: &Proxy) {
+    for bytes in [80_000, 1024 * 1024] {
+        let answer = get(&proxy.url(&format!("/acme/big-head/{bytes}"))).await;
+        assert_eq!(answer.status.as_u16(), 502, "a {bytes}-byte header: {}", answer.text());
+        assert_eq!(answer.headers["tokenbroker-error"], "upstream_unreachable");
+    }
+    let answer = get(&proxy.url("/acme/big-head/1024")).await;
+    assert_eq!(answer.status.as_u16(), 200, "a head under the limit passes");
+    assert_eq!(answer.headers["x-big"].len(), 1024);
+}
+
+#[tokio::test]
+async fn an_h2_upstream_response_head_over_the_limit_gives_502() {
+    let (upstream, proxy) = start_tls("").await;
+    assert_response_heads_over_the_limit_give_502(&proxy).await;
+    assert_eq!(
+        (upstream.h2_requests(), upstream.http1_requests()),
+        (3, 0),
+        "all over h2"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_http1_over_tls_upstream_response_head_over_the_limit_gives_502() {
+    let (upstream, proxy) = start_tls("http2 = false").await;
+    assert_response_heads_over_the_limit_give_502(&proxy).await;
+    assert_eq!(
+        (upstream.h2_requests(), upstream.http1_requests()),
+        (0, 3),
+        "all over HTTP/1.1"
+    );
+    proxy.stop().await;
 }

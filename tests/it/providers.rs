@@ -11,7 +11,7 @@ use tokenbroker::sandbox::{
 use tokio::time::Instant;
 
 use crate::sandboxed::{SERVER, adobe_tenant, shopline_tenant, start_proxy, vantage_tenant};
-use crate::support::{Proxy, env, get};
+use crate::support::{Binary, Proxy, env, eventually, get, sample};
 
 const ORG_ID: &str = "ABCDEF0123456789ABCDEF01@AdobeOrg";
 
@@ -64,6 +64,72 @@ async fn adobe_rotates_to_the_second_secret_and_sends_the_accs_headers() {
     assert!(seen.headers.get("store").is_none());
     assert_eq!(ims.token_calls(), 2, "the token is reused");
     proxy.stop().await;
+}
+
+/// The real binary's config: `adobe` with `client_secrets = [secrets]` and `scopes = [scopes]`,
+/// renewing on any 401 (`min_token_age = "0s"`).
+fn rotation_config(ims: &ImsSandbox, secrets: &str, scopes: &str) -> String {
+    format!(
+        "{SERVER}\n[[tenant]]\nname = \"adobe\"\nprovider = \"adobe_ims\"\nupstream = \"{}\"\n\
+         token_url = \"{}\"\nclient_id = \"{}\"\nscopes = [{scopes}]\nclient_secrets = [{secrets}]\n\
+         min_token_age = \"0s\"\n",
+        ims.api_base_url(),
+        ims.token_url(),
+        sandbox::IMS_CLIENT_ID,
+    )
+}
+
+/// Replaces the binary's config with `toml` and reloads it (SIGHUP); waits for the `count`th
+/// successful reload.
+async fn reload(binary: &Binary, toml: &str, count: f64) {
+    binary.replace_config(toml);
+    binary.signal("HUP");
+    let series = r#"tokenbroker_config_reloads_total{outcome="success"}"#;
+    let applied = eventually(Duration::from_secs(5), || async {
+        sample(&binary.metrics().await, series) == Some(count)
+    })
+    .await;
+    assert!(applied, "reload {count} applied:\n{}", binary.logs());
+}
+
+/// One API call through `adobe`, answered 200; then the token calls IMS has seen.
+async fn call(binary: &Binary, ims: &ImsSandbox) -> usize {
+    let answer = get(&binary.url("/adobe/rest/V1/store/storeViews")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    ims.token_calls()
+}
+
+#[tokio::test]
+async fn adobe_keeps_to_the_working_secret_across_renewals_and_reloads() {
+    // Adobe rotated the credential: only the second configured secret is valid.
+    let ims = ImsSandbox::start(ImsOptions {
+        client_secrets: vec!["new-secret".to_owned()],
+        ..ImsOptions::default()
+    })
+    .await
+    .expect("start the IMS fake");
+    let (old_new, new_newer) = (
+        r#"{ env = "OLD" }, { env = "NEW" }"#,
+        r#"{ env = "NEW" }, { env = "NEWER" }"#,
+    );
+    let (scopes, fewer_scopes) = (r#""openid", "AdobeID", "commerce.accs""#, r#""openid", "AdobeID""#);
+    let secrets = [("OLD", "old-secret"), ("NEW", "new-secret"), ("NEWER", "newer-secret")];
+    let binary = Binary::start(&rotation_config(&ims, old_new, scopes), &secrets);
+    assert_eq!(
+        call(&binary, &ims).await,
+        2,
+        "the old secret refused, the new one accepted"
+    );
+    // A renewal (the API refuses the token) starts from the secret that worked.
+    ims.revoke_all();
+    assert_eq!(call(&binary, &ims).await, 3, "renewed with the new secret at once");
+    // A reload that replaces the token manager (other scopes) but keeps the list: the same.
+    reload(&binary, &rotation_config(&ims, old_new, fewer_scopes), 1.0).await;
+    assert_eq!(call(&binary, &ims).await, 4, "after a reload keeping the secrets");
+    // A reload that changes the list: the working secret is found by value, now first.
+    reload(&binary, &rotation_config(&ims, new_newer, fewer_scopes), 2.0).await;
+    assert_eq!(call(&binary, &ims).await, 5, "after a reload moving the working secret");
+    assert_eq!(ims.tokens_issued(), 4);
 }
 
 const SHOP_PATH: &str = "/shop/admin/openapi/v20230901/products/products.json";

@@ -477,3 +477,51 @@ fn debug_shows_neither_secrets_nor_the_private_key() {
         assert!(!text.contains(secret), "{secret} leaked into {text}");
     }
 }
+
+/// `with_secret_rotation` over secrets `a`, `b`, `c` from `first`, where only `valid` works (with
+/// `valid = "none-down"`, none does and `b`'s endpoint is down): the secrets tried, in order, and
+/// the outcome (index, or the error's text).
+async fn rotate_from(first: usize, valid: &str) -> (Vec<String>, Result<usize, String>) {
+    let secrets = [Secret::from("a"), Secret::from("b"), Secret::from("c")];
+    let tried = std::cell::RefCell::new(Vec::new());
+    let outcome = with_secret_rotation(&secrets, first, |secret| {
+        tried.borrow_mut().push(secret.to_owned());
+        let answer = match secret {
+            _ if secret == valid => Ok(()),
+            "b" if valid == "none-down" => Err(ProviderError::Unreachable("down".into())),
+            _ => Err(ProviderError::Rejected {
+                status: 400,
+                code: "invalid_client".into(),
+                description: None,
+            }),
+        };
+        std::future::ready(answer)
+    })
+    .await;
+    let outcome = outcome.map(|((), index)| index).map_err(|e| e.to_string());
+    (tried.into_inner(), outcome)
+}
+
+#[tokio::test]
+async fn secret_rotation_starts_at_the_last_working_secret_and_wraps_around() {
+    assert_eq!(
+        rotate_from(1, "b").await,
+        (strings(&["b"]), Ok(1)),
+        "the last that worked first"
+    );
+    assert_eq!(
+        rotate_from(1, "a").await,
+        (strings(&["b", "c", "a"]), Ok(0)),
+        "round to the start"
+    );
+    assert_eq!(
+        rotate_from(7, "a").await,
+        (strings(&["a"]), Ok(0)),
+        "out of range: from 0"
+    );
+    let (tried, outcome) = rotate_from(2, "none").await;
+    assert_eq!(tried, strings(&["c", "a", "b"]), "each once");
+    assert!(outcome.is_err_and(|e| e.contains("invalid_client")));
+    let (tried, _) = rotate_from(0, "none-down").await;
+    assert_eq!(tried, strings(&["a", "b"]), "an outage stops the round");
+}

@@ -188,6 +188,7 @@ async fn creates_with_the_code_first_then_refreshes_with_an_empty_signed_body() 
         .fetch(FetchCtx {
             http: &http,
             previous: None,
+            first_secret: 0,
         })
         .await
         .expect("created");
@@ -196,6 +197,7 @@ async fn creates_with_the_code_first_then_refreshes_with_an_empty_signed_body() 
         .fetch(FetchCtx {
             http: &http,
             previous: Some(&first),
+            first_secret: 0,
         })
         .await
         .expect("refreshed");

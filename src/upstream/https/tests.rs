@@ -51,15 +51,17 @@ fn get(fake: &H2Upstream, path: &str) -> Request<UpstreamBody> {
 
 /// The status once the whole body has arrived, or the error's text.
 async fn status(upstream: &Upstream, request: Request<UpstreamBody>) -> Result<StatusCode, String> {
+    let target = request.uri().to_string();
     let exchange = async {
         let response = upstream.send(request).await.map_err(|e| e.to_string())?;
         let status = response.status();
         response.into_body().collect().await.map_err(|e| e.to_string())?;
         Ok(status)
     };
+    // An error rather than a panic, so that a stalled request shows in its test's assertion.
     tokio::time::timeout(Duration::from_secs(20), exchange)
         .await
-        .expect("answered in time")
+        .unwrap_or_else(|_| Err(format!("{target}: no answer within 20 s")))
 }
 
 /// `clients` tasks, each sending `each` GETs one after the other; every outcome.
@@ -223,6 +225,68 @@ async fn a_refused_request_with_an_empty_streamed_body_is_sent_again() {
         third_is_refused(move |fake| request(fake, Method::GET, "/x", Either::Right(empty))).await;
     assert_eq!(third, Ok(StatusCode::OK), "nothing of the body was sent: it went again");
     assert_eq!((fake.refused(), fake.handshakes(), fake.requests()), (1, 2, 3));
+}
+
+/// An upstream that runs one stream at a time and makes the first its GOAWAY's last: `second`,
+/// sent 100 ms after the first, waits in hyper for the first stream to end, and the GOAWAY
+/// (300 ms) finds it there, never sent. The outcomes of both.
+async fn second_waits_for_a_stream(
+    second: impl FnOnce(&H2Upstream) -> Request<UpstreamBody>,
+) -> (H2Upstream, Result<StatusCode, String>, Result<StatusCode, String>) {
+    let mut options = options(Recycle::RefuseAbove(1));
+    options.answer_delay = Duration::from_millis(300);
+    options.max_concurrent_streams = Some(1);
+    let (fake, upstream) = start(options).await;
+    let (first_upstream, first_request) = (upstream.clone(), get(&fake, "/first"));
+    let first = tokio::spawn(async move { status(&first_upstream, first_request).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = status(&upstream, second(&fake)).await;
+    let first = first.await.expect("first request");
+    (fake, first, second)
+}
+
+#[tokio::test]
+async fn a_request_waiting_for_a_stream_at_a_goaway_is_sent_again() {
+    let body = || Either::Left(Full::new(Bytes::from_static(b"{\"order\":1}")));
+    let (fake, first, second) = second_waits_for_a_stream(|fake| request(fake, Method::POST, "/orders", body())).await;
+    assert_eq!(first, Ok(StatusCode::OK));
+    assert_eq!(second, Ok(StatusCode::OK), "sent again on the next connection");
+    assert_eq!(
+        (fake.refused(), fake.handshakes(), fake.requests()),
+        (0, 2, 2),
+        "the upstream never saw it on the first connection"
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_body_waiting_for_a_stream_at_a_goaway_gets_an_honest_error() {
+    let streamed = Limited::new(incoming(b"streamed order").await, 1 << 20);
+    let (fake, first, second) =
+        second_waits_for_a_stream(move |fake| request(fake, Method::POST, "/orders", Either::Right(streamed))).await;
+    assert_eq!(first, Ok(StatusCode::OK));
+    let error = second.expect_err("hyper dropped the body with the request");
+    assert!(
+        error.contains("the upstream closed the connection before processing the request"),
+        "{error}"
+    );
+    assert_eq!((fake.handshakes(), fake.requests()), (1, 1));
+}
+
+/// The requests that wait for a new connection go out once the upstream's SETTINGS are in:
+/// none past its SETTINGS_MAX_CONCURRENT_STREAMS, which it would refuse (and each refusal
+/// would retire the connection just opened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_opens_no_more_streams_than_the_upstream_allows() {
+    let mut options = options(Recycle::RefuseAbove(1000));
+    options.answer_delay = Duration::from_millis(20);
+    options.max_concurrent_streams = Some(4);
+    let (fake, upstream) = start(options).await;
+    assert_all_ok(&load(&upstream, &fake, 32, 2).await);
+    assert_eq!(
+        (fake.refused(), fake.handshakes(), fake.requests()),
+        (0, 1, 64),
+        "no stream refused, one connection"
+    );
 }
 
 #[tokio::test]
