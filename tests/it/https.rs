@@ -115,9 +115,15 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_upstream_that_sends_goaway_every_50_requests_fails_none_and_reconnects_once_each() {
     let upstream = fake(H2Alpn::H2OrHttp1, Recycle::RefuseAbove(50)).await;
+    recycling_load_fails_none(&upstream, (32, 63), 50, "GOAWAY every 50").await;
+}
+
+/// `clients` callers sending `each` requests through the binary to an upstream that recycles its
+/// connections every `every` requests: none fails, each reaches the upstream once, and it takes
+/// about one handshake per recycle.
+async fn recycling_load_fails_none(upstream: &H2Upstream, (clients, each): (usize, usize), every: usize, what: &str) {
     let ims = ImsSandbox::start(ImsOptions::default()).await.expect("IMS fake");
-    let binary = binary(&upstream, &ims);
-    let (clients, each) = (32, 63);
+    let binary = binary(upstream, &ims);
     let failed = load(&binary, clients, each).await;
     let sent = clients * each;
     assert!(
@@ -127,13 +133,13 @@ async fn an_h2_upstream_that_sends_goaway_every_50_requests_fails_none_and_recon
         failed.first()
     );
     eprintln!(
-        "GOAWAY every 50: {sent} requests, {} handshakes, {} streams refused and sent again",
+        "{what}: {sent} requests, {} handshakes, {} streams refused and sent again",
         upstream.handshakes(),
         upstream.refused()
     );
     assert_eq!(upstream.requests(), sent, "each request answered once");
     assert!(
-        upstream.handshakes() <= sent / 50 + 5,
+        upstream.handshakes() <= sent / every + 5,
         "{} handshakes for {sent} requests",
         upstream.handshakes()
     );
@@ -149,28 +155,8 @@ async fn queued_past_max_concurrent_streams(recycle: Recycle) {
         options.answer_delay = Duration::from_millis(5);
     })
     .await;
-    let ims = ImsSandbox::start(ImsOptions::default()).await.expect("IMS fake");
-    let binary = binary(&upstream, &ims);
-    let (clients, each) = (32, 25);
-    let failed = load(&binary, clients, each).await;
-    let sent = clients * each;
-    assert!(
-        failed.is_empty(),
-        "{} of {sent} failed, first: {:?}",
-        failed.len(),
-        failed.first()
-    );
-    eprintln!(
-        "{recycle:?}, 4 streams at once: {sent} requests, {} handshakes, {} refused",
-        upstream.handshakes(),
-        upstream.refused()
-    );
-    assert_eq!(upstream.requests(), sent, "each request answered once");
-    assert!(
-        upstream.handshakes() <= sent / 100 + 5,
-        "{} handshakes for {sent} requests",
-        upstream.handshakes()
-    );
+    let what = format!("{recycle:?}, 4 streams at once");
+    recycling_load_fails_none(&upstream, (32, 25), 100, &what).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

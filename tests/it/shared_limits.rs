@@ -332,19 +332,23 @@ async fn cyberbiz_45_at_once_on_three_replicas_stay_at_five_in_any_second() {
 
 const SHOP_PATH: &str = "/shop/admin/openapi/v20230901/products/products.json";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shopline_preset_120_at_once_on_three_replicas_stay_within_the_bucket() {
-    let redis = RedisServer::start();
-    // The fake's bucket holds one request more than SHOPLINE's: the preset grants slots at exactly
-    // SHOPLINE's rate, so the first slot after the burst can arrive a few ms early relative to the
-    // burst's first (which opened a connection) and overflow an exact bucket by one. The witness
-    // here is the envelope of the arrivals, not the fake's verdict.
-    let shop = ShoplineSandbox::start(ShoplineOptions {
+/// A SHOPLINE fake whose bucket holds one request more than SHOPLINE's: the preset grants slots at
+/// exactly SHOPLINE's rate, so the first slot after the burst can arrive a few ms early relative to
+/// the burst's first (which opened a connection) and overflow an exact bucket by one. The witness
+/// is the envelope of the arrivals (`envelope_breach`), not the fake's verdict.
+pub(crate) async fn shopline_witness() -> ShoplineSandbox {
+    ShoplineSandbox::start(ShoplineOptions {
         burst: 41,
         ..ShoplineOptions::default()
     })
     .await
-    .expect("start the SHOPLINE fake");
+    .expect("start the SHOPLINE fake")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopline_preset_120_at_once_on_three_replicas_stay_within_the_bucket() {
+    let redis = RedisServer::start();
+    let shop = shopline_witness().await;
     let extra = "app_secret = { env = \"SHOPLINE_SECRET\" }\ncode = { env = \"SHOPLINE_CODE\" }";
     // The preset (4/s, burst 40, max_wait 5 s) is under test, so the helper's `rate_limit = false` goes.
     let tenant = shopline_tenant("shop", &shop, &shop.base_url(), extra).replace("rate_limit = false\n", "");
