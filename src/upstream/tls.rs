@@ -46,7 +46,7 @@ pub enum ConnectError {
 }
 
 /// The trust roots and ALPN offers of https upstreams. Cloning shares them.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TlsConfig {
     /// ALPN `h2`, `http/1.1`: what a first connection offers.
     h2_or_http1: Arc<rustls::ClientConfig>,
@@ -59,6 +59,13 @@ pub struct TlsConfig {
 pub(super) enum Alpn {
     H2OrHttp1,
     Http1,
+}
+
+/// Opaque in logs: rustls's own `Debug` prints every root certificate.
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig").finish_non_exhaustive()
+    }
 }
 
 impl TlsConfig {
@@ -97,12 +104,23 @@ impl TlsConfig {
 }
 
 /// Where a pool connects: host and port, and for https the TLS configuration and server name.
-#[derive(Debug)]
 pub(super) struct Endpoint {
     /// `host` without IPv6 brackets, for the resolver.
     pub(super) host: String,
     pub(super) port: u16,
     tls: Option<(TlsConfig, ServerName<'static>)>,
+}
+
+/// `https://host:port` or `http://host:port`: what a log line needs, not the whole rustls
+/// configuration (kilobytes of it on every debug line about a connection).
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        match self.host.contains(':') {
+            true => write!(f, "{scheme}://[{}]:{}", self.host, self.port),
+            false => write!(f, "{scheme}://{}:{}", self.host, self.port),
+        }
+    }
 }
 
 impl Endpoint {
@@ -263,4 +281,25 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsSetupErr
         return Err(TlsSetupError::NoCertificate { path: shown });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_logs_as_its_origin_only() {
+        let authority = Authority::from_static("upstream.example:8443");
+        let tls = TlsConfig::new(None).expect("the system roots load");
+        let line = format!("{:?}", Endpoint::tls(&authority, tls).expect("a valid server name"));
+        assert_eq!(line, "https://upstream.example:8443");
+        assert_eq!(
+            format!("{:?}", Endpoint::plain(&Authority::from_static("up:80"))),
+            "http://up:80"
+        );
+        assert_eq!(
+            format!("{:?}", Endpoint::plain(&Authority::from_static("[::1]:81"))),
+            "http://[::1]:81"
+        );
+    }
 }

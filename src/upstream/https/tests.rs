@@ -104,8 +104,11 @@ async fn sixty_four_concurrent_first_requests_share_one_h2_connection() {
 
 /// Why the pool exists, measured: hyper-util's client, with ALPN, cannot know that the connection
 /// in progress will be h2, so every request that finds none opens its own (hyperium/hyper#1485).
-/// Should this fail because hyper-util learned to wait, its pool could serve https again.
+/// Should this fail because hyper-util learned to wait, its pool could serve https again. A
+/// measurement of hyper-util, not of this crate, and timing-dependent (on a loaded machine the
+/// handshakes can serialise and it opens one): run it with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement of hyper-util's pool, not of ours; timing-dependent"]
 async fn hyper_utils_pool_opens_a_connection_per_waiting_first_request() {
     let fake = H2Upstream::start(options(Recycle::Never)).await.expect("starts");
     let mut roots = rustls::RootCertStore::empty();
