@@ -67,31 +67,5 @@ classes_wrk() {
 }
 
 classes_report() {
-  python3 - "$WORK/runs-classes.jsonl" "$OUT/classes.json" <<'PY'
-import json, statistics, sys
-runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def per_round(metric, num, den):
-    by = {(r["case"], r["round"]): r[metric] for r in runs}
-    rounds = sorted({r["round"] for r in runs})
-    vals = [by[(num, n)] / by[(den, n)] for n in rounds if by.get((den, n)) and by.get((num, n)) is not None]
-    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)} if vals else None
-failed = sum(r["non_2xx"] + r["socket_errors"] for r in runs)
-result = {
-    f"{mode}: {metric} classes/callers": per_round(key, f"{mode}-classes", f"{mode}-callers")
-    for mode in ("memory", "redis")
-    for metric, key in (("cpu/req", "cpu_us_per_req"), ("rps", "rps"), ("p99", "p99_us"))
-}
-result["failed"] = failed
-json.dump(result, open(sys.argv[2], "w"), indent=2)
-print("\ncaller classes vs one caller, limited tenant, same run, median [min..max] over rounds")
-for name, v in result.items():
-    if isinstance(v, dict):
-        print(f"  {name:34} {v['median']:.3f} [{v['min']:.3f}..{v['max']:.3f}]")
-for mode in ("memory", "redis"):
-    cpu = result[f"{mode}: cpu/req classes/callers"]
-    verdict = "PASS" if cpu and cpu["median"] <= 1.05 else "MISS"
-    print(f"  target: {mode} cpu/req classes <= 1.05 x callers: {verdict}")
-print(f"  failed requests: {failed}")
-sys.exit(1 if failed else 0)
-PY
+  python3 "$ROOT/benches/report.py" classes "$WORK/runs-classes.jsonl" "$OUT/classes.json"
 }

@@ -336,6 +336,31 @@ def read_runs(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def classes_summary(runs_path, out_path):
+    """The caller-class case (benches/classes.sh): classes/callers per round, in each store mode."""
+    runs = read_runs(runs_path)
+    metrics = (("cpu/req", "cpu_us_per_req"), ("rps", "rps"), ("p99", "p99_us"))
+    result = {
+        f"{mode}: {name} classes/callers": paired(runs, 64, key, f"{mode}-classes", f"{mode}-callers")
+        for mode in ("memory", "redis")
+        for name, key in metrics
+    }
+    failed = sum(r["non_2xx"] + r["socket_errors"] for r in runs)
+    result["failed"] = failed
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=2)
+    print("\ncaller classes vs one caller, limited tenant, same run, median [min..max] over rounds")
+    for name, v in result.items():
+        if isinstance(v, dict):
+            print(f"  {name:34} {v['median']:.3f} [{v['min']:.3f}..{v['max']:.3f}]")
+    for mode in ("memory", "redis"):
+        cpu = result[f"{mode}: cpu/req classes/callers"]
+        verdict = "PASS" if cpu and cpu["median"] <= 1.05 else "MISS"
+        print(f"  target: {mode} cpu/req classes <= 1.05 x callers: {verdict}")
+    print(f"  failed requests: {failed}")
+    sys.exit(1 if failed else 0)
+
+
 def summary(work, out_path, prev_path):
     """Writes results.json and prints the tables; exits non-zero when a case had failed requests (wrk's
     non-2xx and socket errors) or an upstream connection arrived without the injected headers."""
@@ -389,4 +414,4 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"ticks": lambda: ticks(args), "config": lambda: config(*args), "wrk": lambda: wrk(*args),
      "summary": lambda: summary(*args), "https-config": lambda: https_config(*args),
-     "template": lambda: template(*args)}[cmd]()
+     "template": lambda: template(*args), "classes": lambda: classes_summary(*args)}[cmd]()
