@@ -157,18 +157,22 @@ async fn interactive_requests_on_any_replica_pass_a_batch_flood_on_all_three() {
 }
 
 /// Two replicas on one static tenant (5/s, burst 1) in front of the recording upstream, with a
-/// batch and a standard caller.
+/// batch, a standard and an interactive caller. The interactive one sends nothing: it makes
+/// interactive the tenant's lead class, so standard too takes only due slots, and only batch's
+/// giving way to a waiting standard request (on whichever replica) keeps the order.
 fn ordered_replicas(redis: &RedisServer, upstream: &Upstream) -> Vec<Binary> {
     let limit = "rate_limit = { per_second = 5, burst = 1, max_wait = { batch = \"1m\" } }";
     let tenant = static_tenant_from("t", &upstream.url(), "VALUE", limit);
     let callers = "[[caller]]\nname = \"sync\"\nkey = { env = \"BATCH_KEY\" }\nclass = \"batch\"\n\
-                   [[caller]]\nname = \"orders\"\nkey = { env = \"STANDARD_KEY\" }\nclass = \"standard\"\n";
+                   [[caller]]\nname = \"orders\"\nkey = { env = \"STANDARD_KEY\" }\nclass = \"standard\"\n\
+                   [[caller]]\nname = \"checkout\"\nkey = { env = \"INTERACTIVE_KEY\" }\nclass = \"interactive\"\n";
     let url = redis.url();
     let envs = [
         ("REDIS_URL", url.as_str()),
         ("VALUE", "Bearer static-token"),
         ("BATCH_KEY", BATCH_KEY),
         ("STANDARD_KEY", STANDARD_KEY),
+        ("INTERACTIVE_KEY", INTERACTIVE_KEY),
     ];
     replicas::start(2, &shared_config(&format!("{tenant}{callers}")), &envs)
 }
@@ -215,14 +219,15 @@ async fn standard_requests_on_one_replica_go_before_batch_queued_on_another() {
     let (batch_at, standard_at) = (at("/batch/"), at("/standard/"));
     assert_eq!((batch_at.len(), standard_at.len()), (15, 4));
     let last_standard = standard_at[3];
-    // A batch slot already due when the standard requests came, and batch's 10 % share of the
-    // five slots that follow: at most two batch requests between, and the rest (at least 8 of
-    // the 12 or 13 queued) after.
+    // At most the batch slot already due when the standard requests came goes between (batch's
+    // 10 % share needs 9 higher-class slots first, and there are 4); the rest (at least 11 of
+    // the 12 or 13 queued) after. Measured: 0 between and 13 after in each of four runs; with
+    // batch not giving way to waiting standard requests, 2 to 7 between.
     let between = batch_at.iter().filter(|t| **t > sent && **t <= last_standard).count();
     let after = batch_at.iter().filter(|t| **t > last_standard).count();
     let ms = |times: &[Instant]| -> Vec<u128> { times.iter().map(|t| t.duration_since(sent).as_millis()).collect() };
     assert!(
-        between <= 2 && after >= 8,
+        between <= 1 && after >= 11,
         "{between} batch requests went between the standard ones' arrival and the last of them, \
          {after} after; ms since the standard ones were sent: batch {:?}, standard {:?}",
         ms(&batch_at),
