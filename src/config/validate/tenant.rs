@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use super::fields::optional;
+use super::fields::{self, optional};
 use super::{Ctx, Scope, limits, providers, server};
 use crate::config::raw::{RawRateLimit, RawRewrite, RawSecret, RawTenant};
 use crate::config::{CallerClass, RateLimitConfig, ServerConfig, TenantConfig, TenantName, TokenPolicy, UpstreamUrl};
@@ -105,7 +105,19 @@ fn upstream(
     preset: &providers::Preset,
 ) -> Option<http::Uri> {
     match (raw.upstream.as_ref().or(preset.upstream.as_ref()), kind) {
-        (Some(text), _) => ctx.http_url(scope, "upstream", text, false),
+        (Some(text), _) => {
+            let uri = ctx.http_url(scope, "upstream", text, false)?;
+            if uri.scheme_str() == Some("http") && !uri.host().is_some_and(fields::is_loopback_host) {
+                ctx.warn(
+                    scope,
+                    "upstream",
+                    format!(
+                        "`{text}` is plain http to a non-loopback host: the credential would cross the network in clear"
+                    ),
+                );
+            }
+            Some(uri)
+        }
         (None, Some(kind)) if !preset.has_default_upstream => {
             ctx.reject(scope, "", format!("`upstream` is required for provider `{kind}`"))
         }

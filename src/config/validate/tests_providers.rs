@@ -266,7 +266,7 @@ fn oauth2_combinations() {
 }
 
 #[test]
-fn plain_http_token_url_off_the_machine_is_a_warning() {
+fn plain_http_token_url_or_upstream_off_the_machine_is_a_warning() {
     let remote =
         format!("{OAUTH2}client_secret = {{ env = \"ACME_ERP_SECRET\" }}\n").replace("https://login", "http://login");
     let loaded = parse_ok(&remote);
@@ -274,9 +274,14 @@ fn plain_http_token_url_off_the_machine_is_a_warning() {
     assert!(loaded.warnings[0].message.contains("key `token_url`"));
     let local = remote.replace("http://login.example.com", "http://127.0.0.1:9000");
     assert!(parse_ok(&local).warnings.is_empty());
-    // A plain-http upstream is fine (in-cluster services).
+    // A plain-http upstream off the machine works (in-cluster services) but is warned about too:
+    // the bearer token crosses the network in clear.
     let upstream = format!("{CYBERBIZ}upstream = \"http://cyberbiz-fake.svc:8080\"\n");
-    assert!(parse_ok(&upstream).warnings.is_empty());
+    let warnings = parse_ok(&upstream).warnings;
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].message.contains("key `upstream`") && warnings[0].message.contains("in clear"));
+    let local = format!("{CYBERBIZ}upstream = \"http://localhost:8080\"\n");
+    assert!(parse_ok(&local).warnings.is_empty());
 }
 
 #[test]
