@@ -214,6 +214,7 @@ impl App {
             ReloadSource::Config(config) => *config,
         };
         let old = self.state.load_full();
+        check_bound_listener(servers.main_addr(), &config)?;
         warn_about_restart_only_changes(&old.server, &self.store, &config);
         let snapshot = Snapshot::build(&config, Some(&old)).map_err(|e| single_error(e.to_string()))?;
         // Bind new tenant listeners before swapping, so a port conflict rejects the reload whole.
@@ -238,6 +239,23 @@ impl App {
             servers.add_tenant(name, addr, listener, Arc::clone(&self.state));
         }
         Ok(())
+    }
+}
+
+/// The running main listener keeps its address across reloads, so validation's rule (no
+/// non-loopback listener without callers) must hold for that address too: a file that moves
+/// `listen` to loopback and drops every caller would otherwise leave the old non-loopback socket
+/// serving the credentials to anyone. Such a reload is rejected whole. (Tenant listeners follow
+/// the file: one that changes address is re-bound, so validation already covers it.)
+fn check_bound_listener(bound: Option<SocketAddr>, config: &RuntimeConfig) -> Result<(), ConfigErrors> {
+    let anonymous = config.callers.is_empty() && !config.server.allow_anonymous;
+    match bound {
+        Some(addr) if anonymous && !addr.ip().is_loopback() => Err(single_error(format!(
+            "the running listener is bound to {addr}, which is not a loopback address (server.listen changes \
+             only on restart), and this configuration has no [[caller]]: anyone who reaches it could use the \
+             credentials. Keep [[caller]] keys (or set server.allow_anonymous = true), or restart to move the listener"
+        ))),
+        _ => Ok(()),
     }
 }
 

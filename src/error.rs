@@ -31,6 +31,8 @@ pub enum ProxyError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(&'static str),
+    #[error("this listener answers only requests addressed to this machine (a loopback Host or localhost)")]
+    MisdirectedRequest,
     #[error("this is not a forward proxy: {0} is not supported")]
     MethodNotAllowed(&'static str),
     #[error("the request head is larger than the limit of {limit} bytes")]
@@ -55,6 +57,7 @@ impl ProxyError {
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::MisdirectedRequest => "misdirected_request",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::HeaderTooLarge { .. } => "header_too_large",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -71,6 +74,7 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeaderTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -87,6 +91,7 @@ impl ProxyError {
             Self::BadRequest(_) => "Bad request",
             Self::Unauthorized => "Unauthorized",
             Self::Forbidden(_) => "Forbidden",
+            Self::MisdirectedRequest => "Misdirected request",
             Self::MethodNotAllowed(_) => "Method not allowed",
             Self::HeaderTooLarge { .. } => "Request header fields too large",
             Self::PayloadTooLarge { .. } => "Payload too large",

@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub max_body: u64,
     /// Allow non-loopback listeners without any `[[caller]]`. Default false.
     pub allow_anonymous: bool,
+    /// Extra `Host` names an anonymous loopback listener answers besides loopback addresses and
+    /// `localhost` (lowercase, no port). Default none.
+    pub allowed_hosts: Vec<String>,
     /// Reload when the config file changes. Default false.
     pub watch_config: bool,
     /// A connection must deliver each request head (the first one counted from accept) within this.
@@ -375,12 +378,34 @@ pub struct StaticConfig {
 pub struct CallerConfig {
     pub name: String,
     pub key: Secret<String>,
+    /// What requests are matched against (see [`KeyDigest`]).
+    pub key_digest: KeyDigest,
     /// `None` means `["*"]`.
     pub tenants: Option<Vec<TenantName>>,
     /// `None` means every method.
     pub methods: Option<Vec<Method>>,
     /// The order in which a rate-limited tenant serves this caller's waiting requests.
     pub class: CallerClass,
+}
+
+/// SHA-256 of a caller key. Presented keys are hashed and compared digest to digest: every
+/// comparison then runs over 32 bytes, so its time tells nothing about the length of a key,
+/// which a byte-wise comparison of the keys themselves would (it stops at a length mismatch).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyDigest(pub [u8; 32]);
+
+impl KeyDigest {
+    pub fn of(key: &[u8]) -> Self {
+        use sha2::Digest;
+        Self(sha2::Sha256::digest(key).into())
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    /// A digest of a short key can be searched for, so it is kept out of logs like the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// One problem found in a configuration, located where possible.

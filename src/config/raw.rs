@@ -20,6 +20,7 @@ pub(crate) struct RawServer {
     pub(crate) request_timeout: Option<RawQuantity>,
     pub(crate) max_body: Option<RawQuantity>,
     pub(crate) allow_anonymous: Option<bool>,
+    pub(crate) allowed_hosts: Option<Vec<String>>,
     pub(crate) watch_config: Option<bool>,
     pub(crate) header_read_timeout: Option<RawQuantity>,
     pub(crate) idle_timeout: Option<RawQuantity>,

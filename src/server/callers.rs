@@ -8,29 +8,47 @@
 //! reveals neither a key nor which caller matched. The key never goes upstream: header hygiene
 //! strips both headers.
 
-use http::header;
 use http::request::Parts;
+use http::{Method, header};
 use subtle::ConstantTimeEq;
 
-use crate::config::{CallerClass, CallerConfig, TenantName};
+use crate::config::{CallerClass, CallerConfig, KeyDigest, TenantName};
 use crate::error::ProxyError;
 use crate::upstream::headers::CALLER_KEY_HEADER;
 
-/// Admits or refuses a request for `tenant`; admitted, the caller's class (`standard` when no
-/// callers are configured).
-pub(crate) fn check(callers: &[CallerConfig], tenant: &TenantName, request: &Parts) -> Result<CallerClass, ProxyError> {
+/// Who sent the request: `None` when no callers are configured (every request is anonymous),
+/// else the caller whose key it carries. Runs before the tenant is looked up, so a request
+/// without a valid key learns nothing about which tenants exist (401 for every path).
+pub(crate) fn authenticate<'c>(
+    callers: &'c [CallerConfig],
+    request: &Parts,
+) -> Result<Option<&'c CallerConfig>, ProxyError> {
     if callers.is_empty() {
-        return Ok(CallerClass::Standard);
+        return Ok(None);
     }
     let key = presented_key(request).ok_or(ProxyError::Unauthorized)?;
-    let caller = find(callers, key).ok_or(ProxyError::Unauthorized)?;
+    find(callers, &KeyDigest::of(key))
+        .map(Some)
+        .ok_or(ProxyError::Unauthorized)
+}
+
+/// Admits `caller` (from [`authenticate`]) to `tenant` and `method`; admitted, its class
+/// (`standard` for anonymous requests).
+pub(crate) fn authorize(
+    caller: Option<&CallerConfig>,
+    tenant: &TenantName,
+    method: &Method,
+) -> Result<CallerClass, ProxyError> {
+    let Some(caller) = caller else {
+        return Ok(CallerClass::Standard);
+    };
     if let Some(tenants) = &caller.tenants {
         if !tenants.contains(tenant) {
             return Err(ProxyError::Forbidden("this caller may not use this tenant"));
         }
     }
     if let Some(methods) = &caller.methods {
-        if !methods.contains(&request.method) {
+        if !methods.contains(method) {
             return Err(ProxyError::Forbidden("this caller may not use this method"));
         }
     }
@@ -46,11 +64,12 @@ fn presented_key(request: &Parts) -> Option<&[u8]> {
     scheme.eq_ignore_ascii_case(b"bearer ").then(|| &authorization[7..])
 }
 
-fn find<'c>(callers: &'c [CallerConfig], key: &[u8]) -> Option<&'c CallerConfig> {
-    // No early exit: every key is compared whatever matched.
+fn find<'c>(callers: &'c [CallerConfig], presented: &KeyDigest) -> Option<&'c CallerConfig> {
+    // No early exit, and digests of one length: the time is the same whichever key (if any)
+    // matched, and whatever the length of the key presented.
     let mut found = None;
     for caller in callers {
-        if bool::from(caller.key.expose().as_bytes().ct_eq(key)) {
+        if bool::from(caller.key_digest.0.ct_eq(&presented.0)) {
             found = Some(caller);
         }
     }
@@ -66,6 +85,7 @@ mod tests {
         CallerConfig {
             name: "orders".into(),
             key: Secret::from(key),
+            key_digest: KeyDigest::of(key.as_bytes()),
             tenants: tenants.map(|t| t.into_iter().map(|n| TenantName::try_new(n).expect("valid")).collect()),
             methods,
             class: CallerClass::Batch,
@@ -84,73 +104,55 @@ mod tests {
         builder.body(()).expect("valid request").into_parts().0
     }
 
+    /// Both phases, as the pipeline runs them.
+    fn check(callers: &[CallerConfig], tenant: &TenantName, request: &Parts) -> Result<CallerClass, ProxyError> {
+        let caller = authenticate(callers, request)?;
+        authorize(caller, tenant, &request.method)
+    }
+
     #[test]
     fn keys_tenants_and_methods_are_enforced() {
         let acme = TenantName::try_new("acme").expect("valid");
         let callers = [caller("k-orders", Some(vec!["acme"]), Some(vec![http::Method::GET]))];
         let get = http::Method::GET;
-        assert!(
-            check(
-                &callers,
-                &acme,
-                &request(Some(("tokenbroker-key", "k-orders")), get.clone())
-            )
-            .is_ok()
-        );
-        assert!(
-            check(
-                &callers,
-                &acme,
-                &request(Some(("authorization", "Bearer k-orders")), get.clone())
-            )
-            .is_ok()
-        );
-        assert!(
-            check(
-                &callers,
-                &acme,
-                &request(Some(("authorization", "bearer k-orders")), get.clone())
-            )
-            .is_ok()
-        );
+        for header in [
+            ("tokenbroker-key", "k-orders"),
+            ("authorization", "Bearer k-orders"),
+            ("authorization", "bearer k-orders"),
+        ] {
+            assert!(
+                check(&callers, &acme, &request(Some(header), get.clone())).is_ok(),
+                "{header:?}"
+            );
+        }
         let code = |r: Result<CallerClass, ProxyError>| r.expect_err("refused").code();
+        for header in [
+            None,
+            Some(("tokenbroker-key", "k-order")),
+            Some(("tokenbroker-key", "k-orders-and-more")),
+            Some(("tokenbroker-key", "")),
+            Some(("authorization", "Basic k-orders")),
+        ] {
+            assert_eq!(
+                code(check(&callers, &acme, &request(header, get.clone()))),
+                "unauthorized",
+                "{header:?}"
+            );
+        }
+        let key = Some(("tokenbroker-key", "k-orders"));
         assert_eq!(
-            code(check(&callers, &acme, &request(None, get.clone()))),
-            "unauthorized"
-        );
-        assert_eq!(
-            code(check(
-                &callers,
-                &acme,
-                &request(Some(("tokenbroker-key", "k-order")), get.clone())
-            )),
-            "unauthorized"
-        );
-        assert_eq!(
-            code(check(
-                &callers,
-                &acme,
-                &request(Some(("tokenbroker-key", "k-orders")), http::Method::POST)
-            )),
+            code(check(&callers, &acme, &request(key, http::Method::POST))),
             "forbidden"
         );
         let other = TenantName::try_new("other").expect("valid");
-        assert_eq!(
-            code(check(
-                &callers,
-                &other,
-                &request(Some(("tokenbroker-key", "k-orders")), get)
-            )),
-            "forbidden"
-        );
+        assert_eq!(code(check(&callers, &other, &request(key, get.clone()))), "forbidden");
         assert_eq!(
             check(&[], &other, &request(None, http::Method::DELETE)).ok(),
             Some(CallerClass::Standard),
             "anonymous requests are standard"
         );
-        let key = request(Some(("tokenbroker-key", "k-orders")), http::Method::GET);
         assert_eq!(
-            check(&callers_for_class_test(), &other, &key).ok(),
+            check(&callers_for_class_test(), &other, &request(key, get)).ok(),
             Some(CallerClass::Batch)
         );
     }

@@ -4,6 +4,7 @@
 
 pub(crate) mod callers;
 mod connection;
+mod origin;
 pub(crate) mod pipeline;
 mod request_body;
 mod request_id;
@@ -42,6 +43,15 @@ pub(crate) enum Binding {
     Tenant(TenantName),
 }
 
+/// A proxy listener as the pipeline sees it.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub(crate) binding: Binding,
+    /// Bound to a loopback address: anonymous requests on it must name this machine as their host
+    /// (see [`origin`]).
+    pub(crate) loopback: bool,
+}
+
 /// Accept errors such as EMFILE are retried after a pause instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -67,6 +77,8 @@ pub(crate) struct Servers {
     proxy_gate: Arc<Gate>,
     admin_gate: Arc<Gate>,
     fixed: Vec<AcceptLoop>,
+    /// The address the main listener is bound to (set by [`Self::spawn_main`]).
+    main_addr: Option<SocketAddr>,
     /// Tenant listeners by tenant, with the configured address they serve.
     tenants: HashMap<TenantName, (SocketAddr, AcceptLoop)>,
 }
@@ -85,12 +97,14 @@ impl Servers {
             proxy_gate: Gate::new(config.max_connections, Some(globals)),
             admin_gate: Gate::new(ADMIN_MAX_CONNECTIONS, None),
             fixed: Vec::new(),
+            main_addr: None,
             tenants: HashMap::new(),
         }
     }
 
     /// Serves the main listener.
     pub(crate) fn spawn_main(&mut self, listener: TcpListener, state: Arc<ArcSwap<Snapshot>>) {
+        self.main_addr = listener.local_addr().ok();
         let accept_loop = self.spawn_proxy(listener, Binding::Main, state);
         self.fixed.push(accept_loop);
     }
@@ -107,6 +121,12 @@ impl Servers {
         if let Some((_, old)) = self.tenants.insert(name, (addr, accept_loop)) {
             let _ = old.stop.send(true);
         }
+    }
+
+    /// The address the main listener is bound to. Reloads never move it, so the rule about who
+    /// may reach the credentials is checked against this, not against `server.listen`.
+    pub(crate) fn main_addr(&self) -> Option<SocketAddr> {
+        self.main_addr
     }
 
     /// The configured address a tenant's listener serves, if it has one running.
@@ -127,16 +147,19 @@ impl Servers {
     }
 
     fn spawn_proxy(&self, listener: TcpListener, binding: Binding, state: Arc<ArcSwap<Snapshot>>) -> AcceptLoop {
-        let binding = Arc::new(binding);
+        // The address actually bound, not the configured one: they differ in tests (port 0), and
+        // the check must follow the socket.
+        let loopback = listener.local_addr().is_ok_and(|addr| addr.ip().is_loopback());
+        let inbound = Arc::new(Inbound { binding, loopback });
         let gate = Arc::clone(&self.proxy_gate);
         self.spawn(listener, gate, move |request: Request<Incoming>| {
             // One snapshot per request, held to its end: a reload never changes a request midway.
             let snapshot = state.load_full();
-            let binding = Arc::clone(&binding);
+            let inbound = Arc::clone(&inbound);
             // Boxed: hyper moves the service future twice per request, and moving a pointer
             // costs less than copying ~4.9 KB twice, even with the allocation (benches/README.md,
             // "The request future").
-            Box::pin(async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &binding, request).await) })
+            Box::pin(async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &inbound, request).await) })
         })
     }
 

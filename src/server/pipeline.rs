@@ -2,13 +2,13 @@
 //!
 //! ```text
 //!  1 route ──▶ 2 caller ──▶ 3 limits ──────────▶ 4 token ──▶ 5 headers ──▶ 6 forward ──▶ 7 response ──▶ 8 log
-//!  CONNECT and   key, tenant  declared size (413),  current     rewrite,      send; the      hop-by-hop   metrics,
-//!  absolute-form and method   rate-limit slot       token,      Store header, 401 rule:    out; 429     access
-//!  refused;      (README      (429 past max_wait),  waiting     hygiene,      renew once,  pauses the   event
-//!  tenant by     "Callers")   body kept for a       at most     credential    replay once  limiter
-//!  prefix or own              resend (or capped)    request_                  if the body
-//!  listener; path                                   timeout                   was kept
-//!  normalised
+//!  CONNECT and   tenant and   declared size (413),  current     rewrite,      send; the      hop-by-hop   metrics,
+//!  absolute-form method       rate-limit slot       token,      Store header, 401 rule:    and proxy-   access
+//!  refused; key  (README      (429 past max_wait),  waiting     hygiene,      renew once,  only headers event
+//!  (401) or      "Callers")   body kept for a       at most     credential    replay once  out; 429
+//!  local origin               resend (or capped)    request_                  if the body  pauses the
+//!  (421/403);                                       timeout                   was kept     limiter
+//!  tenant by prefix or own listener; path normalised
 //! ```
 //!
 //! Each phase is a small function; [`proxy`] applies them in this order, with the reason for each
@@ -32,7 +32,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::request_body::{PreparedBody, prepare_body};
-use super::{Binding, callers, request_id};
+use super::{Binding, Inbound, callers, origin, request_id};
 use crate::config::CallerClass;
 use crate::error::{ProxyBody, ProxyError};
 use crate::routing::{path, rewrite};
@@ -56,7 +56,7 @@ pub(crate) struct RequestCtx {
 }
 
 /// Serves one request; never fails (errors become problem+json responses).
-pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn handle(snapshot: &Snapshot, inbound: &Inbound, request: Request<Incoming>) -> Response<ProxyBody> {
     let mut ctx = RequestCtx {
         started: Instant::now(),
         tenant: None,
@@ -75,7 +75,7 @@ pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Requ
         uri: request.uri().clone(),
     });
     let http1 = request.version() < Version::HTTP_2;
-    let response = match proxy(snapshot, binding, request, &mut ctx).await {
+    let response = match proxy(snapshot, inbound, request, &mut ctx).await {
         Ok(response) => response,
         Err(error) => refusal(error, ctx.tenant.as_ref().map(|t| &t.config.name), http1),
     };
@@ -108,19 +108,26 @@ const ACCESS_LOG: &str = "tokenbroker::access";
 
 async fn proxy(
     snapshot: &Snapshot,
-    binding: &Binding,
+    inbound: &Inbound,
     request: Request<Incoming>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // 1. Route. Not an open proxy: only origin-form requests for our own tenants go anywhere. The
     //    tenant decides every later limit, so it comes first; its path is normalised here, once.
+    //    Who is asking comes before which tenant, so a request without a valid key gets 401 for
+    //    every path and cannot list tenant names by their 404s; an anonymous listener answers only
+    //    local programs, not web pages.
     let (mut parts, body) = request.into_parts();
     check_head_size(&parts, snapshot.server.max_request_head)?;
     refuse_foreign(&parts)?;
-    let (tenant, path) = route(snapshot, binding, parts.uri.path())?;
+    let caller = callers::authenticate(&snapshot.callers, &parts)?;
+    if caller.is_none() {
+        origin::check(&parts, inbound.loopback, &snapshot.server.allowed_hosts)?;
+    }
+    let (tenant, path) = route(snapshot, &inbound.binding, parts.uri.path())?;
     ctx.tenant = Some(Arc::clone(&tenant));
     // 2. Caller: a cheap refusal before we spend a rate-limit slot or a token on the request.
-    let class = callers::check(&snapshot.callers, &tenant.config.name, &parts)?;
+    let class = callers::authorize(caller, &tenant.config.name, &parts.method)?;
     // 3. Limits. A declared body over the cap is refused before any wait; the slot comes before
     //    the token, so a long wait never holds a stale generation; the body is read (when it
     //    may be sent twice: a 401 replay, a refused h2 stream) only once the request may go.
@@ -358,6 +365,9 @@ fn filter_response(
     let (mut parts, body) = response.into_parts();
     ctx.upstream_status = Some(parts.status);
     headers::strip_hop_by_hop(&mut parts.headers);
+    // The header marks what the proxy answered itself; an upstream's copy would pass its errors
+    // off as ours (a caller that trusts it would, say, retry a 502 the upstream meant).
+    parts.headers.remove(crate::error::ERROR_HEADER);
     match parts.status {
         StatusCode::TOO_MANY_REQUESTS => {
             if let Some(limiter) = &tenant.limiter {
@@ -413,17 +423,38 @@ fn record(ctx: &RequestCtx, logged: Option<&Logged>, response: &Response<ProxyBo
         path = uri.path(),
         status = response.status().as_u16(),
         upstream_status = ctx.upstream_status.map(|s| s.as_u16()),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        rate_limit_wait_ms = ctx.rate_limit_wait.map(|w| w.as_secs_f64() * 1000.0),
+        duration_ms = millis(elapsed),
+        rate_limit_wait_ms = ctx.rate_limit_wait.map(millis),
         token_generation = ctx.generation,
         replayed = ctx.replayed,
         error = response.headers().get(crate::error::ERROR_HEADER).and_then(|v| v.to_str().ok()),
     );
 }
 
+/// Milliseconds with three decimals (whole microseconds): `491.534`, where `as_secs_f64() * 1000.0`
+/// would print `491.53399999999997`. A float of whole microseconds over 1000 prints no further
+/// digits, since the shortest text that reads back as that float is the three-decimal one.
+fn millis(elapsed: Duration) -> f64 {
+    // u64 microseconds are 584,000 years; the cast to f64 is exact below 2^53 µs (285 years).
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_log_as_milliseconds_with_three_decimals() {
+        assert_eq!(millis(Duration::from_nanos(491_533_999)).to_string(), "491.533");
+        assert_eq!(millis(Duration::from_micros(491_534)).to_string(), "491.534");
+        assert_eq!(millis(Duration::from_micros(100)).to_string(), "0.1");
+        assert_eq!(millis(Duration::from_secs(60)).to_string(), "60000");
+        for micros in (0..2_000_000).step_by(7) {
+            let text = millis(Duration::from_micros(micros)).to_string();
+            let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(decimals <= 3, "{micros} µs logs as {text}");
+        }
+    }
 
     /// The size of the future `make` returns, from its type alone (nothing is built or run).
     fn future_size<A, F, C: FnOnce(A) -> F>(_make: C) -> usize {
@@ -440,7 +471,7 @@ mod tests {
 
     #[test]
     fn the_request_future_stays_small() {
-        let size = future_size::<(&Snapshot, &Binding, Request<Incoming>), _, _>(|(s, b, r)| handle(s, b, r));
+        let size = future_size::<(&Snapshot, &Inbound, Request<Incoming>), _, _>(|(s, b, r)| handle(s, b, r));
         assert!(
             size <= BOUND,
             "the request future is {size} bytes, over {BOUND}: box the large, rare await that grew it"

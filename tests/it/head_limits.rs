@@ -27,7 +27,7 @@ async fn start(upstream: &str) -> Proxy {
 /// one `x-pad` header; returns it with the pad's length.
 fn request_of_size(size: usize) -> (String, usize) {
     let head =
-        |pad: &str| format!("GET /acme/items HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\nx-pad: {pad}\r\n\r\n");
+        |pad: &str| format!("GET /acme/items HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\nx-pad: {pad}\r\n\r\n");
     let pad = size - head("").len();
     let request = head(&"p".repeat(pad));
     assert_eq!(request.len(), size);

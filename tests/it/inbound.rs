@@ -72,7 +72,7 @@ async fn assert_closed_by_timeout(stream: &mut TcpStream, what: &str) -> Vec<u8>
 
 /// Sends a complete GET on `stream` and reads one answer with its body; returns the status line.
 async fn exchange(stream: &mut TcpStream, path: &str) -> String {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: inbound.test\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write a request");
     let mut answer = Vec::new();
     let mut buffer = [0; 4096];
@@ -112,7 +112,7 @@ async fn a_stalled_http1_head_is_closed_after_header_read_timeout_without_an_ans
     // The first head on a connection.
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     stream
-        .write_all(b"GET /acme/x HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /acme/x HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .expect("write");
     let received = assert_closed_by_timeout(&mut stream, "first head").await;
@@ -127,7 +127,7 @@ async fn a_stalled_http1_head_is_closed_after_header_read_timeout_without_an_ans
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     assert_eq!(exchange(&mut stream, "/acme/x").await, "HTTP/1.1 200 OK");
     stream
-        .write_all(b"GET /acme/x HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /acme/x HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .expect("write");
     let received = assert_closed_by_timeout(&mut stream, "second head").await;

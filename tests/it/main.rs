@@ -9,6 +9,7 @@ mod support;
 
 mod access_log;
 mod admin;
+mod browsers;
 mod callers;
 mod class_script;
 mod classes;

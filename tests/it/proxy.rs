@@ -101,7 +101,7 @@ async fn header_rules_hold_both_ways() {
         .header("authorization", "Bearer caller-supplied")
         .header("proxy-authorization", "Basic Zm9vOmJhcg==")
         .header("tokenbroker-key", "caller-key")
-        .header("host", "tokenbroker.internal")
+        .header("host", "localhost:8080")
         .header("accept", "application/json")
         .body(Full::default())
         .expect("valid request");
@@ -134,6 +134,17 @@ async fn header_rules_hold_both_ways() {
     assert!(
         !answer.headers.contains_key("keep-alive"),
         "hop-by-hop response headers are stripped"
+    );
+
+    // Only the proxy's own answers carry `tokenbroker-error`: an upstream's copy is removed, so
+    // its 502 cannot pass for one the proxy made.
+    let forged = get(&proxy.url("/acme/forged-error")).await;
+    assert_eq!(forged.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(forged.text(), "the upstream's own 502");
+    assert!(
+        !forged.headers.contains_key("tokenbroker-error"),
+        "{:?}",
+        forged.headers
     );
 }
 

@@ -256,7 +256,7 @@ async fn unlimited_tenant_passes_429_back_without_pausing() {
 /// Sends a GET on its own connection and returns the socket, so the caller can hang up.
 async fn queue_raw(addr: SocketAddr, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nhost: tokenbroker\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     stream
 }

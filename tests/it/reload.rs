@@ -412,3 +412,40 @@ async fn with_watch_config_a_sighup_reload_is_not_applied_again_by_the_watcher()
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_reload_counts(&binary.metrics().await, 1.0, 1.0);
 }
+
+/// A reload cannot lend the credentials to the network: the running listener keeps its address
+/// until a restart, so a file that moves `listen` to loopback and drops the callers is rejected
+/// whole while the socket is still on 0.0.0.0, and keyless requests stay refused.
+#[tokio::test]
+async fn a_reload_never_leaves_a_non_loopback_listener_without_callers() {
+    let upstream = Upstream::start().await;
+    let tenant = static_tenant("alpha", &upstream.url(), "");
+    let with_caller = format!(
+        "[server]\nlisten = \"0.0.0.0:0\"\nadmin_listen = \"127.0.0.1:0\"\n{tenant}\n\
+         [[caller]]\nname = \"orders\"\nkey = {{ env = \"ORDERS_KEY\" }}\n"
+    );
+    let envs = [("STATIC_VALUE", STATIC_VALUE), ("ORDERS_KEY", "orders-key-0123456789")];
+    let binary = Binary::start(&with_caller, &envs);
+    assert!(
+        binary.addr.ip().is_unspecified(),
+        "bound to every address: {}",
+        binary.addr
+    );
+    let keyless = format!("http://127.0.0.1:{}/alpha/x", binary.addr.port());
+    assert_eq!(get(&keyless).await.status, StatusCode::UNAUTHORIZED);
+
+    let port = binary.addr.port();
+    binary.replace_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n{tenant}"
+    ));
+    binary.signal("HUP");
+    let rejected = binary
+        .logged("configuration reload rejected", Duration::from_secs(5))
+        .await;
+    assert!(rejected, "the reload is refused:\n{}", binary.logs());
+    assert!(binary.logs().contains("not a loopback address"), "{}", binary.logs());
+    let answer = get(&keyless).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text());
+    assert_eq!(upstream.started(), 0, "no keyless request reached the upstream");
+    assert_reload_counts(&binary.metrics().await, 0.0, 1.0);
+}

@@ -122,9 +122,11 @@ fn caller(
             )
         }),
     };
+    let key = key?;
     Some(CallerConfig {
         name: name?.to_owned(),
-        key: key?,
+        key_digest: crate::config::KeyDigest::of(key.expose().as_bytes()),
+        key,
         // `["*"]` came back as an empty list: every tenant.
         tenants: tenants?.filter(|list| !list.is_empty()),
         methods: methods?,

@@ -56,6 +56,7 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
         request_timeout: request_timeout?,
         max_body: max_body?,
         allow_anonymous: raw.allow_anonymous.unwrap_or(false),
+        allowed_hosts: allowed_hosts(ctx, &scope, raw.allowed_hosts.as_deref().unwrap_or_default())?,
         watch_config: raw.watch_config.unwrap_or(false),
         header_read_timeout,
         idle_timeout,
@@ -63,6 +64,31 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
         max_request_head: max_request_head?,
         max_response_head: max_response_head?,
     })
+}
+
+/// `server.allowed_hosts`: host names only (a port, scheme or path would never match a `Host`),
+/// kept lowercase because host names compare without case.
+fn allowed_hosts(ctx: &mut Ctx<'_>, scope: &Scope, raw: &[String]) -> Option<Vec<String>> {
+    let mut hosts = Vec::with_capacity(raw.len());
+    let mut valid = true;
+    for name in raw {
+        let is_name = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if is_name {
+            hosts.push(name.to_ascii_lowercase());
+        } else {
+            valid = false;
+            ctx.error(
+                scope,
+                "allowed_hosts",
+                format!("`{name}` is not a host name (letters, digits, `-` and `.`; no port or scheme)"),
+            );
+        }
+    }
+    valid.then_some(hosts)
 }
 
 /// `server.max_request_head` and `server.max_response_head` when not set. Commerce gateways refuse
@@ -245,6 +271,22 @@ mod tests {
         assert_eq!(server.header_read_timeout, Duration::from_millis(300));
         assert_eq!(server.idle_timeout, Duration::from_secs(120));
         assert_eq!(server.max_connections, 3);
+    }
+
+    #[test]
+    fn allowed_hosts_are_host_names_kept_lowercase() {
+        assert!(parse_ok("").config.server.allowed_hosts.is_empty());
+        let server = parse_ok("[server]\nallowed_hosts = [\"TokenBroker.internal\", \"dev-box\"]\n")
+            .config
+            .server;
+        assert_eq!(server.allowed_hosts, ["tokenbroker.internal", "dev-box"]);
+        let errors = parse_err("[server]\nallowed_hosts = [\"ok.example\", \"h:8080\", \"http://h\", \"\"]\n");
+        let location = find(&errors, &["allowed_hosts", "`h:8080` is not a host name"])
+            .location
+            .clone();
+        assert!(location.ends_with(":2:17"), "file:line:column of the list: {location}");
+        find(&errors, &["allowed_hosts", "`http://h` is not a host name"]);
+        find(&errors, &["allowed_hosts", "`` is not a host name"]);
     }
 
     #[test]

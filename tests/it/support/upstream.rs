@@ -1,7 +1,7 @@
 //! A recording upstream: answers by path and remembers every request it received in full.
 //!
 //! `/slow/<ms>` answers after a delay, `/bytes/<n>` streams n bytes, `/status/<code>` answers that
-//! status (429 with `Retry-After: 2`), anything else answers a small JSON echo. A `delay_ms=<ms>`
+//! status (429 with `Retry-After: 2`), `/forged-error` a 502 carrying `tokenbroker-error`, anything else answers a small JSON echo. A `delay_ms=<ms>`
 //! query parameter delays any answer, so a 429 can reach the proxy while others are queued. Only requests whose
 //! body arrived completely are recorded, so "nothing reached the upstream" is observable.
 
@@ -128,6 +128,12 @@ impl Upstream {
         }
         if let Some(n) = after("/bytes/").and_then(|v| v.parse::<u64>().ok()) {
             return streamed(n);
+        }
+        if path.ends_with("/forged-error") {
+            // An upstream 502 dressed up as one the proxy made.
+            let mut response = plain(StatusCode::BAD_GATEWAY, "the upstream's own 502");
+            (response.headers_mut()).insert("tokenbroker-error", "upstream_unreachable".parse().expect("valid"));
+            return response;
         }
         if let Some(code) = after("/status/").and_then(|v| v.parse::<u16>().ok()) {
             let mut response = plain(StatusCode::from_u16(code).expect("valid status"), "status");
