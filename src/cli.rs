@@ -4,11 +4,19 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `--version`: the release and the source revision it was built from (see `build.rs`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TOKENBROKER_REVISION"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tokenbroker",
-    version,
-    about = "A reverse proxy that holds commerce-API credentials and rotates their tokens"
+    version = VERSION,
+    about = "A reverse proxy that holds commerce-API credentials and rotates their tokens",
+    after_help = "Exit codes: 0 success; 1 `check` found errors, or a listener could not be bound; \
+                  2 bad command line; 78 (EX_CONFIG) `run` got a configuration it cannot serve.\n\
+                  Environment: TOKENBROKER_CONFIG (the --config file), RUST_LOG (log level, default info), \
+                  TOKENBROKER_WORKER_THREADS (runtime threads: 1 runs everything on one thread, N > 1 \
+                  gives N workers; default one per core)."
 )]
 pub struct Cli {
     /// Configuration file (TOML). Also read from TOKENBROKER_CONFIG.
@@ -28,7 +36,12 @@ pub enum Command {
     /// Serve until SIGTERM/SIGINT, then drain (the default command).
     Run,
     /// Parse and validate the configuration; exit 0 when valid, 1 with every error.
-    Check,
+    Check {
+        /// Read no secret: each `{ env }` / `{ file }` reference (and TLS client key file) is
+        /// checked for shape and listed, not read. For CI and GitOps pipelines without secrets.
+        #[arg(long)]
+        no_secrets: bool,
+    },
     /// Start the built-in sandbox providers and a proxy wired to them, print curl commands.
     Demo,
 }

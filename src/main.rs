@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let runtime = runtime();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => check(cli.config.as_deref()),
+        Command::Check { no_secrets } => check(cli.config.as_deref(), no_secrets),
         Command::Run => runtime.block_on(run(cli.config.as_deref())),
         Command::Demo => runtime.block_on(tokenbroker::demo::run()),
     }
@@ -62,10 +62,27 @@ fn load(path: Option<&Path>) -> Result<(Loaded, String), ConfigErrors> {
     Ok((loaded, text))
 }
 
-fn check(path: Option<&Path>) -> ExitCode {
-    match load(path) {
-        Ok((loaded, _)) => {
-            eprintln!("configuration is valid: {} tenant(s)", loaded.config.tenants.len());
+fn check(path: Option<&Path>, no_secrets: bool) -> ExitCode {
+    let loaded = if no_secrets {
+        config_path(path).and_then(|path| config::load_with(&path, &config::NoSecrets))
+    } else {
+        load(path).map(|(loaded, _)| loaded)
+    };
+    match loaded {
+        Ok(loaded) => {
+            if no_secrets {
+                for warning in &loaded.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                for reference in &loaded.secrets_not_read {
+                    eprintln!("secret: {reference}");
+                }
+            }
+            let secrets = if no_secrets { " (secrets not read)" } else { "" };
+            eprintln!(
+                "configuration is valid{secrets}: {} tenant(s)",
+                loaded.config.tenants.len()
+            );
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -156,6 +173,8 @@ async fn run(path: Option<&Path>) -> ExitCode {
         listen,
         admin,
         tenants = loaded.config.tenants.len(),
+        version = env!("CARGO_PKG_VERSION"),
+        revision = env!("TOKENBROKER_REVISION"),
         "tokenbroker serving"
     );
     app.with_config_path(path, &text)

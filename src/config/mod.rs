@@ -16,7 +16,7 @@ pub(crate) mod secret;
 pub(crate) mod units;
 pub(crate) mod validate;
 
-pub use validate::{Env, MapEnv, ProcessEnv};
+pub use validate::{Env, MapEnv, NoSecrets, ProcessEnv};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -445,6 +445,9 @@ impl std::error::Error for ConfigErrors {}
 pub struct Loaded {
     pub config: RuntimeConfig,
     pub warnings: Vec<ConfigError>,
+    /// With [`NoSecrets`], every `{ env }` / `{ file }` reference that was not read (where, and
+    /// which variable or file); empty otherwise.
+    pub secrets_not_read: Vec<ConfigError>,
 }
 
 /// Reads and validates the file at `path`. Secrets given as `{ env }` or `{ file }` are resolved.
@@ -455,14 +458,24 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
 /// Like [`load`], also returning the text that was validated: the file watcher compares later
 /// reads against exactly what was loaded, so a change made just after loading is not missed.
 pub fn load_with_text(path: &Path) -> Result<(Loaded, String), ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read(path)?;
+    let loaded = parse(&text, &path.display().to_string(), &validate::ProcessEnv)?;
+    Ok((loaded, text))
+}
+
+/// Reads and validates the file at `path` with secrets from `env` (`check --no-secrets` passes
+/// [`NoSecrets`]).
+pub fn load_with(path: &Path, env: &dyn validate::Env) -> Result<Loaded, ConfigErrors> {
+    parse(&read(path)?, &path.display().to_string(), env)
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             location: path.display().to_string(),
             message: format!("cannot read: {e}"),
         }])
-    })?;
-    let loaded = parse(&text, &path.display().to_string(), &validate::ProcessEnv)?;
-    Ok((loaded, text))
+    })
 }
 
 /// Validates configuration `text`; `origin` names it in error locations.

@@ -76,12 +76,89 @@ fn run_with_a_bad_config_exits_78_without_serving() {
 #[test]
 fn version_and_help() {
     let output = tokenbroker().arg("--version").output().expect("run");
-    assert!(String::from_utf8_lossy(&output.stdout).starts_with("tokenbroker "));
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    // `tokenbroker 0.1.0 (<revision>)`: the source revision is git's short id of HEAD when the
+    // build had git, as it does here.
+    let revision = version
+        .strip_prefix(concat!("tokenbroker ", env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("version and revision: {version}"));
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git runs");
+    assert_eq!(revision, String::from_utf8_lossy(&head.stdout).trim(), "{version}");
     let output = tokenbroker().arg("--help").output().expect("run");
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["run", "check", "demo"] {
-        assert!(help.contains(command), "{help}");
+    for needle in ["run", "check", "demo", "Exit codes", "78", "TOKENBROKER_WORKER_THREADS"] {
+        assert!(help.contains(needle), "{needle}: {help}");
     }
+}
+
+/// `check --no-secrets` reads no secret: the shipped example passes with none of its variables
+/// set, names each reference it skipped, and still reports every other error.
+#[test]
+fn check_without_secrets_validates_everything_else() {
+    let mut command = tokenbroker();
+    command.args(["check", "--no-secrets", "--config", EXAMPLE]);
+    for (name, _) in example_env() {
+        command.env_remove(name);
+    }
+    let output = command.output().expect("run tokenbroker check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // Every variable an active (uncommented) line of the example refers to.
+    let example = std::fs::read_to_string(EXAMPLE).expect("config.example.toml exists");
+    let active = example.lines().filter(|line| !line.trim_start().starts_with('#'));
+    let names: Vec<&str> = active
+        .flat_map(|line| line.split("env = \"").skip(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(names.len() >= 5, "{names:?}");
+    for name in names {
+        assert!(
+            stderr.contains(&format!("not read: environment variable `{name}`")),
+            "{name}:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("configuration is valid (secrets not read)"), "{stderr}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("files.toml");
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\n\n[[tenant]]\nname = \"acme\"\nprovider = \"static\"\n\
+                upstream = \"http://127.0.0.1:9\"\nvalue = { file = \"/run/secrets/absent/acme\" }\n";
+    std::fs::write(&path, text).expect("write config");
+    let without = tokenbroker()
+        .args(["check", "--no-secrets", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(without.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("files.toml:8:9: tenant \"acme\", key `value`: not read: file `/run/secrets/absent/acme`"),
+        "{stderr}"
+    );
+    let with = tokenbroker()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(
+        with.status.code(),
+        Some(1),
+        "without the flag the file is read, and missing"
+    );
+
+    std::fs::write(&path, text.replace("provider = \"static\"", "provider = \"statik\"")).expect("write config");
+    let broken = tokenbroker()
+        .args(["check", "--no-secrets", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(broken.status.code(), Some(1), "other errors are still errors");
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("statik"));
 }
 
 #[test]

@@ -87,7 +87,7 @@ fn caller_key(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawCaller) -> Option<Secre
     let why = "(the caller's API key, sent as `Authorization: Bearer <key>`)";
     let key = ctx.required(scope, "key", raw.key.as_ref(), why)?;
     let key = ctx.secret(scope, "key", key)?;
-    if key.expose().chars().count() < MIN_KEY_LEN {
+    if ctx.resolved(&key).is_some_and(|k| k.chars().count() < MIN_KEY_LEN) {
         ctx.warn(
             scope,
             "key",

@@ -119,6 +119,21 @@ impl Ctx<'_> {
         Some(uri)
     }
 
+    /// A credential file named by path (a TLS client certificate or key): like
+    /// [`Self::existing_file`], but with `check --no-secrets` it is listed as not read instead,
+    /// since a pipeline without the secrets has none of these files either.
+    pub(super) fn credential_file(&mut self, scope: &Scope, key: &str, path: &str) -> Option<PathBuf> {
+        if !self.env.shape_only() {
+            return self.existing_file(scope, key, path);
+        }
+        let span = self.src.value_span(&scope.path_of(key));
+        let note = self
+            .src
+            .error(span, scope.message(key, format!("not read: file `{path}`")));
+        self.not_read.push(note);
+        Some(PathBuf::from(path))
+    }
+
     /// A file that must exist and be readable now, not at the first request.
     pub(super) fn existing_file(&mut self, scope: &Scope, key: &str, path: &str) -> Option<PathBuf> {
         match std::fs::File::open(path) {
@@ -153,6 +168,13 @@ impl Ctx<'_> {
                 .map(|content| content.trim().to_owned())
                 .map_err(|e| format!("cannot read secret file `{}`: {e}", reference.file)),
         };
+        if self.env.shape_only() && !matches!(raw, RawSecret::Literal(_)) {
+            let span = self.src.value_span(&scope.path_of(key));
+            let note = self
+                .src
+                .error(span, scope.message(key, format!("not read: {}", describe(raw))));
+            self.not_read.push(note);
+        }
         match resolved {
             Ok(value) if value.is_empty() => {
                 self.error(scope, key, format!("secret is empty ({})", describe(raw)));

@@ -36,6 +36,32 @@ use super::{ConfigError, ConfigErrors, Loaded, RuntimeConfig};
 pub trait Env: Send + Sync {
     fn var(&self, name: &str) -> Option<String>;
     fn read_file(&self, path: &std::path::Path) -> std::io::Result<String>;
+    /// True when secrets are not read at all (`check --no-secrets`): every `{ env }` and
+    /// `{ file }` reference then stands for a value that is checked by shape only.
+    fn shape_only(&self) -> bool {
+        false
+    }
+}
+
+/// `check --no-secrets`: reads no variable and no file. Each reference resolves to a placeholder
+/// that the value checks recognise and skip (see `Ctx::resolved`), so a CI job or a GitOps
+/// pipeline that never holds the secrets can still validate everything else.
+pub struct NoSecrets;
+
+/// Starts every placeholder [`NoSecrets`] hands out. A header-safe ASCII word, so the checks
+/// that do not look at values (the configuration still has to be built) accept it.
+pub(crate) const UNRESOLVED: &str = "tokenbroker-unresolved-secret:";
+
+impl Env for NoSecrets {
+    fn var(&self, name: &str) -> Option<String> {
+        Some(format!("{UNRESOLVED}env:{name}"))
+    }
+    fn read_file(&self, path: &std::path::Path) -> std::io::Result<String> {
+        Ok(format!("{UNRESOLVED}file:{}", path.display()))
+    }
+    fn shape_only(&self) -> bool {
+        true
+    }
 }
 
 /// The real process environment and file system.
@@ -77,6 +103,7 @@ pub(crate) fn validate(text: &str, origin: &str, env: &dyn Env) -> Result<Loaded
         errors: Vec::new(),
         warnings: Vec::new(),
         regexes: std::collections::HashMap::new(),
+        not_read: Vec::new(),
     };
     let config = build(&mut ctx);
     ctx.finish(config)
@@ -192,6 +219,8 @@ struct Ctx<'a> {
     /// Patterns compiled so far: a thousand tenants with the same rule share one compiled program
     /// (`Regex::clone` shares it), which keeps memory flat as tenants grow.
     regexes: std::collections::HashMap<String, std::sync::Arc<regex::Regex>>,
+    /// With [`NoSecrets`]: each secret reference that was not read, located and described.
+    not_read: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
@@ -206,6 +235,13 @@ impl Ctx<'_> {
         self.regexes
             .insert(pattern.to_owned(), std::sync::Arc::clone(&compiled));
         Ok(compiled)
+    }
+
+    /// A secret's value for the checks that look at it; `None` for a placeholder of
+    /// `check --no-secrets`, whose value is not known (the check is then skipped).
+    fn resolved<'s>(&self, secret: &'s super::Secret<String>) -> Option<&'s str> {
+        let value = secret.expose().as_str();
+        (!(self.env.shape_only() && value.starts_with(UNRESOLVED))).then_some(value)
     }
 
     /// An error about the value of `key` in `scope` (or about the scope when `key` is empty).
@@ -256,7 +292,11 @@ impl Ctx<'_> {
         self.warnings.sort_by_key(|(offset, _)| *offset);
         let warnings = self.warnings.into_iter().map(|(_, w)| w).collect();
         match config {
-            Some(config) if self.errors.is_empty() => Ok(Loaded { config, warnings }),
+            Some(config) if self.errors.is_empty() => Ok(Loaded {
+                config,
+                warnings,
+                secrets_not_read: self.not_read,
+            }),
             _ if self.errors.is_empty() => {
                 Err(ConfigErrors(vec![self.src.error(None, "invalid configuration".into())]))
             }

@@ -47,9 +47,9 @@ fn redis(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawStore) -> Option<RedisConfig
         .required(scope, "url", raw.url.as_ref(), "with kind = \"redis\"")
         .and_then(|raw_url| ctx.secret(scope, "url", raw_url));
     // Checked without echoing it, and without connecting: the URL may carry a password.
-    let url = url.and_then(|url| match url_shape(url.expose()) {
-        Ok(()) => Some(url),
-        Err(why) => ctx.reject(scope, "url", why),
+    let url = url.and_then(|url| match ctx.resolved(&url).map(url_shape) {
+        Some(Err(why)) => ctx.reject(scope, "url", why),
+        Some(Ok(())) | None => Some(url),
     });
     let key_prefix = match raw.key_prefix.as_deref() {
         None => Some(DEFAULT_KEY_PREFIX.to_owned()),

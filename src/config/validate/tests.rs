@@ -394,3 +394,49 @@ fn tenant_and_caller_must_be_arrays_of_tables() {
     assert_eq!(find(&errors, &["write `[[tenant]]`"]).location, "t.toml:1:1");
     find(&errors, &["write `[[caller]]`"]);
 }
+
+/// `check --no-secrets`: no variable or file is read, the checks of secret values are skipped for
+/// the placeholders (a PEM key, a Redis URL, TLS client files), every reference is listed where it
+/// is written, and literals are still checked as usual.
+#[test]
+fn without_secrets_every_reference_is_listed_and_only_values_go_unchecked() {
+    let text = "[store]\nkind = \"redis\"\nurl = { env = \"REDIS_URL\" }\n\n\
+        [[tenant]]\nname = \"jwt\"\nprovider = \"oauth2\"\nupstream = \"https://api.example.com\"\n\
+        token_url = \"https://login.example.com/token\"\nclient_id = \"cid\"\nauth_method = \"private_key_jwt\"\n\
+        private_key = { file = \"/run/secrets/jwt.pem\" }\n\n\
+        [[tenant]]\nname = \"mtls\"\nprovider = \"oauth2\"\nupstream = \"https://api.example.com\"\n\
+        token_url = \"https://login.example.com/token\"\nclient_id = \"cid\"\nauth_method = \"tls_client_auth\"\n\
+        client_cert = \"/run/secrets/c.pem\"\nclient_key = \"/run/secrets/k.pem\"\n";
+    let loaded = validate(text, "t.toml", &super::NoSecrets).unwrap_or_else(|e| panic!("valid without secrets:\n{e}"));
+    let listed: Vec<String> = loaded.secrets_not_read.iter().map(ToString::to_string).collect();
+    for (line, needle) in [
+        (3, "[store], key `url`: not read: environment variable `REDIS_URL`"),
+        (
+            12,
+            "tenant \"jwt\", key `private_key`: not read: file `/run/secrets/jwt.pem`",
+        ),
+        (
+            21,
+            "tenant \"mtls\", key `client_cert`: not read: file `/run/secrets/c.pem`",
+        ),
+        (
+            22,
+            "tenant \"mtls\", key `client_key`: not read: file `/run/secrets/k.pem`",
+        ),
+    ] {
+        assert!(
+            listed
+                .iter()
+                .any(|l| l.starts_with(&format!("t.toml:{line}:")) && l.ends_with(needle)),
+            "{needle}:\n{listed:#?}"
+        );
+    }
+    assert_eq!(listed.len(), 4, "{listed:#?}");
+    // Reading them for real fails on every one (nothing is set, no file exists).
+    let errors = validate(text, "t.toml", &MapEnv::default()).expect_err("secrets are missing");
+    assert_eq!(errors.0.len(), 4, "{errors}");
+    // A literal is a value the file holds, so it is still checked.
+    let literal = text.replace("{ env = \"REDIS_URL\" }", "\"http://not-redis\"");
+    let errors = validate(&literal, "t.toml", &super::NoSecrets).expect_err("a literal is checked");
+    assert!(errors.to_string().contains("redis://"), "{errors}");
+}

@@ -164,8 +164,8 @@ fn tls_client_auth(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<
     let why = "with auth_method = \"tls_client_auth\"";
     let cert = ctx.required(scope, "client_cert", raw.client_cert.as_ref(), why);
     let key = ctx.required(scope, "client_key", raw.client_key.as_ref(), why);
-    let client_cert = cert.and_then(|path| ctx.existing_file(scope, "client_cert", path));
-    let client_key = key.and_then(|path| ctx.existing_file(scope, "client_key", path));
+    let client_cert = cert.and_then(|path| ctx.credential_file(scope, "client_cert", path));
+    let client_key = key.and_then(|path| ctx.credential_file(scope, "client_key", path));
     Some(OAuth2AuthMethod::TlsClientAuth {
         client_cert: client_cert?,
         client_key: client_key?,
@@ -174,7 +174,9 @@ fn tls_client_auth(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<
 
 /// A PEM private key; checked by shape only, without echoing it.
 fn pem_key(ctx: &mut Ctx<'_>, scope: &Scope, key: Secret<String>) -> Option<Secret<String>> {
-    let text = key.expose();
+    let Some(text) = ctx.resolved(&key) else {
+        return Some(key);
+    };
     if text.contains("-----BEGIN") && text.contains("PRIVATE KEY-----") {
         return Some(key);
     }
