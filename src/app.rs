@@ -137,7 +137,20 @@ impl App {
                 }
             }
         }
-        let grace = self.state.load().server.shutdown_grace;
+        let (grace, delay) = {
+            let snapshot = self.state.load();
+            snapshot.begin_shutdown();
+            (snapshot.server.shutdown_grace, snapshot.server.shutdown_delay)
+        };
+        if !delay.is_zero() {
+            // Still serving: the load balancer sees /readyz fail and stops sending before the
+            // listeners close, so no new request meets a closed port.
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "shutting down: /readyz answers 503 until the listeners close"
+            );
+            tokio::time::sleep(delay).await;
+        }
         tracing::info!(
             grace_s = grace.as_secs(),
             "shutting down: no new connections, draining in-flight requests"

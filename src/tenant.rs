@@ -51,6 +51,9 @@ struct Shared {
     token_http: TokenHttp,
     /// `server.max_response_head`, taken at startup with the connections it shapes.
     max_response_head: usize,
+    /// Set once SIGTERM has come: `/readyz` then answers 503 (for `server.shutdown_delay`
+    /// before the listeners close).
+    shutting_down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a snapshot could not be built (files named by `ca_file` are read here).
@@ -76,6 +79,7 @@ impl Snapshot {
                 tls: TlsConfig::new(None)?,
                 max_response_head: config.server.max_response_head,
                 token_http: TokenHttp::new(TokenHttpOptions::default())?,
+                shutting_down: Arc::default(),
             },
         };
         let mut pools = Pools::carried_from(previous);
@@ -91,6 +95,18 @@ impl Snapshot {
             tenants,
             shared,
         })
+    }
+
+    /// Marks the process as shutting down, for this snapshot and every later one.
+    pub fn begin_shutdown(&self) {
+        self.shared
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether SIGTERM (or the app's shutdown future) has come.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The token store every tenant of the process uses.

@@ -35,7 +35,10 @@ pub(crate) fn handle<B>(snapshot: &Snapshot, registry: &Registry, request: &Requ
     }
     match request.uri().path() {
         "/healthz" => respond(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
-        "/readyz" => readyz(snapshot),
+        "/readyz" => match request.uri().query().and_then(tenant_query) {
+            Some(name) => readyz_one(snapshot, &name),
+            None => readyz(snapshot),
+        },
         "/metrics" => metrics(registry),
         "/tenants" => json_response(
             StatusCode::OK,
@@ -61,30 +64,74 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
     respond(status, "application/json", Bytes::from(value.to_string()))
 }
 
-/// Ready when every tenant holds a valid token that is not about to lapse; static credentials
-/// within a day of expiry are listed under `expiring` without failing readiness.
+/// Ready when every required tenant holds a valid token that is not about to lapse, and the
+/// process is not shutting down. A failing tenant with `required = false` is listed under
+/// `failing` (with `"required": false`) without failing readiness, so one broken credential does
+/// not take every pod out of its Service; static credentials within a day of expiry are listed
+/// under `expiring`.
 fn readyz(snapshot: &Snapshot) -> Response<Full<Bytes>> {
     let (mut failing, mut expiring) = (Vec::new(), Vec::new());
+    let mut ready = !snapshot.is_shutting_down();
     for tenant in sorted(snapshot) {
-        let entry = |reason: String| json!({ "tenant": tenant.config.name.as_str(), "reason": reason });
+        let entry = |reason: String| json!({ "tenant": tenant.config.name.as_str(), "reason": reason, "required": tenant.config.required });
         match readiness(tenant) {
             Readiness::Ready => {}
             Readiness::Expiring(reason) => expiring.push(entry(reason)),
-            Readiness::Failing(reason) => failing.push(entry(reason)),
+            Readiness::Failing(reason) => {
+                ready &= !tenant.config.required;
+                failing.push(entry(reason));
+            }
         }
     }
-    let status = if failing.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     let body = json!({
-        "ready": failing.is_empty(),
+        "ready": ready,
+        "shutting_down": snapshot.is_shutting_down(),
         "failing": failing,
         "expiring": expiring,
         "store": store_state(snapshot),
     });
-    json_response(status, &body)
+    json_response(ready_status(ready), &body)
+}
+
+/// `/readyz?tenant=NAME`: one tenant's readiness, whether it is required or not (404 for a name
+/// that is not configured).
+fn readyz_one(snapshot: &Snapshot, name: &str) -> Response<Full<Bytes>> {
+    let Some(tenant) = snapshot.tenant(name) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({ "tenant": name, "error": "unknown tenant" }),
+        );
+    };
+    let (ready, state, reason) = match readiness(&tenant) {
+        Readiness::Ready => (true, "ready", None),
+        Readiness::Expiring(reason) => (true, "expiring", Some(reason)),
+        Readiness::Failing(reason) => (false, "failing", Some(reason)),
+    };
+    let ready = ready && !snapshot.is_shutting_down();
+    let body = json!({
+        "tenant": name,
+        "ready": ready,
+        "state": state,
+        "reason": reason,
+        "required": tenant.config.required,
+        "shutting_down": snapshot.is_shutting_down(),
+    });
+    json_response(ready_status(ready), &body)
+}
+
+/// The `tenant` parameter of a query string (tenant names need no percent-decoding: they are
+/// `[a-z0-9_-]`).
+fn tenant_query(query: &str) -> Option<String> {
+    let value = query.split('&').find_map(|pair| pair.strip_prefix("tenant="))?;
+    Some(value.to_owned())
+}
+
+fn ready_status(ready: bool) -> StatusCode {
+    if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 /// The token store's state. The shared store being unreachable does not fail readiness: every

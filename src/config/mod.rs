@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     /// How long in-flight requests may take to finish after SIGTERM. Default 30 s.
     pub shutdown_grace: Duration,
+    /// How long `/readyz` answers 503 after SIGTERM before the listeners close, so a load
+    /// balancer stops sending first. Default 0.
+    pub shutdown_delay: Duration,
     /// Whole upstream exchange, per request (also bounds a wait for a first token). Default 60 s.
     pub request_timeout: Duration,
     /// Default request body cap in bytes. Default 10 MiB.
@@ -128,6 +131,8 @@ pub struct TenantConfig {
     pub http2: bool,
     /// Path rewriting rules, first match wins (the provider preset when `rewrite` is absent).
     pub rewrite: Vec<crate::routing::rewrite::RewriteRule>,
+    /// Whether this tenant's failure makes `/readyz` answer 503. Default true.
+    pub required: bool,
 }
 
 /// `[a-z0-9][a-z0-9_-]{0,62}`; the first path segment that selects the tenant.

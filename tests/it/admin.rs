@@ -59,6 +59,53 @@ async fn readyz_turns(proxy: &Proxy, status: StatusCode, limit: Duration) -> boo
 
 // === readiness ===
 
+/// A tenant with `required = false` whose IdP is dead is reported but does not fail `/readyz`;
+/// `/readyz?tenant=NAME` answers for one tenant, required or not.
+#[tokio::test]
+async fn an_optional_tenant_fails_alone() {
+    let ims = ImsSandbox::start(ImsOptions::default()).await.expect("fake IMS");
+    ims.fail_next_token_calls(1_000);
+    let upstream = Upstream::start().await;
+    let optional = ims_tenant("adobe", &ims, "required = false");
+    let toml = format!("{SERVER}{optional}{}", static_tenant("acme", &upstream.url(), ""));
+    let proxy = Proxy::start_with_env(&toml, &ims_and_static_env()).await;
+    let failed = eventually(Duration::from_secs(5), || async { ims.token_calls() >= 1 }).await;
+    assert!(failed, "the first token call was made and failed");
+
+    let answer = get(&proxy.admin_url("/readyz")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(failing_tenants(&answer), ["adobe"]);
+    assert_eq!(answer.json()["failing"][0]["required"], false);
+    let one = get(&proxy.admin_url("/readyz?tenant=adobe")).await;
+    assert_eq!(one.status, StatusCode::SERVICE_UNAVAILABLE, "{}", one.text());
+    assert_eq!(
+        (one.json()["state"].clone(), one.json()["required"].clone()),
+        ("failing".into(), false.into())
+    );
+    let acme = get(&proxy.admin_url("/readyz?tenant=acme")).await;
+    assert_eq!(acme.status, StatusCode::OK, "{}", acme.text());
+    assert_eq!(
+        get(&proxy.admin_url("/readyz?tenant=nosuch")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&proxy.url("/acme/x")).await.status,
+        StatusCode::OK,
+        "the other tenant serves"
+    );
+
+    // Required (the default), the same failure fails the whole pod.
+    let toml = toml.replace("required = false", "");
+    proxy
+        .reload_with_env(&toml, &ims_and_static_env())
+        .await
+        .expect("valid reload");
+    let answer = get(&proxy.admin_url("/readyz")).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.text());
+    assert_eq!(answer.json()["failing"][0]["required"], true);
+    proxy.stop().await;
+}
+
 /// An IMS fake issuing 2 s tokens whose first `failing_calls` token calls fail, and a proxy with
 /// one tenant `adobe` on it.
 async fn proxy_on_short_lived_ims(failing_calls: usize) -> (ImsSandbox, Proxy) {

@@ -405,6 +405,34 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert!(binary.logs().contains("shutting down"));
 }
 
+/// With `shutdown_delay`, SIGTERM first turns `/readyz` to 503 while the proxy still serves, so
+/// a load balancer stops sending before the listeners close; then the process drains and exits 0.
+#[tokio::test]
+async fn shutdown_delay_fails_readiness_before_the_listeners_close() {
+    let upstream = Upstream::start().await;
+    let toml = config(&upstream, "").replace(
+        "request_timeout = \"1s\"",
+        "request_timeout = \"1s\"\nshutdown_delay = \"1500ms\"\nshutdown_grace = \"2s\"",
+    );
+    let mut binary = Binary::start(&toml, &[("ACME_VALUE", "Bearer static-acme-token")]);
+    assert_eq!(get(&binary.admin_url("/readyz")).await.status, StatusCode::OK);
+    binary.signal("TERM");
+    let draining = support::eventually(Duration::from_secs(1), || async {
+        get(&binary.admin_url("/readyz")).await.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(draining, "readiness fails at once:\n{}", binary.logs());
+    let answer = get(&binary.admin_url("/readyz")).await;
+    assert_eq!(answer.json()["shutting_down"], true, "{}", answer.text());
+    assert_eq!(
+        get(&binary.url("/acme/x")).await.status,
+        StatusCode::OK,
+        "still serving during the delay"
+    );
+    let status = wait_exit(&mut binary.child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+}
+
 fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = std::time::SystemTime::now() + limit;
     loop {

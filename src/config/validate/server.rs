@@ -42,6 +42,7 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
         raw.shutdown_grace.as_ref(),
         Duration::from_secs(30),
     );
+    let shutdown_delay = ctx.duration(&scope, "shutdown_delay", raw.shutdown_delay.as_ref(), Duration::ZERO);
     let timeout = Duration::from_secs(60);
     let request_timeout = ctx.positive_duration(&scope, "request_timeout", raw.request_timeout.as_ref(), timeout);
     let max_body = ctx.size(&scope, "max_body", raw.max_body.as_ref(), DEFAULT_MAX_BODY);
@@ -53,6 +54,7 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
         listen: listen?,
         admin_listen: admin_listen?,
         shutdown_grace: shutdown_grace?,
+        shutdown_delay: shutdown_delay?,
         request_timeout: request_timeout?,
         max_body: max_body?,
         allow_anonymous: raw.allow_anonymous.unwrap_or(false),

@@ -93,6 +93,7 @@ fn tenant(
         ca_file: ca_file?,
         http2: http2?,
         rewrite: rewrite?,
+        required: raw.required.unwrap_or(true),
     })
 }
 
