@@ -101,9 +101,9 @@ impl App {
     /// `loaded_text` is what the running configuration was parsed from: the watcher reloads as
     /// soon as the file differs from it, even if it changed before the watcher started.
     #[must_use]
-    pub fn with_config_path(mut self, path: PathBuf, loaded_text: &str) -> Self {
+    pub fn with_config_path(mut self, path: PathBuf, loaded_text: &str, secret_files: &[(PathBuf, [u8; 32])]) -> Self {
         self.config_path = Some(path);
-        self.baseline.set(loaded_text.as_bytes());
+        self.baseline.set_loaded(loaded_text.as_bytes(), secret_files);
         self
     }
 
@@ -217,8 +217,9 @@ impl App {
                 })?;
                 // Tried, valid or not: the watcher must not read the same content again (a file
                 // SIGHUP applied would otherwise be reloaded, and counted, a second time).
-                self.baseline.set(text.as_bytes());
+                self.baseline.set_read(text.as_bytes()).await;
                 let loaded = config::parse(&text, &path.display().to_string(), &config::ProcessEnv)?;
+                self.baseline.set_loaded(text.as_bytes(), &loaded.secret_files);
                 for warning in &loaded.warnings {
                     tracing::warn!(%warning, "configuration warning");
                 }

@@ -177,7 +177,7 @@ async fn run(path: Option<&Path>) -> ExitCode {
         revision = env!("TOKENBROKER_REVISION"),
         "tokenbroker serving"
     );
-    app.with_config_path(path, &text)
+    app.with_config_path(path, &text, &loaded.secret_files)
         .run(listeners, signals::terminate())
         .await;
     ExitCode::SUCCESS

@@ -6,8 +6,10 @@
 //! rename it, and Kubernetes ConfigMaps that swap a `..data` symlink, all change what the path
 //! reads, and a poll sees that without re-adding watches after inode swaps. A change is acted on
 //! once the content has stayed the same for one more poll (debounce), so a half-written file is not
-//! reloaded. The content it compares against is a [`Baseline`] shared with the app, which moves it
-//! on every reload from the file, so a file SIGHUP already reloaded is not reloaded again.
+//! reloaded. Every file a `{ file }` secret was read from is watched the same way, so a rotated
+//! Kubernetes Secret, Vault Agent file or CSI volume is used without a restart. The content it
+//! compares against is a [`Baseline`] shared with the app, which moves it on every reload from the
+//! file, so a file SIGHUP already reloaded is not reloaded again.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -83,49 +85,61 @@ pub(crate) async fn on_sighup(handle: ReloadHandle, path: PathBuf) {
     }
 }
 
-/// The fingerprint of the configuration file's content as last read for a reload, or for the
-/// start. The app sets it on every reload from the file (SIGHUP's included, whether the content
-/// was valid or not) and the watcher when it asks for one, so neither trigger makes the proxy read
-/// the same content twice.
+/// What the watcher compares against: a fingerprint of the configuration file's content and of
+/// every secret file the configuration read, as last read for a reload or for the start. The app
+/// sets it on every reload from the file (SIGHUP's included, whether the content was valid or
+/// not) and the watcher when it asks for one, so neither trigger makes the proxy read the same
+/// content twice.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Baseline(Arc<Mutex<Option<[u8; 32]>>>);
+pub(crate) struct Baseline(Arc<Mutex<Watched>>);
+
+#[derive(Debug, Default)]
+struct Watched {
+    fingerprint: Option<[u8; 32]>,
+    /// The secret files of the configuration that last validated.
+    secret_files: Vec<PathBuf>,
+}
 
 impl Baseline {
-    /// Records `text` as the content last read.
-    pub(crate) fn set(&self, text: &[u8]) {
-        self.set_fingerprint(fingerprint_of(text));
+    /// Records a configuration that validated: its text and the secret files as it read them.
+    pub(crate) fn set_loaded(&self, text: &[u8], secret_files: &[(PathBuf, [u8; 32])]) {
+        let hashes = secret_files.iter().map(|(path, hash)| (path.as_path(), Some(*hash)));
+        let fingerprint = combine(text, hashes);
+        let mut watched = self.lock();
+        watched.secret_files = secret_files.iter().map(|(path, _)| path.clone()).collect();
+        watched.fingerprint = Some(fingerprint);
     }
 
-    fn set_fingerprint(&self, fingerprint: [u8; 32]) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fingerprint);
+    /// Records `text` as read for a reload that did not validate: the secret files stay those of
+    /// the running configuration, as they read now.
+    pub(crate) async fn set_read(&self, text: &[u8]) {
+        let files = self.lock().secret_files.clone();
+        let fingerprint = combine(text, file_hashes(&files).await.iter().map(|(p, h)| (p.as_path(), *h)));
+        self.lock().fingerprint = Some(fingerprint);
     }
 
-    fn get(&self) -> Option<[u8; 32]> {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// Reloads `path` whenever its content differs from `baseline` and then settles. The app starts
-/// the baseline from the text its configuration came from: starting from what the file holds when
-/// the watcher starts instead would silently adopt a change made in between.
+/// Reloads `path` whenever what it and its secret files hold differs from `baseline` and then
+/// settles. The app starts the baseline from what its configuration was read from: starting from
+/// what the files hold when the watcher starts instead would silently adopt a change made in
+/// between.
 pub(crate) async fn watch_file(handle: ReloadHandle, path: PathBuf, baseline: Baseline) {
-    if baseline.get().is_none() {
-        if let Some(now) = fingerprint(&path).await {
-            baseline.set_fingerprint(now);
-        }
-    }
     let mut pending: Option<[u8; 32]> = None;
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
-        let now = fingerprint(&path).await;
-        let applied = baseline.get();
+        let now = fingerprint(&path, &baseline).await;
+        let applied = baseline.lock().fingerprint;
         match (now, pending) {
             (Some(now), Some(seen)) if now == seen && Some(now) != applied => {
-                tracing::info!(path = %path.display(), "configuration file changed: reloading");
+                tracing::info!(path = %path.display(), "configuration file changed (or a secret file it reads): reloading");
                 handle.request(&path);
                 // Set here too, not only when the reload runs: the next poll must not ask again
                 // while this request waits in the queue.
-                baseline.set_fingerprint(now);
+                baseline.lock().fingerprint = Some(now);
                 pending = None;
             }
             (Some(now), _) if Some(now) != applied => pending = Some(now),
@@ -134,13 +148,37 @@ pub(crate) async fn watch_file(handle: ReloadHandle, path: PathBuf, baseline: Ba
     }
 }
 
-/// A hash of what the path reads now (through any symlinks); `None` while it cannot be read.
-async fn fingerprint(path: &std::path::Path) -> Option<[u8; 32]> {
-    let bytes = tokio::fs::read(path).await.ok()?;
-    Some(fingerprint_of(&bytes))
+/// What the configuration file (through any symlinks) and the baseline's secret files read now;
+/// `None` while the configuration file cannot be read. A secret file that cannot be read counts
+/// as a change (a Kubernetes volume mid-swap settles within a poll or two).
+async fn fingerprint(path: &std::path::Path, baseline: &Baseline) -> Option<[u8; 32]> {
+    let text = tokio::fs::read(path).await.ok()?;
+    let files = baseline.lock().secret_files.clone();
+    let hashes = file_hashes(&files).await;
+    Some(combine(&text, hashes.iter().map(|(p, h)| (p.as_path(), *h))))
 }
 
-/// The watcher's notion of "the same file": a hash of its bytes.
-fn fingerprint_of(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
+async fn file_hashes(files: &[PathBuf]) -> Vec<(PathBuf, Option<[u8; 32]>)> {
+    let mut hashes = Vec::with_capacity(files.len());
+    for file in files {
+        let hash = tokio::fs::read(file)
+            .await
+            .ok()
+            .map(|bytes| Sha256::digest(&bytes).into());
+        hashes.push((file.clone(), hash));
+    }
+    hashes
+}
+
+/// The watcher's notion of "the same files": one hash over the configuration's bytes and each
+/// secret file's path and content hash, in order.
+fn combine<'p>(text: &[u8], files: impl Iterator<Item = (&'p std::path::Path, Option<[u8; 32]>)>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(Sha256::digest(text));
+    for (path, hash) in files {
+        hasher.update(path.as_os_str().as_encoded_bytes());
+        hasher.update([0]);
+        hasher.update(hash.unwrap_or_default());
+    }
+    hasher.finalize().into()
 }

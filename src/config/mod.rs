@@ -453,6 +453,9 @@ pub struct Loaded {
     /// With [`NoSecrets`], every `{ env }` / `{ file }` reference that was not read (where, and
     /// which variable or file); empty otherwise.
     pub secrets_not_read: Vec<ConfigError>,
+    /// Every file a secret was read from (`{ file }` secrets, TLS client certificates and keys),
+    /// with a SHA-256 of the content as read: `watch_config` reloads when one of them changes.
+    pub secret_files: Vec<(PathBuf, [u8; 32])>,
 }
 
 /// Reads and validates the file at `path`. Secrets given as `{ env }` or `{ file }` are resolved.

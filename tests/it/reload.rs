@@ -449,3 +449,52 @@ async fn a_reload_never_leaves_a_non_loopback_listener_without_callers() {
     assert_eq!(upstream.started(), 0, "no keyless request reached the upstream");
     assert_reload_counts(&binary.metrics().await, 0.0, 1.0);
 }
+
+/// A rotated `{ file }` secret is used without a restart (`watch_config`): the file is swapped as
+/// Kubernetes swaps a mounted Secret (a new timestamped directory, then `..data` renamed over to
+/// point at it). Only the tenant whose credential changed is rebuilt: the IMS tenant keeps its
+/// token (one token call in all).
+#[tokio::test]
+async fn watch_config_picks_up_a_rotated_secret_file() {
+    let upstream = Upstream::start().await;
+    let ims = ImsSandbox::start(ImsOptions::default()).await.expect("fake IMS");
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let mount = secrets.path();
+    let publish = |version: &str, value: &str| {
+        let dir = mount.join(format!("..2026_12_07_{version}"));
+        std::fs::create_dir(&dir).expect("version dir");
+        std::fs::write(dir.join("static_value"), value).expect("secret file");
+        let staged = mount.join("..data_tmp");
+        std::os::unix::fs::symlink(dir.file_name().expect("name"), &staged).expect("symlink");
+        std::fs::rename(&staged, mount.join("..data")).expect("swap ..data");
+    };
+    publish("v1", "Bearer rotated-one\n");
+    std::os::unix::fs::symlink("..data/static_value", mount.join("static_value")).expect("symlink");
+    let value = format!("value = {{ file = \"{}\" }}", mount.join("static_value").display());
+    let alpha = format!(
+        "\n[[tenant]]\nname = \"alpha\"\nprovider = \"static\"\nupstream = \"{}\"\n{value}\n",
+        upstream.url()
+    );
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nwatch_config = true\n{}{alpha}",
+        ims_tenant("stay", &ims, ""),
+    );
+    let binary = Binary::start(&toml, &[("IMS_SECRET", sandbox::IMS_CLIENT_SECRET)]);
+    assert_eq!(get(&binary.url("/alpha/x")).await.status, StatusCode::OK);
+    assert_eq!(upstream.last().headers["authorization"], "Bearer rotated-one");
+    assert_eq!(
+        get(&binary.url("/stay/x")).await.status,
+        StatusCode::NOT_FOUND,
+        "the IMS fake's own 404"
+    );
+
+    publish("v2", "Bearer rotated-two\n");
+    let rotated = eventually(Duration::from_secs(6), || async {
+        get(&binary.url("/alpha/x")).await;
+        upstream.last().headers["authorization"] == "Bearer rotated-two"
+    })
+    .await;
+    assert!(rotated, "the new secret is used:\n{}", binary.logs());
+    assert_reload_counts(&binary.metrics().await, 1.0, 0.0);
+    assert_eq!(ims.token_calls(), 1, "the unchanged tenant kept its token");
+}

@@ -124,6 +124,9 @@ impl Ctx<'_> {
     /// since a pipeline without the secrets has none of these files either.
     pub(super) fn credential_file(&mut self, scope: &Scope, key: &str, path: &str) -> Option<PathBuf> {
         if !self.env.shape_only() {
+            if let Ok(content) = std::fs::read(path) {
+                self.record_file(std::path::Path::new(path), &content);
+            }
             return self.existing_file(scope, key, path);
         }
         let span = self.src.value_span(&scope.path_of(key));
@@ -132,6 +135,15 @@ impl Ctx<'_> {
             .error(span, scope.message(key, format!("not read: file `{path}`")));
         self.not_read.push(note);
         Some(PathBuf::from(path))
+    }
+
+    /// Notes a credential file and what it held, for the `watch_config` watcher.
+    fn record_file(&mut self, path: &std::path::Path, content: &[u8]) {
+        use sha2::Digest;
+        if !self.files_read.iter().any(|(seen, _)| seen == path) {
+            self.files_read
+                .push((path.to_path_buf(), sha2::Sha256::digest(content).into()));
+        }
     }
 
     /// A file that must exist and be readable now, not at the first request.
@@ -162,11 +174,15 @@ impl Ctx<'_> {
                 .env
                 .var(&reference.env)
                 .ok_or_else(|| format!("environment variable `{}` is not set", reference.env)),
-            RawSecret::File(reference) => self
-                .env
-                .read_file(std::path::Path::new(&reference.file))
-                .map(|content| content.trim().to_owned())
-                .map_err(|e| format!("cannot read secret file `{}`: {e}", reference.file)),
+            RawSecret::File(reference) => {
+                let path = std::path::Path::new(&reference.file);
+                let read = self.env.read_file(path);
+                if let Ok(content) = &read {
+                    self.record_file(path, content.as_bytes());
+                }
+                read.map(|content| content.trim().to_owned())
+                    .map_err(|e| format!("cannot read secret file `{}`: {e}", reference.file))
+            }
         };
         if self.env.shape_only() && !matches!(raw, RawSecret::Literal(_)) {
             let span = self.src.value_span(&scope.path_of(key));

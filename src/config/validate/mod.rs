@@ -104,6 +104,7 @@ pub(crate) fn validate(text: &str, origin: &str, env: &dyn Env) -> Result<Loaded
         warnings: Vec::new(),
         regexes: std::collections::HashMap::new(),
         not_read: Vec::new(),
+        files_read: Vec::new(),
     };
     let config = build(&mut ctx);
     ctx.finish(config)
@@ -221,6 +222,8 @@ struct Ctx<'a> {
     regexes: std::collections::HashMap<String, std::sync::Arc<regex::Regex>>,
     /// With [`NoSecrets`]: each secret reference that was not read, located and described.
     not_read: Vec<ConfigError>,
+    /// Each secret file read, with a hash of what it held (see [`Loaded::secret_files`]).
+    files_read: Vec<(std::path::PathBuf, [u8; 32])>,
 }
 
 impl Ctx<'_> {
@@ -296,6 +299,7 @@ impl Ctx<'_> {
                 config,
                 warnings,
                 secrets_not_read: self.not_read,
+                secret_files: self.files_read,
             }),
             _ if self.errors.is_empty() => {
                 Err(ConfigErrors(vec![self.src.error(None, "invalid configuration".into())]))
