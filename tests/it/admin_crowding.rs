@@ -1,15 +1,20 @@
 //! The admin listener under crowding, through the real binary (README, "Limits": the admin
 //! listener). A kubelet opens a new connection for every probe and restarts the pod when a few in a
 //! row go unanswered, so probes must be answered whatever other clients hold: many keep-alive
-//! clients polling `/healthz`, or connections that send half a head and stall (slowloris). Every
-//! run is a few seconds and every wait is bounded.
+//! clients polling `/healthz`, HTTP/2 connections left open, or connections that send half a head
+//! and stall (slowloris). Every run is a few seconds and every wait is bounded.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::support::Binary;
@@ -200,4 +205,49 @@ async fn an_idle_admin_connection_is_closed_long_before_the_proxy_timeouts() {
         "closed within 5 s of idling (the configured timeouts are 30 s): {read:?}"
     );
     assert!(answered.elapsed() >= Duration::from_secs(1), "not closed at once");
+}
+
+/// An HTTP/2 connection (prior knowledge) that has asked `/healthz` once and stays open while its
+/// sender is kept; its driver task ends when the proxy closes the connection.
+type H2Connection = (SendRequest<Empty<Bytes>>, JoinHandle<hyper::Result<()>>);
+
+async fn answered_h2_connection(addr: SocketAddr) -> H2Connection {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .expect("h2c handshake");
+    let driver = tokio::spawn(conn);
+    let request = Request::get(format!("http://{addr}/healthz"))
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.expect("the body");
+    (sender, driver)
+}
+
+#[tokio::test]
+async fn a_full_admin_listener_closes_its_idle_connection_gracefully_to_take_a_probe() {
+    let binary = start();
+    let admin = binary.admin_addr.expect("an admin listener");
+    // HTTP/2 answers never carry `Connection: close`, so 64 of them fill the table.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(answered_h2_connection(admin).await);
+    }
+    assert!(
+        fresh_probe(admin).await,
+        "a probe is answered although every place was taken"
+    );
+
+    let (_sender, oldest) = held.remove(0);
+    let oldest = timeout(Duration::from_secs(2), oldest)
+        .await
+        .expect("the connection quiet longest is closed")
+        .expect("task");
+    assert!(oldest.is_ok(), "closed gracefully (GOAWAY), not cut: {oldest:?}");
+    assert!(
+        held.iter().all(|(_, driver)| !driver.is_finished()),
+        "only one was evicted for one probe"
+    );
 }
