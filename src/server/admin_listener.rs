@@ -30,8 +30,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::{CONNECTION, HeaderValue};
-use http::{Request, Version};
+use http::{Request, Response, Version};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -96,6 +98,11 @@ pub(super) async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let builder = connection::builder(pool.limits);
+    let answers = Answers {
+        state,
+        registry,
+        table: Arc::clone(&pool.table),
+    };
     while let Some(stream) = accept_next(&listener, &mut stop).await {
         let Some(slot) = pool.descriptors.admit() else {
             tracing::debug!("admin connections still closing fill the descriptor cap; closing a new one");
@@ -104,21 +111,11 @@ pub(super) async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
         let (member, evicted) = pool.table.join(Arc::clone(&activity));
-        let (tracker, table, state, registry) = (
-            Arc::clone(&activity),
-            Arc::clone(&pool.table),
-            Arc::clone(&state),
-            Arc::clone(&registry),
-        );
+        let (tracker, answers) = (Arc::clone(&activity), answers.clone());
         let service = service_fn(move |request: Request<Incoming>| {
             let in_flight = tracker.begin();
-            let mut response = admin::handle(&state.load(), &registry, &request);
-            if table.busy() && request.version() <= Version::HTTP_11 {
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            std::future::ready(Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight))))
+            let response = answers.answer(&request).map(|body| Tracked::new(body, in_flight));
+            std::future::ready(Ok::<_, Infallible>(response))
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let (drain, limits) = (pool.drain.clone(), pool.limits);
@@ -126,6 +123,27 @@ pub(super) async fn accept_loop(
             serve(conn, activity, limits, drain, evicted).await;
             drop((member, slot));
         });
+    }
+}
+
+/// What every admin answer reads.
+#[derive(Clone)]
+struct Answers {
+    state: Arc<ArcSwap<Snapshot>>,
+    registry: Arc<Registry>,
+    table: Arc<Table>,
+}
+
+impl Answers {
+    /// The admin answer to `request`, telling an HTTP/1 client to close while the table is busy.
+    fn answer<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
+        let mut response = admin::handle(&self.state.load(), &self.registry, request);
+        if self.table.busy() && request.version() <= Version::HTTP_11 {
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
