@@ -49,7 +49,7 @@ use crate::tenant::Snapshot;
 
 /// Connections the admin listener keeps open: enough for a kubelet and a few scrapers with room
 /// to spare, too few to run out of descriptors.
-pub(super) const ADMIN_MAX_CONNECTIONS: usize = 64;
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// The longest an admin connection may take to send a complete head, from its accept or (HTTP/1)
 /// from its previous answer; a probe sends its head as it connects. Shorter if

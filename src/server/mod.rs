@@ -1,6 +1,8 @@
 //! The inbound side: accept loops on bound listeners, one hyper connection task per client,
 //! HTTP/1.1 and HTTP/2 (prior knowledge) by `hyper_util`'s auto builder, and graceful drain.
-//! What bounds a connection (the cap on open ones, header and idle timeouts) is in [`connection`].
+//! What bounds a connection (the cap on open ones, header and idle timeouts) is in [`connection`];
+//! how the admin listener keeps probes answered whatever its other clients hold, in
+//! [`admin_listener`].
 
 mod admin_listener;
 pub(crate) mod callers;
