@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline validation of deploy/: Kubernetes manifests against the strict Kubernetes JSON schemas
-# (1.29, the oldest supported, and 1.37), cross-checks between the sidecar, its ConfigMap and its
-# Secret, a self-test proving broken variants are rejected, and the systemd unit.
+# (1.29, the oldest supported, and 1.37), cross-checks between the sidecar, its ConfigMap, its
+# Secret and its NetworkPolicy (the admin port only from named peers, no proxy port), a self-test
+# proving broken variants are rejected, and the systemd unit.
 #
 # Why a venv under target/: the validator (kubernetes-validate, pinned in
 # validate-requirements.txt) bundles the schemas in its wheel, so the only network it needs is

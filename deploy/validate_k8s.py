@@ -8,8 +8,10 @@ Secret does not hold, a grace period shorter than tokenbroker's drain). So two l
    kubernetes-validate wheel (unknown fields and wrong types are errors), for each requested
    Kubernetes version. Unlike the kubernetes-validate CLI, an unknown kind/apiVersion is an
    error here, not a warning that exits 0.
-2. Consistency: the tokenbroker sidecar, its ConfigMap's tokenbroker.toml and its Secret must
-   agree with each other and with the README ("Operating it": probes, callers, reload, shutdown).
+2. Consistency: the tokenbroker sidecar, its ConfigMap's tokenbroker.toml, its Secret and the
+   NetworkPolicy selecting its pods must agree with each other and with the README ("Operating
+   it": probes, callers, reload, shutdown; "Limits": the admin listener). The NetworkPolicy must
+   admit the admin port only from named peers (never from anywhere) and never admit a proxy port.
 
 Then a self-test mutates the good manifests in memory (wrong type, unknown field, removed API
 version, subPath mount, missing secret key, ...) and fails the run if any mutation is accepted:
@@ -182,6 +184,63 @@ def check_app_urls(pod, cfg, err):
                 err(f"{c['name']} env {env['name']}={env['value']}: no tenant {m[2]!r} on :{listen_port}")
 
 
+def port_names(pod):
+    """containerPort by port name, across the pod's containers (NetworkPolicy named ports)."""
+    containers = pod.get("initContainers", []) + pod.get("containers", [])
+    return {p["name"]: p.get("containerPort") for c in containers for p in c.get("ports", []) if "name" in p}
+
+
+def selects(policy, labels):
+    """Whether a NetworkPolicy's podSelector (matchLabels only) selects pods labelled `labels`."""
+    selector = policy.get("spec", {}).get("podSelector", {})
+    return not selector.get("matchExpressions") and selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def rule_ports(rule, names):
+    """The port numbers an ingress rule admits, or None when it admits every port."""
+    admitted = set()
+    for entry in rule.get("ports") or [None]:
+        port = (entry or {}).get("port")
+        if port is None:
+            return None
+        number = names.get(port, port)
+        admitted |= set(range(number, entry.get("endPort", number) + 1)) if isinstance(number, int) else {number}
+    return admitted
+
+
+def from_anywhere(rule):
+    """Whether an ingress rule admits every source (no `from`, or an ipBlock of a whole family)."""
+    peers = rule.get("from") or []
+    return not peers or any(ipaddress.ip_network(p["ipBlock"]["cidr"]).prefixlen == 0 for p in peers if "ipBlock" in p)
+
+
+def check_network_policy(docs, pod, labels, cfg, err):
+    server = cfg.get("server", {})
+    admin = port_of(server.get("admin_listen", "127.0.0.1:9901"))
+    proxies = {port_of(server.get("listen", "127.0.0.1:8080"))}
+    proxies |= {port_of(t["listen"]) for t in cfg.get("tenant", []) if "listen" in t}
+    policies = [p for p in by_kind(docs, "NetworkPolicy") if selects(p, labels)]
+    policies = [p for p in policies if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+    if not policies:
+        err(f"no NetworkPolicy restricts ingress to the tokenbroker pods: the admin port {admin} is open cluster-wide")
+        return
+    names, scraped = port_names(pod), False
+    for policy in policies:
+        name = policy["metadata"]["name"]
+        for rule in policy["spec"].get("ingress", []):
+            ports = rule_ports(rule, names)
+            if ports is None:
+                err(f"NetworkPolicy {name}: an ingress rule admits every port, the admin and proxy ports included")
+                continue
+            for port in sorted(proxies & ports):
+                err(f"NetworkPolicy {name}: admits the proxy port {port} from outside the pod")
+            if admin in ports and from_anywhere(rule):
+                err(f"NetworkPolicy {name}: admits the admin port {admin} from anywhere")
+            scraped |= admin in ports and not from_anywhere(rule)
+    if not scraped:
+        err(f"no NetworkPolicy rule admits a scraper to the admin port {admin} (/metrics unreachable)")
+
+
 def load_config(c, pod, configmaps, err):
     """The tokenbroker.toml the container will read, or None (after reporting why)."""
     path = config_path(c)
@@ -235,6 +294,7 @@ def consistency_errors(docs):
         check_listeners(cfg, err)
         check_secrets(c, pod, cfg, secrets, err)
         check_app_urls(pod, cfg, err)
+        check_network_policy(docs, pod, labels, cfg, err)
         grace = duration_s(server.get("shutdown_grace", "30s"))
         if pod.get("terminationGracePeriodSeconds", 30) <= grace:
             err(f"terminationGracePeriodSeconds must exceed shutdown_grace ({grace:g}s)")
@@ -251,6 +311,18 @@ def _tb(docs):
 
 def _pod(docs):
     return by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+
+
+def _policy_rules(docs):
+    return by_kind(docs, "NetworkPolicy")[0]["spec"]["ingress"]
+
+
+def _admin_rule(docs):
+    return next(r for r in _policy_rules(docs) if any(p.get("port") == "admin" for p in r["ports"]))
+
+
+def _drop_policies(docs):
+    docs[:] = [d for d in docs if d.get("kind") != "NetworkPolicy"]
 
 
 def _toml(docs, old, new):
@@ -273,6 +345,17 @@ MUTATIONS = [
     ("broken TOML", lambda d: _toml(d, "[server]", "[server"), "does not parse"),
     ("privilege escalation",
      lambda d: _tb(d)["securityContext"].update(allowPrivilegeEscalation=True), "allowPrivilegeEscalation"),
+    ("no NetworkPolicy", _drop_policies, "no NetworkPolicy restricts"),
+    ("NetworkPolicy selects other pods",
+     lambda d: by_kind(d, "NetworkPolicy")[0]["spec"]["podSelector"].update(matchLabels={"app": "x"}),
+     "no NetworkPolicy restricts"),
+    ("admin port from any pod", lambda d: _admin_rule(d).pop("from"), "admin port 9901 from anywhere"),
+    ("admin port from 0.0.0.0/0",
+     lambda d: _admin_rule(d).update({"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}), "from anywhere"),
+    ("ingress rule for every port", lambda d: _policy_rules(d)[0].pop("ports"), "admits every port"),
+    ("proxy port admitted",
+     lambda d: _policy_rules(d)[0]["ports"].append({"port": 8080, "protocol": "TCP"}), "proxy port 8080"),
+    ("no scrape rule", lambda d: _policy_rules(d).remove(_admin_rule(d)), "no NetworkPolicy rule admits a scraper"),
 ]
 
 

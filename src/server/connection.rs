@@ -147,6 +147,22 @@ impl Activity {
         InFlight(Arc::clone(self))
     }
 
+    /// Whether a request is in progress, response body included.
+    pub(super) fn busy(&self) -> bool {
+        self.in_flight.load(SeqCst) > 0
+    }
+
+    /// Whether a request was ever started: a connection that never completed a head owes nobody
+    /// an answer.
+    pub(super) fn served(&self) -> bool {
+        self.started.load(SeqCst) > 0
+    }
+
+    /// Since when the connection has been quiet: its accept, or the end of its latest request.
+    pub(super) fn quiet_since(&self) -> Instant {
+        self.opened + Duration::from_millis(self.last_end_ms.load(SeqCst))
+    }
+
     fn verdict(&self, limits: Limits, now: Instant) -> Verdict {
         if self.in_flight.load(SeqCst) > 0 {
             // Requests take as long as they take (`request_timeout` bounds them); look again once

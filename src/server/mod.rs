@@ -1,7 +1,10 @@
 //! The inbound side: accept loops on bound listeners, one hyper connection task per client,
 //! HTTP/1.1 and HTTP/2 (prior knowledge) by `hyper_util`'s auto builder, and graceful drain.
-//! What bounds a connection (the cap on open ones, header and idle timeouts) is in [`connection`].
+//! What bounds a connection (the cap on open ones, header and idle timeouts) is in [`connection`];
+//! how the admin listener keeps probes answered whatever its other clients hold, in
+//! [`admin_listener`].
 
+mod admin_listener;
 pub(crate) mod callers;
 mod connection;
 mod origin;
@@ -28,7 +31,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin;
 use crate::config::{ServerConfig, TenantName};
 use crate::metrics::GlobalMetrics;
 use crate::tenant::Snapshot;
@@ -55,11 +57,6 @@ pub(crate) struct Inbound {
 /// Accept errors such as EMFILE are retried after a pause instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Open connections the admin listener takes. Its own pool, so that a proxy at
-/// `max_connections` still answers probes and scrapes, and fixed and small, since its clients are
-/// a kubelet and a scraper: enough for them with room to spare, too few to run out of descriptors.
-const ADMIN_MAX_CONNECTIONS: usize = 64;
-
 /// One running accept loop and the switch that stops it.
 struct AcceptLoop {
     stop: watch::Sender<bool>,
@@ -75,7 +72,6 @@ pub(crate) struct Servers {
     limits: Limits,
     /// `server.max_connections`, shared by the main and tenant listeners.
     proxy_gate: Arc<Gate>,
-    admin_gate: Arc<Gate>,
     fixed: Vec<AcceptLoop>,
     /// The address the main listener is bound to (set by [`Self::spawn_main`]).
     main_addr: Option<SocketAddr>,
@@ -95,7 +91,6 @@ impl Servers {
                 max_request_head: config.max_request_head,
             },
             proxy_gate: Gate::new(config.max_connections, Some(globals)),
-            admin_gate: Gate::new(ADMIN_MAX_CONNECTIONS, None),
             fixed: Vec::new(),
             main_addr: None,
             tenants: HashMap::new(),
@@ -163,19 +158,24 @@ impl Servers {
         })
     }
 
-    /// Serves the admin endpoints on `listener`.
+    /// Serves the admin endpoints on `listener`, with its own connection table (its own pool, so
+    /// that a proxy at `max_connections` still answers probes and scrapes; see [`admin_listener`]).
     pub(crate) fn spawn_admin(
         &mut self,
         listener: TcpListener,
         state: Arc<ArcSwap<Snapshot>>,
         registry: Arc<Registry>,
     ) {
-        let gate = Arc::clone(&self.admin_gate);
-        let accept_loop = self.spawn(listener, gate, move |request: Request<Incoming>| {
-            let response = admin::handle(&state.load(), &registry, &request);
-            std::future::ready(Ok::<_, Infallible>(response))
-        });
-        self.fixed.push(accept_loop);
+        let stop = watch::Sender::new(false);
+        let pool = admin_listener::Pool::new(self.limits, self.drain.subscribe());
+        let task = tokio::spawn(admin_listener::accept_loop(
+            listener,
+            state,
+            registry,
+            pool,
+            stop.subscribe(),
+        ));
+        self.fixed.push(AcceptLoop { stop, task });
     }
 
     fn spawn<F, Fut, B>(&self, listener: TcpListener, gate: Arc<Gate>, handler: F) -> AcceptLoop

@@ -9,6 +9,7 @@ mod support;
 
 mod access_log;
 mod admin;
+mod admin_crowding;
 mod browsers;
 mod callers;
 mod class_script;
