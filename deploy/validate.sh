@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline validation of deploy/: Kubernetes manifests against the strict Kubernetes JSON schemas
-# (1.29, the oldest supported, and 1.37), cross-checks between the sidecar, its ConfigMap, its
+# (1.29, the oldest supported, and 1.37), the ConfigMap's tokenbroker.toml through the binary's own
+# `tokenbroker check --no-secrets`, cross-checks between the sidecar, its ConfigMap, its
 # Secret and its NetworkPolicy (the admin port only from named peers, no proxy port), a self-test
 # proving broken variants are rejected, and the systemd unit.
 #
@@ -34,8 +35,13 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null || true)" != "$want
     echo "$want" >"$stamp"
 fi
 
+# The ConfigMap's tokenbroker.toml is checked by the binary itself (`check --no-secrets`), so the
+# rules live in one place: build it (cargo test reuses the same debug build).
+cargo build --quiet --locked --bin tokenbroker
+tokenbroker="${CARGO_TARGET_DIR:-$root/target}/debug/tokenbroker"
+
 # Kubernetes manifests: strict schemas, consistency, self-test.
-"$venv/bin/python" "$here/validate_k8s.py" -k 1.29.0 -k 1.37.0 "$here"/k8s/*.yaml
+"$venv/bin/python" "$here/validate_k8s.py" --tokenbroker "$tokenbroker" -k 1.29.0 -k 1.37.0 "$here"/k8s/*.yaml
 
 # systemd unit, where systemd-analyze exists. `verify` insists the ExecStart binary exists, so it
 # runs against a copy whose paths point at a stand-in executable; everything else is as shipped.

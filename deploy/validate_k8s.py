@@ -8,7 +8,8 @@ Secret does not hold, a grace period shorter than tokenbroker's drain). So two l
    kubernetes-validate wheel (unknown fields and wrong types are errors), for each requested
    Kubernetes version. Unlike the kubernetes-validate CLI, an unknown kind/apiVersion is an
    error here, not a warning that exits 0.
-2. Consistency: the tokenbroker sidecar, its ConfigMap's tokenbroker.toml, its Secret and the
+2. Consistency: the ConfigMap's tokenbroker.toml passes the binary's own `check --no-secrets`,
+   and the tokenbroker sidecar, that tokenbroker.toml, its Secret and the
    NetworkPolicy selecting its pods must agree with each other and with the README ("Operating
    it": probes, callers, reload, shutdown; "Limits": the admin listener). The NetworkPolicy must
    admit the admin port only from named peers (never from anywhere) and never admit a proxy port.
@@ -21,8 +22,11 @@ proof, on every run, that the validator still rejects what it should.
 import argparse
 import copy
 import ipaddress
+import os
 import re
+import subprocess
 import sys
+import tempfile
 import tomllib
 
 import kubernetes_validate
@@ -142,13 +146,17 @@ def check_probes(c, server, err):
             err(f"tokenbroker: {probe} must GET {path} on the admin port {port_of(admin)}")
 
 
-def check_listeners(cfg, err):
-    server = cfg.get("server", {})
-    addrs = [server.get("listen", "127.0.0.1:8080")]
-    addrs += [t["listen"] for t in cfg.get("tenant", []) if "listen" in t]
-    exposed = [a for a in addrs if not is_loopback(a)]
-    if exposed and not cfg.get("caller") and not server.get("allow_anonymous"):
-        err(f"non-loopback proxy listener {exposed} without [[caller]] or allow_anonymous (it would lend credentials to anyone: README, Callers)")
+def check_with_binary(tokenbroker, text, err):
+    """The product's own validation of the ConfigMap's tokenbroker.toml, without its secrets
+    (`tokenbroker check --no-secrets`): no copy of the configuration rules lives here."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "tokenbroker.toml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        run = subprocess.run([tokenbroker, "check", "--no-secrets", "--config", path],
+                             capture_output=True, text=True, timeout=60, check=False)
+    if run.returncode != 0:
+        err(f"tokenbroker check --no-secrets rejects tokenbroker.toml:\n{run.stderr.strip()}")
 
 
 def check_secrets(c, pod, cfg, secrets, err):
@@ -242,7 +250,8 @@ def check_network_policy(docs, pod, labels, cfg, err):
 
 
 def load_config(c, pod, configmaps, err):
-    """The tokenbroker.toml the container will read, or None (after reporting why)."""
+    """The tokenbroker.toml the container will read, as (text, parsed), or None (after
+    reporting why)."""
     path = config_path(c)
     mount = mount_for(c, path)
     source = {v["name"]: v for v in pod.get("volumes", [])}.get(mount["name"] if mount else None, {})
@@ -257,13 +266,13 @@ def load_config(c, pod, configmaps, err):
         err(f"ConfigMap {source['configMap'].get('name')} does not provide {path}")
         return None
     try:
-        return tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         err(f"tokenbroker.toml does not parse: {e}")
         return None
 
 
-def consistency_errors(docs):
+def consistency_errors(docs, tokenbroker):
     errors = []
     err = errors.append
     configmaps = {d["metadata"]["name"]: d for d in by_kind(docs, "ConfigMap")}
@@ -286,12 +295,13 @@ def consistency_errors(docs):
             err("no tokenbroker container in the Deployment")
             continue
         check_security(c, pod, err)
-        cfg = load_config(c, pod, configmaps, err)
-        if cfg is None:
+        loaded = load_config(c, pod, configmaps, err)
+        if loaded is None:
             continue
+        text, cfg = loaded
         server = cfg.get("server", {})
+        check_with_binary(tokenbroker, text, err)
         check_probes(c, server, err)
-        check_listeners(cfg, err)
         check_secrets(c, pod, cfg, secrets, err)
         check_app_urls(pod, cfg, err)
         check_network_policy(docs, pod, labels, cfg, err)
@@ -341,7 +351,8 @@ MUTATIONS = [
     ("secret key missing", lambda d: by_kind(d, "Secret")[0]["stringData"].popitem(), "has no key"),
     ("grace below drain", lambda d: _pod(d).update(terminationGracePeriodSeconds=20), "shutdown_grace"),
     ("anonymous public proxy",
-     lambda d: _toml(d, 'listen = "127.0.0.1:8080"', 'listen = "0.0.0.0:8080"'), "non-loopback"),
+     lambda d: _toml(d, 'listen = "127.0.0.1:8080"', 'listen = "0.0.0.0:8080"'), "not a loopback address"),
+    ("typo in tokenbroker.toml", lambda d: _toml(d, "watch_config", "watch_confg"), "watch_confg"),
     ("broken TOML", lambda d: _toml(d, "[server]", "[server"), "does not parse"),
     ("privilege escalation",
      lambda d: _tb(d)["securityContext"].update(allowPrivilegeEscalation=True), "allowPrivilegeEscalation"),
@@ -359,13 +370,13 @@ MUTATIONS = [
 ]
 
 
-def self_test(docs, versions):
+def self_test(docs, versions, tokenbroker):
     """Names of the mutations that validation wrongly accepted (or rejected for another reason)."""
     accepted = []
     for name, mutate, expected in MUTATIONS:
         broken = copy.deepcopy(docs)
         mutate(broken)
-        found = [e for d in broken for e in schema_errors(d, versions)] + consistency_errors(broken)
+        found = [e for d in broken for e in schema_errors(d, versions)] + consistency_errors(broken, tokenbroker)
         if not any(expected in e for e in found):
             accepted.append(f"{name} (errors: {found or 'none'})")
     return accepted
@@ -378,6 +389,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-k", "--kubernetes-version", action="append", required=True)
     parser.add_argument("--no-self-test", action="store_true")
+    parser.add_argument("--tokenbroker", required=True, help="the tokenbroker binary, for `check --no-secrets`")
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
 
@@ -391,7 +403,7 @@ def main():
                 print(f"ERROR {what}: {e}", file=sys.stderr)
                 failed = True
         docs += file_docs
-    for e in consistency_errors(docs):
+    for e in consistency_errors(docs, args.tokenbroker):
         print(f"ERROR consistency: {e}", file=sys.stderr)
         failed = True
     if failed:
@@ -399,7 +411,7 @@ def main():
     versions = ", ".join(args.kubernetes_version)
     print(f"ok: {len(docs)} manifests valid (strict schemas, Kubernetes {versions}) and consistent")
     if not args.no_self_test:
-        accepted = self_test(docs, args.kubernetes_version)
+        accepted = self_test(docs, args.kubernetes_version, args.tokenbroker)
         for name in accepted:
             print(f"ERROR self-test: a broken manifest was accepted: {name}", file=sys.stderr)
         if accepted:
