@@ -78,6 +78,9 @@ impl App {
         let snapshot = Snapshot::build(config, None)?;
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
         let globals = Arc::new(GlobalMetrics::default());
+        globals
+            .last_reload_success_unix_ms
+            .store(crate::clock::unix_millis(), Ordering::Relaxed);
         registry.register_collector(Box::new(MetricsCollector {
             state: Arc::clone(&state),
             globals: Arc::clone(&globals),
@@ -189,6 +192,8 @@ impl App {
         match &outcome {
             Ok(()) => {
                 self.globals.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.globals.last_reload_failed.store(false, Ordering::Relaxed);
+                (self.globals.last_reload_success_unix_ms).store(crate::clock::unix_millis(), Ordering::Relaxed);
                 // Read, validate, build and swap: the figure operators watch when reloads of many
                 // tenants run under load (the benchmark measures it too).
                 let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -200,6 +205,7 @@ impl App {
             }
             Err(errors) => {
                 self.globals.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.globals.last_reload_failed.store(true, Ordering::Relaxed);
                 tracing::error!(errors = %errors, "configuration reload rejected; the previous configuration keeps serving");
             }
         }

@@ -47,10 +47,14 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             &tenants,
             |t| &t.metrics.upstream_duration,
         )?;
-        ratelimit_waits(&mut encoder, &tenants)?;
+        let limited: Vec<(&Tenant, Vec<CallerClass>)> = (tenants.iter())
+            .filter(|t| t.limiter.is_some())
+            .map(|t| (*t, classes_of(&snapshot, t)))
+            .collect();
+        ratelimit_waits(&mut encoder, &limited)?;
         token_renewals(&mut encoder, &tenants)?;
         token_expiry(&mut encoder, &tenants)?;
-        ratelimit_rejected(&mut encoder, &tenants)?;
+        ratelimit_rejected(&mut encoder, &limited)?;
         ratelimit_shared(&mut encoder, &tenants)?;
         tenant_counter(
             &mut encoder,
@@ -63,23 +67,41 @@ impl prometheus_client::collector::Collector for MetricsCollector {
         )?;
         reloads(&mut encoder, &self.globals)?;
         connections(&mut encoder, &self.globals)?;
-        match snapshot.store().health() {
-            Some(health) => store(&mut encoder, health),
-            None => Ok(()),
+        if let Some(health) = snapshot.store().health() {
+            store(&mut encoder, health)?;
         }
+        super::process::build_info(&mut encoder)?;
+        super::process::process(&mut encoder)
     }
 }
 
+/// The caller classes whose requests can reach `tenant`: standard without callers, else the
+/// classes of the callers allowed on it. The class series exist only for these (and only for
+/// tenants with a limiter), so a tenant without a limit adds no empty series.
+fn classes_of(snapshot: &Snapshot, tenant: &Tenant) -> Vec<CallerClass> {
+    if snapshot.callers.is_empty() {
+        return vec![CallerClass::Standard];
+    }
+    let allowed = |caller: &&crate::config::CallerConfig| {
+        (caller.tenants.as_ref()).is_none_or(|names| names.contains(&tenant.config.name))
+    };
+    let present: Vec<CallerClass> = snapshot.callers.iter().filter(allowed).map(|c| c.class).collect();
+    CallerClass::ALL
+        .into_iter()
+        .filter(|class| present.contains(class))
+        .collect()
+}
+
 /// Waits for a slot, by tenant and caller class.
-fn ratelimit_waits(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> Encoded {
+fn ratelimit_waits(encoder: &mut DescriptorEncoder<'_>, tenants: &[(&Tenant, Vec<CallerClass>)]) -> Encoded {
     let mut family = encoder.encode_descriptor(
         "tokenbroker_ratelimit_wait_seconds",
         "Time requests waited for a rate-limit slot, by caller class",
         None,
         MetricType::Histogram,
     )?;
-    for tenant in tenants {
-        for class in CallerClass::ALL {
+    for (tenant, classes) in tenants {
+        for &class in classes {
             let labels = [("tenant", tenant.config.name.as_str()), ("class", class.as_str())];
             histogram(family.encode_family(&labels)?, tenant.metrics.ratelimit_wait.by(class))?;
         }
@@ -88,15 +110,15 @@ fn ratelimit_waits(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> 
 }
 
 /// Refusals by the tenant's own limiter, by tenant and caller class.
-fn ratelimit_rejected(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> Encoded {
+fn ratelimit_rejected(encoder: &mut DescriptorEncoder<'_>, tenants: &[(&Tenant, Vec<CallerClass>)]) -> Encoded {
     let mut family = encoder.encode_descriptor(
         "tokenbroker_ratelimit_rejected",
         "Requests refused with 429 by the proxy's own limiter, by caller class",
         None,
         MetricType::Counter,
     )?;
-    for tenant in tenants {
-        for class in CallerClass::ALL {
+    for (tenant, classes) in tenants {
+        for &class in classes {
             let labels = [("tenant", tenant.config.name.as_str()), ("class", class.as_str())];
             let rejected = tenant.metrics.ratelimit_rejected.by(class).load(Relaxed);
             counter(&mut family.encode_family(&labels)?, rejected)?;
@@ -224,7 +246,26 @@ fn reloads(encoder: &mut DescriptorEncoder<'_>, globals: &GlobalMetrics) -> Enco
     counter(
         &mut family.encode_family(&[("outcome", "failure")])?,
         globals.reloads_failed.load(Relaxed),
-    )
+    )?;
+    // Prometheus' own names for the same facts, so the alerts written for it carry over.
+    let ok = i64::from(!globals.last_reload_failed.load(Relaxed));
+    encoder
+        .encode_descriptor(
+            "tokenbroker_config_last_reload_successful",
+            "1 if the last configuration reload succeeded (or none was tried since start), 0 if it was rejected",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&ok)?;
+    let at = globals.last_reload_success_unix_ms.load(Relaxed) as f64 / 1000.0;
+    encoder
+        .encode_descriptor(
+            "tokenbroker_config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded (start or last successful reload), Unix seconds",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&at)
 }
 
 /// The proxy listeners' connection pool (`server.max_connections`); the admin listener has its own.

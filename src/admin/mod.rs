@@ -5,6 +5,7 @@
 //! never a token or secret (token state is reported as generation, expiry and last error only).
 
 pub mod metrics;
+mod process;
 
 use std::time::{Duration, UNIX_EPOCH};
 

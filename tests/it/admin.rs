@@ -275,7 +275,7 @@ async fn run_scripted_sequence(proxy: &Proxy, ims: &ImsSandbox) {
 }
 
 /// Every counter and histogram count after [`run_scripted_sequence`].
-const SCRIPTED_VALUES: [(&str, f64); 21] = [
+const SCRIPTED_VALUES: [(&str, f64); 17] = [
     (r#"tokenbroker_requests_total{tenant="ims",status="200"}"#, 4.0),
     (r#"tokenbroker_requests_total{tenant="ims",status="404"}"#, 1.0),
     (r#"tokenbroker_requests_total{tenant="limited",status="200"}"#, 1.0),
@@ -301,30 +301,40 @@ const SCRIPTED_VALUES: [(&str, f64); 21] = [
         1.0,
     ),
     (
-        r#"tokenbroker_ratelimit_wait_seconds_count{tenant="limited",class="batch"}"#,
-        0.0,
-    ),
-    (
-        r#"tokenbroker_ratelimit_wait_seconds_count{tenant="ims",class="standard"}"#,
-        0.0,
-    ),
-    (
         r#"tokenbroker_ratelimit_rejected_total{tenant="limited",class="standard"}"#,
         1.0,
-    ),
-    (
-        r#"tokenbroker_ratelimit_rejected_total{tenant="limited",class="interactive"}"#,
-        0.0,
-    ),
-    (
-        r#"tokenbroker_ratelimit_rejected_total{tenant="ims",class="standard"}"#,
-        0.0,
     ),
     (r#"tokenbroker_unauthorized_replays_total{tenant="ims"}"#, 1.0),
     (r#"tokenbroker_unauthorized_replays_total{tenant="limited"}"#, 0.0),
     (r#"tokenbroker_config_reloads_total{outcome="success"}"#, 0.0),
     (r#"tokenbroker_config_reloads_total{outcome="failure"}"#, 0.0),
 ];
+
+/// Series that must not exist: class series of a tenant without a limiter, or of a class no
+/// caller of the tenant can have (no callers: standard only).
+const ABSENT: [&str; 4] = [
+    r#"tokenbroker_ratelimit_wait_seconds_count{tenant="limited",class="batch"}"#,
+    r#"tokenbroker_ratelimit_wait_seconds_count{tenant="ims",class="standard"}"#,
+    r#"tokenbroker_ratelimit_rejected_total{tenant="limited",class="interactive"}"#,
+    r#"tokenbroker_ratelimit_rejected_total{tenant="ims",class="standard"}"#,
+];
+
+/// The process-wide families: build, the standard `process_*` ones, the reload gauges.
+fn assert_process_families(text: &str) {
+    let build = format!(
+        r#"tokenbroker_build_info{{version="{}",revision="#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build), "{build} in:\n{text}");
+    assert!(value(text, "process_resident_memory_bytes") > 1e6);
+    assert!(value(text, "process_open_fds") >= 3.0);
+    assert!(value(text, "process_max_fds") >= value(text, "process_open_fds"));
+    assert!(value(text, "process_cpu_seconds_total") > 0.0);
+    assert!(value(text, "process_start_time_seconds") > 1.6e9);
+    assert_eq!(value(text, "tokenbroker_config_last_reload_successful"), 1.0);
+    let loaded = value(text, "tokenbroker_config_last_reload_success_timestamp_seconds");
+    assert!((unix_now() as f64 - loaded).abs() < 120.0, "{loaded}");
+}
 
 /// The gauge, and histograms as real histograms: cumulative buckets ending in +Inf, and a sum.
 fn assert_gauge_and_histograms(text: &str) {
@@ -351,7 +361,7 @@ fn assert_gauge_and_histograms(text: &str) {
         assert_eq!(value(text, series), expected, "{series}");
     }
     assert!(
-        !text.contains("inf"),
+        !text.contains("=\"inf\"") && !text.contains(" inf\n"),
         "infinity is written +Inf in OpenMetrics:\n{text}"
     );
     assert_eq!(
@@ -412,6 +422,10 @@ async fn every_metric_has_the_right_value_after_a_scripted_sequence() {
     for (series, expected) in SCRIPTED_VALUES {
         assert_eq!(value(&text, series), expected, "{series}");
     }
+    for series in ABSENT {
+        assert_eq!(sample(&text, series), None, "{series} must not exist");
+    }
+    assert_process_families(&text);
     assert_gauge_and_histograms(&text);
     assert_metric_types(&text);
 
@@ -419,6 +433,11 @@ async fn every_metric_has_the_right_value_after_a_scripted_sequence() {
     reload_once_then_reject_a_broken_file(&proxy, &toml).await;
     let text = proxy.metrics().await;
     assert_reload_counts(&text, 1.0, 1.0);
+    assert_eq!(
+        value(&text, "tokenbroker_config_last_reload_successful"),
+        0.0,
+        "the last one was rejected"
+    );
     assert_eq!(
         sample(
             &text,
