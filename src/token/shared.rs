@@ -255,7 +255,8 @@ fn adoptable<P: TokenSource>(
 fn not_due<P: TokenSource>(inner: &Inner<P>, token: &Token) -> bool {
     token.expires_at.is_none_or(|at| {
         let lifetime = at.saturating_duration_since(token.obtained_at);
-        Instant::now() < token.obtained_at + refresh::refresh_delay(lifetime, inner.policy.refresh_before, 1.0)
+        let delay = refresh::refresh_delay(lifetime, inner.policy.refresh_before, 1.0);
+        Instant::now() < refresh::renewal_at(token.obtained_at, at, delay)
     })
 }
 

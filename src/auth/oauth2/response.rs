@@ -6,7 +6,7 @@
 //! provider's configured default; never a constant of ours. Nothing here formats a token or a body
 //! into an error: only field paths.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::time::Instant;
@@ -44,10 +44,12 @@ impl Granted {
             .ok_or_else(|| {
                 ProviderError::BadResponse("no expiry in the response and the token is not a JWT with `exp`".into())
             })?;
+        // Both arms clamp the lifetime to `clock::MAX_TOKEN_LIFETIME`: a "never expires" answer
+        // is used for a year, never added to the clock as it stands.
         let now = Instant::now();
         let expires_at = match expiry {
-            Expiry::In(lifetime) => now + lifetime,
-            Expiry::At(at) => clock::deadline_for(at),
+            Expiry::In(lifetime) => clock::later(now, lifetime),
+            Expiry::At(at) => clock::later(now, clock::until(at)),
         };
         if expires_at <= now {
             return Err(ProviderError::BadResponse(
@@ -66,7 +68,7 @@ impl Granted {
 
 /// The JWT `exp` of `token` as an [`Expiry`].
 pub(crate) fn jwt_expiry(token: &str) -> Option<Expiry> {
-    jwt::exp(token).map(|secs| Expiry::At(UNIX_EPOCH + Duration::from_secs(secs)))
+    jwt::exp(token).map(|secs| Expiry::At(clock::from_unix_secs(secs)))
 }
 
 /// RFC 6749 5.1 field names: `access_token`, `expires_in` in seconds.
@@ -128,7 +130,7 @@ pub(crate) fn unsigned(value: &Value) -> Option<u64> {
 /// Unix seconds (number or numeric string) or an RFC 3339 date-time.
 fn absolute_time(value: &Value) -> Option<SystemTime> {
     match unsigned(value) {
-        Some(secs) => Some(UNIX_EPOCH + Duration::from_secs(secs)),
+        Some(secs) => Some(clock::from_unix_secs(secs)),
         None => clock::parse_datetime(value.as_str()?),
     }
 }

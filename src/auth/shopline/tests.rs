@@ -1,5 +1,7 @@
 //! Signature vectors, envelope parsing and the signed calls against a verifying loopback server.
 
+use std::time::UNIX_EPOCH;
+
 use serde_json::json;
 
 use super::*;
