@@ -14,6 +14,7 @@ use crate::sandboxed::{
     IMS_SECRET_LINE, SlowRelay, adobe_tenant, ims_with_ttl, metric, oauth2_tenant, roomy_shopline, shopline_tenant,
     start_proxy, vantage_tenant,
 };
+use crate::support::upstream::TokenEndpoint;
 use crate::support::{self, get, send};
 
 const ADOBE: &str = "tenant=\"adobe\"";
@@ -251,35 +252,11 @@ async fn an_idp_outage_while_a_token_is_held_is_invisible_to_callers() {
     proxy.stop().await;
 }
 
-/// A token endpoint that answers every call with `body` (status 200, JSON), counting the calls.
-async fn canned_token_endpoint(body: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/token", listener.local_addr().expect("addr"));
-    let calls = std::sync::Arc::new(AtomicUsize::new(0));
-    let counted = std::sync::Arc::clone(&calls);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let counted = std::sync::Arc::clone(&counted);
-            let service = hyper::service::service_fn(move |_req| {
-                counted.fetch_add(1, Ordering::SeqCst);
-                let response = http::Response::builder()
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from_static(body.as_bytes())));
-                async move { response }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
-        }
-    });
-    (url, calls)
-}
-
 #[tokio::test]
 async fn a_never_expiring_token_is_used_for_a_year_through_the_binary() {
     // Java's Long.MAX_VALUE: a common "never expires". It used to overflow the token task's clock.
-    let body = r#"{"access_token":"long-lived-token","token_type":"Bearer","expires_in":9223372036854775807}"#;
-    let (token_url, calls) = canned_token_endpoint(body).await;
+    let idp = TokenEndpoint::start("9223372036854775807").await;
+    let token_url = idp.url();
     let upstream = support::upstream::Upstream::start().await;
     let toml = format!(
         r#"
@@ -304,8 +281,8 @@ client_secret = {{ env = "FOREVER_SECRET" }}
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     }
     let sent = upstream.last().headers["authorization"].clone();
-    assert_eq!(sent, "Bearer long-lived-token");
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "one token call");
+    assert_eq!(sent, "Bearer token-0");
+    assert_eq!(idp.calls(), 1, "one token call");
     let tenants = get(&binary.admin_url("/tenants")).await.json();
     let entry = support::tenant_entry(&tenants, "forever");
     let expires_in = entry["token"]["expires_in_s"].as_u64().expect("expires_in_s");
