@@ -116,13 +116,19 @@ pub(crate) fn lookup<'v>(json: &'v Value, path: &[String]) -> Option<&'v Value> 
 }
 
 /// A non-negative integer given as a JSON number or a numeric string (`"86400000"`: Adobe's JWT
-/// claims and some gateways quote numbers).
+/// claims and some gateways quote numbers). A fraction is dropped; a number too large for `u64`
+/// (a float's `as` saturates, and so does a longer digit string) reads as `u64::MAX`, which the
+/// expiry clamp then makes a year; a negative one is no number.
 pub(crate) fn unsigned(value: &Value) -> Option<u64> {
     match value {
         Value::Number(n) => n
             .as_u64()
             .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-        Value::String(s) => s.trim().parse().ok(),
+        Value::String(s) => match s.trim().parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Some(u64::MAX),
+            Err(_) => None,
+        },
         _ => None,
     }
 }
