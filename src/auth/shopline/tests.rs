@@ -110,6 +110,22 @@ fn envelope_reads_token_and_expire_time_with_offset() {
     assert!(granted.refresh_token.is_none());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_far_future_expire_time_gives_a_token_of_a_year() {
+    let year = crate::clock::MAX_TOKEN_LIFETIME;
+    let huge_jwt = jwt::encode_unsigned(&json!({"exp": 10_000_000_000_000_000_000_u64}));
+    for expire_time in [
+        json!("9999-12-31T23:59:59Z"),
+        json!(u64::MAX),
+        json!("184467440737095516150"),
+    ] {
+        let body = json!({"code": 200, "data": {"accessToken": huge_jwt, "expireTime": expire_time}});
+        let granted = parse_envelope(body.to_string().as_bytes()).expect("granted");
+        let token = granted.into_token(0, None).expect("used");
+        assert_eq!(token.expires_at, Some(token.obtained_at + year), "{expire_time}");
+    }
+}
+
 #[test]
 fn envelope_takes_the_earlier_of_expire_time_and_jwt_exp() {
     let jwt = jwt::encode_unsigned(&json!({"exp": 1_704_880_000, "iss": "ysoul"}));
