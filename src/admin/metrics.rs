@@ -65,6 +65,15 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             &tenants,
             |t| t.metrics.unauthorized_replays.load(Relaxed),
         )?;
+        tenant_counter(
+            &mut encoder,
+            (
+                "tokenbroker_token_task_restarts",
+                "Times a tenant's token task panicked and was restarted",
+            ),
+            &tenants,
+            |t| t.tokens.stats().task_restarts,
+        )?;
         reloads(&mut encoder, &self.globals)?;
         connections(&mut encoder, &self.globals)?;
         if let Some(health) = snapshot.store().health() {

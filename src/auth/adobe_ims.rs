@@ -14,13 +14,12 @@
 //!
 //! Upstream calls also carry `x-api-key: <client_id>` and, with an org, `x-gw-ims-org-id`.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use http::{HeaderName, HeaderValue};
 
 use super::oauth2::response::{Expiry, standard_mapping, unsigned};
 use super::oauth2::{Grant, SecretPlacement, grant_form, join_scopes, request_with_secrets};
 use super::{FetchCtx, FetchToken, ProviderError, Token, jwt};
+use crate::clock;
 use crate::config::AdobeImsConfig;
 
 #[derive(Debug)]
@@ -86,13 +85,15 @@ fn claims_expiry(token: &str) -> Option<Expiry> {
     let claims = jwt::claims(token)?;
     let created_at = unsigned(claims.get("created_at")?)?;
     let expires_in = unsigned(claims.get("expires_in")?)?;
-    Some(Expiry::At(
-        UNIX_EPOCH + Duration::from_millis(created_at.checked_add(expires_in)?),
-    ))
+    Some(Expiry::At(clock::from_unix_millis(
+        created_at.saturating_add(expires_in),
+    )))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use serde_json::json;
 
     use super::*;

@@ -372,10 +372,13 @@ pub(crate) fn classify(status: StatusCode, headers: HeaderMap, body: Bytes) -> R
     )))
 }
 
-/// `Retry-After` in delay-seconds form (the form IdPs use); an HTTP-date is ignored.
+/// `Retry-After` in delay-seconds form (the form IdPs use); an HTTP-date is ignored. Capped at
+/// the retry ceiling (`token::refresh::BACKOFF_CAP`, a minute): an IdP asking for longer is
+/// asked again then, and an absurd value cannot park a tenant (or overflow the clock).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    value.parse::<u64>().ok().map(Duration::from_secs)
+    let secs = value.parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(crate::token::refresh::BACKOFF_CAP))
 }
 
 /// The error code and description of a 4xx body. OAuth servers send `error`/`error_description`

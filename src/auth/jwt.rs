@@ -22,14 +22,7 @@ pub(crate) fn claims(token: &str) -> Option<serde_json::Map<String, serde_json::
 
 /// The `exp` claim in unix seconds, if `token` is a JWT that has one.
 pub(crate) fn exp(token: &str) -> Option<u64> {
-    let claims = claims(token)?;
-    match claims.get("exp")? {
-        serde_json::Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-        serde_json::Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
+    crate::auth::oauth2::response::unsigned(claims(token)?.get("exp")?)
 }
 
 /// Builds an unsigned-looking JWT with the given claims.

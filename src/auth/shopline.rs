@@ -21,7 +21,7 @@
 //! Private apps (`ShoplineCredentials::Private`) hold a static 3-year token: no network, expiry
 //! from its JWT `exp`, and nothing to renew.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -174,7 +174,7 @@ pub(crate) fn parse_envelope(body: &[u8]) -> Result<Granted, ProviderError> {
         tracing::debug!(scope, "SHOPLINE token granted");
     }
     let stated = data.get("expireTime").and_then(expire_time);
-    let expiry = earlier(stated, jwt::exp(access).map(|s| UNIX_EPOCH + Duration::from_secs(s)));
+    let expiry = earlier(stated, jwt::exp(access).map(clock::from_unix_secs));
     Ok(Granted {
         access: Secret::new(access.to_owned()),
         expiry: expiry.map(Expiry::At),
@@ -185,8 +185,8 @@ pub(crate) fn parse_envelope(body: &[u8]) -> Result<Granted, ProviderError> {
 /// `expireTime`: an ISO 8601 string with offset, or (leniently) unix ms or seconds.
 fn expire_time(value: &Value) -> Option<SystemTime> {
     match unsigned(value) {
-        Some(ms) if ms >= 1_000_000_000_000 => Some(UNIX_EPOCH + Duration::from_millis(ms)),
-        Some(secs) => Some(UNIX_EPOCH + Duration::from_secs(secs)),
+        Some(ms) if ms >= 1_000_000_000_000 => Some(clock::from_unix_millis(ms)),
+        Some(secs) => Some(clock::from_unix_secs(secs)),
         None => parse_datetime(value.as_str()?),
     }
 }

@@ -95,6 +95,9 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// One command's answer. Default 1 s.
     pub command_timeout: Duration,
+    /// Mixed into every tenant's sealing key, so that Redis and the configuration together are
+    /// not enough to open a stored token. Optional; the same on every replica.
+    pub seal_secret: Option<Secret<String>>,
 }
 
 /// `[token]`, overridable per tenant.

@@ -49,6 +49,7 @@ pub(crate) struct RawStore {
     pub(crate) key_prefix: Option<String>,
     pub(crate) connect_timeout: Option<RawQuantity>,
     pub(crate) command_timeout: Option<RawQuantity>,
+    pub(crate) seal_secret: Option<RawSecret>,
 }
 
 /// One `[[tenant]]`: common keys, `[token]` overrides, and every provider's keys (validation

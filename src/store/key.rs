@@ -27,6 +27,17 @@
 //! give a new key, so a changed credential never picks up an old credential's token. The secrets
 //! go into the hash and nowhere else; the key shows none of them.
 //!
+//! # Sealing material
+//!
+//! Stored tokens are sealed under material of the same encoding with a `purpose` record of its
+//! own (`token-seal`). Files are covered by their path there, which anyone holding the
+//! configuration knows, so for `tls_client_auth` the material is the SHA-256 of a second stream:
+//! the `version` record, the record `purpose` = `token-seal-client-key`, the record `seal` = that
+//! first material, and the record `client_key` = the key file's bytes, read when the key is made.
+//! A key file that cannot be read gives the record `client_key_unreadable` = 32 random bytes: its
+//! tenant can call no token endpoint anyway, and must not open what others sealed. The material
+//! never shows in the key's name, so changing it splits nothing but the sealed records.
+//!
 //! **Bump the version tag whenever the encoding changes** (a field added, removed, renamed,
 //! reordered, or encoded differently), and keep the pinned-key test in step: a changed key
 //! without a new tag would silently split replicas that run different versions. Destructuring
@@ -63,7 +74,7 @@ impl StoreKey {
         let digest = fingerprint(provider, None);
         Self {
             name: format!("{tenant}:{}", hex::encode(&digest[..12])),
-            seal_material: Arc::new(Secret::new(fingerprint(provider, Some(SEAL_PURPOSE)))),
+            seal_material: Arc::new(Secret::new(seal_material(provider))),
         }
     }
 
@@ -99,6 +110,42 @@ impl std::fmt::Debug for StoreKey {
 
 /// The purpose record of the sealing material's encoding (after the version record).
 const SEAL_PURPOSE: &str = "token-seal";
+
+/// The purpose record of the sealing material that covers a client key file's bytes.
+const CLIENT_KEY_SEAL_PURPOSE: &str = "token-seal-client-key";
+
+/// What stored tokens of `provider` are sealed under (module documentation, "Sealing material"):
+/// a hash of every setting and secret, and for `tls_client_auth` of the key file's bytes too, so
+/// that reading Redis and the configuration is not enough to open a sealed token.
+fn seal_material(provider: &ProviderConfig) -> [u8; 32] {
+    let base = fingerprint(provider, Some(SEAL_PURPOSE));
+    let ProviderConfig::OAuth2(OAuth2Config {
+        auth_method: OAuth2AuthMethod::TlsClientAuth { client_key, .. },
+        ..
+    }) = provider
+    else {
+        return base;
+    };
+    let mut w = FingerprintWriter::new();
+    w.text("purpose", CLIENT_KEY_SEAL_PURPOSE).field("seal", &base);
+    match read_key_file(client_key) {
+        Some(bytes) => w.field("client_key", &bytes),
+        None => w.field("client_key_unreadable", &rand::random::<[u8; 32]>()),
+    };
+    w.finish()
+}
+
+/// A PEM private key is a few KiB; a path to anything much larger (a device, a log) is not one.
+const MAX_KEY_FILE: u64 = 1 << 20;
+
+/// The key file's bytes, or `None` when it cannot be read or is larger than [`MAX_KEY_FILE`].
+fn read_key_file(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    let file = std::fs::File::open(path).ok()?;
+    file.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes).ok()?;
+    (bytes.len() as u64 <= MAX_KEY_FILE).then_some(bytes)
+}
 
 /// SHA-256 of the v1 encoding of `provider`, with a `purpose` record when one is given.
 fn fingerprint(provider: &ProviderConfig, purpose: Option<&str>) -> [u8; 32] {

@@ -46,7 +46,7 @@ impl StoredToken {
         let now_ms = clock::unix_millis();
         let to_ms = |at: tokio::time::Instant| {
             let ahead = at.saturating_duration_since(tokio::time::Instant::now());
-            now_ms + u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX / 2)
+            now_ms.saturating_add(u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX))
         };
         let age = u64::try_from(token.obtained_at.elapsed().as_millis()).unwrap_or(0);
         Self {
@@ -58,13 +58,14 @@ impl StoredToken {
         }
     }
 
-    /// Back to monotonic time for this process.
+    /// Back to monotonic time for this process. A record's times come from outside (another
+    /// process, or whoever wrote to the store), so an expiry is clamped like an issuer's.
     pub fn to_token(&self) -> Token {
         let now_ms = clock::unix_millis();
         let now = tokio::time::Instant::now();
         let from_ms = |ms: u64| {
             if ms >= now_ms {
-                now + Duration::from_millis(ms - now_ms)
+                clock::deadline_in(Duration::from_millis(ms - now_ms))
             } else {
                 now.checked_sub(Duration::from_millis(now_ms - ms)).unwrap_or(now)
             }

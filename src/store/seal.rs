@@ -1,6 +1,7 @@
 //! Stored tokens are sealed: AES-256-GCM under a key derived (HKDF-SHA256) from the tenant's own
-//! credential material, so Redis holds nothing usable for someone who can read Redis but does not
-//! hold the credentials. The associated data binds a sealed record to its key name and version, so
+//! credential material (for `tls_client_auth`, the key file's bytes: `store::key`) and the
+//! optional deployment-wide `[store] seal_secret`, so Redis holds nothing usable for someone who
+//! can read Redis (and the configuration) but does not hold the credentials. The associated data binds a sealed record to its key name and version, so
 //! a record copied to another key, or replayed as another version, fails to open.
 //!
 //! Sealed form: `v1` ‖ 12-byte random nonce ‖ ciphertext ‖ 16-byte tag. The plaintext is the
@@ -42,8 +43,14 @@ struct Record {
 }
 
 impl Sealer {
-    pub(crate) fn new(key: &StoreKey) -> Self {
-        let prk = Salt::new(HKDF_SHA256, SALT).extract(key.seal_material());
+    /// The sealer of `key`'s records; `deployment` is `[store] seal_secret`, appended to the key's
+    /// own material (a fixed 32 bytes, so the two cannot be confused) when one is configured.
+    pub(crate) fn new(key: &StoreKey, deployment: Option<&Secret<String>>) -> Self {
+        let mut material = key.seal_material().to_vec();
+        if let Some(secret) = deployment {
+            material.extend_from_slice(secret.expose().as_bytes());
+        }
+        let prk = Salt::new(HKDF_SHA256, SALT).extract(&material);
         let info = [key.name().as_bytes()];
         let okm = prk
             .expand(&info, &AES_256_GCM)
@@ -137,7 +144,7 @@ mod tests {
 
     #[test]
     fn a_sealed_token_opens_with_the_same_credentials_only() {
-        let sealer = Sealer::new(&key("acme", "cred-1"));
+        let sealer = Sealer::new(&key("acme", "cred-1"), None);
         let sealed = sealer.seal(&token(), 7);
         let text = String::from_utf8_lossy(&sealed);
         assert!(!text.contains("SECRET"), "nothing in clear");
@@ -149,8 +156,8 @@ mod tests {
             (Some(1_700_000_600_000), 1)
         );
         // Other credentials, another tenant, another version, a flipped bit: none opens.
-        assert!(Sealer::new(&key("acme", "cred-2")).open(&sealed, 7).is_err());
-        assert!(Sealer::new(&key("other", "cred-1")).open(&sealed, 7).is_err());
+        assert!(Sealer::new(&key("acme", "cred-2"), None).open(&sealed, 7).is_err());
+        assert!(Sealer::new(&key("other", "cred-1"), None).open(&sealed, 7).is_err());
         assert!(sealer.open(&sealed, 8).is_err());
         let mut altered = sealed.clone();
         let last = altered.len() - 1;
@@ -159,9 +166,66 @@ mod tests {
         assert!(sealer.open(b"v1short", 7).is_err());
     }
 
+    fn mtls_key(key_file: &std::path::Path) -> StoreKey {
+        let provider = ProviderConfig::OAuth2(crate::config::OAuth2Config {
+            token_url: "https://idp.example/token".parse().expect("uri"),
+            client_id: "cid".into(),
+            client_secrets: Vec::new(),
+            grant: crate::config::OAuth2Grant::ClientCredentials,
+            scopes: Vec::new(),
+            scope_separator: " ".into(),
+            auth_method: crate::config::OAuth2AuthMethod::TlsClientAuth {
+                client_cert: "/etc/tb/cert.pem".into(),
+                client_key: key_file.to_owned(),
+            },
+            extra_params: Vec::new(),
+            audience: None,
+            default_ttl: std::time::Duration::from_secs(3600),
+            response: crate::auth::oauth2::response::standard_mapping(),
+        });
+        StoreKey::new(&TenantName::try_new("mtls").expect("valid tenant"), &provider)
+    }
+
+    #[test]
+    fn a_client_key_seals_with_its_bytes_not_its_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, "-----BEGIN PRIVATE KEY-----\nfirst\n").expect("write");
+        let holder = mtls_key(&path);
+        let sealed = Sealer::new(&holder, None).seal(&token(), 3);
+        assert!(
+            Sealer::new(&mtls_key(&path), None).open(&sealed, 3).is_ok(),
+            "same key file, same seal"
+        );
+        // Someone with the configuration (the same path) but another key file: same store key,
+        // and the record does not open.
+        std::fs::write(&path, "-----BEGIN PRIVATE KEY-----\nsecond\n").expect("write");
+        let outsider = mtls_key(&path);
+        assert_eq!(outsider, holder, "the key's name covers the path only");
+        assert!(Sealer::new(&outsider, None).open(&sealed, 3).is_err());
+        // Without the file at all, nothing opens either, and two such keys differ.
+        std::fs::remove_file(&path).expect("remove");
+        assert!(Sealer::new(&mtls_key(&path), None).open(&sealed, 3).is_err());
+        let unreadable = Sealer::new(&mtls_key(&path), None).seal(&token(), 3);
+        assert!(Sealer::new(&mtls_key(&path), None).open(&unreadable, 3).is_err());
+    }
+
+    #[test]
+    fn a_deployment_seal_secret_is_needed_to_open() {
+        let (one, two) = (Secret::new("seal-one".to_owned()), Secret::new("seal-two".to_owned()));
+        let sealed = Sealer::new(&key("acme", "cred-1"), Some(&one)).seal(&token(), 4);
+        assert!(Sealer::new(&key("acme", "cred-1"), Some(&one)).open(&sealed, 4).is_ok());
+        assert!(Sealer::new(&key("acme", "cred-1"), None).open(&sealed, 4).is_err());
+        assert!(
+            Sealer::new(&key("acme", "cred-1"), Some(&two))
+                .open(&sealed, 4)
+                .is_err()
+        );
+    }
+
     #[test]
     fn two_seals_of_one_token_differ() {
-        let sealer = Sealer::new(&key("acme", "cred-1"));
+        let sealer = Sealer::new(&key("acme", "cred-1"), None);
         assert_ne!(
             sealer.seal(&token(), 1),
             sealer.seal(&token(), 1),

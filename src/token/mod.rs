@@ -10,6 +10,10 @@
 //!                                           }   woken early by retire(generation) after a 401
 //! ```
 //!
+//! The task is supervised: a panic in it is caught, logged, counted and answered to waiting
+//! requests at once, and the task restarts with backoff (`task.rs`), so no answer from outside can
+//! leave a tenant without one.
+//!
 //! Single flight is structural: only the task fetches, so 500 waiting requests cause one token
 //! call. The request path never locks: it loads an `Arc<CurrentToken>` whose header value was built
 //! once when the token arrived. A 401 retires a token only if it is still the current generation
@@ -21,6 +25,8 @@ mod shared;
 mod task;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fuzz;
 #[cfg(test)]
 mod tests_shared;
 
@@ -140,6 +146,8 @@ pub struct TokenStats {
     pub adopted: u64,
     pub renewals_ok: u64,
     pub renewals_failed: u64,
+    /// Times the background task panicked and was restarted.
+    pub task_restarts: u64,
     pub last_renewal: Option<SystemTime>,
     pub last_error: Option<String>,
 }
@@ -214,7 +222,7 @@ impl<P: TokenSource> TokenManager<P> {
             wake: Notify::new(),
             stats: Mutex::new(TokenStats::default()),
         });
-        let task = tokio::spawn(Arc::clone(&inner).run());
+        let task = tokio::spawn(Arc::clone(&inner).supervise());
         Self { inner, task }
     }
 
@@ -309,11 +317,7 @@ impl<P: TokenSource> TokenManager<P> {
     }
 
     pub fn stats(&self) -> TokenStats {
-        self.inner
-            .stats
-            .lock()
-            .expect("stats lock is never poisoned: no panics while held")
-            .clone()
+        self.inner.stats_mut().clone()
     }
 }
 

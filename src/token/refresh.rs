@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 /// First retry delay after a failed token call.
 pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Retry delays stop growing here: a minute is short against hour-long lifetimes and long enough
@@ -14,10 +16,21 @@ pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// Delay from issuance to the renewal of a token living `lifetime`. `jitter` is uniform in [0, 1).
+/// Total for any input: the lifetime is taken as at most `clock::MAX_TOKEN_LIFETIME` (so the
+/// float products below stay far inside a `Duration`), and a jitter outside [0, 1] is clamped.
 pub(crate) fn refresh_delay(lifetime: Duration, refresh_before: Duration, jitter: f64) -> Duration {
+    let lifetime = lifetime.min(crate::clock::MAX_TOKEN_LIFETIME);
     let target = lifetime.saturating_sub(refresh_before);
-    let jittered = target.mul_f64(1.0 - 0.1 * jitter.clamp(0.0, 1.0));
+    let jittered = target.mul_f64(1.0 - 0.1 * unit(jitter));
     jittered.clamp(lifetime.mul_f64(0.5), lifetime.mul_f64(0.8))
+}
+
+/// When a token obtained at `obtained_at` and expiring at `expires_at` is renewed, `delay` after
+/// it was obtained; never past its expiry, and never an overflow.
+pub(crate) fn renewal_at(obtained_at: Instant, expires_at: Instant, delay: Duration) -> Instant {
+    obtained_at
+        .checked_add(delay)
+        .map_or(expires_at, |at| at.min(expires_at))
 }
 
 /// Delay before retry number `attempt` (1-based): 1 s doubling to 60 s, scaled into [80 %, 100 %]
@@ -25,7 +38,12 @@ pub(crate) fn refresh_delay(lifetime: Duration, refresh_before: Duration, jitter
 pub(crate) fn backoff(attempt: u32, jitter: f64) -> Duration {
     let exponent = attempt.saturating_sub(1).min(16);
     let base = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_CAP);
-    base.mul_f64(0.8 + 0.2 * jitter.clamp(0.0, 1.0))
+    base.mul_f64(0.8 + 0.2 * unit(jitter))
+}
+
+/// `jitter` clamped into [0, 1]; NaN counts as 0 (`Duration::mul_f64` panics on NaN).
+fn unit(jitter: f64) -> f64 {
+    if jitter.is_nan() { 0.0 } else { jitter.clamp(0.0, 1.0) }
 }
 
 #[cfg(test)]

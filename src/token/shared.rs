@@ -112,7 +112,7 @@ async fn under_lease<P: TokenSource>(
     // Renew from the newest token: ours if only we hold it, else the store's (its refresh token
     // is the one not yet redeemed).
     let base: Option<Token> = match (&stored, sync.unpublished) {
-        (Some(found), false) => Some(found.token.to_token()),
+        (Some(found), false) if found.version >= sync.version => Some(found.token.to_token()),
         _ => previous.map(|p| p.token.clone()),
     };
     let fetched = extending_lease(slot, owner, inner.fetch(base.as_ref())).await;
@@ -152,7 +152,7 @@ async fn after_commit<P: TokenSource>(
             // holder is about to commit, and its announcement will replace what we got.
             tracing::warn!(tenant = %inner.tenant, outcome = ?rejected, "late token commit rejected by the store");
             if let Ok(Some(found)) = slot.read().await
-                && found.version > read_version
+                && found.version > read_version.max(sync.version)
             {
                 return adopt(sync, &found);
             }
@@ -208,7 +208,15 @@ pub(super) async fn sync<P: TokenSource>(
         return Some(adopt(sync, &found));
     }
     let current = current.filter(|c| c.is_valid_at(Instant::now()))?;
-    if sync.unpublished || stored.is_none() {
+    if let Some(older) = stored.as_ref().filter(|s| s.version < sync.version) {
+        tracing::warn!(
+            tenant = %inner.tenant,
+            stored = older.version,
+            held = sync.version,
+            "the store holds an older token version than this replica (rolled back?); replacing it"
+        );
+    }
+    if needs_publishing(sync, stored.as_ref()) {
         publish(inner, slot, sync, current).await;
     }
     None
@@ -221,7 +229,7 @@ async fn publish<P: TokenSource>(inner: &Inner<P>, slot: &SharedSlot, sync: &mut
         return; // a peer is renewing or publishing; its announcement follows
     }
     if let Ok(stored) = slot.read().await
-        && (sync.unpublished || stored.is_none())
+        && needs_publishing(sync, stored.as_ref())
     {
         let read_version = stored.map_or(0, |s| s.version);
         let version = read_version.max(sync.version) + 1;
@@ -237,25 +245,34 @@ async fn publish<P: TokenSource>(inner: &Inner<P>, slot: &SharedSlot, sync: &mut
     let _ = slot.release_lease(&owner).await;
 }
 
-/// A stored token worth adopting instead of a token call: another token than ours, not yet due
-/// for renewal, and, when ours was renewed alone, issued after ours (two replicas that renewed
-/// alone during an outage settle on the newer token).
+/// A stored token worth adopting instead of a token call: a later store version than ours (a
+/// record rolled back to an older version, still valid ciphertext, is never taken), another token
+/// than ours, not yet due for renewal, and, when ours was renewed alone, issued after ours (two
+/// replicas that renewed alone during an outage settle on the newer token).
 fn adoptable<P: TokenSource>(
     inner: &Inner<P>,
     sync: &Sync,
     stored: &Versioned,
     current: Option<&CurrentToken>,
 ) -> bool {
+    let later = stored.version > sync.version;
     let different = current.is_none_or(|c| c.token.access != stored.token.access);
     let newer =
         || current.is_none_or(|c| stored.token.obtained_at_ms > StoredToken::from_token(&c.token).obtained_at_ms);
-    different && (!sync.unpublished || newer()) && not_due(inner, &stored.token.to_token())
+    later && different && (!sync.unpublished || newer()) && not_due(inner, &stored.token.to_token())
+}
+
+/// Whether the store lacks the token this replica holds: renewed alone, the store came back
+/// empty, or it holds an older version than ours (rolled back), which ours then replaces.
+fn needs_publishing(sync: &Sync, stored: Option<&Versioned>) -> bool {
+    sync.unpublished || stored.is_none_or(|s| s.version < sync.version)
 }
 
 fn not_due<P: TokenSource>(inner: &Inner<P>, token: &Token) -> bool {
     token.expires_at.is_none_or(|at| {
         let lifetime = at.saturating_duration_since(token.obtained_at);
-        Instant::now() < token.obtained_at + refresh::refresh_delay(lifetime, inner.policy.refresh_before, 1.0)
+        let delay = refresh::refresh_delay(lifetime, inner.policy.refresh_before, 1.0);
+        Instant::now() < refresh::renewal_at(token.obtained_at, at, delay)
     })
 }
 

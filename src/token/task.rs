@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::shared::{self, Renewal};
-use super::{CurrentToken, Inner, Obtained, Origin, TokenSource, refresh};
+use super::{CurrentToken, Inner, Obtained, Origin, TokenSource, TokenStats, refresh};
 use crate::auth::{FetchCtx, ProviderError, Token};
 use crate::clock;
 use crate::store::{SharedSlot, StoredToken};
@@ -17,6 +18,12 @@ use crate::store::{SharedSlot, StoredToken};
 /// With a shared store, how often a replica looks at it unasked: a backup for a missed
 /// announcement, far inside SHOPLINE's five-minute grace.
 const STORE_POLL: Duration = Duration::from_secs(15);
+
+/// A task that ran this long before it panicked was healthy: its restart backoff starts over.
+const HEALTHY_RUN: Duration = refresh::BACKOFF_CAP;
+
+/// What waiting requests are told while a panicked task waits to restart.
+const TASK_FAILED: &str = "the token task failed and is restarting";
 
 /// Why the task woke up.
 enum Wake {
@@ -33,7 +40,48 @@ struct StoreSignals {
 }
 
 impl<P: TokenSource> Inner<P> {
-    pub(super) async fn run(self: Arc<Self>) {
+    /// The task as spawned: [`Self::run`], restarted after a panic. A panic (a bug, or an answer
+    /// no check foresaw) must not leave the tenant without a task: waiting requests would hang
+    /// until their timeout, forever. So it is caught, logged without its message (which could
+    /// quote anything), counted, reported to waiters at once (a fast 503), and the task restarts
+    /// after the usual backoff, keeping the token it held.
+    pub(super) async fn supervise(self: Arc<Self>) {
+        let mut restarts: u32 = 0;
+        loop {
+            let started = Instant::now();
+            let run = std::panic::AssertUnwindSafe(Arc::clone(&self).run());
+            // `run` never returns; only a panic ends it.
+            let _ = run.catch_unwind().await;
+            if started.elapsed() >= HEALTHY_RUN {
+                restarts = 0;
+            }
+            restarts = restarts.saturating_add(1);
+            self.after_panic(restarts);
+            tokio::time::sleep(refresh::backoff(restarts, rand::random())).await;
+        }
+    }
+
+    fn after_panic(&self, restarts: u32) {
+        tracing::error!(tenant = %self.tenant, restarts, "the token task panicked; restarting it");
+        let message = TASK_FAILED.to_owned();
+        {
+            let mut stats = self.stats_mut();
+            stats.task_restarts += 1;
+            stats.last_error = Some(message.clone());
+        }
+        self.status.send_modify(|s| {
+            s.fetching = false;
+            s.completed += 1;
+            s.last_error = Some(message);
+        });
+    }
+
+    /// The figures, even after a panic while they were held (they are plain counters).
+    pub(super) fn stats_mut(&self) -> std::sync::MutexGuard<'_, TokenStats> {
+        self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn run(self: Arc<Self>) {
         let mut failures: u32 = 0;
         let mut sync = shared::Sync::default();
         let mut signals = self.shared.as_ref().map(|slot| StoreSignals {
@@ -103,7 +151,7 @@ impl<P: TokenSource> Inner<P> {
         let slot: &SharedSlot = self.shared.as_ref()?;
         let current = self.current.load_full();
         let Some(obtained) = shared::sync(self, slot, sync, current.as_deref()).await else {
-            let mut stats = self.stats.lock().expect("stats lock is never poisoned");
+            let mut stats = self.stats_mut();
             stats.store_version = (sync.version > 0).then_some(sync.version);
             stats.unpublished = sync.unpublished;
             return None;
@@ -120,7 +168,11 @@ impl<P: TokenSource> Inner<P> {
         let expires_at = stored.expires_at;
         let due = expires_at.map(|at| {
             let lifetime = at.saturating_duration_since(stored.obtained_at);
-            stored.obtained_at + refresh::refresh_delay(lifetime, self.policy.refresh_before, 1.0)
+            refresh::renewal_at(
+                stored.obtained_at,
+                at,
+                refresh::refresh_delay(lifetime, self.policy.refresh_before, 1.0),
+            )
         });
         let fresh = due.is_none_or(|due| Instant::now() < due);
         (!same && fresh && self.source.renews()).then_some(stored)
@@ -154,7 +206,7 @@ impl<P: TokenSource> Inner<P> {
         // store key covers the secret list, so its index means the same here).
         (self.first_secret).store(current.token.secret_index, Ordering::Relaxed);
         {
-            let mut stats = self.stats.lock().expect("stats lock is never poisoned");
+            let mut stats = self.stats_mut();
             stats.generation = generation;
             match origin {
                 Origin::Fetched => stats.renewals_ok += 1,
@@ -185,14 +237,15 @@ impl<P: TokenSource> Inner<P> {
             return Some(expires_at);
         }
         let lifetime = expires_at.saturating_duration_since(current.obtained_at);
-        Some(current.obtained_at + refresh::refresh_delay(lifetime, self.policy.refresh_before, rand::random()))
+        let delay = refresh::refresh_delay(lifetime, self.policy.refresh_before, rand::random());
+        Some(refresh::renewal_at(current.obtained_at, expires_at, delay))
     }
 
     fn record_failure(&self, error: &ProviderError, failures: u32) -> Option<Instant> {
         let message = error.to_string();
         tracing::warn!(tenant = %self.tenant, attempt = failures, error = %message, "token call failed");
         {
-            let mut stats = self.stats.lock().expect("stats lock is never poisoned");
+            let mut stats = self.stats_mut();
             stats.renewals_failed += 1;
             stats.last_error = Some(message.clone());
         }
@@ -209,7 +262,8 @@ impl<P: TokenSource> Inner<P> {
             retry_after: Some(after),
         } = error
         {
-            delay = delay.max(*after);
+            // Already capped where it is read; capped again so no caller can park the task.
+            delay = delay.max((*after).min(refresh::BACKOFF_CAP));
         }
         Some(Instant::now() + delay)
     }

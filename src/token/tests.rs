@@ -21,6 +21,8 @@ struct Fake {
     script: Mutex<VecDeque<Result<Duration, ProviderError>>>,
     latency: Duration,
     renews: bool,
+    /// The call (0-based) that panics instead of answering.
+    panic_on: Option<usize>,
 }
 
 impl Fake {
@@ -31,6 +33,7 @@ impl Fake {
             script: Mutex::new(script.into()),
             latency: Duration::from_millis(50),
             renews: true,
+            panic_on: None,
         }
     }
 }
@@ -40,6 +43,7 @@ impl FetchToken for Fake {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         self.fetched_at.lock().expect("test lock").push(Instant::now());
         tokio::time::sleep(self.latency).await;
+        assert_ne!(self.panic_on, Some(n), "a scripted panic in the token call");
         let next = {
             let mut script = self.script.lock().expect("test lock");
             if script.len() > 1 {
@@ -291,4 +295,42 @@ async fn a_throttled_renewal_waits_at_least_retry_after() {
         tokio::task::yield_now().await;
     }
     assert_eq!(tokens.usable().map(|t| t.generation), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_token_call_restarts_the_task_and_the_next_request_is_served() {
+    let mut fake = Fake::new(vec![Ok(HOUR)]);
+    fake.panic_on = Some(0);
+    let calls = Arc::clone(&fake.calls);
+    let tokens = manager(fake);
+    // The request waiting for the first token is told at once, not after its whole wait.
+    let started = Instant::now();
+    let error = tokens.current(WAIT).await.expect_err("the first call panicked");
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(error.0.contains("restarting"), "{error}");
+    assert_eq!(tokens.stats().task_restarts, 1);
+    // The task restarts after the first backoff (at most 1 s) and serves the next request.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let token = tokens.current(WAIT).await.expect("served by the restarted task");
+    assert_eq!(token.header_value, "Bearer token-1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // And it goes on renewing as usual.
+    tokio::time::sleep(HOUR).await;
+    assert!(tokens.usable().is_some_and(|t| t.generation > token.generation));
+    assert_eq!(tokens.stats().task_restarts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_absurd_retry_after_is_waited_out_within_the_backoff_ceiling() {
+    let throttled = ProviderError::Throttled {
+        retry_after: Some(Duration::MAX),
+    };
+    let fake = Fake::new(vec![Err(throttled), Ok(HOUR)]);
+    let fetched_at = Arc::clone(&fake.fetched_at);
+    let tokens = manager(fake);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let at = fetched_at.lock().expect("test lock").clone();
+    assert_eq!(at.len(), 2, "retried within the minute");
+    assert!(tokens.usable().is_some());
+    assert_eq!(tokens.stats().task_restarts, 0, "no overflow on the way");
 }

@@ -52,6 +52,7 @@ pub(crate) async fn bucket_on(redis: &RedisServer) -> (Store, RedisBucket, Strin
         key_prefix: "tokenbroker".to_owned(),
         connect_timeout: Duration::from_secs(2),
         command_timeout: Duration::from_secs(2),
+        seal_secret: None,
     }))
     .expect("a valid redis:// URL");
     let key = StoreKey::new(

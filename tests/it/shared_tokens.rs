@@ -14,6 +14,7 @@ use crate::sandboxed::{
 };
 use crate::support::redis::RedisServer;
 use crate::support::replicas::{self, REDIS_STORE, all_logs};
+use crate::support::upstream::{TokenEndpoint, Upstream};
 use crate::support::{Binary, assert_no_secret_in, eventually, get, tenant_entry};
 
 /// The demo secrets the sandbox tenants read, plus the store's URL.
@@ -376,4 +377,86 @@ async fn redis_holds_nothing_in_clear_and_every_token_key_expires() {
         );
         assert!(redis.ttl_ms(key).await > 0, "{key} expires");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_rolled_back_to_an_older_version_is_not_adopted() {
+    let redis = RedisServer::start();
+    let idp = TokenEndpoint::start("3600").await;
+    let upstream = Upstream::start().await;
+    let toml = format!(
+        r#"{SERVER}{REDIS_STORE}
+[[tenant]]
+name = "rb"
+provider = "oauth2"
+upstream = "{upstream}"
+token_url = "{token_url}"
+client_id = "cid"
+client_secret = {{ env = "RB_SECRET" }}
+min_token_age = "0s"
+"#,
+        upstream = upstream.url(),
+        token_url = idp.url(),
+    );
+    let url = redis.url();
+    let replica = Binary::start(&toml, &[("REDIS_URL", url.as_str()), ("RB_SECRET", "s3cret")]);
+    let view = || async { tenant_entry(&get(&replica.admin_url("/tenants")).await.json(), "rb")["token"].clone() };
+
+    // Version 1 holds token-0: keep its sealed record, still valid ciphertext.
+    assert_eq!(get(&replica.url("/rb/x")).await.status, StatusCode::OK);
+    let key = redis
+        .keys()
+        .await
+        .into_iter()
+        .find(|k| k.ends_with(":token"))
+        .expect("a token key");
+    let old = redis.hgetall(&key).await;
+    assert_eq!(old["version"], b"1");
+    // A 401 renews: token-1 is committed as version 2.
+    assert_eq!(
+        get(&replica.url("/rb/status/401")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(eventually(Duration::from_secs(5), || async { view().await["store_version"] == 2 }).await);
+    let before = view().await;
+
+    // Roll the record back and announce it, as someone with write access to Redis could.
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("version")
+        .arg(&old["version"])
+        .arg("sealed")
+        .arg(&old["sealed"])
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let channel = key.replace(":token", ":renewed");
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .expect("PUBLISH");
+
+    // The replica keeps token-1, and puts it back over the older record.
+    let healed = eventually(Duration::from_secs(5), || async {
+        redis
+            .hgetall(&key)
+            .await
+            .get("version")
+            .is_some_and(|v| v.as_slice() == b"3")
+    })
+    .await;
+    let after = view().await;
+    assert_eq!(after["adopted"], before["adopted"], "{after}\n{}", replica.logs());
+    assert_eq!(after["generation"], before["generation"], "{after}");
+    assert_eq!(get(&replica.url("/rb/x")).await.status, StatusCode::OK);
+    assert_eq!(upstream.last().headers["authorization"], "Bearer token-1");
+    assert!(
+        healed,
+        "the newer token replaced the rolled-back record\n{}",
+        replica.logs()
+    );
+    assert_eq!(idp.calls(), 2, "no token call for the rollback");
 }

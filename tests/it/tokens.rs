@@ -14,6 +14,7 @@ use crate::sandboxed::{
     IMS_SECRET_LINE, SlowRelay, adobe_tenant, ims_with_ttl, metric, oauth2_tenant, roomy_shopline, shopline_tenant,
     start_proxy, vantage_tenant,
 };
+use crate::support::upstream::TokenEndpoint;
 use crate::support::{self, get, send};
 
 const ADOBE: &str = "tenant=\"adobe\"";
@@ -249,4 +250,45 @@ async fn an_idp_outage_while_a_token_is_held_is_invisible_to_callers() {
     .await;
     assert_eq!(failures, 2.0, "both refused calls were counted");
     proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_never_expiring_token_is_used_for_a_year_through_the_binary() {
+    // Java's Long.MAX_VALUE: a common "never expires". It used to overflow the token task's clock.
+    let idp = TokenEndpoint::start("9223372036854775807").await;
+    let token_url = idp.url();
+    let upstream = support::upstream::Upstream::start().await;
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+request_timeout = "5s"
+
+[[tenant]]
+name = "forever"
+provider = "oauth2"
+upstream = "{upstream}"
+token_url = "{token_url}"
+client_id = "cid"
+client_secret = {{ env = "FOREVER_SECRET" }}
+"#,
+        upstream = upstream.url()
+    );
+    let binary = support::Binary::start(&toml, &[("FOREVER_SECRET", "s3cret")]);
+    for _ in 0..3 {
+        let answer = get(&binary.url("/forever/x")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    }
+    let sent = upstream.last().headers["authorization"].clone();
+    assert_eq!(sent, "Bearer token-0");
+    assert_eq!(idp.calls(), 1, "one token call");
+    let tenants = get(&binary.admin_url("/tenants")).await.json();
+    let entry = support::tenant_entry(&tenants, "forever");
+    let expires_in = entry["token"]["expires_in_s"].as_u64().expect("expires_in_s");
+    let year = 365 * 24 * 3600;
+    assert!(expires_in > year - 60 && expires_in <= year, "{entry}");
+    let metrics = binary.metrics().await;
+    let restarts = support::sample(&metrics, "tokenbroker_token_task_restarts_total{tenant=\"forever\"}");
+    assert_eq!(restarts, Some(0.0), "the task never panicked");
 }

@@ -82,6 +82,17 @@ fn throttled_carries_retry_after_seconds() {
 }
 
 #[test]
+fn a_retry_after_counts_up_to_the_backoff_ceiling() {
+    for absurd in ["18446744073709551615", "86400", "61"] {
+        let error = classify_json(429, &[("retry-after", absurd)], "{}");
+        assert!(
+            matches!(error, ProviderError::Throttled { retry_after: Some(d) } if d == Duration::from_secs(60)),
+            "{absurd}: {error:?}"
+        );
+    }
+}
+
+#[test]
 fn server_errors_are_unreachable_and_keep_the_debug_id_not_the_body() {
     let error = classify_json(503, &[("x-debug-id", "dbg-9")], r#"{"secret":"s3cr3t"}"#);
     let ProviderError::Unreachable(message) = error else {

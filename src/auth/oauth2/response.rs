@@ -6,7 +6,7 @@
 //! provider's configured default; never a constant of ours. Nothing here formats a token or a body
 //! into an error: only field paths.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::time::Instant;
@@ -44,10 +44,12 @@ impl Granted {
             .ok_or_else(|| {
                 ProviderError::BadResponse("no expiry in the response and the token is not a JWT with `exp`".into())
             })?;
+        // Both arms clamp the lifetime to `clock::MAX_TOKEN_LIFETIME`: a "never expires" answer
+        // is used for a year, never added to the clock as it stands.
         let now = Instant::now();
         let expires_at = match expiry {
-            Expiry::In(lifetime) => now + lifetime,
-            Expiry::At(at) => clock::deadline_for(at),
+            Expiry::In(lifetime) => clock::later(now, lifetime),
+            Expiry::At(at) => clock::later(now, clock::until(at)),
         };
         if expires_at <= now {
             return Err(ProviderError::BadResponse(
@@ -66,7 +68,7 @@ impl Granted {
 
 /// The JWT `exp` of `token` as an [`Expiry`].
 pub(crate) fn jwt_expiry(token: &str) -> Option<Expiry> {
-    jwt::exp(token).map(|secs| Expiry::At(UNIX_EPOCH + Duration::from_secs(secs)))
+    jwt::exp(token).map(|secs| Expiry::At(clock::from_unix_secs(secs)))
 }
 
 /// RFC 6749 5.1 field names: `access_token`, `expires_in` in seconds.
@@ -114,13 +116,19 @@ pub(crate) fn lookup<'v>(json: &'v Value, path: &[String]) -> Option<&'v Value> 
 }
 
 /// A non-negative integer given as a JSON number or a numeric string (`"86400000"`: Adobe's JWT
-/// claims and some gateways quote numbers).
+/// claims and some gateways quote numbers). A fraction is dropped; a number too large for `u64`
+/// (a float's `as` saturates, and so does a longer digit string) reads as `u64::MAX`, which the
+/// expiry clamp then makes a year; a negative one is no number.
 pub(crate) fn unsigned(value: &Value) -> Option<u64> {
     match value {
         Value::Number(n) => n
             .as_u64()
             .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-        Value::String(s) => s.trim().parse().ok(),
+        Value::String(s) => match s.trim().parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Some(u64::MAX),
+            Err(_) => None,
+        },
         _ => None,
     }
 }
@@ -128,7 +136,7 @@ pub(crate) fn unsigned(value: &Value) -> Option<u64> {
 /// Unix seconds (number or numeric string) or an RFC 3339 date-time.
 fn absolute_time(value: &Value) -> Option<SystemTime> {
     match unsigned(value) {
-        Some(secs) => Some(UNIX_EPOCH + Duration::from_secs(secs)),
+        Some(secs) => Some(clock::from_unix_secs(secs)),
         None => clock::parse_datetime(value.as_str()?),
     }
 }

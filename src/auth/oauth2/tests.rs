@@ -261,6 +261,51 @@ async fn expiry_precedence_is_response_then_jwt_then_default() {
     assert!(matches!(expired, Err(ProviderError::BadResponse(_))));
 }
 
+#[tokio::test(start_paused = true)]
+async fn never_expiring_answers_are_used_for_a_year() {
+    let year = crate::clock::MAX_TOKEN_LIFETIME;
+    let huge_jwt = jwt::encode_unsigned(&json!({ "exp": 10_000_000_000_000_000_000_u64 }));
+    let cases = [
+        (
+            r#"{"access_token":"t","expires_in":9223372036854775807}"#.to_owned(),
+            mapping("access_token", "expires_in", ExpiresInUnit::Seconds, None),
+        ),
+        (
+            r#"{"access_token":"t","expires_in":18446744073709551615}"#.to_owned(),
+            mapping("access_token", "expires_in", ExpiresInUnit::Millis, None),
+        ),
+        (
+            r#"{"access_token":"t","expires_in":1e300}"#.to_owned(),
+            standard_mapping(),
+        ),
+        (
+            r#"{"access_token":"t","expires_at":"99999999999999999999"}"#.to_owned(),
+            mapping("access_token", "x", ExpiresInUnit::Seconds, Some("expires_at")),
+        ),
+        (format!(r#"{{"access_token":"{huge_jwt}"}}"#), standard_mapping()),
+    ];
+    for (body, m) in cases {
+        let token = parse_token_response(body.as_bytes(), &m)
+            .expect("parsed")
+            .into_token(0, None);
+        let token = token.unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert_eq!(token.expires_at, Some(token.obtained_at + year), "{body}");
+    }
+    // A negative or unreadable lifetime counts as absent: the default applies.
+    for body in [
+        r#"{"access_token":"t","expires_in":-5}"#,
+        r#"{"access_token":"t","expires_in":"soon"}"#,
+    ] {
+        let token = parse_token_response(body.as_bytes(), &standard_mapping()).expect("parsed");
+        let token = token.into_token(0, Some(Duration::from_secs(5))).expect("token");
+        assert_eq!(
+            token.expires_at,
+            Some(token.obtained_at + Duration::from_secs(5)),
+            "{body}"
+        );
+    }
+}
+
 // === client assertions ===
 
 const RSA_PEM: &str = include_str!("testdata/rsa_test_key.pem");

@@ -1,5 +1,7 @@
 //! Signature vectors, envelope parsing and the signed calls against a verifying loopback server.
 
+use std::time::UNIX_EPOCH;
+
 use serde_json::json;
 
 use super::*;
@@ -106,6 +108,22 @@ fn envelope_reads_token_and_expire_time_with_offset() {
     let expected = UNIX_EPOCH + Duration::from_millis(1_704_888_000_123);
     assert_eq!(granted.expiry, Some(Expiry::At(expected)));
     assert!(granted.refresh_token.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_far_future_expire_time_gives_a_token_of_a_year() {
+    let year = crate::clock::MAX_TOKEN_LIFETIME;
+    let huge_jwt = jwt::encode_unsigned(&json!({"exp": 10_000_000_000_000_000_000_u64}));
+    for expire_time in [
+        json!("9999-12-31T23:59:59Z"),
+        json!(u64::MAX),
+        json!("184467440737095516150"),
+    ] {
+        let body = json!({"code": 200, "data": {"accessToken": huge_jwt, "expireTime": expire_time}});
+        let granted = parse_envelope(body.to_string().as_bytes()).expect("granted");
+        let token = granted.into_token(0, None).expect("used");
+        assert_eq!(token.expires_at, Some(token.obtained_at + year), "{expire_time}");
+    }
 }
 
 #[test]

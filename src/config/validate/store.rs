@@ -22,6 +22,7 @@ pub(super) fn store(ctx: &mut Ctx<'_>, raw: &RawStore) -> Option<StoreConfig> {
                 ("key_prefix", raw.key_prefix.is_some()),
                 ("connect_timeout", raw.connect_timeout.is_some()),
                 ("command_timeout", raw.command_timeout.is_some()),
+                ("seal_secret", raw.seal_secret.is_some()),
             ];
             let mut clean = true;
             for (key, _) in redis_only.iter().filter(|(_, set)| *set) {
@@ -70,11 +71,19 @@ fn redis(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawStore) -> Option<RedisConfig
         raw.command_timeout.as_ref(),
         DEFAULT_COMMAND_TIMEOUT,
     );
+    let seal_secret = match &raw.seal_secret {
+        None => Some(None),
+        Some(raw_secret) => match ctx.secret(scope, "seal_secret", raw_secret) {
+            Some(secret) if secret.expose().trim().is_empty() => ctx.reject(scope, "seal_secret", "must not be empty"),
+            secret => secret.map(Some),
+        },
+    };
     Some(RedisConfig {
         url: url?,
         key_prefix: key_prefix?,
         connect_timeout: connect_timeout?,
         command_timeout: command_timeout?,
+        seal_secret: seal_secret?,
     })
 }
 

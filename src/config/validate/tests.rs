@@ -380,6 +380,33 @@ fn store_redis_needs_a_url() {
 }
 
 #[test]
+fn store_seal_secret_is_a_redis_secret() {
+    let mut env = example_env();
+    env.vars.insert("REDIS".into(), "redis://redis:6379".into());
+    env.vars.insert("SEAL".into(), "deployment-seal".into());
+    env.vars.insert("BLANK".into(), " ".into());
+    let redis = "[store]\nkind = \"redis\"\nurl = { env = \"REDIS\" }\n";
+    let ok = validate(&format!("{redis}seal_secret = {{ env = \"SEAL\" }}\n"), "t.toml", &env).expect("valid");
+    let crate::config::StoreConfig::Redis(store) = &ok.config.store else {
+        panic!("a redis store: {:?}", ok.config.store);
+    };
+    assert_eq!(
+        store.seal_secret.as_ref().map(|s| s.expose().as_str()),
+        Some("deployment-seal")
+    );
+    let blank = validate(&format!("{redis}seal_secret = {{ env = \"BLANK\" }}\n"), "t.toml", &env);
+    let text = blank.expect_err("refused").to_string();
+    assert!(
+        text.contains("t.toml:4") && text.contains("must not be empty"),
+        "{text}"
+    );
+    find(
+        &parse_err("[store]\nseal_secret = { env = \"SEAL\" }\n"),
+        &["key `seal_secret`", "only used with kind = \"redis\""],
+    );
+}
+
+#[test]
 fn unknown_section_is_an_error() {
     find(
         &parse_err("[servr]\nlisten = \"127.0.0.1:1\"\n"),

@@ -64,6 +64,8 @@ struct Inner {
     replica_id: String,
     /// Live replicas at the last heartbeat.
     replicas: std::sync::atomic::AtomicU32,
+    /// `[store] seal_secret`, mixed into every slot's sealing key.
+    seal_secret: Option<crate::config::Secret<String>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -105,6 +107,7 @@ impl RedisStore {
             reconnected: watch::Sender::new(0),
             replica_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
             replicas: std::sync::atomic::AtomicU32::new(1),
+            seal_secret: config.seal_secret.clone(),
         });
         tokio::spawn(dispatch(Arc::downgrade(&inner), push_rx));
         tokio::spawn(watch_health(Arc::downgrade(&inner)));
@@ -141,6 +144,11 @@ impl RedisStore {
             .entry(channel.to_owned())
             .or_insert_with(|| watch::Sender::new(0))
             .subscribe()
+    }
+
+    /// The deployment-wide seal secret, if one is configured.
+    fn seal_secret(&self) -> Option<&crate::config::Secret<String>> {
+        self.inner.seal_secret.as_ref()
     }
 
     /// Live replicas of this deployment (same prefix) at the last heartbeat; at least 1.

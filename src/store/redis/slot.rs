@@ -53,8 +53,8 @@ impl RedisSlot {
         renewed: watch::Receiver<u64>,
     ) -> Self {
         Self {
+            sealer: Sealer::new(key, store.seal_secret()),
             store,
-            sealer: Sealer::new(key),
             token_key: format!("{base}:token"),
             lease_key: format!("{base}:lease"),
             channel,

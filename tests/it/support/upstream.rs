@@ -172,3 +172,49 @@ fn streamed(n: u64) -> Response<BoxBody<Bytes, Infallible>> {
     response.headers_mut().insert("content-length", n.into());
     response
 }
+
+/// An RFC 6749 token endpoint that grants `token-0`, `token-1`, ... with a fixed `expires_in`
+/// (written into the JSON as given, so it can be any number), counting the calls.
+#[derive(Clone)]
+pub struct TokenEndpoint {
+    addr: SocketAddr,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenEndpoint {
+    pub async fn start(expires_in: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the token endpoint");
+        let endpoint = Self {
+            addr: listener.local_addr().expect("local addr"),
+            calls: Arc::default(),
+        };
+        let calls = Arc::clone(&endpoint.calls);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let calls = Arc::clone(&calls);
+                let service = service_fn(move |_req: Request<Incoming>| {
+                    let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let body =
+                        format!(r#"{{"access_token":"token-{n}","token_type":"Bearer","expires_in":{expires_in}}}"#);
+                    let response = Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(body)));
+                    async move { response }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        endpoint
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/token", self.addr)
+    }
+
+    /// Token calls received so far.
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
