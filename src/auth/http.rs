@@ -24,7 +24,6 @@
 mod tests;
 
 use std::fmt;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +38,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::ProviderError;
@@ -304,9 +304,11 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TokenHttpErro
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read)?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(pem_io)
+        .map_err(read)?
         .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_io)
         .map_err(read)?;
     if certs.is_empty() {
         return Err(TokenHttpError::NoCertificate { path: path.to_owned() });
@@ -319,10 +321,20 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TokenHttpErro
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read)?;
-    rustls_pemfile::private_key(&mut BufReader::new(file))
-        .map_err(read)?
-        .ok_or_else(|| TokenHttpError::NoPrivateKey { path: path.to_owned() })
+    match PrivateKeyDer::from_pem_file(path) {
+        Ok(key) => Ok(key),
+        Err(pem::Error::NoItemsFound) => Err(TokenHttpError::NoPrivateKey { path: path.to_owned() }),
+        Err(error) => Err(read(pem_io(error))),
+    }
+}
+
+/// A PEM failure as the I/O error it reports as: the file's own error when it could not be read,
+/// else the content was not PEM.
+fn pem_io(error: pem::Error) -> std::io::Error {
+    match error {
+        pem::Error::Io(error) => error,
+        other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
+    }
 }
 
 // === request and response helpers ===

@@ -47,6 +47,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -199,10 +201,11 @@ impl Drop for H2Upstream {
 }
 
 fn acceptor(options: &H2UpstreamOptions) -> io::Result<TlsAcceptor> {
-    let certs = rustls_pemfile::certs(&mut io::BufReader::new(std::fs::File::open(&options.cert_file)?))
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut io::BufReader::new(std::fs::File::open(&options.key_file)?))?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no private key in key_file"))?;
+    let certs = CertificateDer::pem_file_iter(&options.cert_file)
+        .map_err(io::Error::other)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io::Error::other)?;
+    let key = PrivateKeyDer::from_pem_file(&options.key_file).map_err(io::Error::other)?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use rustls::RootCertStore;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -270,11 +271,11 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsSetupErr
         path: shown.clone(),
         source,
     })?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsSetupError::CaFile {
+        .map_err(|error| TlsSetupError::CaFile {
             path: shown.clone(),
-            source,
+            source: io::Error::new(io::ErrorKind::InvalidData, error),
         })?;
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {

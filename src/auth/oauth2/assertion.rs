@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, RsaKeyPair};
 use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::auth::ProviderError;
 
@@ -53,9 +54,7 @@ impl fmt::Debug for AssertionSigner {
 impl AssertionSigner {
     /// Parses a PEM `PRIVATE KEY` (PKCS#8, RSA or P-256) or `RSA PRIVATE KEY` (PKCS#1).
     pub(crate) fn from_pem(pem: &str) -> Result<Self, KeyError> {
-        let der = rustls_pemfile::private_key(&mut pem.as_bytes())
-            .map_err(|_| KeyError::NoKey)?
-            .ok_or(KeyError::NoKey)?;
+        let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| KeyError::NoKey)?;
         let rng = SystemRandom::new();
         let key = match &der {
             PrivateKeyDer::Pkcs8(pkcs8) => {

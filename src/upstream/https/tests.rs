@@ -113,7 +113,7 @@ async fn hyper_utils_pool_opens_a_connection_per_waiting_first_request() {
     let fake = H2Upstream::start(options(Recycle::Never)).await.expect("starts");
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(testdata("ca.pem")).expect("ca");
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in <rustls::pki_types::CertificateDer<'_> as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem) {
         roots.add(cert.expect("pem")).expect("root");
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
