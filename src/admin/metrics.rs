@@ -53,6 +53,7 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             .collect();
         ratelimit_waits(&mut encoder, &limited)?;
         token_renewals(&mut encoder, &tenants)?;
+        token_call_durations(&mut encoder, &tenants)?;
         token_expiry(&mut encoder, &tenants)?;
         ratelimit_rejected(&mut encoder, &limited)?;
         ratelimit_shared(&mut encoder, &tenants)?;
@@ -193,6 +194,24 @@ fn requests(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> Encoded
             }
         });
         result?;
+    }
+    Ok(())
+}
+
+/// Token endpoint calls, by tenant and outcome (static credentials make none, so have none).
+fn token_call_durations(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> Encoded {
+    let mut family = encoder.encode_descriptor(
+        "tokenbroker_token_request_duration_seconds",
+        "Time token endpoint calls took, by outcome",
+        None,
+        MetricType::Histogram,
+    )?;
+    for tenant in tenants.iter().filter(|t| t.tokens.renews()) {
+        let durations = tenant.tokens.call_durations();
+        for (outcome, histogram_of) in [("success", &durations.success), ("failure", &durations.failure)] {
+            let labels = [("tenant", tenant.config.name.as_str()), ("outcome", outcome)];
+            histogram(family.encode_family(&labels)?, histogram_of)?;
+        }
     }
     Ok(())
 }

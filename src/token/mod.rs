@@ -169,6 +169,15 @@ struct Inner<P> {
     first_secret: AtomicUsize,
     wake: Notify,
     stats: Mutex<TokenStats>,
+    /// How long token calls took, by outcome (`tokenbroker_token_request_duration_seconds`).
+    call_durations: CallDurations,
+}
+
+/// Token endpoint call durations, by outcome.
+#[derive(Debug, Default)]
+pub struct CallDurations {
+    pub success: crate::metrics::AtomicHistogram,
+    pub failure: crate::metrics::AtomicHistogram,
 }
 
 /// One tenant's token. Dropping it stops the background task.
@@ -221,6 +230,7 @@ impl<P: TokenSource> TokenManager<P> {
             first_secret: AtomicUsize::new(first_secret),
             wake: Notify::new(),
             stats: Mutex::new(TokenStats::default()),
+            call_durations: CallDurations::default(),
         });
         let task = tokio::spawn(Arc::clone(&inner).supervise());
         Self { inner, task }
@@ -314,6 +324,11 @@ impl<P: TokenSource> TokenManager<P> {
     /// Waits up to `limit` for a token newer than `generation`.
     pub async fn newer_than(&self, generation: u64, limit: Duration) -> Result<Arc<CurrentToken>, TokenUnavailable> {
         self.inner.wait(limit, |t| t.generation > generation).await
+    }
+
+    /// How long this tenant's token calls took, by outcome.
+    pub fn call_durations(&self) -> &CallDurations {
+        &self.inner.call_durations
     }
 
     pub fn stats(&self) -> TokenStats {

@@ -180,13 +180,23 @@ impl<P: TokenSource> Inner<P> {
 
     /// One token call, renewing from `previous` (its refresh token, for the grants that have one).
     pub(super) async fn fetch(&self, previous: Option<&Token>) -> Result<Token, ProviderError> {
-        self.source
+        let started = Instant::now();
+        let fetched = self
+            .source
             .fetch(FetchCtx {
                 http: &self.http,
                 previous,
                 first_secret: self.first_secret.load(Ordering::Relaxed),
             })
-            .await
+            .await;
+        let durations = &self.call_durations;
+        let histogram = if fetched.is_ok() {
+            &durations.success
+        } else {
+            &durations.failure
+        };
+        histogram.observe(started.elapsed());
+        fetched
     }
 
     fn install(&self, obtained: Obtained, sync: &shared::Sync) -> Result<Arc<CurrentToken>, ProviderError> {

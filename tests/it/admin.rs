@@ -275,7 +275,15 @@ async fn run_scripted_sequence(proxy: &Proxy, ims: &ImsSandbox) {
 }
 
 /// Every counter and histogram count after [`run_scripted_sequence`].
-const SCRIPTED_VALUES: [(&str, f64); 17] = [
+const SCRIPTED_VALUES: [(&str, f64); 19] = [
+    (
+        r#"tokenbroker_token_request_duration_seconds_count{tenant="ims",outcome="success"}"#,
+        2.0,
+    ),
+    (
+        r#"tokenbroker_token_request_duration_seconds_count{tenant="ims",outcome="failure"}"#,
+        0.0,
+    ),
     (r#"tokenbroker_requests_total{tenant="ims",status="200"}"#, 4.0),
     (r#"tokenbroker_requests_total{tenant="ims",status="404"}"#, 1.0),
     (r#"tokenbroker_requests_total{tenant="limited",status="200"}"#, 1.0),
@@ -312,7 +320,8 @@ const SCRIPTED_VALUES: [(&str, f64); 17] = [
 
 /// Series that must not exist: class series of a tenant without a limiter, or of a class no
 /// caller of the tenant can have (no callers: standard only).
-const ABSENT: [&str; 4] = [
+const ABSENT: [&str; 5] = [
+    r#"tokenbroker_token_request_duration_seconds_count{tenant="limited",outcome="success"}"#,
     r#"tokenbroker_ratelimit_wait_seconds_count{tenant="limited",class="batch"}"#,
     r#"tokenbroker_ratelimit_wait_seconds_count{tenant="ims",class="standard"}"#,
     r#"tokenbroker_ratelimit_rejected_total{tenant="limited",class="interactive"}"#,
