@@ -253,11 +253,12 @@ fn warn_about_restart_only_changes(old: &ServerConfig, store: &StoreConfig, new:
             s.idle_timeout,
             s.max_connections,
             s.max_response_head,
+            s.replay_buffer_budget,
         )
     };
     if limits(old) != limits(&new.server) {
         tracing::warn!(
-            "server.header_read_timeout, idle_timeout, max_connections and max_response_head changes take effect only after a restart"
+            "server.header_read_timeout, idle_timeout, max_connections, max_response_head and replay_buffer_budget changes take effect only after a restart"
         );
     }
     if old.max_request_head != new.server.max_request_head {

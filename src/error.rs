@@ -4,6 +4,10 @@
 //! `tokenbroker-error: <code>` header, so a caller can tell a proxy-made 502 from the upstream's own.
 //! Bodies carry a short human `detail` written by us, never an upstream or IdP body, a token or a
 //! secret. Logging happens in the access log, not here.
+//!
+//! Whose fault a failure is decides its status: a request the caller got wrong, including a body
+//! that broke or stalled on its way in ([`RequestBodyError`], downstream), is a 4xx, even when it
+//! broke while streaming to the upstream; only what the upstream did or failed to do is a 5xx.
 
 use std::time::Duration;
 
@@ -45,6 +49,22 @@ pub enum ProxyError {
     UpstreamUnreachable(String),
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
+    /// The caller's body failed: the fault is downstream, wherever the proxy was reading it.
+    #[error(transparent)]
+    RequestBody(RequestBodyError),
+}
+
+/// How the caller's request body failed while the proxy read it, to buffer it or to stream it
+/// upstream (which then sees its request aborted, never completed). The `detail` is ours: the
+/// framing error hyper reports is not echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestBodyError {
+    /// No bytes arrived for `server.body_timeout`: 408.
+    #[error("the request body sent nothing for {0:?} (server.body_timeout)")]
+    Stalled(Duration),
+    /// Broken framing (a bad chunk size, say) or a body that ended before its length: 400.
+    #[error("the request body is malformed or ended early")]
+    Broken,
 }
 
 impl ProxyError {
@@ -62,6 +82,8 @@ impl ProxyError {
             Self::TokenUnavailable(_) => "token_unavailable",
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::RequestBody(RequestBodyError::Stalled(_)) => "body_timeout",
+            Self::RequestBody(RequestBodyError::Broken) => "bad_request",
         }
     }
 
@@ -78,6 +100,8 @@ impl ProxyError {
             Self::TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::RequestBody(RequestBodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
+            Self::RequestBody(RequestBodyError::Broken) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -94,6 +118,8 @@ impl ProxyError {
             Self::TokenUnavailable(_) => "Token unavailable",
             Self::UpstreamUnreachable(_) => "Upstream unreachable",
             Self::UpstreamTimeout(_) => "Upstream timeout",
+            Self::RequestBody(RequestBodyError::Stalled(_)) => "Request body timeout",
+            Self::RequestBody(RequestBodyError::Broken) => "Bad request",
         }
     }
 

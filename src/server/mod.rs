@@ -5,6 +5,7 @@
 pub(crate) mod callers;
 mod connection;
 pub(crate) mod pipeline;
+mod replay_budget;
 mod request_body;
 mod request_id;
 
@@ -32,6 +33,8 @@ use crate::config::{ServerConfig, TenantName};
 use crate::metrics::GlobalMetrics;
 use crate::tenant::Snapshot;
 use connection::{Activity, Gate, Limits, Tracked};
+use replay_budget::ReplayBudget;
+pub(crate) use request_body::CallerBody;
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +68,8 @@ pub(crate) struct Servers {
     limits: Limits,
     /// `server.max_connections`, shared by the main and tenant listeners.
     proxy_gate: Arc<Gate>,
+    /// `server.replay_buffer_budget`, shared by every request on the proxy listeners.
+    replay_budget: Arc<ReplayBudget>,
     admin_gate: Arc<Gate>,
     fixed: Vec<AcceptLoop>,
     /// Tenant listeners by tenant, with the configured address they serve.
@@ -82,6 +87,7 @@ impl Servers {
                 idle_timeout: config.idle_timeout,
                 max_request_head: config.max_request_head,
             },
+            replay_budget: ReplayBudget::new(config.replay_buffer_budget, Arc::clone(&globals)),
             proxy_gate: Gate::new(config.max_connections, Some(globals)),
             admin_gate: Gate::new(ADMIN_MAX_CONNECTIONS, None),
             fixed: Vec::new(),
@@ -127,16 +133,20 @@ impl Servers {
     }
 
     fn spawn_proxy(&self, listener: TcpListener, binding: Binding, state: Arc<ArcSwap<Snapshot>>) -> AcceptLoop {
-        let binding = Arc::new(binding);
+        // One reference count per request for both.
+        let listener_state = Arc::new((binding, Arc::clone(&self.replay_budget)));
         let gate = Arc::clone(&self.proxy_gate);
         self.spawn(listener, gate, move |request: Request<Incoming>| {
             // One snapshot per request, held to its end: a reload never changes a request midway.
             let snapshot = state.load_full();
-            let binding = Arc::clone(&binding);
+            let listener_state = Arc::clone(&listener_state);
             // Boxed: hyper moves the service future twice per request, and moving a pointer
             // costs less than copying ~4.9 KB twice, even with the allocation (benches/README.md,
             // "The request future").
-            Box::pin(async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &binding, request).await) })
+            Box::pin(async move {
+                let (binding, budget) = &*listener_state;
+                Ok::<_, Infallible>(pipeline::handle(&snapshot, binding, budget, request).await)
+            })
         })
     }
 

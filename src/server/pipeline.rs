@@ -31,7 +31,8 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::request_body::{PreparedBody, prepare_body};
+use super::replay_budget::ReplayBudget;
+use super::request_body::{BodyRules, PreparedBody, prepare_body};
 use super::{Binding, callers, request_id};
 use crate::config::CallerClass;
 use crate::error::{ProxyBody, ProxyError};
@@ -56,7 +57,12 @@ pub(crate) struct RequestCtx {
 }
 
 /// Serves one request; never fails (errors become problem+json responses).
-pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn handle(
+    snapshot: &Snapshot,
+    binding: &Binding,
+    budget: &Arc<ReplayBudget>,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
     let mut ctx = RequestCtx {
         started: Instant::now(),
         tenant: None,
@@ -75,7 +81,7 @@ pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Requ
         uri: request.uri().clone(),
     });
     let http1 = request.version() < Version::HTTP_2;
-    let response = match proxy(snapshot, binding, request, &mut ctx).await {
+    let response = match proxy(snapshot, binding, budget, request, &mut ctx).await {
         Ok(response) => response,
         Err(error) => refusal(error, ctx.tenant.as_ref().map(|t| &t.config.name), http1),
     };
@@ -85,9 +91,10 @@ pub(crate) async fn handle(snapshot: &Snapshot, binding: &Binding, request: Requ
 
 /// The problem response for `error`. An oversized HTTP/1 head also closes the connection: the
 /// caller may be trying to wear the connection's buffers down, and nothing it sends next on it is
-/// worth reading. (HTTP/2 has no `Connection` header; hyper bounds its header list instead.)
+/// worth reading. So does a body that stalled or broke: the rest of it cannot be found on the
+/// connection. (HTTP/2 has no `Connection` header; hyper bounds its header list instead.)
 fn refusal(error: ProxyError, tenant: Option<&crate::config::TenantName>, http1: bool) -> Response<ProxyBody> {
-    let close = http1 && matches!(error, ProxyError::HeaderTooLarge { .. });
+    let close = http1 && matches!(error, ProxyError::HeaderTooLarge { .. } | ProxyError::RequestBody(_));
     let mut response = error.into_response(tenant);
     if close {
         (response.headers_mut()).insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -109,6 +116,7 @@ const ACCESS_LOG: &str = "tokenbroker::access";
 async fn proxy(
     snapshot: &Snapshot,
     binding: &Binding,
+    budget: &Arc<ReplayBudget>,
     request: Request<Incoming>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -123,11 +131,16 @@ async fn proxy(
     let class = callers::check(&snapshot.callers, &tenant.config.name, &parts)?;
     // 3. Limits. A declared body over the cap is refused before any wait; the slot comes before
     //    the token, so a long wait never holds a stale generation; the body is read (when it
-    //    may be sent twice: a 401 replay, a refused h2 stream) only once the request may go.
+    //    may be sent twice: a 401 replay, a refused h2 stream, and the replay budget takes it)
+    //    only once the request may go.
     let declared = check_declared_size(&tenant, &parts.headers)?;
     ctx.class = class;
     ctx.rate_limit_wait = wait_for_slot(&tenant, class).await?;
-    let body = prepare_body(&tenant, declared, body).await?;
+    let rules = BodyRules {
+        budget,
+        timeout: snapshot.server.body_timeout,
+    };
+    let body = prepare_body(&tenant, declared, body, rules).await?;
     // 4. Token: `request_timeout` runs from here to the response head, across a replay too.
     let exchange = Exchange::start(&tenant, snapshot.server.request_timeout);
     let token = take_token(&exchange, ctx).await?;
@@ -341,6 +354,7 @@ impl<'a> Exchange<'a> {
                         UpstreamError::BodyTooLarge => ProxyError::PayloadTooLarge {
                             limit: self.tenant.config.max_body,
                         },
+                        UpstreamError::RequestBody(cause) => ProxyError::RequestBody(cause),
                         UpstreamError::Unreachable(cause) => ProxyError::UpstreamUnreachable(cause),
                     })?;
             ctx.upstream_elapsed = Some(sent.elapsed());
@@ -440,7 +454,9 @@ mod tests {
 
     #[test]
     fn the_request_future_stays_small() {
-        let size = future_size::<(&Snapshot, &Binding, Request<Incoming>), _, _>(|(s, b, r)| handle(s, b, r));
+        let size = future_size::<(&Snapshot, &Binding, &Arc<ReplayBudget>, Request<Incoming>), _, _>(|(s, b, k, r)| {
+            handle(s, b, k, r)
+        });
         assert!(
             size <= BOUND,
             "the request future is {size} bytes, over {BOUND}: box the large, rare await that grew it"

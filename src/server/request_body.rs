@@ -1,31 +1,50 @@
-//! Phase 3's body: kept in memory when it may have to be sent again, else streamed under the
-//! tenant's cap.
+//! Phase 3's body: kept in memory when it may have to be sent again and the process-wide replay
+//! budget takes it, else streamed under the tenant's cap; either way read through [`CallerBody`],
+//! which cuts off a body that sends nothing for `server.body_timeout` and reports a broken one as
+//! the caller's fault.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
-use crate::error::ProxyError;
+use super::replay_budget::{ReplayBudget, ReplayPermit};
+use crate::error::{ProxyError, RequestBodyError};
 use crate::tenant::Tenant;
 
 /// A request body: buffered when it may be sent again, else streamed under the tenant's cap.
 pub(super) enum PreparedBody {
     /// `replay`: kept for a 401 replay, so the request keeps its headers and URI for one too;
-    /// otherwise only for a stream the upstream refuses (see [`resendable`]).
+    /// otherwise only for a stream the upstream refuses (see [`resendable`]). The bytes hold their
+    /// share of the replay budget until the last copy of them drops.
     Buffered {
         bytes: Bytes,
         replay: bool,
     },
-    Streamed(Limited<Incoming>),
+    Streamed(Limited<CallerBody>),
+}
+
+/// What reading a body needs besides the tenant.
+pub(super) struct BodyRules<'a> {
+    pub(super) budget: &'a Arc<ReplayBudget>,
+    /// `server.body_timeout`.
+    pub(super) timeout: Duration,
 }
 
 pub(super) async fn prepare_body(
     tenant: &Tenant,
     declared: Option<u64>,
     body: Incoming,
+    rules: BodyRules<'_>,
 ) -> Result<PreparedBody, ProxyError> {
     let max_body = usize::try_from(tenant.config.max_body).unwrap_or(usize::MAX);
     let empty = body.is_end_stream();
+    let body = CallerBody::new(body, rules.timeout);
     let replay = tenant.tokens.keeps_body_for_replay(declared, empty);
     if !replay && (empty || !resendable(tenant, declared)) {
         return Ok(PreparedBody::Streamed(Limited::new(body, max_body)));
@@ -37,15 +56,45 @@ pub(super) async fn prepare_body(
             replay,
         });
     }
+    // Only a declared length is ever kept (`keeps_body_for_replay`, `resendable`), and hyper holds
+    // the body to it, so that is what it reserves.
+    let length = declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(usize::MAX);
+    let Some(permit) = rules.budget.try_reserve(length) else {
+        return Ok(PreparedBody::Streamed(Limited::new(body, max_body)));
+    };
     match Limited::new(body, max_body).collect().await {
         Ok(collected) => Ok(PreparedBody::Buffered {
-            bytes: collected.to_bytes(),
+            bytes: Bytes::from_owner(Kept {
+                bytes: collected.to_bytes(),
+                _permit: permit,
+            }),
             replay,
         }),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ProxyError::PayloadTooLarge {
+        Err(error) => Err(body_error(tenant, &*error)),
+    }
+}
+
+/// The proxy's answer to a body that failed while it was buffered.
+fn body_error(tenant: &Tenant, error: &(dyn std::error::Error + 'static)) -> ProxyError {
+    if error.is::<http_body_util::LengthLimitError>() {
+        return ProxyError::PayloadTooLarge {
             limit: tenant.config.max_body,
-        }),
-        Err(_) => Err(ProxyError::BadRequest("the request body could not be read")),
+        };
+    }
+    let cause = error.downcast_ref::<RequestBodyError>();
+    ProxyError::RequestBody(cause.copied().unwrap_or(RequestBodyError::Broken))
+}
+
+/// A kept body's bytes with their share of the replay budget, given back when the last copy
+/// (the replay's, or the one a refused stream is resent from) drops.
+struct Kept {
+    bytes: Bytes,
+    _permit: ReplayPermit,
+}
+
+impl AsRef<[u8]> for Kept {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -56,4 +105,151 @@ pub(super) async fn prepare_body(
 /// too, since an empty body can always be sent again.
 fn resendable(tenant: &Tenant, declared: Option<u64>) -> bool {
     declared.is_some_and(|length| length <= tenant.config.token.replay_body_limit) && tenant.upstream.resends_refused()
+}
+
+pin_project_lite::pin_project! {
+    /// The caller's body as the proxy reads it. It fails with [`RequestBodyError::Stalled`] when
+    /// nothing arrives for `timeout` while the proxy waits for it (time the upstream spends not
+    /// reading is not the caller's), and with [`RequestBodyError::Broken`] for any error hyper
+    /// reports on it (broken chunk framing, a body cut short), whose text is not passed on. A
+    /// body streaming upstream that fails makes hyper abort that request: the upstream never sees
+    /// it complete.
+    #[derive(Debug)]
+    pub struct CallerBody<B = Incoming> {
+        #[pin]
+        body: B,
+        timeout: Duration,
+        // Set on the first wait only (a body that is already here never needs one), then moved
+        // forward, which takes no lock in tokio's timer.
+        timer: Option<Pin<Box<Sleep>>>,
+        // Whether `timer` runs for the current wait (a frame ends the wait).
+        armed: bool,
+    }
+}
+
+impl<B> CallerBody<B> {
+    pub(crate) fn new(body: B, timeout: Duration) -> Self {
+        Self {
+            body,
+            timeout,
+            timer: None,
+            armed: false,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for CallerBody<B> {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        match this.body.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                *this.armed = false;
+                Poll::Ready(frame.map(|frame| frame.map_err(|_| RequestBodyError::Broken)))
+            }
+            Poll::Pending => {
+                if !*this.armed {
+                    *this.armed = true;
+                    let deadline = Instant::now() + *this.timeout;
+                    match this.timer {
+                        Some(timer) => timer.as_mut().reset(deadline),
+                        None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                let timer = this.timer.as_mut().expect("armed above");
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Some(Err(RequestBodyError::Stalled(*this.timeout))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::metrics::GlobalMetrics;
+
+    /// A body whose frames come from a channel; `Err` frames stand for what hyper reports on
+    /// broken framing.
+    struct Channel(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+    impl Body for Channel {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|next| next.map(|item| item.map(Frame::data)))
+        }
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_is_cut_off_after_the_timeout_without_bytes_and_every_byte_restarts_it() {
+        let (tx, rx) = mpsc::channel(1);
+        let mut body = pin!(CallerBody::new(Channel(rx), TIMEOUT));
+        let start = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(TIMEOUT - Duration::from_secs(1)).await;
+            tx.send(Ok(Bytes::from_static(b"x"))).await.expect("the body reads");
+            tokio::time::sleep(TIMEOUT * 5).await;
+            drop(tx);
+        });
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().expect("data"), "x", "59 s of silence is allowed");
+        let second = body.frame().await.expect("an error, not the end");
+        assert_eq!(second.unwrap_err(), RequestBodyError::Stalled(TIMEOUT));
+        assert_eq!(
+            start.elapsed(),
+            TIMEOUT * 2 - Duration::from_secs(1),
+            "the timeout runs from the latest byte"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_body_is_the_callers_fault_and_its_error_text_is_not_kept() {
+        let (tx, rx) = mpsc::channel(1);
+        let mut body = pin!(CallerBody::new(Channel(rx), TIMEOUT));
+        tx.send(Err(std::io::Error::other("invalid chunk size line: hyper internals")))
+            .await
+            .expect("the body reads");
+        let error = body.frame().await.expect("an error").unwrap_err();
+        assert_eq!(error, RequestBodyError::Broken);
+        assert!(!error.to_string().contains("hyper"), "{error}");
+        let empty = CallerBody::new(http_body_util::Empty::<Bytes>::new(), TIMEOUT);
+        assert!(empty.is_end_stream(), "an empty body stays recognisable as one");
+    }
+
+    #[test]
+    fn a_kept_body_holds_its_budget_until_its_last_copy_drops() {
+        let budget = ReplayBudget::new(10, Arc::new(GlobalMetrics::default()));
+        let permit = budget.try_reserve(4).expect("fits");
+        let bytes = Bytes::from_owner(Kept {
+            bytes: Bytes::from_static(b"body"),
+            _permit: permit,
+        });
+        let replay = bytes.clone();
+        drop(bytes);
+        assert_eq!(budget.used(), 4, "the replay's copy still holds it");
+        assert_eq!(replay, "body");
+        drop(replay);
+        assert_eq!(budget.used(), 0);
+    }
 }
