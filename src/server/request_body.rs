@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
@@ -62,16 +62,28 @@ pub(super) async fn prepare_body(
     let Some(permit) = rules.budget.try_reserve(length) else {
         return Ok(PreparedBody::Streamed(Limited::new(body, max_body)));
     };
-    match Limited::new(body, max_body).collect().await {
-        Ok(collected) => Ok(PreparedBody::Buffered {
-            bytes: Bytes::from_owner(Kept {
-                bytes: collected.to_bytes(),
-                _permit: permit,
-            }),
+    match read_all(Limited::new(body, max_body), length).await {
+        Ok(bytes) => Ok(PreparedBody::Buffered {
+            bytes: Bytes::from_owner(Kept { bytes, _permit: permit }),
             replay,
         }),
         Err(error) => Err(body_error(tenant, &*error)),
     }
+}
+
+/// The body's data in one buffer of the `length` reserved for it, each frame copied in as it
+/// arrives (and hyper's buffer given back at once): the memory a kept body takes is what the
+/// budget counts, without the second copy that collecting the frames and joining them makes.
+/// Trailers are dropped, as they always were for a kept body.
+async fn read_all(body: Limited<CallerBody>, length: usize) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
+    let mut body = std::pin::pin!(body);
+    let mut bytes = BytesMut::with_capacity(length);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes.freeze())
 }
 
 /// The proxy's answer to a body that failed while it was buffered.

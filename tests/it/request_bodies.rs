@@ -177,3 +177,48 @@ async fn broken_chunk_framing_is_a_400_for_the_caller_without_hyper_details() {
     let aborted = eventually(Duration::from_secs(3), || async { upstream.aborted() == 1 }).await;
     assert!(aborted, "the upstream saw its request aborted");
 }
+
+/// The measurement behind `replay_buffer_budget` (README, "Behaviour where the spec was silent"):
+/// 200 concurrent 1 MB uploads to a renewing tenant whose upstream takes 6 s, and the binary's
+/// peak RSS. `MEASURE_BUDGET` sets the budget ("16GiB" stands for none). Run by hand:
+/// `MEASURE_BUDGET=64MiB cargo test --test it peak_rss -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, printed; it asserts only that every upload succeeded"]
+async fn peak_rss_of_200_concurrent_1mb_uploads() {
+    let budget = std::env::var("MEASURE_BUDGET").unwrap_or_else(|_| "64MiB".into());
+    let ims = ImsSandbox::start(ImsOptions::default()).await.expect("IMS fake");
+    let upstream = Upstream::start().await;
+    let server = format!("replay_buffer_budget = \"{budget}\"\nbody_timeout = \"60s\"");
+    let toml = format!(
+        "{}{server}\n{}",
+        SERVER.replace("\"5s\"", "\"30s\""),
+        tenants(&ims, &upstream)
+    );
+    let binary = Binary::start(
+        &toml,
+        &[("IMS_SECRET", sandbox::IMS_CLIENT_SECRET), ("STATIC_VALUE", "unused")],
+    );
+    assert_eq!(post(&binary, "/renewing/warm", 10).await.status, StatusCode::OK);
+    let before = binary.peak_rss_kib();
+    let uploads: Vec<_> = (0..200)
+        .map(|_| {
+            let url = binary.url("/renewing/slow/6000");
+            tokio::spawn(async move {
+                send(
+                    Request::post(url)
+                        .body(Full::new(Bytes::from(vec![b'u'; 1_000_000])))
+                        .expect("valid"),
+                )
+                .await
+            })
+        })
+        .collect();
+    for upload in uploads {
+        assert_eq!(upload.await.expect("an upload").status, StatusCode::OK);
+    }
+    let exhausted = counter(&binary, EXHAUSTED).await;
+    println!(
+        "budget {budget}: peak RSS {} KiB (before the uploads {before} KiB); budget exhausted {exhausted} times",
+        binary.peak_rss_kib()
+    );
+}
