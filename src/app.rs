@@ -263,7 +263,7 @@ fn warn_about_restart_only_changes(old: &ServerConfig, store: &StoreConfig, new:
     }
     if old.max_request_head != new.server.max_request_head {
         tracing::warn!(
-            "server.max_request_head: the proxy's check follows the reload; hyper's read bound (4 × the limit) stays as started until a restart"
+            "server.max_request_head: the proxy's check follows the reload; hyper's read bound (the limit + 8 KiB) stays as started until a restart"
         );
     }
     if *store != new.store {

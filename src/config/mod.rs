@@ -64,7 +64,7 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The largest request head (request line and header fields) the proxy accepts, in bytes;
     /// larger heads get 431 and never reach an upstream. Default 64 KiB. A reload changes the
-    /// proxy's check; hyper's read bound (4 × the limit at startup) needs a restart.
+    /// proxy's check; hyper's HTTP/1 read bound (the limit + 8 KiB at startup) needs a restart.
     pub max_request_head: usize,
     /// The largest response head an upstream may send, in bytes; larger ones give the caller 502.
     /// Default 64 KiB. Restart-only.
