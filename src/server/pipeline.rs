@@ -278,17 +278,22 @@ async fn forward(
     token: Arc<CurrentToken>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<UpstreamResponseBody>, ProxyError> {
-    let (first_body, replay) = match body {
+    let (first_body, replay, fate) = match body {
         PreparedBody::Buffered { bytes, replay: true } => (
             Either::Left(Full::new(bytes.clone())),
             Some((parts.headers.clone(), uri.clone(), bytes)),
+            None,
         ),
-        PreparedBody::Buffered { bytes, replay: false } => (Either::Left(Full::new(bytes)), None),
-        PreparedBody::Streamed(stream) => (Either::Right(stream), None),
+        PreparedBody::Buffered { bytes, replay: false } => (Either::Left(Full::new(bytes)), None, None),
+        PreparedBody::Streamed { body, fate } => (Either::Right(body), None, fate),
     };
     let response = exchange
         .send(&parts.method, uri, parts.headers, first_body, &token, ctx)
-        .await?;
+        .await
+        .map_err(|error| match &fate {
+            Some(fate) => fate.blame(error),
+            None => error,
+        })?;
     let tenant = exchange.tenant;
     let renewed = (tenant.tokens)
         .after_response(response.status(), token.generation, replay, exchange.remaining())

@@ -5,6 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -22,11 +23,51 @@ pub(super) enum PreparedBody {
     /// `replay`: kept for a 401 replay, so the request keeps its headers and URI for one too;
     /// otherwise only for a stream the upstream refuses (see [`resendable`]). The bytes hold their
     /// share of the replay budget until the last copy of them drops.
-    Buffered {
-        bytes: Bytes,
-        replay: bool,
+    Buffered { bytes: Bytes, replay: bool },
+    /// `fate`: where the body's failure is noted for an upstream that may speak HTTP/2 (see
+    /// [`BodyFate`]); `None` where hyper reports it itself.
+    Streamed {
+        body: Limited<CallerBody>,
+        fate: Option<Arc<BodyFate>>,
     },
-    Streamed(Limited<CallerBody>),
+}
+
+/// How a streamed body failed, noted by [`CallerBody`] for the pipeline: hyper's HTTP/2 client
+/// resets the upstream stream of a body that fails but reports only the reset (or nothing, until
+/// `request_timeout`), which would blame the upstream. Allocated only for bodies that stream to
+/// an upstream that may speak HTTP/2.
+#[derive(Debug)]
+pub(super) struct BodyFate {
+    /// 0 while nothing failed, then [`BROKEN`] or [`STALLED`].
+    failure: AtomicU8,
+    timeout: Duration,
+}
+
+const BROKEN: u8 = 1;
+const STALLED: u8 = 2;
+
+impl BodyFate {
+    fn note(&self, error: RequestBodyError) {
+        let code = match error {
+            RequestBodyError::Broken => BROKEN,
+            RequestBodyError::Stalled(_) => STALLED,
+        };
+        self.failure.store(code, Relaxed);
+    }
+
+    /// `error`, or the caller's fault instead when the body failed first: an upstream failure
+    /// after a body failure is what the body failure caused.
+    pub(super) fn blame(&self, error: ProxyError) -> ProxyError {
+        let upstream = matches!(
+            error,
+            ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamTimeout(_)
+        );
+        match self.failure.load(Relaxed) {
+            BROKEN if upstream => ProxyError::RequestBody(RequestBodyError::Broken),
+            STALLED if upstream => ProxyError::RequestBody(RequestBodyError::Stalled(self.timeout)),
+            _ => error,
+        }
+    }
 }
 
 /// What reading a body needs besides the tenant.
@@ -47,7 +88,7 @@ pub(super) async fn prepare_body(
     let body = CallerBody::new(body, rules.timeout);
     let replay = tenant.tokens.keeps_body_for_replay(declared, empty);
     if !replay && (empty || !resendable(tenant, declared)) {
-        return Ok(PreparedBody::Streamed(Limited::new(body, max_body)));
+        return Ok(streamed(tenant, body, max_body, empty));
     }
     // Most requests (GETs) have no body: nothing to read or buffer.
     if empty {
@@ -60,7 +101,7 @@ pub(super) async fn prepare_body(
     // the body to it, so that is what it reserves.
     let length = declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(usize::MAX);
     let Some(permit) = rules.budget.try_reserve(length) else {
-        return Ok(PreparedBody::Streamed(Limited::new(body, max_body)));
+        return Ok(streamed(tenant, body, max_body, empty));
     };
     match read_all(Limited::new(body, max_body), length).await {
         Ok(bytes) => Ok(PreparedBody::Buffered {
@@ -84,6 +125,22 @@ async fn read_all(body: Limited<CallerBody>, length: usize) -> Result<Bytes, Box
         }
     }
     Ok(bytes.freeze())
+}
+
+/// `body` to stream under `max_body`, noting its failure where hyper would not report it.
+fn streamed(tenant: &Tenant, mut body: CallerBody, max_body: usize, empty: bool) -> PreparedBody {
+    let fate = (!empty && tenant.upstream.resends_refused()).then(|| {
+        let fate = Arc::new(BodyFate {
+            failure: AtomicU8::new(0),
+            timeout: body.timeout,
+        });
+        body.fate = Some(Arc::clone(&fate));
+        fate
+    });
+    PreparedBody::Streamed {
+        body: Limited::new(body, max_body),
+        fate,
+    }
 }
 
 /// The proxy's answer to a body that failed while it was buffered.
@@ -136,6 +193,8 @@ pin_project_lite::pin_project! {
         timer: Option<Pin<Box<Sleep>>>,
         // Whether `timer` runs for the current wait (a frame ends the wait).
         armed: bool,
+        // Where a failure is noted for the pipeline, when hyper may not report it.
+        fate: Option<Arc<BodyFate>>,
     }
 }
 
@@ -146,8 +205,17 @@ impl<B> CallerBody<B> {
             timeout,
             timer: None,
             armed: false,
+            fate: None,
         }
     }
+}
+
+/// `error`, noted in `fate` first.
+fn fail(fate: &Option<Arc<BodyFate>>, error: RequestBodyError) -> RequestBodyError {
+    if let Some(fate) = fate {
+        fate.note(error);
+    }
+    error
 }
 
 impl<B: Body<Data = Bytes>> Body for CallerBody<B> {
@@ -157,6 +225,7 @@ impl<B: Body<Data = Bytes>> Body for CallerBody<B> {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         match this.body.poll_frame(cx) {
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(fail(this.fate, RequestBodyError::Broken)))),
             Poll::Ready(frame) => {
                 *this.armed = false;
                 Poll::Ready(frame.map(|frame| frame.map_err(|_| RequestBodyError::Broken)))
@@ -172,7 +241,7 @@ impl<B: Body<Data = Bytes>> Body for CallerBody<B> {
                 }
                 let timer = this.timer.as_mut().expect("armed above");
                 ready!(timer.as_mut().poll(cx));
-                Poll::Ready(Some(Err(RequestBodyError::Stalled(*this.timeout))))
+                Poll::Ready(Some(Err(fail(this.fate, RequestBodyError::Stalled(*this.timeout)))))
             }
         }
     }
@@ -247,6 +316,31 @@ mod tests {
         assert!(!error.to_string().contains("hyper"), "{error}");
         let empty = CallerBody::new(http_body_util::Empty::<Bytes>::new(), TIMEOUT);
         assert!(empty.is_end_stream(), "an empty body stays recognisable as one");
+    }
+
+    #[test]
+    fn an_upstream_failure_after_the_body_failed_is_the_callers_fault() {
+        let fate = BodyFate {
+            failure: AtomicU8::new(0),
+            timeout: TIMEOUT,
+        };
+        let reset = || ProxyError::UpstreamUnreachable("stream error: CANCEL".into());
+        assert_eq!(fate.blame(reset()).code(), "upstream_unreachable", "nothing failed yet");
+        fate.note(RequestBodyError::Stalled(TIMEOUT));
+        assert!(matches!(
+            fate.blame(reset()),
+            ProxyError::RequestBody(RequestBodyError::Stalled(TIMEOUT))
+        ));
+        let timeout = fate.blame(ProxyError::UpstreamTimeout(TIMEOUT));
+        assert_eq!(timeout.status(), http::StatusCode::REQUEST_TIMEOUT);
+        let too_large = fate.blame(ProxyError::PayloadTooLarge { limit: 1 });
+        assert_eq!(
+            too_large.code(),
+            "payload_too_large",
+            "only upstream failures are reassigned"
+        );
+        fate.note(RequestBodyError::Broken);
+        assert_eq!(fate.blame(reset()).status(), http::StatusCode::BAD_REQUEST);
     }
 
     #[test]

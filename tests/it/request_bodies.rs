@@ -222,3 +222,32 @@ async fn peak_rss_of_200_concurrent_1mb_uploads() {
         binary.peak_rss_kib()
     );
 }
+
+/// An HTTP/2 upstream: hyper resets the stream of a body that fails but does not say why, so the
+/// proxy remembers it. A body too large to keep (over `replay_body_limit`) and a chunked one
+/// stream; one stalls, the other breaks.
+#[tokio::test]
+async fn over_an_http2_upstream_a_stalled_or_broken_body_is_still_the_callers_fault() {
+    use tokenbroker::sandbox::{H2Upstream, H2UpstreamOptions};
+    let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/auth/http/testdata");
+    let options = H2UpstreamOptions::new(testdata.join("server.pem"), testdata.join("server.key"));
+    let upstream = H2Upstream::start(options).await.expect("the TLS upstream starts");
+    let keys = format!("ca_file = \"{}\"", testdata.join("ca.pem").display());
+    let tenant = static_tenant("h2", &upstream.base_url(), &keys);
+    let toml = format!("{SERVER}body_timeout = \"300ms\"\n{tenant}");
+    let binary = Binary::start(&toml, &[("STATIC_VALUE", "Bearer bodies-static")]);
+    let head = "POST /h2/upload HTTP/1.1\r\nHost: bodies.test\r\nContent-Length: 2000000\r\n\r\n";
+    let (answer, _) = stall(&binary, head, 1000, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:.300}");
+    assert!(answer.contains("tokenbroker-error: body_timeout"), "{answer:.300}");
+    let head = "POST /h2/orders HTTP/1.1\r\nHost: bodies.test\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let (answer, _) = stall(
+        &binary,
+        &format!("{head}5\r\nhello\r\nzz\r\n"),
+        0,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:.400}");
+    assert!(answer.contains("tokenbroker-error: bad_request"), "{answer:.400}");
+}
