@@ -16,6 +16,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
 use crate::config::TenantName;
+pub use crate::upstream::RequestBodyError;
 use crate::upstream::UpstreamResponseBody;
 
 /// What the proxy sends back: the upstream's streamed body, or one it made itself.
@@ -49,22 +50,10 @@ pub enum ProxyError {
     UpstreamUnreachable(String),
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
-    /// The caller's body failed: the fault is downstream, wherever the proxy was reading it.
+    /// The caller's body stalled (408) or broke (400): the fault is downstream, whether the proxy
+    /// was buffering the body or streaming it to the upstream (which then saw it aborted).
     #[error(transparent)]
     RequestBody(RequestBodyError),
-}
-
-/// How the caller's request body failed while the proxy read it, to buffer it or to stream it
-/// upstream (which then sees its request aborted, never completed). The `detail` is ours: the
-/// framing error hyper reports is not echoed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RequestBodyError {
-    /// No bytes arrived for `server.body_timeout`: 408.
-    #[error("the request body sent nothing for {0:?} (server.body_timeout)")]
-    Stalled(Duration),
-    /// Broken framing (a bad chunk size, say) or a body that ended before its length: 400.
-    #[error("the request body is malformed or ended early")]
-    Broken,
 }
 
 impl ProxyError {

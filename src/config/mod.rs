@@ -69,11 +69,9 @@ pub struct ServerConfig {
     /// The largest response head an upstream may send, in bytes; larger ones give the caller 502.
     /// Default 64 KiB. Restart-only.
     pub max_response_head: usize,
-    /// A request body that sends nothing for this long is cut off (408, the upstream request
-    /// aborted). Default 60 s.
+    /// A request body that sends nothing for this long is cut off with 408. Default 60 s.
     pub body_timeout: Duration,
-    /// The bytes of request bodies kept for a replay, all requests together; past it a body streams
-    /// and cannot be replayed. Default 64 MiB. Restart-only.
+    /// Bytes of all bodies kept for a replay together (README, "Limits"). Default 64 MiB.
     pub replay_buffer_budget: usize,
 }
 

@@ -34,7 +34,6 @@ use crate::metrics::GlobalMetrics;
 use crate::tenant::Snapshot;
 use connection::{Activity, Gate, Limits, Tracked};
 use replay_budget::ReplayBudget;
-pub(crate) use request_body::CallerBody;
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, PartialEq, Eq)]

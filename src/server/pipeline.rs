@@ -32,7 +32,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::replay_budget::ReplayBudget;
-use super::request_body::{BodyRules, PreparedBody, prepare_body};
+use super::request_body::{BodyRules, PreparedBody, blame, prepare_body};
 use super::{Binding, callers, request_id};
 use crate::config::CallerClass;
 use crate::error::{ProxyBody, ProxyError};
@@ -291,7 +291,7 @@ async fn forward(
         .send(&parts.method, uri, parts.headers, first_body, &token, ctx)
         .await
         .map_err(|error| match &fate {
-            Some(fate) => fate.blame(error),
+            Some(fate) => blame(fate, error),
             None => error,
         })?;
     let tenant = exchange.tenant;

@@ -13,11 +13,13 @@
 //! the upstream refused unprocessed, or that never left a connection already going away, is sent
 //! once more on a fresh connection, whatever its method — when its body can be sent again.
 
+mod caller_body;
 pub(crate) mod headers;
 mod http1;
 mod https;
 mod tls;
 
+pub use caller_body::{BodyFate, CallerBody, RequestBodyError};
 pub use http1::{Http1Error, Http1Pool, UpstreamResponseBody};
 pub use https::HttpsPool;
 pub use tls::{ConnectError, TlsConfig, TlsSetupError};
@@ -32,12 +34,11 @@ use http::{Request, Response, Uri};
 use http_body_util::{Either, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 
-use crate::error::RequestBodyError;
 use https::SendError;
 
 /// A request body on its way upstream: buffered (so a 401 can replay it) or streamed under a cap,
 /// read through the inbound side's timeout and error mapping.
-pub type UpstreamBody = Either<Full<Bytes>, Limited<crate::server::CallerBody>>;
+pub type UpstreamBody = Either<Full<Bytes>, Limited<CallerBody>>;
 
 /// Idle keep-alive connections are closed after this: shorter than the 120 s+ most load balancers
 /// use, so we close first and never reuse a connection the other side is about to drop.

@@ -143,8 +143,8 @@ async fn hyper_utils_pool_opens_a_connection_per_waiting_first_request() {
 
 /// A body like the pipeline's streamed ones: a real `Incoming`, here a response's from a local
 /// plain-http server, read as the pipeline reads a caller's.
-async fn incoming(bytes: &'static [u8]) -> crate::server::CallerBody {
-    crate::server::CallerBody::new(incoming_raw(bytes).await, std::time::Duration::from_secs(60))
+async fn incoming(bytes: &'static [u8]) -> crate::upstream::CallerBody {
+    crate::upstream::CallerBody::new(incoming_raw(bytes).await, std::time::Duration::from_secs(60))
 }
 
 async fn incoming_raw(bytes: &'static [u8]) -> Incoming {
