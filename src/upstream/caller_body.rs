@@ -70,7 +70,9 @@ pin_project_lite::pin_project! {
     pub struct CallerBody<B = Incoming> {
         #[pin]
         body: B,
-        timeout: Duration,
+        // `server.body_timeout` in milliseconds (at most an hour, so it fits): the body travels
+        // through several states of the request future, so every byte of it counts several times.
+        timeout_ms: u32,
         // Set on the first wait only (a body that is already here never needs one), then moved
         // forward, which takes no lock in tokio's timer.
         timer: Option<Pin<Box<Sleep>>>,
@@ -85,7 +87,7 @@ impl<B> CallerBody<B> {
     pub(crate) fn new(body: B, timeout: Duration) -> Self {
         Self {
             body,
-            timeout,
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
             timer: None,
             armed: false,
             fate: None,
@@ -97,10 +99,14 @@ impl<B> CallerBody<B> {
     pub(crate) fn noting_failure(&mut self) -> Arc<BodyFate> {
         let fate = Arc::new(BodyFate {
             failure: AtomicU8::new(0),
-            timeout: self.timeout,
+            timeout: self.timeout(),
         });
         self.fate = Some(Arc::clone(&fate));
         fate
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.timeout_ms))
     }
 }
 
@@ -117,6 +123,7 @@ impl<B: Body<Data = Bytes>> Body for CallerBody<B> {
     type Error = RequestBodyError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let timeout = self.timeout();
         let this = self.project();
         match this.body.poll_frame(cx) {
             Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(fail(this.fate, RequestBodyError::Broken)))),
@@ -127,7 +134,7 @@ impl<B: Body<Data = Bytes>> Body for CallerBody<B> {
             Poll::Pending => {
                 if !*this.armed {
                     *this.armed = true;
-                    let deadline = Instant::now() + *this.timeout;
+                    let deadline = Instant::now() + timeout;
                     match this.timer {
                         Some(timer) => timer.as_mut().reset(deadline),
                         None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -135,7 +142,7 @@ impl<B: Body<Data = Bytes>> Body for CallerBody<B> {
                 }
                 let timer = this.timer.as_mut().expect("armed above");
                 ready!(timer.as_mut().poll(cx));
-                Poll::Ready(Some(Err(fail(this.fate, RequestBodyError::Stalled(*this.timeout)))))
+                Poll::Ready(Some(Err(fail(this.fate, RequestBodyError::Stalled(timeout)))))
             }
         }
     }
