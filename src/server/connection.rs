@@ -34,17 +34,15 @@ pub(crate) struct Limits {
     pub(crate) max_request_head: usize,
 }
 
-/// How far above `max_request_head` hyper keeps reading an HTTP/1 head: its read buffer, which
-/// every connection may fill with an unfinished head, is the limit plus this. The pipeline refuses
-/// anything over the limit itself, with a problem+json 431; the slack lets a head the proxy counts
-/// smaller than it arrived (extra spaces around values) still get that answer, and hyper's own
-/// refusal beyond it (a bare 431, the connection closed) bounds what a connection holds
-/// (README, "Limits": at most about twice this buffer per connection, as measured).
-pub(super) const HYPER_HEAD_SLACK: usize = 8 * 1024;
-
-/// HTTP/2 counts 32 bytes more per field than HTTP/1 sends (RFC 9113 §6.5.2), so its header list
-/// is advertised at this multiple of the limit, and the proxy's exact check answers first.
-const H2_HEADER_LIST_MARGIN: usize = 4;
+/// How far above `max_request_head` hyper keeps reading a head: its HTTP/1 read buffer, and the
+/// HTTP/2 header list size it advertises (which also bounds the header block h2 buffers before
+/// decoding it), are the limit plus this, and every connection may fill them with a head it never
+/// finishes. The pipeline refuses anything over the limit itself, with a problem+json 431; the
+/// slack lets a head the proxy counts smaller than it arrived (extra spaces around values, the
+/// 32 bytes HTTP/2 counts per field, RFC 9113 §6.5.2, for a few hundred fields) still get that
+/// answer, and hyper's and h2's own refusal beyond it bounds what a connection holds (README,
+/// "Limits").
+const HYPER_HEAD_SLACK: usize = 8 * 1024;
 
 /// hyper's builder with its HTTP/1 header timer switched on (it needs a timer to run at all) and
 /// its head buffers bounded: HTTP/1 by the read buffer, HTTP/2 by the header list size it
@@ -58,7 +56,7 @@ pub(super) fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
         .max_buf_size(limits.max_request_head + HYPER_HEAD_SLACK);
     builder
         .http2()
-        .max_header_list_size(u32::try_from(limits.max_request_head * H2_HEADER_LIST_MARGIN).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_request_head + HYPER_HEAD_SLACK).unwrap_or(u32::MAX));
     builder
 }
 

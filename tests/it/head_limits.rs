@@ -211,3 +211,39 @@ async fn an_http1_over_tls_upstream_response_head_over_the_limit_gives_502() {
     );
     proxy.stop().await;
 }
+
+/// An HTTP/2 frame: 24-bit length, type, flags, stream id.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).expect("a small frame").to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// h2 keeps an unfinished header block (HEADERS and CONTINUATION frames without END_HEADERS) up
+/// to a number of frames set by the header list size the proxy advertises, the limit plus 8 KiB:
+/// ~100 KB of block is refused at once (GOAWAY and a close), where at 4 × the limit it was held
+/// until `header_read_timeout`.
+#[tokio::test]
+async fn an_unfinished_http2_header_block_past_the_list_size_is_refused_at_once_not_held() {
+    let upstream = Upstream::start().await;
+    let proxy = start(&upstream.url()).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(h2_frame(0x4, 0, 0, &[]));
+    let block = vec![0u8; 16 * 1024];
+    bytes.extend(h2_frame(0x1, 0, 1, &block));
+    for _ in 0..6 {
+        bytes.extend(h2_frame(0x9, 0, 1, &block));
+    }
+    let started = tokio::time::Instant::now();
+    let _ = stream.write_all(&bytes).await;
+    let mut buffer = [0; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Ok(1..) = stream.read(&mut buffer).await {}
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after {:?}", started.elapsed());
+    assert_eq!(upstream.started(), 0, "nothing reached the upstream");
+}
