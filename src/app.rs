@@ -291,16 +291,17 @@ fn warn_about_restart_only_changes(old: &ServerConfig, store: &StoreConfig, new:
             s.idle_timeout,
             s.max_connections,
             s.max_response_head,
+            s.replay_buffer_budget,
         )
     };
     if limits(old) != limits(&new.server) {
         tracing::warn!(
-            "server.header_read_timeout, idle_timeout, max_connections and max_response_head changes take effect only after a restart"
+            "server.header_read_timeout, idle_timeout, max_connections, max_response_head and replay_buffer_budget changes take effect only after a restart"
         );
     }
     if old.max_request_head != new.server.max_request_head {
         tracing::warn!(
-            "server.max_request_head: the proxy's check follows the reload; hyper's read bound (4 × the limit) stays as started until a restart"
+            "server.max_request_head: the proxy's check follows the reload; hyper's read bound (the limit + 8 KiB) stays as started until a restart"
         );
     }
     if *store != new.store {

@@ -4,6 +4,10 @@
 //! `tokenbroker-error: <code>` header, so a caller can tell a proxy-made 502 from the upstream's own.
 //! Bodies carry a short human `detail` written by us, never an upstream or IdP body, a token or a
 //! secret. Logging happens in the access log, not here.
+//!
+//! Whose fault a failure is decides its status: a request the caller got wrong, including a body
+//! that broke or stalled on its way in ([`RequestBodyError`], downstream), is a 4xx, even when it
+//! broke while streaming to the upstream; only what the upstream did or failed to do is a 5xx.
 
 use std::time::Duration;
 
@@ -12,6 +16,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
 use crate::config::TenantName;
+pub use crate::upstream::RequestBodyError;
 use crate::upstream::UpstreamResponseBody;
 
 /// What the proxy sends back: the upstream's streamed body, or one it made itself.
@@ -47,6 +52,10 @@ pub enum ProxyError {
     UpstreamUnreachable(String),
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
+    /// The caller's body stalled (408) or broke (400): the fault is downstream, whether the proxy
+    /// was buffering the body or streaming it to the upstream (which then saw it aborted).
+    #[error(transparent)]
+    RequestBody(RequestBodyError),
 }
 
 impl ProxyError {
@@ -65,6 +74,8 @@ impl ProxyError {
             Self::TokenUnavailable(_) => "token_unavailable",
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::RequestBody(RequestBodyError::Stalled(_)) => "body_timeout",
+            Self::RequestBody(RequestBodyError::Broken) => "bad_request",
         }
     }
 
@@ -82,6 +93,8 @@ impl ProxyError {
             Self::TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::RequestBody(RequestBodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
+            Self::RequestBody(RequestBodyError::Broken) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -99,6 +112,8 @@ impl ProxyError {
             Self::TokenUnavailable(_) => "Token unavailable",
             Self::UpstreamUnreachable(_) => "Upstream unreachable",
             Self::UpstreamTimeout(_) => "Upstream timeout",
+            Self::RequestBody(RequestBodyError::Stalled(_)) => "Request body timeout",
+            Self::RequestBody(RequestBodyError::Broken) => "Bad request",
         }
     }
 

@@ -147,6 +147,8 @@ pub struct GlobalMetrics {
     pub connections_refused: AtomicU64,
     /// Connections to the proxy listeners open now (the admin listener is not counted).
     pub connections_open: AtomicU64,
+    /// Bodies that would have been kept for a replay but streamed, the replay budget being full.
+    pub replay_budget_exhausted: AtomicU64,
 }
 
 #[cfg(test)]

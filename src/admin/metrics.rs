@@ -77,6 +77,7 @@ impl prometheus_client::collector::Collector for MetricsCollector {
         )?;
         reloads(&mut encoder, &self.globals)?;
         connections(&mut encoder, &self.globals)?;
+        replay_budget(&mut encoder, &self.globals)?;
         if let Some(health) = snapshot.store().health() {
             store(&mut encoder, health)?;
         }
@@ -313,6 +314,17 @@ fn connections(encoder: &mut DescriptorEncoder<'_>, globals: &GlobalMetrics) -> 
     )?;
     let value = i64::try_from(globals.connections_open.load(Relaxed)).unwrap_or(i64::MAX);
     open.encode_gauge(&value)
+}
+
+/// `server.replay_buffer_budget`: how often a body streamed (not replayable) because it was full.
+fn replay_budget(encoder: &mut DescriptorEncoder<'_>, globals: &GlobalMetrics) -> Encoded {
+    let mut exhausted = encoder.encode_descriptor(
+        "tokenbroker_replay_budget_exhausted",
+        "Request bodies streamed without a replay copy because server.replay_buffer_budget was full",
+        None,
+        MetricType::Counter,
+    )?;
+    counter(&mut exhausted, globals.replay_budget_exhausted.load(Relaxed))
 }
 
 fn tenant_label(tenant: &Tenant) -> Labels<'_> {

@@ -11,6 +11,7 @@
 //! `tokenbroker check` runs exactly this path. Nothing here touches the network.
 
 pub(crate) mod limits;
+mod load;
 pub(crate) mod raw;
 pub(crate) mod secret;
 pub(crate) mod units;
@@ -20,12 +21,13 @@ pub use validate::{Env, MapEnv, NoSecrets, ProcessEnv};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, HeaderValue, Method};
 
 pub use limits::{BatchShare, CallerClass, PerClass, RateLimitConfig};
+pub use load::{ConfigError, ConfigErrors, Loaded, load, load_with, load_with_text, parse};
 pub use secret::Secret;
 
 /// Everything the proxy needs to serve, validated. Built once per load or reload.
@@ -70,11 +72,15 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The largest request head (request line and header fields) the proxy accepts, in bytes;
     /// larger heads get 431 and never reach an upstream. Default 64 KiB. A reload changes the
-    /// proxy's check; hyper's read bound (4 × the limit at startup) needs a restart.
+    /// proxy's check; hyper's HTTP/1 read bound (the limit + 8 KiB at startup) needs a restart.
     pub max_request_head: usize,
     /// The largest response head an upstream may send, in bytes; larger ones give the caller 502.
     /// Default 64 KiB. Restart-only.
     pub max_response_head: usize,
+    /// A request body that sends nothing for this long is cut off with 408. Default 60 s.
+    pub body_timeout: Duration,
+    /// Bytes of all bodies kept for a replay together (README, "Limits"). Default 64 MiB.
+    pub replay_buffer_budget: usize,
 }
 
 /// `[store]`: where tokens live.
@@ -414,82 +420,4 @@ impl fmt::Debug for KeyDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
-}
-
-/// One problem found in a configuration, located where possible.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// `file:line:column`, or just the file when the position is unknown.
-    pub location: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
-    }
-}
-
-/// Every problem of one load, reported together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "error: {error}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// A validated configuration and the warnings it raised (literal secrets, missing scopes, ...).
-#[derive(Debug)]
-pub struct Loaded {
-    pub config: RuntimeConfig,
-    pub warnings: Vec<ConfigError>,
-    /// With [`NoSecrets`], every `{ env }` / `{ file }` reference that was not read (where, and
-    /// which variable or file); empty otherwise.
-    pub secrets_not_read: Vec<ConfigError>,
-    /// Every file a secret was read from (`{ file }` secrets, TLS client certificates and keys),
-    /// with a SHA-256 of the content as read: `watch_config` reloads when one of them changes.
-    pub secret_files: Vec<(PathBuf, [u8; 32])>,
-}
-
-/// Reads and validates the file at `path`. Secrets given as `{ env }` or `{ file }` are resolved.
-pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    load_with_text(path).map(|(loaded, _)| loaded)
-}
-
-/// Like [`load`], also returning the text that was validated: the file watcher compares later
-/// reads against exactly what was loaded, so a change made just after loading is not missed.
-pub fn load_with_text(path: &Path) -> Result<(Loaded, String), ConfigErrors> {
-    let text = read(path)?;
-    let loaded = parse(&text, &path.display().to_string(), &validate::ProcessEnv)?;
-    Ok((loaded, text))
-}
-
-/// Reads and validates the file at `path` with secrets from `env` (`check --no-secrets` passes
-/// [`NoSecrets`]).
-pub fn load_with(path: &Path, env: &dyn validate::Env) -> Result<Loaded, ConfigErrors> {
-    parse(&read(path)?, &path.display().to_string(), env)
-}
-
-fn read(path: &Path) -> Result<String, ConfigErrors> {
-    std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            location: path.display().to_string(),
-            message: format!("cannot read: {e}"),
-        }])
-    })
-}
-
-/// Validates configuration `text`; `origin` names it in error locations.
-pub fn parse(text: &str, origin: &str, env: &dyn validate::Env) -> Result<Loaded, ConfigErrors> {
-    validate::validate(text, origin, env)
 }

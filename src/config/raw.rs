@@ -28,6 +28,8 @@ pub(crate) struct RawServer {
     pub(crate) max_connections: Option<i64>,
     pub(crate) max_request_head: Option<RawQuantity>,
     pub(crate) max_response_head: Option<RawQuantity>,
+    pub(crate) body_timeout: Option<RawQuantity>,
+    pub(crate) replay_buffer_budget: Option<RawQuantity>,
 }
 
 /// `[token]`; the same keys may appear in a `[[tenant]]`.

@@ -34,10 +34,15 @@ pub(crate) struct Limits {
     pub(crate) max_request_head: usize,
 }
 
-/// How far above `max_request_head` hyper keeps reading an HTTP/1 head. The pipeline refuses
-/// anything over the limit itself, with a problem+json 431; hyper's own refusal (a bare 431, and
-/// the connection closed) only has to bound the memory a head can take before the pipeline sees it.
-const HYPER_HEAD_MARGIN: usize = 4;
+/// How far above `max_request_head` hyper keeps reading a head: its HTTP/1 read buffer, and the
+/// HTTP/2 header list size it advertises (which also bounds the header block h2 buffers before
+/// decoding it), are the limit plus this, and every connection may fill them with a head it never
+/// finishes. The pipeline refuses anything over the limit itself, with a problem+json 431; the
+/// slack lets a head the proxy counts smaller than it arrived (extra spaces around values, the
+/// 32 bytes HTTP/2 counts per field, RFC 9113 §6.5.2, for a few hundred fields) still get that
+/// answer, and hyper's and h2's own refusal beyond it bounds what a connection holds (README,
+/// "Limits").
+const HYPER_HEAD_SLACK: usize = 8 * 1024;
 
 /// hyper's builder with its HTTP/1 header timer switched on (it needs a timer to run at all) and
 /// its head buffers bounded: HTTP/1 by the read buffer, HTTP/2 by the header list size it
@@ -48,10 +53,10 @@ pub(super) fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_request_head * HYPER_HEAD_MARGIN);
+        .max_buf_size(limits.max_request_head + HYPER_HEAD_SLACK);
     builder
         .http2()
-        .max_header_list_size(u32::try_from(limits.max_request_head * HYPER_HEAD_MARGIN).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_request_head + HYPER_HEAD_SLACK).unwrap_or(u32::MAX));
     builder
 }
 

@@ -4,11 +4,13 @@
 //! how the admin listener keeps probes answered whatever its other clients hold, in
 //! [`admin_listener`].
 
+mod access_log;
 mod admin_listener;
 pub(crate) mod callers;
 mod connection;
 mod origin;
 pub(crate) mod pipeline;
+mod replay_budget;
 mod request_body;
 mod request_id;
 
@@ -35,6 +37,7 @@ use crate::config::{ServerConfig, TenantName};
 use crate::metrics::GlobalMetrics;
 use crate::tenant::Snapshot;
 use connection::{Activity, Gate, Limits, Tracked};
+use replay_budget::ReplayBudget;
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +55,8 @@ pub(crate) struct Inbound {
     /// Bound to a loopback address: anonymous requests on it must name this machine as their host
     /// (see [`origin`]).
     pub(crate) loopback: bool,
+    /// `server.replay_buffer_budget`, shared by every request on the proxy listeners.
+    pub(crate) replay_budget: Arc<ReplayBudget>,
 }
 
 /// Accept errors such as EMFILE are retried after a pause instead of spinning.
@@ -72,6 +77,8 @@ pub(crate) struct Servers {
     limits: Limits,
     /// `server.max_connections`, shared by the main and tenant listeners.
     proxy_gate: Arc<Gate>,
+    /// `server.replay_buffer_budget`, shared by every request on the proxy listeners.
+    replay_budget: Arc<ReplayBudget>,
     fixed: Vec<AcceptLoop>,
     /// The address the main listener is bound to (set by [`Self::spawn_main`]).
     main_addr: Option<SocketAddr>,
@@ -90,6 +97,7 @@ impl Servers {
                 idle_timeout: config.idle_timeout,
                 max_request_head: config.max_request_head,
             },
+            replay_budget: ReplayBudget::new(config.replay_buffer_budget, Arc::clone(&globals)),
             proxy_gate: Gate::new(config.max_connections, Some(globals)),
             fixed: Vec::new(),
             main_addr: None,
@@ -145,7 +153,13 @@ impl Servers {
         // The address actually bound, not the configured one: they differ in tests (port 0), and
         // the check must follow the socket.
         let loopback = listener.local_addr().is_ok_and(|addr| addr.ip().is_loopback());
-        let inbound = Arc::new(Inbound { binding, loopback });
+        let replay_budget = Arc::clone(&self.replay_budget);
+        // One reference count per request for all three.
+        let inbound = Arc::new(Inbound {
+            binding,
+            loopback,
+            replay_budget,
+        });
         let gate = Arc::clone(&self.proxy_gate);
         self.spawn(listener, gate, move |request: Request<Incoming>| {
             // One snapshot per request, held to its end: a reload never changes a request midway.

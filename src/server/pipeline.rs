@@ -31,7 +31,8 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::request_body::{PreparedBody, prepare_body};
+use super::access_log::{ACCESS_LOG, Logged, record};
+use super::request_body::{BodyRules, PreparedBody, blame, prepare_body};
 use super::{Binding, Inbound, callers, origin, request_id};
 use crate::config::CallerClass;
 use crate::error::{ProxyBody, ProxyError};
@@ -85,26 +86,16 @@ pub(crate) async fn handle(snapshot: &Snapshot, inbound: &Inbound, request: Requ
 
 /// The problem response for `error`. An oversized HTTP/1 head also closes the connection: the
 /// caller may be trying to wear the connection's buffers down, and nothing it sends next on it is
-/// worth reading. (HTTP/2 has no `Connection` header; hyper bounds its header list instead.)
+/// worth reading. So does a body that stalled or broke: the rest of it cannot be found on the
+/// connection. (HTTP/2 has no `Connection` header; hyper bounds its header list instead.)
 fn refusal(error: ProxyError, tenant: Option<&crate::config::TenantName>, http1: bool) -> Response<ProxyBody> {
-    let close = http1 && matches!(error, ProxyError::HeaderTooLarge { .. });
+    let close = http1 && matches!(error, ProxyError::HeaderTooLarge { .. } | ProxyError::RequestBody(_));
     let mut response = error.into_response(tenant);
     if close {
         (response.headers_mut()).insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
-
-/// What only the access log needs, captured before the request is consumed upstream.
-struct Logged {
-    /// Correlates the access log line with the caller's own logs (see [`request_id::of`]).
-    request_id: request_id::RequestId,
-    method: Method,
-    uri: Uri,
-}
-
-/// Target of the one-per-request access event.
-const ACCESS_LOG: &str = "tokenbroker::access";
 
 async fn proxy(
     snapshot: &Snapshot,
@@ -130,11 +121,16 @@ async fn proxy(
     let class = callers::authorize(caller, &tenant.config.name, &parts.method)?;
     // 3. Limits. A declared body over the cap is refused before any wait; the slot comes before
     //    the token, so a long wait never holds a stale generation; the body is read (when it
-    //    may be sent twice: a 401 replay, a refused h2 stream) only once the request may go.
+    //    may be sent twice: a 401 replay, a refused h2 stream, and the replay budget takes it)
+    //    only once the request may go.
     let declared = check_declared_size(&tenant, &parts.headers)?;
     ctx.class = class;
     ctx.rate_limit_wait = wait_for_slot(&tenant, class).await?;
-    let body = prepare_body(&tenant, declared, body).await?;
+    let rules = BodyRules {
+        budget: &inbound.replay_budget,
+        timeout: snapshot.server.body_timeout,
+    };
+    let body = prepare_body(&tenant, declared, body, rules).await?;
     // 4. Token: `request_timeout` runs from here to the response head, across a replay too.
     let exchange = Exchange::start(&tenant, snapshot.server.request_timeout);
     let token = take_token(&exchange, ctx).await?;
@@ -272,17 +268,22 @@ async fn forward(
     token: Arc<CurrentToken>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<UpstreamResponseBody>, ProxyError> {
-    let (first_body, replay) = match body {
+    let (first_body, replay, fate) = match body {
         PreparedBody::Buffered { bytes, replay: true } => (
             Either::Left(Full::new(bytes.clone())),
             Some((parts.headers.clone(), uri.clone(), bytes)),
+            None,
         ),
-        PreparedBody::Buffered { bytes, replay: false } => (Either::Left(Full::new(bytes)), None),
-        PreparedBody::Streamed(stream) => (Either::Right(stream), None),
+        PreparedBody::Buffered { bytes, replay: false } => (Either::Left(Full::new(bytes)), None, None),
+        PreparedBody::Streamed { body, fate } => (Either::Right(body), None, fate),
     };
     let response = exchange
         .send(&parts.method, uri, parts.headers, first_body, &token, ctx)
-        .await?;
+        .await
+        .map_err(|error| match &fate {
+            Some(fate) => blame(fate, error),
+            None => error,
+        })?;
     let tenant = exchange.tenant;
     let renewed = (tenant.tokens)
         .after_response(response.status(), token.generation, replay, exchange.remaining())
@@ -348,6 +349,7 @@ impl<'a> Exchange<'a> {
                         UpstreamError::BodyTooLarge => ProxyError::PayloadTooLarge {
                             limit: self.tenant.config.max_body,
                         },
+                        UpstreamError::RequestBody(cause) => ProxyError::RequestBody(cause),
                         UpstreamError::Unreachable(cause) => ProxyError::UpstreamUnreachable(cause),
                     })?;
             ctx.upstream_elapsed = Some(sent.elapsed());
@@ -393,68 +395,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// Metrics and the access log: one event per request, never a query string, header value or body.
-fn record(ctx: &RequestCtx, logged: Option<&Logged>, response: &Response<ProxyBody>) {
-    let elapsed = ctx.started.elapsed();
-    if let Some(tenant) = &ctx.tenant {
-        let metrics = &tenant.metrics;
-        metrics.record_status(response.status().as_u16());
-        metrics.request_duration.observe(elapsed);
-        if let Some(elapsed) = ctx.upstream_elapsed {
-            metrics.upstream_duration.observe(elapsed);
-        }
-        if let Some(wait) = ctx.rate_limit_wait {
-            metrics.ratelimit_wait.by(ctx.class).observe(wait);
-        }
-    }
-    let Some(Logged {
-        request_id,
-        method,
-        uri,
-    }) = logged
-    else {
-        return;
-    };
-    tracing::info!(
-        target: ACCESS_LOG,
-        request_id = %request_id,
-        tenant = ctx.tenant.as_ref().map(|t| t.config.name.as_str()),
-        method = %method,
-        path = uri.path(),
-        status = response.status().as_u16(),
-        upstream_status = ctx.upstream_status.map(|s| s.as_u16()),
-        duration_ms = millis(elapsed),
-        rate_limit_wait_ms = ctx.rate_limit_wait.map(millis),
-        token_generation = ctx.generation,
-        replayed = ctx.replayed,
-        error = response.headers().get(crate::error::ERROR_HEADER).and_then(|v| v.to_str().ok()),
-    );
-}
-
-/// Milliseconds with three decimals (whole microseconds): `491.534`, where `as_secs_f64() * 1000.0`
-/// would print `491.53399999999997`. A float of whole microseconds over 1000 prints no further
-/// digits, since the shortest text that reads back as that float is the three-decimal one.
-fn millis(elapsed: Duration) -> f64 {
-    // u64 microseconds are 584,000 years; the cast to f64 is exact below 2^53 µs (285 years).
-    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_log_as_milliseconds_with_three_decimals() {
-        assert_eq!(millis(Duration::from_nanos(491_533_999)).to_string(), "491.533");
-        assert_eq!(millis(Duration::from_micros(491_534)).to_string(), "491.534");
-        assert_eq!(millis(Duration::from_micros(100)).to_string(), "0.1");
-        assert_eq!(millis(Duration::from_secs(60)).to_string(), "60000");
-        for micros in (0..2_000_000).step_by(7) {
-            let text = millis(Duration::from_micros(micros)).to_string();
-            let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
-            assert!(decimals <= 3, "{micros} µs logs as {text}");
-        }
-    }
 
     /// The size of the future `make` returns, from its type alone (nothing is built or run).
     fn future_size<A, F, C: FnOnce(A) -> F>(_make: C) -> usize {
@@ -464,9 +407,10 @@ mod tests {
     /// hyper moves the request future twice per request (built, then into its in-flight slot),
     /// copying all of it each time. It was 7,536 bytes before the rare large awaits (connecting,
     /// the first request on a new connection, a retried one) were boxed and the upstream sends
-    /// stopped holding second copies of the request, and is 4,904 now, in debug and release
-    /// builds alike; the bound leaves room for compiler changes and catches an await that makes
-    /// it grow back.
+    /// stopped holding second copies of the request, and was 4,904 then, in debug and release
+    /// builds alike; 5,176 since the caller's body carries its `body_timeout` timer and failure
+    /// note through the phases. The bound leaves room for compiler changes and catches an await
+    /// that makes it grow back.
     const BOUND: usize = 5_400;
 
     #[test]

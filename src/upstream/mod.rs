@@ -13,11 +13,13 @@
 //! the upstream refused unprocessed, or that never left a connection already going away, is sent
 //! once more on a fresh connection, whatever its method — when its body can be sent again.
 
+mod caller_body;
 pub(crate) mod headers;
 mod http1;
 mod https;
 mod tls;
 
+pub use caller_body::{BodyFate, CallerBody, RequestBodyError};
 pub use http1::{Http1Error, Http1Pool, UpstreamResponseBody};
 pub use https::HttpsPool;
 pub use tls::{ConnectError, TlsConfig, TlsSetupError};
@@ -30,12 +32,13 @@ use futures_util::future::Either as EitherFuture;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body_util::{Either, Full, LengthLimitError, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 
 use https::SendError;
 
-/// A request body on its way upstream: buffered (so a 401 can replay it) or streamed under a cap.
-pub type UpstreamBody = Either<Full<Bytes>, Limited<Incoming>>;
+/// A request body on its way upstream: buffered (so a 401 can replay it) or streamed under a cap,
+/// read through the inbound side's timeout and error mapping.
+pub type UpstreamBody = Either<Full<Bytes>, Limited<CallerBody>>;
 
 /// Idle keep-alive connections are closed after this: shorter than the 120 s+ most load balancers
 /// use, so we close first and never reuse a connection the other side is about to drop.
@@ -61,6 +64,10 @@ pub enum UpstreamError {
     /// fault, not the upstream's).
     #[error("the request body grew past its limit")]
     BodyTooLarge,
+    /// The caller's body stalled or broke while it streamed: the fault is downstream, and hyper
+    /// aborted the upstream request.
+    #[error(transparent)]
+    RequestBody(RequestBodyError),
     /// No connection, or the exchange broke before a response head arrived; the text is the whole
     /// cause chain (connection errors only, never a header or body).
     #[error("{0}")]
@@ -194,14 +201,18 @@ fn refused(error: &hyper::Error, why: &str) -> UpstreamError {
     ))
 }
 
-/// Finds our own body cap among the causes (it surfaces as hyper's user-body error, whose source is
-/// the `LengthLimitError`), else reports the whole chain as the upstream being unreachable.
+/// Finds the caller's body among the causes (it surfaces as hyper's user-body error, whose source is
+/// our `LengthLimitError` cap or the [`RequestBodyError`] of the body as read), else reports the
+/// whole chain as the upstream being unreachable.
 fn classify(error: &(dyn std::error::Error + 'static)) -> UpstreamError {
     let mut chain = String::new();
     let mut cause = Some(error);
     while let Some(current) = cause {
         if current.is::<LengthLimitError>() {
             return UpstreamError::BodyTooLarge;
+        }
+        if let Some(body) = current.downcast_ref::<RequestBodyError>() {
+            return UpstreamError::RequestBody(*body);
         }
         if !chain.is_empty() {
             chain.push_str(": ");

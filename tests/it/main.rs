@@ -26,6 +26,7 @@ mod proxy;
 mod rate_limit;
 mod redis_harness;
 mod reload;
+mod request_bodies;
 mod sandboxed;
 mod secrets;
 mod shared_classes;

@@ -50,6 +50,7 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
     let (header_read_timeout, idle_timeout, max_connections) = inbound?;
     let max_request_head = head_limit(ctx, &scope, "max_request_head", raw.max_request_head.as_ref());
     let max_response_head = head_limit(ctx, &scope, "max_response_head", raw.max_response_head.as_ref());
+    let (body_timeout, replay_buffer_budget) = body_limits(ctx, &scope, raw);
     Some(ServerConfig {
         listen: listen?,
         admin_listen: admin_listen?,
@@ -65,6 +66,8 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
         max_connections,
         max_request_head: max_request_head?,
         max_response_head: max_response_head?,
+        body_timeout: body_timeout?,
+        replay_buffer_budget: replay_buffer_budget?,
     })
 }
 
@@ -91,6 +94,37 @@ fn allowed_hosts(ctx: &mut Ctx<'_>, scope: &Scope, raw: &[String]) -> Option<Vec
         }
     }
     valid.then_some(hosts)
+}
+
+/// `server.body_timeout` when not set: nginx's `client_body_timeout`.
+pub(super) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest `body_timeout`: an upload that sends nothing for an hour is not coming back.
+const MAX_BODY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `server.replay_buffer_budget` when not set: a quarter of the shipped pod's 256 MiB, so a flood of
+/// uploads to renewing tenants cannot take the process past its limit.
+pub(super) const DEFAULT_REPLAY_BUFFER_BUDGET: u64 = 64 * MIB;
+/// The largest `replay_buffer_budget` (a budget too large to bound anything is a typo).
+const MAX_REPLAY_BUFFER_BUDGET: u64 = 16 * 1024 * MIB;
+
+/// `body_timeout` and `replay_buffer_budget`.
+fn body_limits(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawServer) -> (Option<Duration>, Option<usize>) {
+    let timeout = ctx.positive_duration(scope, "body_timeout", raw.body_timeout.as_ref(), DEFAULT_BODY_TIMEOUT);
+    let timeout = match timeout {
+        Some(t) if t > MAX_BODY_TIMEOUT => ctx.reject(scope, "body_timeout", "must be at most 1h"),
+        other => other,
+    };
+    let budget = ctx.size(
+        scope,
+        "replay_buffer_budget",
+        raw.replay_buffer_budget.as_ref(),
+        DEFAULT_REPLAY_BUFFER_BUDGET,
+    );
+    let budget = match budget {
+        Some(b) if b > MAX_REPLAY_BUFFER_BUDGET => ctx.reject(scope, "replay_buffer_budget", "must be at most 16GiB"),
+        other => other.and_then(|b| usize::try_from(b).ok()),
+    };
+    (timeout, budget)
 }
 
 /// `server.max_request_head` and `server.max_response_head` when not set. Commerce gateways refuse

@@ -467,3 +467,19 @@ fn without_secrets_every_reference_is_listed_and_only_values_go_unchecked() {
     let errors = validate(&literal, "t.toml", &super::NoSecrets).expect_err("a literal is checked");
     assert!(errors.to_string().contains("redis://"), "{errors}");
 }
+
+#[test]
+fn body_timeout_and_replay_buffer_budget_default_and_are_bounded_where_written() {
+    let defaults = parse_ok(&format!("[server]\n{CYBERBIZ}")).config.server;
+    assert_eq!(defaults.body_timeout, std::time::Duration::from_secs(60));
+    assert_eq!(defaults.replay_buffer_budget, 64 << 20, "64 MiB at most by default");
+    let text = format!("[server]\nbody_timeout = \"2h\"\nreplay_buffer_budget = \"32GiB\"\n{CYBERBIZ}");
+    let errors = parse_err(&text);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    let timeout = find(&errors, &["[server]", "body_timeout", "at most 1h"]);
+    assert_eq!(timeout.location, location_of(&text, "\"2h\""));
+    let budget = find(&errors, &["[server]", "replay_buffer_budget", "at most 16GiB"]);
+    assert_eq!(budget.location, location_of(&text, "\"32GiB\""));
+    let zero = parse_err(&format!("[server]\nbody_timeout = \"0s\"\n{CYBERBIZ}"));
+    find(&zero, &["body_timeout", "longer than 0s"]);
+}

@@ -142,8 +142,12 @@ async fn hyper_utils_pool_opens_a_connection_per_waiting_first_request() {
 }
 
 /// A body like the pipeline's streamed ones: a real `Incoming`, here a response's from a local
-/// plain-http server.
-async fn incoming(bytes: &'static [u8]) -> Incoming {
+/// plain-http server, read as the pipeline reads a caller's.
+async fn incoming(bytes: &'static [u8]) -> crate::upstream::CallerBody {
+    crate::upstream::CallerBody::new(incoming_raw(bytes).await, std::time::Duration::from_secs(60))
+}
+
+async fn incoming_raw(bytes: &'static [u8]) -> Incoming {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {

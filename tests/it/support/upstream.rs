@@ -40,6 +40,7 @@ pub struct Upstream {
     pub addr: Option<SocketAddr>,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     started: Arc<std::sync::atomic::AtomicUsize>,
+    aborted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -92,11 +93,17 @@ impl Upstream {
         self.started.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Requests whose body failed before its end (the sender aborted it).
+    pub fn aborted(&self) -> usize {
+        self.aborted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn answer(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
         let arrived = Instant::now();
         self.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let (parts, body) = req.into_parts();
         let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
+            self.aborted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             return plain(StatusCode::BAD_REQUEST, "incomplete body");
         };
         let target = parts
