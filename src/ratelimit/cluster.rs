@@ -34,7 +34,7 @@ use super::local::{LocalLimiter, QueuePosition};
 use super::{FAR_FUTURE, LimiterState, RateLimited, slot_period};
 use crate::clock;
 use crate::config::{CallerClass, PerClass, RateLimitConfig};
-use crate::store::{Ask, RedisBucket, Reservation};
+use crate::store::{Ask, RedisBucket, Reservation, StoreFailure};
 
 #[derive(Debug)]
 pub struct ClusterLimiter {
@@ -91,8 +91,10 @@ impl ClusterLimiter {
             .unwrap_or(arrived + FAR_FUTURE);
         loop {
             if self.bucket.is_up() {
-                if let Some(outcome) = self.acquire_shared(class, arrived, deadline).await {
-                    return outcome;
+                match self.acquire_shared(class, arrived, deadline).await {
+                    Ok(outcome) => return outcome,
+                    Err(StoreFailure::Refused) => return self.acquire_local_once(class, deadline).await,
+                    Err(StoreFailure::Unreachable) => {}
                 }
             }
             if let Some(outcome) = self.acquire_fallback(class).await {
@@ -101,22 +103,22 @@ impl ClusterLimiter {
         }
     }
 
-    /// A slot from the shared bucket; `None` when Redis does not answer.
+    /// A slot from the shared bucket, or why Redis gave none.
     async fn acquire_shared(
         &self,
         class: CallerClass,
         arrived: Instant,
         deadline: Instant,
-    ) -> Option<Result<Duration, RateLimited>> {
+    ) -> Result<Result<Duration, RateLimited>, StoreFailure> {
         let position = QueuePosition::enter(&self.waiting);
         let _in_class = QueuePosition::enter(self.waiting_by_class.by(class));
         loop {
             let Ok(turn) = tokio::time::timeout_at(deadline, self.turns.by(class).lock()).await else {
-                return Some(Err(self.reject(self.period)));
+                return Ok(Err(self.reject(self.period)));
             };
             let wait = match self.reserve(class, deadline).await? {
                 Ok(wait) => wait,
-                Err(refused) => return Some(Err(refused)),
+                Err(refused) => return Ok(Err(refused)),
             };
             drop(turn);
             // A zero sleep would still wait for the timer wheel's next tick (about 1 ms).
@@ -133,13 +135,27 @@ impl ClusterLimiter {
             self.granted_total.fetch_add(1, Ordering::Relaxed);
             self.waited_total_nanos
                 .fetch_add(duration_nanos(waited), Ordering::Relaxed);
-            return Some(Ok(waited));
+            return Ok(Ok(waited));
+        }
+    }
+
+    /// Redis answered this request's reservation with an error (a broken key, say) while it is
+    /// up: this one request takes the local share's slot instead, within its deadline.
+    async fn acquire_local_once(&self, class: CallerClass, deadline: Instant) -> Result<Duration, RateLimited> {
+        let fallback = self.fallback();
+        match tokio::time::timeout_at(deadline, fallback.limiter.acquire_as(class)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.reject(self.period)),
         }
     }
 
     /// With the class's turn held: reserves a slot, asking again while none is due for the class.
-    /// The wait until the slot, or the refusal; `None` when Redis does not answer.
-    async fn reserve(&self, class: CallerClass, deadline: Instant) -> Option<Result<Duration, RateLimited>> {
+    /// The wait until the slot, or the refusal; or why Redis gave no answer.
+    async fn reserve(
+        &self,
+        class: CallerClass,
+        deadline: Instant,
+    ) -> Result<Result<Duration, RateLimited>, StoreFailure> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let ask = Ask {
@@ -151,11 +167,11 @@ impl ClusterLimiter {
                 batch_every: self.config.batch_share.every(),
             };
             match self.bucket.reserve(&ask).await {
-                Ok(Reservation::Granted(wait)) => return Some(Ok(wait)),
-                Ok(Reservation::Refused(retry_after)) => return Some(Err(self.reject(retry_after))),
-                Ok(Reservation::NotDue(_)) if left.is_zero() => return Some(Err(self.reject(self.period))),
+                Ok(Reservation::Granted(wait)) => return Ok(Ok(wait)),
+                Ok(Reservation::Refused(retry_after)) => return Ok(Err(self.reject(retry_after))),
+                Ok(Reservation::NotDue(_)) if left.is_zero() => return Ok(Err(self.reject(self.period))),
                 Ok(Reservation::NotDue(after)) => tokio::time::sleep(after.min(left)).await,
-                Err(_) => return None,
+                Err(failure) => return Err(failure),
             }
         }
     }

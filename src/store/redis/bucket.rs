@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{RedisStore, StoreDown, StoreOp, scripts};
+use super::{RedisStore, StoreFailure, StoreOp, scripts};
 use crate::config::CallerClass;
 
 /// The answer to a reservation.
@@ -72,7 +72,7 @@ impl RedisBucket {
     }
 
     /// Reserves a slot as `ask` says (see [`Reservation`]). One round trip.
-    pub async fn reserve(&self, ask: &Ask) -> Result<Reservation, StoreDown> {
+    pub async fn reserve(&self, ask: &Ask) -> Result<Reservation, StoreFailure> {
         let mut invocation = scripts::RESERVE.key(&self.bucket_key);
         invocation.key(&self.pause_key);
         for key in &self.class_keys {
@@ -87,7 +87,7 @@ impl RedisBucket {
             .arg(ask.batch_every.max(1))
             .invoke_async(&mut self.store.conn())
             .await;
-        let (answer, wait) = self.store.record(StoreOp::Bucket, result)?;
+        let (answer, wait) = self.store.outcome(StoreOp::Bucket, result)?;
         let wait = Duration::from_micros(u64::try_from(wait).unwrap_or(0));
         Ok(match answer {
             1 => Reservation::Granted(wait),
@@ -98,14 +98,14 @@ impl RedisBucket {
 
     /// Pauses the bucket for every replica for `delay` (a longer pause in force is kept), and
     /// announces it.
-    pub async fn pause(&self, delay: Duration) -> Result<(), StoreDown> {
+    pub async fn pause(&self, delay: Duration) -> Result<(), StoreFailure> {
         let result: redis::RedisResult<String> = scripts::PAUSE
             .key(&self.pause_key)
             .arg(micros(delay).max(1))
             .arg(&self.channel)
             .invoke_async(&mut self.store.conn())
             .await;
-        self.store.record(StoreOp::Bucket, result).map(drop)
+        self.store.outcome(StoreOp::Bucket, result).map(drop)
     }
 
     /// The end (unix µs) of the latest pause a replica announced; 0 before any.

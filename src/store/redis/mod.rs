@@ -30,6 +30,7 @@ use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Val
 use tokio::sync::{mpsc, watch};
 
 pub use self::bucket::{Ask, RedisBucket, Reservation};
+
 pub use self::health::{StoreHealth, StoreOp};
 pub use self::slot::{Commit, RedisSlot, Versioned};
 use super::StoreKey;
@@ -162,8 +163,15 @@ impl RedisStore {
         self.inner.conn.clone()
     }
 
-    /// Notes the outcome of one command for the health state, the metrics and the log.
+    /// Notes the outcome of one command for the health state, the metrics and the log; any
+    /// failure fails the operation.
     fn record<T>(&self, op: StoreOp, result: redis::RedisResult<T>) -> Result<T, StoreDown> {
+        self.outcome(op, result).map_err(|_| StoreDown)
+    }
+
+    /// As [`Self::record`], telling an error reply from lost connectivity: only the latter marks
+    /// the store unreachable.
+    fn outcome<T>(&self, op: StoreOp, result: redis::RedisResult<T>) -> Result<T, StoreFailure> {
         match result {
             Ok(value) => {
                 if self.inner.health.mark_up() {
@@ -171,9 +179,15 @@ impl RedisStore {
                 }
                 Ok(value)
             }
-            Err(error) => {
+            Err(error) if is_unreachable(&error) => {
                 self.inner.health.mark_error(op, error.category());
-                Err(StoreDown)
+                Err(StoreFailure::Unreachable)
+            }
+            Err(error) => {
+                self.inner
+                    .health
+                    .mark_refused(op, error.code().unwrap_or(error.category()));
+                Err(StoreFailure::Refused)
             }
         }
     }
@@ -208,6 +222,43 @@ impl RedisStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the shared store is unreachable")]
 pub struct StoreDown;
+
+/// Why a store command failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreFailure {
+    /// No answer: the store is down, restarting, failing over or too slow (it is marked so).
+    #[error("the shared store is unreachable")]
+    Unreachable,
+    /// Redis answered with an error (a key of the wrong type, a script error): this operation
+    /// failed, the store is still up.
+    #[error("the shared store refused the command")]
+    Refused,
+}
+
+/// Whether `error` means Redis cannot be used now (no connection, no answer in time, a server
+/// that is loading, failing over or read-only, refused credentials), as opposed to an error
+/// reply to this one command.
+fn is_unreachable(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() || error.is_connection_refusal() {
+        return true;
+    }
+    matches!(
+        error.kind(),
+        ErrorKind::Io
+            | ErrorKind::Parse
+            | ErrorKind::AuthenticationFailed
+            | ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::RESP3NotSupported
+            | ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+    )
+}
 
 /// Hands each renewal announcement to the token manager of its key.
 async fn dispatch(store: Weak<Inner>, mut pushes: mpsc::UnboundedReceiver<PushInfo>) {
