@@ -31,6 +31,8 @@ mod local;
 mod tests;
 #[cfg(test)]
 mod tests_classes;
+#[cfg(test)]
+mod tests_pauses;
 mod waiters;
 
 use std::time::Duration;
@@ -42,6 +44,25 @@ use crate::store::{Store, StoreKey};
 
 /// Stands in for an unbounded `max_wait` whose deadline would overflow `Instant`.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// The longest pause an upstream 429 (or 423), or a peer's announcement, can impose: the retry
+/// ceiling used for token endpoints too. Past it the tenant sends one request to see whether the
+/// upstream still refuses (README, "Behaviour where the spec was silent").
+pub const MAX_PAUSE: Duration = Duration::from_secs(60);
+/// The pause after a 429 whose `Retry-After` is missing or unreadable, or a date already past.
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+
+/// The pause an upstream's `Retry-After` asks for, at most [`MAX_PAUSE`]: delay-seconds, or an
+/// HTTP-date read against the wall clock (one already past gives [`DEFAULT_PAUSE`]). `None`
+/// when the value is neither.
+pub fn retry_after(value: &http::HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    let pause = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => crate::clock::until_http_date(text)?.max(DEFAULT_PAUSE),
+    };
+    Some(pause.min(MAX_PAUSE))
+}
 
 /// One slot's worth of time: `1 / per_second`, plus the preset's headroom.
 fn slot_period(config: &RateLimitConfig) -> Duration {
@@ -73,9 +94,10 @@ impl Limiter {
         }
     }
 
-    /// The upstream answered 429 (or SHOPLINE's 423): hold the tenant's requests for `delay`, on
-    /// every replica when the bucket is shared.
+    /// The upstream answered 429 (or SHOPLINE's 423): hold the tenant's requests for `delay` (at
+    /// most [`MAX_PAUSE`]), on every replica when the bucket is shared.
     pub fn pause_for(&self, delay: Duration) {
+        let delay = delay.min(MAX_PAUSE);
         match self {
             Self::Local(limiter) => limiter.pause_for(delay),
             Self::Cluster(limiter) => limiter.pause_for(delay),
