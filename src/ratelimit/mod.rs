@@ -24,6 +24,7 @@
 //! `batch_share`), see `waiters.rs`. `pause_for` (after an upstream 429) is a lock-free `fetch_max` on
 //! an atomic deadline, so a shorter later pause never shortens a longer one.
 
+mod batches;
 mod clock;
 mod cluster;
 mod local;

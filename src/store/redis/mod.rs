@@ -12,7 +12,7 @@
 //!   <prefix>:{<tenant>:<fingerprint>}:renewed   channel: the new version
 //!   <prefix>:{<tenant>:<fingerprint>}:bucket    string: GCRA arrival time, µs  (PX: until idle)
 //!   <prefix>:{<tenant>:<fingerprint>}:pause     string: paused until, µs      (PX: the pause)
-//!   <prefix>:{<tenant>:<fingerprint>}:paused    channel: the pause's end, unix µs
+//!   <prefix>:{<tenant>:<fingerprint>}:pause-for channel: the pause's length from now, µs
 //!   <prefix>:replicas                           sorted set: replica → last heartbeat, ms
 //! ```
 
@@ -28,6 +28,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 pub use self::bucket::{Ask, RedisBucket, Reservation};
 
@@ -35,6 +36,7 @@ pub use self::health::{StoreHealth, StoreOp};
 pub use self::slot::{Commit, RedisSlot, Versioned};
 use super::StoreKey;
 use crate::config::RedisConfig;
+use crate::ratelimit::MAX_PAUSE;
 
 /// A replica that has not beaten for this long is no longer counted.
 const REPLICA_TTL_MS: u64 = 10_000;
@@ -59,6 +61,8 @@ struct Inner {
     health: StoreHealth,
     /// Per renewal channel, the last version a peer announced; token managers watch theirs.
     channels: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Per pause channel, when the latest announced pause ends on this process's clock.
+    pauses: Mutex<HashMap<String, watch::Sender<Option<Instant>>>>,
     /// Bumped each time Redis answers again after being unreachable.
     reconnected: watch::Sender<u64>,
     /// This process in the deployment's replica set (`<prefix>:replicas`).
@@ -103,6 +107,7 @@ impl RedisStore {
             prefix: config.key_prefix.clone(),
             health: StoreHealth::default(),
             channels: Mutex::new(HashMap::new()),
+            pauses: Mutex::new(HashMap::new()),
             reconnected: watch::Sender::new(0),
             replica_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
             replicas: std::sync::atomic::AtomicU32::new(1),
@@ -123,8 +128,15 @@ impl RedisStore {
     /// The handle a rate limiter uses for `key`'s cluster-wide bucket.
     pub fn bucket(&self, key: &StoreKey) -> RedisBucket {
         let base = self.base(key);
-        let channel = format!("{base}:paused");
-        let paused = self.channel(&channel);
+        let channel = format!("{base}:pause-for");
+        let paused = self
+            .inner
+            .pauses
+            .lock()
+            .expect("pause map lock is never poisoned")
+            .entry(channel.clone())
+            .or_insert_with(|| watch::Sender::new(None))
+            .subscribe();
         RedisBucket::new(self.clone(), &base, channel, paused)
     }
 
@@ -192,7 +204,7 @@ impl RedisStore {
         }
     }
 
-    /// Every announcement channel of this prefix: `...:renewed` (tokens), `...:paused` (buckets).
+    /// Every announcement channel of this prefix: `...:renewed` (tokens), `...:pause-for` (buckets).
     fn pattern(&self) -> String {
         format!("{}:{{*}}:*", self.inner.prefix)
     }
@@ -271,20 +283,52 @@ async fn dispatch(store: Weak<Inner>, mut pushes: mpsc::UnboundedReceiver<PushIn
         let (Some(Value::BulkString(channel)), Some(payload)) = (push.data.get(1), push.data.get(2)) else {
             continue;
         };
-        let version = match payload {
-            Value::BulkString(bytes) => std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()),
-            Value::Int(n) => u64::try_from(*n).ok(),
-            _ => None,
-        };
-        let (Ok(channel), Some(version)) = (std::str::from_utf8(channel), version) else {
+        let (Ok(channel), Some(number)) = (std::str::from_utf8(channel), number(payload)) else {
             continue;
         };
+        if announce_pause(&inner, channel, number) {
+            continue;
+        }
+        let version = number;
         let channels = inner.channels.lock().expect("channel map lock is never poisoned");
         if let Some(sender) = channels.get(channel) {
             tracing::debug!(channel, version, "a token was committed to the store");
             sender.send_replace(version);
         }
     }
+}
+
+/// A payload that is a non-negative integer (anything else is ignored).
+fn number(payload: &Value) -> Option<u64> {
+    match payload {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()),
+        Value::Int(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// If `channel` is a bucket's pause channel: a peer paused it for `micros` from now. Converted to
+/// this process's clock on receipt, at most [`MAX_PAUSE`] (the number comes from whoever can
+/// publish); a later end replaces an earlier one, never the reverse. Returns whether it was one.
+fn announce_pause(inner: &Inner, channel: &str, micros: u64) -> bool {
+    let pauses = inner.pauses.lock().expect("pause map lock is never poisoned");
+    let Some(sender) = pauses.get(channel) else {
+        return false;
+    };
+    let until = Instant::now() + Duration::from_micros(micros).min(MAX_PAUSE);
+    sender.send_if_modified(|current| {
+        let later = current.is_none_or(|end| end < until);
+        if later {
+            *current = Some(until);
+        }
+        later
+    });
+    tracing::debug!(
+        channel,
+        pause_ms = Duration::from_micros(micros).min(MAX_PAUSE).as_millis() as u64,
+        "a peer paused a bucket"
+    );
+    true
 }
 
 /// Pings Redis so that its state is known while no token is due, and (re)subscribes to the
