@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, HeaderValue, Method};
 
-pub use limits::{BatchShare, CallerClass, PerClass, RateLimitConfig};
+pub use limits::{BatchShare, CallerClass, MAX_PAUSE, PerClass, RateLimitConfig};
 pub use secret::Secret;
 
 /// Everything the proxy needs to serve, validated. Built once per load or reload.

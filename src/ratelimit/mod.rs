@@ -40,16 +40,13 @@ use std::time::Duration;
 
 pub use self::cluster::ClusterLimiter;
 pub use self::local::LocalLimiter;
+pub use crate::config::MAX_PAUSE;
 use crate::config::{CallerClass, PerClass, RateLimitConfig};
 use crate::store::{Store, StoreKey};
 
 /// Stands in for an unbounded `max_wait` whose deadline would overflow `Instant`.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
-/// The longest pause an upstream 429 (or 423), or a peer's announcement, can impose: the retry
-/// ceiling used for token endpoints too. Past it the tenant sends one request to see whether the
-/// upstream still refuses (README, "Behaviour where the spec was silent").
-pub const MAX_PAUSE: Duration = Duration::from_secs(60);
 /// The pause after a 429 whose `Retry-After` is missing or unreadable, or a date already past.
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 

@@ -7,8 +7,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{RedisStore, StoreFailure, StoreOp, scripts};
-use crate::config::CallerClass;
-use crate::ratelimit::MAX_PAUSE;
+use crate::config::{CallerClass, MAX_PAUSE};
 
 /// The answer to a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

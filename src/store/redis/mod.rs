@@ -35,8 +35,7 @@ pub use self::bucket::{Ask, RedisBucket, Reservation};
 pub use self::health::{StoreHealth, StoreOp};
 pub use self::slot::{Commit, RedisSlot, Versioned};
 use super::StoreKey;
-use crate::config::RedisConfig;
-use crate::ratelimit::MAX_PAUSE;
+use crate::config::{MAX_PAUSE, RedisConfig};
 
 /// A replica that has not beaten for this long is no longer counted.
 const REPLICA_TTL_MS: u64 = 10_000;
