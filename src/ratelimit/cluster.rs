@@ -134,7 +134,9 @@ impl ClusterLimiter {
             };
             // A zero sleep would still wait for the timer wheel's next tick (about 1 ms).
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                if let Err(limited) = self.sleep_until_slot(wait, deadline).await {
+                    return Ok(Err(limited));
+                }
             }
             match self.pause_remaining() {
                 Duration::ZERO => {}
@@ -152,6 +154,29 @@ impl ClusterLimiter {
             self.waited_total_nanos
                 .fetch_add(duration_nanos(waited), Ordering::Relaxed);
             return Ok(Ok(waited));
+        }
+    }
+
+    /// Sleeps `wait` until the reserved slot; a pause announced meanwhile (by any replica) that
+    /// ends past `deadline` refuses at once, with its remaining time.
+    async fn sleep_until_slot(&self, wait: Duration, deadline: Instant) -> Result<(), RateLimited> {
+        let slot = tokio::time::sleep(wait);
+        tokio::pin!(slot);
+        let mut pauses = self.bucket.pause_changes();
+        loop {
+            tokio::select! {
+                () = &mut slot => return Ok(()),
+                changed = pauses.changed() => {
+                    if changed.is_err() {
+                        slot.as_mut().await;
+                        return Ok(());
+                    }
+                    let pause = self.pause_remaining();
+                    if Instant::now() + pause > deadline {
+                        return Err(self.reject(pause));
+                    }
+                }
+            }
         }
     }
 

@@ -130,6 +130,13 @@ impl RedisBucket {
         *self.paused.borrow()
     }
 
+    /// Changes each time a replica (this one included) announces a longer pause.
+    pub fn pause_changes(&self) -> watch::Receiver<Option<Instant>> {
+        let mut changes = self.paused.clone();
+        changes.mark_unchanged();
+        changes
+    }
+
     /// Changes each time Redis answers again after being unreachable.
     pub fn reconnected(&self) -> watch::Receiver<u64> {
         self.store.reconnected()
