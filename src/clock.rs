@@ -79,6 +79,14 @@ pub fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
+/// How far ahead of the wall clock an HTTP-date is (`Retry-After: Wed, 21 Oct 2026 07:28:00
+/// GMT`, or RFC 9110's two obsolete forms); zero for a date already past, `None` for text that is
+/// not an HTTP-date. The caller caps the result: the date comes from outside.
+pub fn until_http_date(text: &str) -> Option<Duration> {
+    let at = httpdate::parse_http_date(text.trim()).ok()?;
+    Some(at.duration_since(system_now()).unwrap_or(Duration::ZERO))
+}
+
 // === date-time text ===
 
 /// An RFC 3339 / ISO 8601 date-time with a zone: `2024-01-10T20:00:00.123+08:00`, `…Z`,
@@ -138,6 +146,33 @@ mod tests {
             at(1_704_888_000, 0)
         );
         assert_eq!(parse_datetime("2024-01-10T23:59:60Z"), at(1_704_931_199, 0));
+    }
+
+    #[test]
+    fn http_dates_in_each_rfc_9110_form_are_read_against_the_wall_clock() {
+        let ahead = system_now() + Duration::from_secs(90);
+        let text = httpdate::fmt_http_date(ahead);
+        let left = until_http_date(&format!(" {text} ")).expect("an IMF-fixdate");
+        assert!(
+            left <= Duration::from_secs(90) && left >= Duration::from_secs(88),
+            "{left:?}"
+        );
+        for past in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(until_http_date(past), Some(Duration::ZERO), "{past}");
+        }
+        for garbage in [
+            "",
+            "30",
+            "tomorrow",
+            "Wed, 21 Oct 2026 07:28:00",
+            "Wed, 32 Oct 2026 07:28:00 GMT",
+        ] {
+            assert_eq!(until_http_date(garbage), None, "{garbage}");
+        }
     }
 
     #[test]

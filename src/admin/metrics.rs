@@ -167,7 +167,7 @@ fn store(encoder: &mut DescriptorEncoder<'_>, health: &StoreHealth) -> Encoded {
     up.encode_gauge(&i64::from(health.is_up()))?;
     let mut errors = encoder.encode_descriptor(
         "tokenbroker_store_errors",
-        "Shared-store commands that got no answer, by operation",
+        "Shared-store commands that failed (no answer, or an error reply), by operation",
         None,
         MetricType::Counter,
     )?;

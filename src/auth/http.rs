@@ -389,8 +389,12 @@ pub(crate) fn classify(status: StatusCode, headers: HeaderMap, body: Bytes) -> R
 /// asked again then, and an absurd value cannot park a tenant (or overflow the clock).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let secs = value.parse::<u64>().ok()?;
-    Some(Duration::from_secs(secs).min(crate::token::refresh::BACKOFF_CAP))
+    // Delay-seconds, or an HTTP date (RFC 9110 10.2.3), both capped at the backoff ceiling.
+    let after = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => crate::clock::until_http_date(value)?,
+    };
+    Some(after.min(crate::token::refresh::BACKOFF_CAP))
 }
 
 /// The error code and description of a 4xx body. OAuth servers send `error`/`error_description`

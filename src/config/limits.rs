@@ -3,6 +3,11 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+/// The longest pause an upstream 429 (or 423), or a peer's announcement, can impose on a tenant's
+/// limiter: the retry ceiling used for token endpoints too. Past it the tenant sends one request
+/// to see whether the upstream still refuses (README, "Behaviour where the spec was silent").
+pub const MAX_PAUSE: Duration = Duration::from_secs(60);
+
 /// A `[[caller]]`'s `class`: the order in which a tenant's limiter serves waiting requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CallerClass {

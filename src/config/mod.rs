@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, HeaderValue, Method};
 
-pub use limits::{BatchShare, CallerClass, PerClass, RateLimitConfig};
+pub use limits::{BatchShare, CallerClass, MAX_PAUSE, PerClass, RateLimitConfig};
 pub use load::{ConfigError, ConfigErrors, Loaded, load, load_with, load_with_text, parse};
 pub use secret::Secret;
 

@@ -4,50 +4,55 @@
 //!  acquire() ─▶ Redis up? ─no─▶ fallback: local bucket at rate / replicas last seen
 //!      │ yes                       (Redis answers again while queued: leave it, go shared)
 //!      ▼
-//!  the class's FIFO turn ─▶ RESERVE (Lua, Redis's clock): the next slot, not due, or refusal
-//!      │ not due (a lower class): keep the turn, sleep, RESERVE again
-//!      │ granted: release the turn, sleep the wait ─▶ slot
-//!      │          (a pause announced meanwhile: sleep it out, then RESERVE again)
+//!  the class's FIFO queue ─▶ RESERVE for the whole queue in one call (Lua, Redis's clock)
+//!      │ not due (a lower class): back to the queue's front, asked again after the wait
+//!      │ granted: sleep the wait ─▶ slot
+//!      │          (a pause announced meanwhile: sleep it out if it ends before the deadline,
+//!      │           then RESERVE again; else refused with the pause's remaining time)
 //!      └ refused ─▶ RateLimited { retry_after }          (nothing reserved)
 //! ```
 //!
-//! One round trip per request, none for a tenant without a limit. The tenant's lead class (its
-//! callers' highest) reserves the next slot however far ahead; the lower classes take a slot only
-//! once it is due, so a lead-class request anywhere waits at most about one slot behind them.
-//! Batch also gives way to `standard` requests waiting on any replica, and keeps its share
-//! (`scripts::RESERVE`). Within one replica each class keeps FIFO order, and a caller that hangs
-//! up before its reservation gives its place back. An upstream 429 pauses the shared bucket
-//! (later reservations start after it) and is announced, so requests already holding a slot on
-//! any replica also wait it out, then reserve again: were they all to go when it ends, the
-//! slots that fell inside the pause would reach the upstream as one burst.
+//! One round trip per batch of waiting requests (`batches.rs`), none for a tenant without a limit.
+//! The tenant's lead class (its callers' highest) reserves the next slot however far ahead; the
+//! lower classes take a slot only once it is due, so a lead-class request anywhere waits at most
+//! about one slot behind them. Batch also gives way to `standard` requests waiting on any replica,
+//! and keeps its share (`scripts::RESERVE`). Within one replica each class keeps FIFO order, and a
+//! caller that hangs up before its reservation gives its place back. An upstream 429 pauses the
+//! shared bucket (later reservations start after it) and is announced, so requests already
+//! holding a slot on any replica also wait it out, then reserve again: were they all to go when it
+//! ends, the slots that fell inside the pause would reach the upstream as one burst.
+//!
+//! One clock: Redis computes waits and pauses on its own and answers with durations; this replica
+//! turns each into a deadline on its tokio clock on receipt. And one bound: nothing (a queue, a
+//! slow Redis, a pause, the fallback) holds a request past its `max_wait`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::clock::duration_nanos;
+use super::batches::Batches;
+use super::clock::{TokioClock, duration_nanos};
 use super::local::{LocalLimiter, QueuePosition};
 use super::{FAR_FUTURE, LimiterState, RateLimited, slot_period};
-use crate::clock;
 use crate::config::{CallerClass, PerClass, RateLimitConfig};
-use crate::store::{Ask, RedisBucket, Reservation};
+use crate::store::{RedisBucket, Reservation, StoreFailure};
 
 #[derive(Debug)]
 pub struct ClusterLimiter {
     config: RateLimitConfig,
     bucket: Arc<RedisBucket>,
     period: Duration,
-    /// FIFO turn among this replica's requests of each class, held until the reservation is made.
-    turns: PerClass<Mutex<()>>,
+    /// Each class's FIFO queue of reservations, asked for in batches.
+    batches: Arc<Batches>,
     waiting: AtomicUsize,
     /// The same count per class, for `/tenants`.
     waiting_by_class: PerClass<AtomicUsize>,
-    /// Unix µs until which this replica saw the upstream ask for a pause (also sent to Redis).
-    paused_until_us: AtomicU64,
+    clock: TokioClock,
+    /// Clock nanos until which this replica saw the upstream ask for a pause (also sent to Redis).
+    paused_until: AtomicU64,
     /// Used while Redis cannot be reached; rebuilt when the replica count it divides by changes.
     fallback: ArcSwap<Fallback>,
     granted_total: AtomicU64,
@@ -64,14 +69,17 @@ struct Fallback {
 impl ClusterLimiter {
     pub fn new(config: RateLimitConfig, bucket: RedisBucket) -> Self {
         let replicas = bucket.replicas();
+        let bucket = Arc::new(bucket);
+        let period = slot_period(&config);
         Self {
             config,
-            bucket: Arc::new(bucket),
-            period: slot_period(&config),
-            turns: PerClass::default(),
+            batches: Batches::new(Arc::clone(&bucket), config, period),
+            bucket,
+            period,
             waiting: AtomicUsize::new(0),
             waiting_by_class: PerClass::default(),
-            paused_until_us: AtomicU64::new(0),
+            clock: TokioClock::starting_now(),
+            paused_until: AtomicU64::new(0),
             fallback: ArcSwap::from_pointee(Fallback {
                 replicas,
                 limiter: LocalLimiter::share_of(config, replicas),
@@ -83,7 +91,7 @@ impl ClusterLimiter {
     }
 
     /// Waits up to the class's `max_wait`, in class order across replicas (and in the local
-    /// fallback).
+    /// fallback), never longer.
     pub async fn acquire(&self, class: CallerClass) -> Result<Duration, RateLimited> {
         let arrived = Instant::now();
         let deadline = arrived
@@ -91,72 +99,94 @@ impl ClusterLimiter {
             .unwrap_or(arrived + FAR_FUTURE);
         loop {
             if self.bucket.is_up() {
-                if let Some(outcome) = self.acquire_shared(class, arrived, deadline).await {
-                    return outcome;
+                match self.acquire_shared(class, arrived, deadline).await {
+                    Ok(outcome) => return outcome,
+                    Err(StoreFailure::Refused) => return self.acquire_local_once(class, deadline).await,
+                    Err(StoreFailure::Unreachable) => {}
                 }
             }
-            if let Some(outcome) = self.acquire_fallback(class).await {
+            if let Some(outcome) = self.acquire_fallback(class, deadline).await {
                 return outcome;
             }
         }
     }
 
-    /// A slot from the shared bucket; `None` when Redis does not answer.
+    /// A slot from the shared bucket, or why Redis gave none.
     async fn acquire_shared(
         &self,
         class: CallerClass,
         arrived: Instant,
         deadline: Instant,
-    ) -> Option<Result<Duration, RateLimited>> {
+    ) -> Result<Result<Duration, RateLimited>, StoreFailure> {
         let position = QueuePosition::enter(&self.waiting);
         let _in_class = QueuePosition::enter(self.waiting_by_class.by(class));
         loop {
-            let Ok(turn) = tokio::time::timeout_at(deadline, self.turns.by(class).lock()).await else {
-                return Some(Err(self.reject(self.period)));
+            let answer = self.batches.enqueue(class, deadline);
+            let wait = match tokio::time::timeout_at(deadline, answer).await {
+                // Still queued, or the answer is on its way back, at the deadline.
+                Err(_) => return Ok(Err(self.reject(self.period))),
+                // Its task went away without answering (a runtime shutting down).
+                Ok(Err(_)) => return Err(StoreFailure::Unreachable),
+                Ok(Ok(Err(failure))) => return Err(failure),
+                Ok(Ok(Ok(Reservation::Granted(wait)))) => wait,
+                Ok(Ok(Ok(Reservation::Refused(retry_after)))) => return Ok(Err(self.reject(retry_after))),
+                Ok(Ok(Ok(Reservation::NotDue(_)))) => return Ok(Err(self.reject(self.period))),
             };
-            let wait = match self.reserve(class, deadline).await? {
-                Ok(wait) => wait,
-                Err(refused) => return Some(Err(refused)),
-            };
-            drop(turn);
             // A zero sleep would still wait for the timer wheel's next tick (about 1 ms).
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                if let Err(limited) = self.sleep_until_slot(wait, deadline).await {
+                    return Ok(Err(limited));
+                }
             }
-            if self.sleep_out_pause().await {
-                // The slot fell inside a pause announced since: every holder of such a slot
-                // would go at the pause's end at once. Take a fresh one after it.
-                continue;
+            match self.pause_remaining() {
+                Duration::ZERO => {}
+                pause if Instant::now() + pause > deadline => return Ok(Err(self.reject(pause))),
+                pause => {
+                    // The slot fell inside a pause announced since: every holder of such a slot
+                    // would go at the pause's end at once. Take a fresh one after it.
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
             }
             drop(position);
             let waited = arrived.elapsed();
             self.granted_total.fetch_add(1, Ordering::Relaxed);
             self.waited_total_nanos
                 .fetch_add(duration_nanos(waited), Ordering::Relaxed);
-            return Some(Ok(waited));
+            return Ok(Ok(waited));
         }
     }
 
-    /// With the class's turn held: reserves a slot, asking again while none is due for the class.
-    /// The wait until the slot, or the refusal; `None` when Redis does not answer.
-    async fn reserve(&self, class: CallerClass, deadline: Instant) -> Option<Result<Duration, RateLimited>> {
+    /// Sleeps `wait` until the reserved slot; a pause announced meanwhile (by any replica) that
+    /// ends past `deadline` refuses at once, with its remaining time.
+    async fn sleep_until_slot(&self, wait: Duration, deadline: Instant) -> Result<(), RateLimited> {
+        let slot = tokio::time::sleep(wait);
+        tokio::pin!(slot);
+        let mut pauses = self.bucket.pause_changes();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ask = Ask {
-                period: self.period,
-                burst: self.config.burst.get(),
-                max_wait: left,
-                class,
-                ahead: class.index() <= self.config.lead.index(),
-                batch_every: self.config.batch_share.every(),
-            };
-            match self.bucket.reserve(&ask).await {
-                Ok(Reservation::Granted(wait)) => return Some(Ok(wait)),
-                Ok(Reservation::Refused(retry_after)) => return Some(Err(self.reject(retry_after))),
-                Ok(Reservation::NotDue(_)) if left.is_zero() => return Some(Err(self.reject(self.period))),
-                Ok(Reservation::NotDue(after)) => tokio::time::sleep(after.min(left)).await,
-                Err(_) => return None,
+            tokio::select! {
+                () = &mut slot => return Ok(()),
+                changed = pauses.changed() => {
+                    if changed.is_err() {
+                        slot.as_mut().await;
+                        return Ok(());
+                    }
+                    let pause = self.pause_remaining();
+                    if Instant::now() + pause > deadline {
+                        return Err(self.reject(pause));
+                    }
+                }
             }
+        }
+    }
+
+    /// Redis answered this request's reservation with an error (a broken key, say) while it is
+    /// up: this one request takes the local share's slot instead, within its deadline.
+    async fn acquire_local_once(&self, class: CallerClass, deadline: Instant) -> Result<Duration, RateLimited> {
+        let fallback = self.fallback();
+        match tokio::time::timeout_at(deadline, fallback.limiter.acquire_as(class)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.reject(self.period)),
         }
     }
 
@@ -164,7 +194,7 @@ impl ClusterLimiter {
     /// first. The wait is then given up (the local queue takes no slot for it) and taken on the
     /// shared bucket: were every queued request to go on its local slot, the replicas' shares and
     /// the shared bucket's burst would reach the upstream together.
-    async fn acquire_fallback(&self, class: CallerClass) -> Option<Result<Duration, RateLimited>> {
+    async fn acquire_fallback(&self, class: CallerClass, deadline: Instant) -> Option<Result<Duration, RateLimited>> {
         let mut back = self.bucket.reconnected();
         back.borrow_and_update();
         if self.bucket.is_up() {
@@ -174,16 +204,15 @@ impl ClusterLimiter {
         tokio::select! {
             outcome = fallback.limiter.acquire_as(class) => Some(outcome),
             _ = back.changed() => None,
+            () = tokio::time::sleep_until(deadline) => Some(Err(self.reject(self.period))),
         }
     }
 
     /// Pauses this replica at once, and the whole cluster through Redis (in the background: the
     /// response that carried the 429 is not held up).
     pub fn pause_for(&self, delay: Duration) {
-        let until = clock::unix_millis()
-            .saturating_mul(1000)
-            .saturating_add(duration_micros(delay));
-        self.paused_until_us.fetch_max(until, Ordering::AcqRel);
+        let until = self.clock.nanos_now().saturating_add(duration_nanos(delay));
+        self.paused_until.fetch_max(until, Ordering::AcqRel);
         self.fallback.load().limiter.pause_for(delay);
         let bucket = Arc::clone(&self.bucket);
         tokio::spawn(async move {
@@ -197,7 +226,7 @@ impl ClusterLimiter {
         let fallback = self.fallback.load();
         let local = fallback.limiter.state();
         let shared = self.bucket.is_up();
-        let paused = Duration::from_micros(self.pause_until_us().saturating_sub(now_us()));
+        let paused = self.pause_remaining();
         LimiterState {
             per_second: self.config.per_second.get(),
             burst: self.config.burst.get(),
@@ -237,36 +266,22 @@ impl ClusterLimiter {
         next
     }
 
-    /// Waits while a pause announced by any replica (or seen here) is in force; returns whether
-    /// there was one.
-    async fn sleep_out_pause(&self) -> bool {
-        let mut slept = false;
-        loop {
-            let left = self.pause_until_us().saturating_sub(now_us());
-            if left == 0 {
-                return slept;
-            }
-            slept = true;
-            tokio::time::sleep(Duration::from_micros(left)).await;
-        }
-    }
-
-    fn pause_until_us(&self) -> u64 {
-        self.paused_until_us
+    /// What is left of the pause in force: seen here, or announced by any replica.
+    fn pause_remaining(&self) -> Duration {
+        let now = Instant::now();
+        let local = self
+            .paused_until
             .load(Ordering::Acquire)
-            .max(self.bucket.paused_until_unix_us())
+            .saturating_sub(self.clock.nanos_at(now));
+        let announced = self
+            .bucket
+            .paused_until()
+            .map_or(Duration::ZERO, |end| end.saturating_duration_since(now));
+        Duration::from_nanos(local).max(announced)
     }
 
     fn reject(&self, retry_after: Duration) -> RateLimited {
         self.rejected_total.fetch_add(1, Ordering::Relaxed);
         RateLimited { retry_after }
     }
-}
-
-fn now_us() -> u64 {
-    clock::unix_millis().saturating_mul(1000)
-}
-
-fn duration_micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

@@ -24,6 +24,7 @@
 //! `batch_share`), see `waiters.rs`. `pause_for` (after an upstream 429) is a lock-free `fetch_max` on
 //! an atomic deadline, so a shorter later pause never shortens a longer one.
 
+mod batches;
 mod clock;
 mod cluster;
 mod local;
@@ -31,17 +32,35 @@ mod local;
 mod tests;
 #[cfg(test)]
 mod tests_classes;
+#[cfg(test)]
+mod tests_pauses;
 mod waiters;
 
 use std::time::Duration;
 
 pub use self::cluster::ClusterLimiter;
 pub use self::local::LocalLimiter;
+pub use crate::config::MAX_PAUSE;
 use crate::config::{CallerClass, PerClass, RateLimitConfig};
 use crate::store::{Store, StoreKey};
 
 /// Stands in for an unbounded `max_wait` whose deadline would overflow `Instant`.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// The pause after a 429 whose `Retry-After` is missing or unreadable, or a date already past.
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+
+/// The pause an upstream's `Retry-After` asks for, at most [`MAX_PAUSE`]: delay-seconds, or an
+/// HTTP-date read against the wall clock (one already past gives [`DEFAULT_PAUSE`]). `None`
+/// when the value is neither.
+pub fn retry_after(value: &http::HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    let pause = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => crate::clock::until_http_date(text)?.max(DEFAULT_PAUSE),
+    };
+    Some(pause.min(MAX_PAUSE))
+}
 
 /// One slot's worth of time: `1 / per_second`, plus the preset's headroom.
 fn slot_period(config: &RateLimitConfig) -> Duration {
@@ -73,9 +92,10 @@ impl Limiter {
         }
     }
 
-    /// The upstream answered 429 (or SHOPLINE's 423): hold the tenant's requests for `delay`, on
-    /// every replica when the bucket is shared.
+    /// The upstream answered 429 (or SHOPLINE's 423): hold the tenant's requests for `delay` (at
+    /// most [`MAX_PAUSE`]), on every replica when the bucket is shared.
     pub fn pause_for(&self, delay: Duration) {
+        let delay = delay.min(MAX_PAUSE);
         match self {
             Self::Local(limiter) => limiter.pause_for(delay),
             Self::Cluster(limiter) => limiter.pause_for(delay),

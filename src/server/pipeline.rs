@@ -390,9 +390,9 @@ fn filter_response(
     Response::from_parts(parts, Either::Left(body))
 }
 
+/// Seconds or an HTTP-date, capped (`ratelimit::retry_after`).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    crate::ratelimit::retry_after(headers.get(header::RETRY_AFTER)?)
 }
 
 #[cfg(test)]

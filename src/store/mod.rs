@@ -24,8 +24,8 @@ pub use self::fake::FakeShared;
 pub use self::key::StoreKey;
 pub use self::memory::MemoryStore;
 pub use self::redis::{
-    Ask, Commit, RedisBucket, RedisSetupError, RedisSlot, RedisStore, Reservation, StoreDown, StoreHealth, StoreOp,
-    Versioned,
+    Ask, Commit, RedisBucket, RedisSetupError, RedisSlot, RedisStore, Reservation, StoreDown, StoreFailure,
+    StoreHealth, StoreOp, Versioned,
 };
 use crate::auth::Token;
 use crate::clock;

@@ -32,5 +32,6 @@ mod secrets;
 mod shared_classes;
 mod shared_failures;
 mod shared_limits;
+mod shared_pauses;
 mod shared_tokens;
 mod tokens;

@@ -233,6 +233,34 @@ async fn upstream_429_pauses_only_that_tenant_for_its_retry_after() {
     );
 }
 
+/// RFC 9110 lets `Retry-After` be an HTTP-date; it pauses until then (it was read as 1 s).
+#[tokio::test]
+async fn upstream_429_with_an_http_date_pauses_until_that_date() {
+    let upstream = Upstream::start().await;
+    let limited = tenant(
+        "a",
+        &upstream.url(),
+        r#"rate_limit = { per_second = 10, burst = 10, max_wait = "1s" }"#,
+    );
+    let proxy = start(&[limited]).await;
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(6));
+    let encoded = percent_encoding::utf8_percent_encode(&date, percent_encoding::NON_ALPHANUMERIC);
+
+    let (answer, _) = timed_get(&proxy.url(&format!("/a/status/429?retry_after={encoded}"))).await;
+    assert_passed_back(&answer, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer.headers["retry-after"], date.as_str(), "passed back as sent");
+    let paused = limiter(&proxy, "a").await["paused_for_s"].as_f64().unwrap_or(0.0);
+    assert!(
+        paused > 4.0 && paused <= 6.0,
+        "paused for {paused} s, not until the date"
+    );
+    // Beyond the 1 s max_wait: refused at once, with the date's distance as Retry-After.
+    let (answer, took) = timed_get(&proxy.url("/a/after")).await;
+    let retry_after = assert_our_429(&answer);
+    assert!((5..=6).contains(&retry_after), "Retry-After {retry_after}");
+    assert!(took < IMMEDIATE, "refused after {took:?}");
+}
+
 /// An upstream 429 pauses "the tenant's limiter"; a tenant without `rate_limit` has none (that is
 /// what makes it free on the hot path), so its callers get the upstream's 429 and `Retry-After`
 /// and back off themselves. This pins that choice: the next request is not held.

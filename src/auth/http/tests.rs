@@ -77,19 +77,45 @@ fn shopline_envelope_errors_read_i18n_code_and_message() {
 fn throttled_carries_retry_after_seconds() {
     let error = classify_json(429, &[("retry-after", "7")], "{}");
     assert!(matches!(error, ProviderError::Throttled { retry_after: Some(d) } if d == Duration::from_secs(7)));
-    let error = classify_json(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], "{}");
-    assert!(matches!(error, ProviderError::Throttled { retry_after: None }));
+    let error = classify_json(429, &[("retry-after", "soon")], "{}");
+    assert!(
+        matches!(error, ProviderError::Throttled { retry_after: None }),
+        "unreadable: the backoff decides"
+    );
 }
 
 #[test]
 fn a_retry_after_counts_up_to_the_backoff_ceiling() {
-    for absurd in ["18446744073709551615", "86400", "61"] {
+    for absurd in ["18446744073709551615", "86400", "61", "Fri, 31 Dec 9999 23:59:59 GMT"] {
         let error = classify_json(429, &[("retry-after", absurd)], "{}");
         assert!(
             matches!(error, ProviderError::Throttled { retry_after: Some(d) } if d == Duration::from_secs(60)),
             "{absurd}: {error:?}"
         );
     }
+    // An HTTP date counts from now; one already past means "now".
+    let soon = httpdate::fmt_http_date(crate::clock::system_now() + Duration::from_secs(20));
+    let error = classify_json(429, &[("retry-after", soon.as_str())], "{}");
+    let ProviderError::Throttled {
+        retry_after: Some(after),
+    } = error
+    else {
+        panic!("throttled: {error:?}")
+    };
+    assert!(
+        (Duration::from_secs(18)..=Duration::from_secs(20)).contains(&after),
+        "{after:?}"
+    );
+    let past = classify_json(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], "{}");
+    assert!(
+        matches!(
+            past,
+            ProviderError::Throttled {
+                retry_after: Some(Duration::ZERO)
+            }
+        ),
+        "{past:?}"
+    );
 }
 
 #[test]

@@ -1,11 +1,13 @@
-//! One credential set's cluster-wide rate-limit bucket: GCRA reservations and pauses in Lua.
+//! One credential set's cluster-wide rate-limit bucket: GCRA reservations (a batch of requests
+//! per round trip) and pauses in Lua.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use super::{RedisStore, StoreDown, StoreOp, scripts};
-use crate::config::CallerClass;
+use super::{RedisStore, StoreFailure, StoreOp, scripts};
+use crate::config::{CallerClass, MAX_PAUSE};
 
 /// The answer to a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +45,8 @@ pub struct RedisBucket {
     /// batch last had one, and a slot set aside for batch (see `scripts::RESERVE`).
     class_keys: [String; 4],
     channel: String,
-    paused: watch::Receiver<u64>,
+    /// The local deadline of the latest pause a replica announced (`None` before any).
+    paused: watch::Receiver<Option<Instant>>,
 }
 
 impl std::fmt::Debug for RedisBucket {
@@ -55,7 +58,12 @@ impl std::fmt::Debug for RedisBucket {
 }
 
 impl RedisBucket {
-    pub(super) fn new(store: RedisStore, base: &str, channel: String, paused: watch::Receiver<u64>) -> Self {
+    pub(super) fn new(
+        store: RedisStore,
+        base: &str,
+        channel: String,
+        paused: watch::Receiver<Option<Instant>>,
+    ) -> Self {
         Self {
             store,
             bucket_key: format!("{base}:bucket"),
@@ -72,45 +80,61 @@ impl RedisBucket {
     }
 
     /// Reserves a slot as `ask` says (see [`Reservation`]). One round trip.
-    pub async fn reserve(&self, ask: &Ask) -> Result<Reservation, StoreDown> {
+    pub async fn reserve(&self, ask: &Ask) -> Result<Reservation, StoreFailure> {
+        let answers = self.reserve_batch(ask, &[ask.max_wait]).await?;
+        Ok(answers.first().copied().unwrap_or(Reservation::Refused(ask.period)))
+    }
+
+    /// Reserves for several requests of `ask`'s class at once, oldest first, each with its own
+    /// longest acceptable wait (`ask.max_wait` is not used): one answer per wait, in order, as if
+    /// each had asked in turn. One round trip.
+    pub async fn reserve_batch(&self, ask: &Ask, max_waits: &[Duration]) -> Result<Vec<Reservation>, StoreFailure> {
         let mut invocation = scripts::RESERVE.key(&self.bucket_key);
         invocation.key(&self.pause_key);
         for key in &self.class_keys {
             invocation.key(key);
         }
-        let result: redis::RedisResult<(i64, i64)> = invocation
+        invocation
             .arg(micros(ask.period).max(1))
             .arg(ask.burst.max(1))
-            .arg(micros(ask.max_wait))
             .arg(ask.class.index())
             .arg(u8::from(ask.ahead))
             .arg(ask.batch_every.max(1))
-            .invoke_async(&mut self.store.conn())
-            .await;
-        let (answer, wait) = self.store.record(StoreOp::Bucket, result)?;
-        let wait = Duration::from_micros(u64::try_from(wait).unwrap_or(0));
-        Ok(match answer {
-            1 => Reservation::Granted(wait),
-            2 => Reservation::NotDue(wait),
-            _ => Reservation::Refused(wait),
-        })
+            .arg(micros(MAX_PAUSE));
+        for max_wait in max_waits {
+            invocation.arg(micros(*max_wait));
+        }
+        let result: redis::RedisResult<Vec<i64>> = invocation.invoke_async(&mut self.store.conn()).await;
+        let answers = self.store.outcome(StoreOp::Bucket, result)?;
+        Ok(answers
+            .chunks_exact(2)
+            .map(|pair| reservation(pair[0], pair[1]))
+            .collect())
     }
 
     /// Pauses the bucket for every replica for `delay` (a longer pause in force is kept), and
     /// announces it.
-    pub async fn pause(&self, delay: Duration) -> Result<(), StoreDown> {
-        let result: redis::RedisResult<String> = scripts::PAUSE
+    pub async fn pause(&self, delay: Duration) -> Result<(), StoreFailure> {
+        let result: redis::RedisResult<i64> = scripts::PAUSE
             .key(&self.pause_key)
-            .arg(micros(delay).max(1))
+            .arg(micros(delay.min(MAX_PAUSE)).max(1))
             .arg(&self.channel)
             .invoke_async(&mut self.store.conn())
             .await;
-        self.store.record(StoreOp::Bucket, result).map(drop)
+        self.store.outcome(StoreOp::Bucket, result).map(drop)
     }
 
-    /// The end (unix µs) of the latest pause a replica announced; 0 before any.
-    pub fn paused_until_unix_us(&self) -> u64 {
+    /// When the latest pause a replica announced ends, on this process's clock (the announced
+    /// length, at most [`MAX_PAUSE`], added on receipt); `None` before any.
+    pub fn paused_until(&self) -> Option<Instant> {
         *self.paused.borrow()
+    }
+
+    /// Changes each time a replica (this one included) announces a longer pause.
+    pub fn pause_changes(&self) -> watch::Receiver<Option<Instant>> {
+        let mut changes = self.paused.clone();
+        changes.mark_unchanged();
+        changes
     }
 
     /// Changes each time Redis answers again after being unreachable.
@@ -125,6 +149,16 @@ impl RedisBucket {
     /// Live replicas of the deployment at the last heartbeat; at least 1.
     pub fn replicas(&self) -> u32 {
         self.store.replicas()
+    }
+}
+
+/// One `code, wait_us` pair of RESERVE's answer.
+fn reservation(code: i64, wait_us: i64) -> Reservation {
+    let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
+    match code {
+        1 => Reservation::Granted(wait),
+        2 => Reservation::NotDue(wait),
+        _ => Reservation::Refused(wait),
     }
 }
 

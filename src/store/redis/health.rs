@@ -84,6 +84,22 @@ impl StoreHealth {
         true
     }
 
+    /// Records a command that reached Redis and was answered with an error (`WRONGTYPE`, a
+    /// script error): that operation fails, the store stays up. Logged with the error's code only
+    /// (never its text, which can quote keys), on the 1st, 2nd, 4th, 8th… of each operation, so a
+    /// key broken for good cannot flood the log.
+    pub(super) fn mark_refused(&self, op: StoreOp, code: &str) {
+        let count = self.errors[op as usize].fetch_add(1, Ordering::Relaxed) + 1;
+        if count.is_power_of_two() {
+            tracing::warn!(
+                op = op.as_str(),
+                error = code,
+                count,
+                "the shared store refused a command; that operation failed, the store stays in use"
+            );
+        }
+    }
+
     /// Records a failed command; logs only the change of state, with the error's category (never
     /// its text, which could name the server or the credentials).
     pub(super) fn mark_error(&self, op: StoreOp, category: &str) {

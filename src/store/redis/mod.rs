@@ -12,7 +12,7 @@
 //!   <prefix>:{<tenant>:<fingerprint>}:renewed   channel: the new version
 //!   <prefix>:{<tenant>:<fingerprint>}:bucket    string: GCRA arrival time, µs  (PX: until idle)
 //!   <prefix>:{<tenant>:<fingerprint>}:pause     string: paused until, µs      (PX: the pause)
-//!   <prefix>:{<tenant>:<fingerprint>}:paused    channel: the pause's end, unix µs
+//!   <prefix>:{<tenant>:<fingerprint>}:pause-for channel: the pause's length from now, µs
 //!   <prefix>:replicas                           sorted set: replica → last heartbeat, ms
 //! ```
 
@@ -28,12 +28,14 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 pub use self::bucket::{Ask, RedisBucket, Reservation};
+
 pub use self::health::{StoreHealth, StoreOp};
 pub use self::slot::{Commit, RedisSlot, Versioned};
 use super::StoreKey;
-use crate::config::RedisConfig;
+use crate::config::{MAX_PAUSE, RedisConfig};
 
 /// A replica that has not beaten for this long is no longer counted.
 const REPLICA_TTL_MS: u64 = 10_000;
@@ -58,6 +60,8 @@ struct Inner {
     health: StoreHealth,
     /// Per renewal channel, the last version a peer announced; token managers watch theirs.
     channels: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Per pause channel, when the latest announced pause ends on this process's clock.
+    pauses: Mutex<HashMap<String, watch::Sender<Option<Instant>>>>,
     /// Bumped each time Redis answers again after being unreachable.
     reconnected: watch::Sender<u64>,
     /// This process in the deployment's replica set (`<prefix>:replicas`).
@@ -104,6 +108,7 @@ impl RedisStore {
             prefix: config.key_prefix.clone(),
             health: StoreHealth::default(),
             channels: Mutex::new(HashMap::new()),
+            pauses: Mutex::new(HashMap::new()),
             reconnected: watch::Sender::new(0),
             replica_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
             replicas: std::sync::atomic::AtomicU32::new(1),
@@ -125,8 +130,15 @@ impl RedisStore {
     /// The handle a rate limiter uses for `key`'s cluster-wide bucket.
     pub fn bucket(&self, key: &StoreKey) -> RedisBucket {
         let base = self.base(key);
-        let channel = format!("{base}:paused");
-        let paused = self.channel(&channel);
+        let channel = format!("{base}:pause-for");
+        let paused = self
+            .inner
+            .pauses
+            .lock()
+            .expect("pause map lock is never poisoned")
+            .entry(channel.clone())
+            .or_insert_with(|| watch::Sender::new(None))
+            .subscribe();
         RedisBucket::new(self.clone(), &base, channel, paused)
     }
 
@@ -170,8 +182,15 @@ impl RedisStore {
         self.inner.conn.clone()
     }
 
-    /// Notes the outcome of one command for the health state, the metrics and the log.
+    /// Notes the outcome of one command for the health state, the metrics and the log; any
+    /// failure fails the operation.
     fn record<T>(&self, op: StoreOp, result: redis::RedisResult<T>) -> Result<T, StoreDown> {
+        self.outcome(op, result).map_err(|_| StoreDown)
+    }
+
+    /// As [`Self::record`], telling an error reply from lost connectivity: only the latter marks
+    /// the store unreachable.
+    fn outcome<T>(&self, op: StoreOp, result: redis::RedisResult<T>) -> Result<T, StoreFailure> {
         match result {
             Ok(value) => {
                 if self.inner.health.mark_up() {
@@ -179,14 +198,20 @@ impl RedisStore {
                 }
                 Ok(value)
             }
-            Err(error) => {
+            Err(error) if is_unreachable(&error) => {
                 self.inner.health.mark_error(op, error.category());
-                Err(StoreDown)
+                Err(StoreFailure::Unreachable)
+            }
+            Err(error) => {
+                self.inner
+                    .health
+                    .mark_refused(op, error.code().unwrap_or(error.category()));
+                Err(StoreFailure::Refused)
             }
         }
     }
 
-    /// Every announcement channel of this prefix: `...:renewed` (tokens), `...:paused` (buckets).
+    /// Every announcement channel of this prefix: `...:renewed` (tokens), `...:pause-for` (buckets).
     fn pattern(&self) -> String {
         format!("{}:{{*}}:*", self.inner.prefix)
     }
@@ -217,6 +242,43 @@ impl RedisStore {
 #[error("the shared store is unreachable")]
 pub struct StoreDown;
 
+/// Why a store command failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreFailure {
+    /// No answer: the store is down, restarting, failing over or too slow (it is marked so).
+    #[error("the shared store is unreachable")]
+    Unreachable,
+    /// Redis answered with an error (a key of the wrong type, a script error): this operation
+    /// failed, the store is still up.
+    #[error("the shared store refused the command")]
+    Refused,
+}
+
+/// Whether `error` means Redis cannot be used now (no connection, no answer in time, a server
+/// that is loading, failing over or read-only, refused credentials), as opposed to an error
+/// reply to this one command.
+fn is_unreachable(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() || error.is_connection_refusal() {
+        return true;
+    }
+    matches!(
+        error.kind(),
+        ErrorKind::Io
+            | ErrorKind::Parse
+            | ErrorKind::AuthenticationFailed
+            | ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::RESP3NotSupported
+            | ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+    )
+}
+
 /// Hands each renewal announcement to the token manager of its key.
 async fn dispatch(store: Weak<Inner>, mut pushes: mpsc::UnboundedReceiver<PushInfo>) {
     while let Some(push) = pushes.recv().await {
@@ -228,20 +290,52 @@ async fn dispatch(store: Weak<Inner>, mut pushes: mpsc::UnboundedReceiver<PushIn
         let (Some(Value::BulkString(channel)), Some(payload)) = (push.data.get(1), push.data.get(2)) else {
             continue;
         };
-        let version = match payload {
-            Value::BulkString(bytes) => std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()),
-            Value::Int(n) => u64::try_from(*n).ok(),
-            _ => None,
-        };
-        let (Ok(channel), Some(version)) = (std::str::from_utf8(channel), version) else {
+        let (Ok(channel), Some(number)) = (std::str::from_utf8(channel), number(payload)) else {
             continue;
         };
+        if announce_pause(&inner, channel, number) {
+            continue;
+        }
+        let version = number;
         let channels = inner.channels.lock().expect("channel map lock is never poisoned");
         if let Some(sender) = channels.get(channel) {
             tracing::debug!(channel, version, "a token was committed to the store");
             sender.send_replace(version);
         }
     }
+}
+
+/// A payload that is a non-negative integer (anything else is ignored).
+fn number(payload: &Value) -> Option<u64> {
+    match payload {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()),
+        Value::Int(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// If `channel` is a bucket's pause channel: a peer paused it for `micros` from now. Converted to
+/// this process's clock on receipt, at most [`MAX_PAUSE`] (the number comes from whoever can
+/// publish); a later end replaces an earlier one, never the reverse. Returns whether it was one.
+fn announce_pause(inner: &Inner, channel: &str, micros: u64) -> bool {
+    let pauses = inner.pauses.lock().expect("pause map lock is never poisoned");
+    let Some(sender) = pauses.get(channel) else {
+        return false;
+    };
+    let until = Instant::now() + Duration::from_micros(micros).min(MAX_PAUSE);
+    sender.send_if_modified(|current| {
+        let later = current.is_none_or(|end| end < until);
+        if later {
+            *current = Some(until);
+        }
+        later
+    });
+    tracing::debug!(
+        channel,
+        pause_ms = Duration::from_micros(micros).min(MAX_PAUSE).as_millis() as u64,
+        "a peer paused a bucket"
+    );
+    true
 }
 
 /// Pings Redis so that its state is known while no token is due, and (re)subscribes to the

@@ -2,6 +2,7 @@
 //! binary as a child process, a real `redis-server` for the shared store, and a plain HTTP client.
 
 pub mod redis;
+pub mod relay;
 pub mod replicas;
 pub mod tenants;
 pub mod upstream;

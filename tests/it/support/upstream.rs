@@ -1,8 +1,10 @@
 //! A recording upstream: answers by path and remembers every request it received in full.
 //!
 //! `/slow/<ms>` answers after a delay, `/bytes/<n>` streams n bytes, `/status/<code>` answers that
-//! status (429 with `Retry-After: 2`), `/forged-error` a 502 carrying `tokenbroker-error`, anything else answers a small JSON echo. A `delay_ms=<ms>`
-//! query parameter delays any answer, so a 429 can reach the proxy while others are queued. Only requests whose
+//! status (429 with `Retry-After: 2`), `/forged-error` a 502 carrying `tokenbroker-error`, anything
+//! else answers a small JSON echo. A `delay_ms=<ms>` query parameter delays any answer, so a 429
+//! can reach the proxy while others are queued, and a `retry_after=<percent-encoded text>` one
+//! replaces that 429's `Retry-After`. Only requests whose
 //! body arrived completely are recorded, so "nothing reached the upstream" is observable.
 
 use std::convert::Infallible;
@@ -145,9 +147,15 @@ impl Upstream {
         if let Some(code) = after("/status/").and_then(|v| v.parse::<u16>().ok()) {
             let mut response = plain(StatusCode::from_u16(code).expect("valid status"), "status");
             if code == 429 {
+                let asked = parts.uri.query().and_then(|q| {
+                    q.split('&')
+                        .find_map(|pair| pair.strip_prefix("retry_after="))
+                        .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+                });
+                let value = asked.unwrap_or_else(|| "2".to_owned());
                 response
                     .headers_mut()
-                    .insert("retry-after", "2".parse().expect("valid"));
+                    .insert("retry-after", value.parse().expect("a valid header value"));
             }
             return response;
         }
