@@ -69,7 +69,7 @@ pub struct StatusCounts {
 }
 
 impl StatusCounts {
-    fn add(&self, status: u16) {
+    pub fn add(&self, status: u16) {
         for (code, count) in &self.slots {
             let seen = code.load(Relaxed);
             // An empty slot is claimed with a CAS; losing it to the same status is as good.
@@ -118,7 +118,10 @@ fn itoa_u16(mut n: u16, buffer: &mut [u8; 5]) -> &str {
 /// One tenant's request-path figures. Kept across reloads for as long as the tenant exists.
 #[derive(Debug, Default)]
 pub struct TenantMetrics {
-    pub statuses: StatusCounts,
+    /// Answers the upstream gave, by status.
+    pub upstream_statuses: StatusCounts,
+    /// Answers the proxy made itself (problem+json), by status.
+    pub proxy_statuses: StatusCounts,
     pub request_duration: AtomicHistogram,
     pub upstream_duration: AtomicHistogram,
     /// Waits for a slot, by caller class.
@@ -129,8 +132,14 @@ pub struct TenantMetrics {
 }
 
 impl TenantMetrics {
-    pub fn record_status(&self, status: u16) {
-        self.statuses.add(status);
+    /// Counts an answer by its status and by who made it (`source` in the metrics).
+    pub fn record_status(&self, status: u16, from_upstream: bool) {
+        let table = if from_upstream {
+            &self.upstream_statuses
+        } else {
+            &self.proxy_statuses
+        };
+        table.add(status);
     }
 }
 

@@ -54,6 +54,8 @@ struct Shared {
     /// Set once SIGTERM has come: `/readyz` then answers 503 (for `server.shutdown_delay`
     /// before the listeners close).
     shutting_down: Arc<std::sync::atomic::AtomicBool>,
+    /// Answers to requests that matched no tenant, by status (counted with an empty `tenant`).
+    unmatched: Arc<crate::metrics::StatusCounts>,
 }
 
 /// Why a snapshot could not be built (files named by `ca_file` are read here).
@@ -80,6 +82,7 @@ impl Snapshot {
                 max_response_head: config.server.max_response_head,
                 token_http: TokenHttp::new(TokenHttpOptions::default())?,
                 shutting_down: Arc::default(),
+                unmatched: Arc::default(),
             },
         };
         let mut pools = Pools::carried_from(previous);
@@ -95,6 +98,11 @@ impl Snapshot {
             tenants,
             shared,
         })
+    }
+
+    /// Answers to requests that matched no tenant (the proxy made them all), kept across reloads.
+    pub fn unmatched_statuses(&self) -> &crate::metrics::StatusCounts {
+        &self.shared.unmatched
     }
 
     /// Marks the process as shutting down, for this snapshot and every later one.

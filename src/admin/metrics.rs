@@ -32,7 +32,7 @@ impl prometheus_client::collector::Collector for MetricsCollector {
         let snapshot = self.state.load_full();
         let mut tenants: Vec<_> = snapshot.tenants().map(Arc::as_ref).collect();
         tenants.sort_by(|a, b| a.config.name.cmp(&b.config.name));
-        requests(&mut encoder, &tenants)?;
+        requests(&mut encoder, &snapshot, &tenants)?;
         histogram_family(
             &mut encoder,
             "tokenbroker_request_duration_seconds",
@@ -177,20 +177,28 @@ fn store(encoder: &mut DescriptorEncoder<'_>, health: &StoreHealth) -> Encoded {
     Ok(())
 }
 
-fn requests(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> Encoded {
+/// Answers by tenant, status and `source`: `upstream` for the upstream's own, `proxy` for those
+/// the proxy made (so its 502 is told from the upstream's); requests that matched no tenant are
+/// counted with an empty `tenant`.
+fn requests(encoder: &mut DescriptorEncoder<'_>, snapshot: &Snapshot, tenants: &[&Tenant]) -> Encoded {
     let mut family = encoder.encode_descriptor(
         "tokenbroker_requests",
-        "Requests answered, by tenant and status code",
+        "Requests answered, by tenant, status code and who answered (proxy or upstream)",
         None,
         MetricType::Counter,
     )?;
+    let mut tables = vec![("", "proxy", snapshot.unmatched_statuses())];
     for tenant in tenants {
         let name = tenant.config.name.as_str();
+        tables.push((name, "upstream", &tenant.metrics.upstream_statuses));
+        tables.push((name, "proxy", &tenant.metrics.proxy_statuses));
+    }
+    for (tenant, source, statuses) in tables {
         let mut result = Ok(());
-        tenant.metrics.statuses.each(|status, count| {
+        statuses.each(|status, count| {
             if result.is_ok() {
                 result = family
-                    .encode_family(&[("tenant", name), ("status", status)])
+                    .encode_family(&[("tenant", tenant), ("status", status), ("source", source)])
                     .and_then(|mut m| counter(&mut m, count));
             }
         });

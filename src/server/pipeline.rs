@@ -48,6 +48,8 @@ pub(crate) struct RequestCtx {
     /// How long the request waited for a rate-limit slot; `None` when it never got one (no
     /// limiter, refused earlier, or rejected with 429), so the wait histogram only holds real waits.
     pub(crate) rate_limit_wait: Option<Duration>,
+    /// The caller, as its index in the snapshot's callers (none without callers).
+    pub(crate) caller: Option<usize>,
     /// The caller's class (`standard` until the caller is known).
     pub(crate) class: CallerClass,
     pub(crate) generation: Option<u64>,
@@ -62,6 +64,7 @@ pub(crate) async fn handle(snapshot: &Snapshot, inbound: &Inbound, request: Requ
         started: Instant::now(),
         tenant: None,
         rate_limit_wait: None,
+        caller: None,
         class: CallerClass::Standard,
         generation: None,
         upstream_status: None,
@@ -74,13 +77,14 @@ pub(crate) async fn handle(snapshot: &Snapshot, inbound: &Inbound, request: Requ
         request_id: request_id::of(request.headers()),
         method: request.method().clone(),
         uri: request.uri().clone(),
+        traceparent: request.headers().get("traceparent").cloned(),
     });
     let http1 = request.version() < Version::HTTP_2;
     let response = match proxy(snapshot, inbound, request, &mut ctx).await {
         Ok(response) => response,
         Err(error) => refusal(error, ctx.tenant.as_ref().map(|t| &t.config.name), http1),
     };
-    record(&ctx, logged.as_ref(), &response);
+    record(snapshot, &ctx, logged.as_ref(), &response);
     response
 }
 
@@ -112,6 +116,7 @@ async fn proxy(
     check_head_size(&parts, snapshot.server.max_request_head)?;
     refuse_foreign(&parts)?;
     let caller = callers::authenticate(&snapshot.callers, &parts)?;
+    ctx.caller = caller.and_then(|c| snapshot.callers.iter().position(|other| std::ptr::eq(other, c)));
     if caller.is_none() {
         origin::check(&parts, inbound.loopback, &snapshot.server.allowed_hosts)?;
     }

@@ -1,6 +1,6 @@
 //! The real binary's access log: one JSON event per request at info with the request's fields
-//! (request id, tenant, method, path without query, status, upstream status, duration, token
-//! generation, rate-limit wait).
+//! (request id, tenant, caller and class, trace id, method, path without query, status, upstream
+//! status and request id, duration, token generation, rate-limit wait).
 
 use std::time::Duration;
 
@@ -120,4 +120,29 @@ async fn access_log_has_one_event_per_request_without_the_query() {
         "the query string is never logged"
     );
     assert!(!binary.logs().contains("admin-static-credential"));
+}
+
+/// With callers, the event names the caller and its class; it carries the trace id of the
+/// caller's `traceparent` and the upstream's own id for the request (SHOPLINE's `traceid`).
+#[tokio::test]
+async fn access_events_name_the_caller_the_trace_and_the_upstreams_request_id() {
+    let upstream = Upstream::start().await;
+    let caller = "[[caller]]\nname = \"orders\"\nkey = { env = \"KEY\" }\nclass = \"interactive\"\n";
+    let toml = format!("{SERVER}{}{caller}", static_tenant("acme", &upstream.url(), ""));
+    let envs = [("STATIC_VALUE", STATIC_VALUE), ("KEY", "orders-caller-key-0123456789")];
+    let binary = Binary::start_with_log(&toml, &envs, "info");
+    let request = Request::get(binary.url("/acme/x"))
+        .header("tokenbroker-key", "orders-caller-key-0123456789")
+        .header("x-request-id", "req-traced")
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .body(Full::default())
+        .expect("valid request");
+    assert_eq!(send(request).await.status, StatusCode::OK);
+    let events = wait_for_access_events(&binary, 1).await;
+    let event = event_with_id(&events, "req-traced");
+    assert_eq!(event["caller"], "orders", "{event}");
+    assert_eq!(event["class"], "interactive", "{event}");
+    assert_eq!(event["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{event}");
+    assert_eq!(event["upstream_request_id"], "fake-upstream-trace-1", "{event}");
+    assert!(!binary.logs().contains("orders-caller-key-0123456789"), "never the key");
 }

@@ -272,10 +272,12 @@ async fn run_scripted_sequence(proxy: &Proxy, ims: &ImsSandbox) {
     let refused = get(&proxy.url("/limited/x")).await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(refused.headers["tokenbroker-error"], "rate_limited");
+    // A path that names no tenant: counted with an empty tenant, as the proxy's answer.
+    assert_eq!(get(&proxy.url("/no-such-tenant/x")).await.status, StatusCode::NOT_FOUND);
 }
 
 /// Every counter and histogram count after [`run_scripted_sequence`].
-const SCRIPTED_VALUES: [(&str, f64); 19] = [
+const SCRIPTED_VALUES: [(&str, f64); 20] = [
     (
         r#"tokenbroker_token_request_duration_seconds_count{tenant="ims",outcome="success"}"#,
         2.0,
@@ -284,10 +286,26 @@ const SCRIPTED_VALUES: [(&str, f64); 19] = [
         r#"tokenbroker_token_request_duration_seconds_count{tenant="ims",outcome="failure"}"#,
         0.0,
     ),
-    (r#"tokenbroker_requests_total{tenant="ims",status="200"}"#, 4.0),
-    (r#"tokenbroker_requests_total{tenant="ims",status="404"}"#, 1.0),
-    (r#"tokenbroker_requests_total{tenant="limited",status="200"}"#, 1.0),
-    (r#"tokenbroker_requests_total{tenant="limited",status="429"}"#, 1.0),
+    (
+        r#"tokenbroker_requests_total{tenant="ims",status="200",source="upstream"}"#,
+        4.0,
+    ),
+    (
+        r#"tokenbroker_requests_total{tenant="ims",status="404",source="upstream"}"#,
+        1.0,
+    ),
+    (
+        r#"tokenbroker_requests_total{tenant="limited",status="200",source="upstream"}"#,
+        1.0,
+    ),
+    (
+        r#"tokenbroker_requests_total{tenant="limited",status="429",source="proxy"}"#,
+        1.0,
+    ),
+    (
+        r#"tokenbroker_requests_total{tenant="",status="404",source="proxy"}"#,
+        1.0,
+    ),
     (r#"tokenbroker_request_duration_seconds_count{tenant="ims"}"#, 5.0),
     (r#"tokenbroker_request_duration_seconds_count{tenant="limited"}"#, 2.0),
     (r#"tokenbroker_upstream_duration_seconds_count{tenant="ims"}"#, 5.0),
@@ -320,7 +338,8 @@ const SCRIPTED_VALUES: [(&str, f64); 19] = [
 
 /// Series that must not exist: class series of a tenant without a limiter, or of a class no
 /// caller of the tenant can have (no callers: standard only).
-const ABSENT: [&str; 5] = [
+const ABSENT: [&str; 6] = [
+    r#"tokenbroker_requests_total{tenant="limited",status="429",source="upstream"}"#,
     r#"tokenbroker_token_request_duration_seconds_count{tenant="limited",outcome="success"}"#,
     r#"tokenbroker_ratelimit_wait_seconds_count{tenant="limited",class="batch"}"#,
     r#"tokenbroker_ratelimit_wait_seconds_count{tenant="ims",class="standard"}"#,

@@ -373,7 +373,7 @@ async fn shopline_423_is_passed_back_and_logged_as_an_error() {
     assert_passed_back(&get(&proxy.url("/shop/status/423")).await, StatusCode::LOCKED);
     let metrics = get(&proxy.admin_url("/metrics")).await.text();
     assert!(
-        metrics.contains(r#"tokenbroker_requests_total{tenant="shop",status="423"} 1"#),
+        metrics.contains(r#"tokenbroker_requests_total{tenant="shop",status="423",source="upstream"} 1"#),
         "{metrics}"
     );
     let logged = || {

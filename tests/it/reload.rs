@@ -291,7 +291,10 @@ async fn reloads_under_load_fail_no_request_and_keep_unchanged_tokens() {
     );
     let metrics = proxy.metrics().await;
     assert_reload_counts(&metrics, 4.0, 2.0);
-    let stay_200 = sample(&metrics, r#"tokenbroker_requests_total{tenant="stay",status="200"}"#);
+    let stay_200 = sample(
+        &metrics,
+        r#"tokenbroker_requests_total{tenant="stay",status="200",source="upstream"}"#,
+    );
     assert_eq!(stay_200, Some((ok + 1) as f64), "the unchanged tenant kept its metrics");
     proxy.stop().await;
 }

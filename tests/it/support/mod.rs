@@ -373,7 +373,7 @@ where
 }
 
 /// The value of one series in a Prometheus/OpenMetrics text exposition, e.g.
-/// `sample(text, r#"tokenbroker_requests_total{tenant="a",status="200"}"#)`.
+/// `sample(text, r#"tokenbroker_requests_total{tenant="a",status="200",source="upstream"}"#)`.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let value = line.strip_prefix(series)?.strip_prefix(' ')?;

@@ -164,6 +164,8 @@ impl Upstream {
         let headers = response.headers_mut();
         headers.insert("content-type", "application/json".parse().expect("valid"));
         headers.insert("x-upstream", "fake".parse().expect("valid"));
+        // Its own id for the request, as SHOPLINE sends one (the access log carries it).
+        headers.insert("traceid", "fake-upstream-trace-1".parse().expect("valid"));
         headers.insert("keep-alive", "timeout=5".parse().expect("valid"));
         response
     }
