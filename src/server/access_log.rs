@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Method, Response, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri};
 
 use super::pipeline::RequestCtx;
 use super::request_id;
@@ -91,12 +91,20 @@ fn trace_id(traceparent: &HeaderValue) -> Option<&str> {
 
 /// Upstream headers that carry its own id for a request, which vendor support asks for:
 /// `x-request-id` (most APIs), SHOPLINE's `traceid`, AWS-fronted APIs' `x-amzn-requestid`.
-const UPSTREAM_REQUEST_IDS: [&str; 3] = ["x-request-id", "traceid", "x-amzn-requestid"];
+/// Names made once, so a lookup only hashes them (a `&str` name is parsed on every lookup).
+const UPSTREAM_REQUEST_IDS: [HeaderName; 3] = [
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("traceid"),
+    HeaderName::from_static("x-amzn-requestid"),
+];
+
+/// The W3C trace context header of an incoming request.
+pub(super) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The upstream's id for this request, when it sends a short, plain one (a log line cannot be
 /// forged or bloated through it).
 fn upstream_request_id(headers: &HeaderMap) -> Option<&str> {
-    let value = UPSTREAM_REQUEST_IDS.iter().find_map(|name| headers.get(*name))?;
+    let value = UPSTREAM_REQUEST_IDS.iter().find_map(|name| headers.get(name))?;
     let text = value.to_str().ok()?;
     let plain = !text.is_empty()
         && text.len() <= 128

@@ -31,7 +31,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::access_log::{ACCESS_LOG, Logged, record};
+use super::access_log::{ACCESS_LOG, Logged, TRACEPARENT, record};
 use super::request_body::{BodyRules, PreparedBody, blame, prepare_body};
 use super::{Binding, Inbound, callers, origin, request_id};
 use crate::config::CallerClass;
@@ -77,7 +77,7 @@ pub(crate) async fn handle(snapshot: &Snapshot, inbound: &Inbound, request: Requ
         request_id: request_id::of(request.headers()),
         method: request.method().clone(),
         uri: request.uri().clone(),
-        traceparent: request.headers().get("traceparent").cloned(),
+        traceparent: request.headers().get(TRACEPARENT).cloned(),
     });
     let http1 = request.version() < Version::HTTP_2;
     let response = match proxy(snapshot, inbound, request, &mut ctx).await {
