@@ -63,10 +63,15 @@ impl<P: TokenSource> Inner<P> {
 
     fn after_panic(&self, restarts: u32) {
         tracing::error!(tenant = %self.tenant, restarts, "the token task panicked; restarting it");
-        let message = TASK_FAILED.to_owned();
+        self.note_failure(TASK_FAILED.to_owned(), |stats| stats.task_restarts += 1);
+    }
+
+    /// A token call that ended without a token (a failure, or a panic): the figures count it, and
+    /// every request waiting on the call learns its cause at once.
+    fn note_failure(&self, message: String, count: impl FnOnce(&mut TokenStats)) {
         {
             let mut stats = self.stats_mut();
-            stats.task_restarts += 1;
+            count(&mut stats);
             stats.last_error = Some(message.clone());
         }
         self.status.send_modify(|s| {
@@ -254,16 +259,7 @@ impl<P: TokenSource> Inner<P> {
     fn record_failure(&self, error: &ProviderError, failures: u32) -> Option<Instant> {
         let message = error.to_string();
         tracing::warn!(tenant = %self.tenant, attempt = failures, error = %message, "token call failed");
-        {
-            let mut stats = self.stats_mut();
-            stats.renewals_failed += 1;
-            stats.last_error = Some(message.clone());
-        }
-        self.status.send_modify(|s| {
-            s.fetching = false;
-            s.completed += 1;
-            s.last_error = Some(message);
-        });
+        self.note_failure(message, |stats| stats.renewals_failed += 1);
         if matches!(error, ProviderError::Expired) {
             return None;
         }
