@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
 use crate::config::TenantName;
@@ -23,7 +23,7 @@ use crate::upstream::UpstreamResponseBody;
 pub type ProxyBody = Either<UpstreamResponseBody, Full<Bytes>>;
 
 /// Name of the header that marks proxy-made errors.
-pub const ERROR_HEADER: &str = "tokenbroker-error";
+pub const ERROR_HEADER: HeaderName = HeaderName::from_static("tokenbroker-error");
 
 /// A request the proxy answers itself.
 #[derive(Debug, Clone, thiserror::Error)]

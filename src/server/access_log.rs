@@ -76,7 +76,7 @@ pub(super) fn record(snapshot: &Snapshot, ctx: &RequestCtx, logged: Option<&Logg
         rate_limit_wait_ms = ctx.rate_limit_wait.map(millis),
         token_generation = ctx.generation,
         replayed = ctx.replayed,
-        error = response.headers().get(crate::error::ERROR_HEADER).and_then(|v| v.to_str().ok()),
+        error = response.headers().get(&crate::error::ERROR_HEADER).and_then(|v| v.to_str().ok()),
     );
 }
 
