@@ -204,6 +204,7 @@ impl OAuth2 {
             OAuth2AuthMethod::TlsClientAuth {
                 client_cert,
                 client_key,
+                ..
             } => ClientAuth::Mtls {
                 files: ClientAuthFiles {
                     cert_file: client_cert.clone(),

@@ -356,6 +356,10 @@ pub enum OAuth2AuthMethod {
     TlsClientAuth {
         client_cert: PathBuf,
         client_key: PathBuf,
+        /// A digest of both files' content as validation read them. A reload compares configs
+        /// to decide whether a tenant's credentials changed; with paths alone, a certificate
+        /// rotated in place would keep the old identity until a restart.
+        content: KeyDigest,
     },
 }
 

@@ -296,6 +296,7 @@ fn oauth2_auth_method(w: &mut FingerprintWriter, method: &OAuth2AuthMethod) {
         OAuth2AuthMethod::TlsClientAuth {
             client_cert,
             client_key,
+            ..
         } => w
             .text("auth_method", "tls_client_auth")
             .path("auth_method.client_cert", client_cert)

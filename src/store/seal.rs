@@ -177,6 +177,7 @@ mod tests {
             auth_method: crate::config::OAuth2AuthMethod::TlsClientAuth {
                 client_cert: "/etc/tb/cert.pem".into(),
                 client_key: key_file.to_owned(),
+                content: crate::config::KeyDigest::of(b""),
             },
             extra_params: Vec::new(),
             audience: None,

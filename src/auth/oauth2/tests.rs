@@ -478,6 +478,7 @@ async fn tls_client_auth_with_unreadable_identity_is_unreachable() {
     let method = OAuth2AuthMethod::TlsClientAuth {
         client_cert: "/nonexistent/cert.pem".into(),
         client_key: "/nonexistent/key.pem".into(),
+        content: crate::config::KeyDigest::of(b""),
     };
     let provider = OAuth2::new(config(method, OAuth2Grant::ClientCredentials));
     let error = fetch(&provider, None).await.expect_err("no identity");
@@ -494,6 +495,7 @@ async fn tls_client_auth_sends_the_client_id_and_no_secret() {
     let method = OAuth2AuthMethod::TlsClientAuth {
         client_cert: dir.join("client_cert.pem"),
         client_key: dir.join("rsa_test_key.pem"),
+        content: crate::config::KeyDigest::of(b""),
     };
     let provider = at(&idp, config(method, OAuth2Grant::ClientCredentials));
     fetch(&provider, None).await.expect("token");

@@ -137,6 +137,21 @@ impl Ctx<'_> {
         Some(PathBuf::from(path))
     }
 
+    /// One digest over what the files `paths` held when validation read them (all zeros for one
+    /// it did not read), so a config holds the content of the credential files it names.
+    pub(super) fn files_digest(&self, paths: &[&std::path::Path]) -> crate::config::KeyDigest {
+        let mut hashes = Vec::with_capacity(paths.len() * 32);
+        for path in paths {
+            let hash = self
+                .files_read
+                .iter()
+                .find(|(seen, _)| seen == path)
+                .map(|(_, hash)| *hash);
+            hashes.extend_from_slice(&hash.unwrap_or_default());
+        }
+        crate::config::KeyDigest::of(&hashes)
+    }
+
     /// Notes a credential file and what it held, for the `watch_config` watcher.
     fn record_file(&mut self, path: &std::path::Path, content: &[u8]) {
         use sha2::Digest;

@@ -389,3 +389,25 @@ fn an_invalid_vantage_base_url_is_reported_once() {
         location_of(text, "\"vantage.example\"")
     );
 }
+
+/// A TLS client certificate rotated in place (same paths, new content) is a credential change:
+/// the config carries a digest of what the files held, so a reload rebuilds the tenant's token
+/// manager and its client identity instead of keeping the old one until a restart.
+#[test]
+fn tls_client_files_rotated_in_place_change_the_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let text = format!(
+        "{OAUTH2}auth_method = \"tls_client_auth\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let load = |cert_pem: &str| {
+        std::fs::write(&cert, cert_pem).expect("write cert");
+        std::fs::write(&key, "key v1").expect("write key");
+        only_tenant(&text).provider
+    };
+    let first = load("cert v1");
+    assert_eq!(first, load("cert v1"), "the same content is the same credential");
+    assert_ne!(first, load("cert v2"), "new content under the same path is a change");
+}

@@ -292,6 +292,7 @@ fn oauth2_mapping_variants() -> Variants {
     let tls = |cert: &str| OAuth2AuthMethod::TlsClientAuth {
         client_cert: PathBuf::from(cert),
         client_key: PathBuf::from("/etc/tb/key.pem"),
+        content: crate::config::KeyDigest::of(b""),
     };
     vec![
         (

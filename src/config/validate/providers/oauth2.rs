@@ -166,9 +166,12 @@ fn tls_client_auth(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawTenant) -> Option<
     let key = ctx.required(scope, "client_key", raw.client_key.as_ref(), why);
     let client_cert = cert.and_then(|path| ctx.credential_file(scope, "client_cert", path));
     let client_key = key.and_then(|path| ctx.credential_file(scope, "client_key", path));
+    let (client_cert, client_key) = (client_cert?, client_key?);
+    let content = ctx.files_digest(&[&client_cert, &client_key]);
     Some(OAuth2AuthMethod::TlsClientAuth {
-        client_cert: client_cert?,
-        client_key: client_key?,
+        client_cert,
+        client_key,
+        content,
     })
 }
 
