@@ -213,6 +213,9 @@ impl App {
     }
 
     async fn try_reload(&self, source: ReloadSource, servers: &mut server::Servers) -> Result<(), ConfigErrors> {
+        // The file's text and the secret files it read, recorded for the watcher only once the
+        // reload has taken effect: a rejected file must not move what the watcher follows.
+        let mut watched = None;
         let config = match source {
             ReloadSource::File(path) => {
                 let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
@@ -225,10 +228,10 @@ impl App {
                 // SIGHUP applied would otherwise be reloaded, and counted, a second time).
                 self.baseline.set_read(text.as_bytes()).await;
                 let loaded = config::parse(&text, &path.display().to_string(), &config::ProcessEnv)?;
-                self.baseline.set_loaded(text.as_bytes(), &loaded.secret_files);
                 for warning in &loaded.warnings {
                     tracing::warn!(%warning, "configuration warning");
                 }
+                watched = Some((text, loaded.secret_files));
                 loaded.config
             }
             ReloadSource::Config(config) => *config,
@@ -257,6 +260,9 @@ impl App {
         servers.retain_tenants(|name, addr| wanted.iter().any(|(n, a)| n == name && *a == addr));
         for (name, addr, listener) in fresh {
             servers.add_tenant(name, addr, listener, Arc::clone(&self.state));
+        }
+        if let Some((text, secret_files)) = watched {
+            self.baseline.set_loaded(text.as_bytes(), &secret_files);
         }
         Ok(())
     }
