@@ -83,8 +83,7 @@ pub fn remaining(deadline: Instant) -> Duration {
 /// GMT`, or RFC 9110's two obsolete forms); zero for a date already past, `None` for text that is
 /// not an HTTP-date. The caller caps the result: the date comes from outside.
 pub fn until_http_date(text: &str) -> Option<Duration> {
-    let at = httpdate::parse_http_date(text.trim()).ok()?;
-    Some(at.duration_since(system_now()).unwrap_or(Duration::ZERO))
+    httpdate::parse_http_date(text.trim()).ok().map(until)
 }
 
 // === date-time text ===
