@@ -262,6 +262,15 @@ fn is_unreachable(error: &redis::RedisError) -> bool {
     if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() || error.is_connection_refusal() {
         return true;
     }
+    // Replies that mean the server serves nobody now, whatever the command: a script running
+    // too long, writes stopped by a failed save, out of memory, our credentials or rights gone,
+    // too few replicas. redis-rs passes most of them through as bare codes.
+    if matches!(
+        error.code(),
+        Some("BUSY" | "MISCONF" | "OOM" | "NOAUTH" | "WRONGPASS" | "NOPERM" | "NOREPLICAS")
+    ) {
+        return true;
+    }
     matches!(
         error.kind(),
         ErrorKind::Io
@@ -359,5 +368,20 @@ async fn watch_health(store: Weak<Inner>) {
         let pause = if up { PING_UP } else { PING_DOWN };
         drop(handle);
         tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_wide_refusals_count_as_unreachable_and_command_errors_do_not() {
+        for code in ["BUSY", "MISCONF", "OOM", "NOAUTH", "WRONGPASS", "NOPERM", "NOREPLICAS"] {
+            let error = redis::make_extension_error(code.to_owned(), Some("refused".to_owned()));
+            assert!(is_unreachable(&error), "{code}");
+        }
+        let wrong_type = redis::make_extension_error("WRONGTYPE".to_owned(), Some("a hash".to_owned()));
+        assert!(!is_unreachable(&wrong_type), "one key's type fails one operation");
     }
 }
