@@ -80,7 +80,8 @@ impl Batches {
                 return;
             }
             if let Some(again_after) = self.reserve(class, batch).await {
-                tokio::time::sleep(again_after).await;
+                // From Redis: at most a slot apart, or the whole class's queue would stall.
+                tokio::time::sleep(again_after.min(self.period)).await;
             }
         }
     }

@@ -128,6 +128,11 @@ impl ClusterLimiter {
                 // Its task went away without answering (a runtime shutting down).
                 Ok(Err(_)) => return Err(StoreFailure::Unreachable),
                 Ok(Ok(Err(failure))) => return Err(failure),
+                // The script bounded the wait by the deadline as it stood before the round trip;
+                // a slot past it now (a slow Redis) is refused rather than overslept.
+                Ok(Ok(Ok(Reservation::Granted(wait)))) if wait > deadline.saturating_duration_since(Instant::now()) => {
+                    return Ok(Err(self.reject(wait)));
+                }
                 Ok(Ok(Ok(Reservation::Granted(wait)))) => wait,
                 Ok(Ok(Ok(Reservation::Refused(retry_after)))) => return Ok(Err(self.reject(retry_after))),
                 Ok(Ok(Ok(Reservation::NotDue(_)))) => return Ok(Err(self.reject(self.period))),
@@ -262,6 +267,8 @@ impl ClusterLimiter {
             replicas,
             limiter: LocalLimiter::share_of(self.config, replicas),
         });
+        // A pause in force carries over: the new share must not send during an upstream's 429.
+        next.limiter.pause_for(self.pause_remaining());
         self.fallback.store(Arc::clone(&next));
         next
     }
@@ -280,8 +287,13 @@ impl ClusterLimiter {
         Duration::from_nanos(local).max(announced)
     }
 
+    /// A refusal; its `Retry-After` may come from Redis, so it is capped at what a full bucket
+    /// behind the longest pause could ask for.
     fn reject(&self, retry_after: Duration) -> RateLimited {
         self.rejected_total.fetch_add(1, Ordering::Relaxed);
-        RateLimited { retry_after }
+        let most = (self.period.saturating_mul(self.config.burst.get())).saturating_add(crate::config::MAX_PAUSE);
+        RateLimited {
+            retry_after: retry_after.min(most),
+        }
     }
 }

@@ -191,6 +191,14 @@ async fn announced_and_stored_pauses_are_capped_and_garbage_is_ignored() {
     assert!(took < Duration::from_millis(500), "refused after {took:?}");
     command(&redis, &["DEL", &format!("{base}:pause")]).await;
 
+    // A bucket whose stored time is absurd refuses, but its Retry-After is capped at what a full
+    // bucket (10 slots of 100 ms) behind the longest pause (60 s) could ask: 61 s.
+    command(&redis, &["SET", &format!("{base}:bucket"), "99999999999999999"]).await;
+    let (answer, _) = get_within(&node.url("/t/absurd-bucket"), Duration::from_secs(3)).await;
+    let retry_after = assert_our_429(&answer);
+    assert!(retry_after <= 61, "Retry-After {retry_after}");
+    command(&redis, &["DEL", &format!("{base}:bucket")]).await;
+
     // An announced pause of u64::MAX µs is cut to the cap too.
     command(&redis, &["PUBLISH", &channel, "18446744073709551615"]).await;
     let capped = eventually(Duration::from_secs(2), || async {
