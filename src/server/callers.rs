@@ -17,12 +17,13 @@ use crate::error::ProxyError;
 use crate::upstream::headers::CALLER_KEY_HEADER;
 
 /// Who sent the request: `None` when no callers are configured (every request is anonymous),
-/// else the caller whose key it carries. Runs before the tenant is looked up, so a request
+/// else the caller whose key it carries, with its index among `callers` (the access log names
+/// it by that). Runs before the tenant is looked up, so a request
 /// without a valid key learns nothing about which tenants exist (401 for every path).
 pub(crate) fn authenticate<'c>(
     callers: &'c [CallerConfig],
     request: &Parts,
-) -> Result<Option<&'c CallerConfig>, ProxyError> {
+) -> Result<Option<(usize, &'c CallerConfig)>, ProxyError> {
     if callers.is_empty() {
         return Ok(None);
     }
@@ -64,13 +65,13 @@ fn presented_key(request: &Parts) -> Option<&[u8]> {
     scheme.eq_ignore_ascii_case(b"bearer ").then(|| &authorization[7..])
 }
 
-fn find<'c>(callers: &'c [CallerConfig], presented: &KeyDigest) -> Option<&'c CallerConfig> {
+fn find<'c>(callers: &'c [CallerConfig], presented: &KeyDigest) -> Option<(usize, &'c CallerConfig)> {
     // No early exit, and digests of one length: the time is the same whichever key (if any)
     // matched, and whatever the length of the key presented.
     let mut found = None;
-    for caller in callers {
+    for (index, caller) in callers.iter().enumerate() {
         if bool::from(caller.key_digest.0.ct_eq(&presented.0)) {
-            found = Some(caller);
+            found = Some((index, caller));
         }
     }
     found
@@ -107,7 +108,7 @@ mod tests {
     /// Both phases, as the pipeline runs them.
     fn check(callers: &[CallerConfig], tenant: &TenantName, request: &Parts) -> Result<CallerClass, ProxyError> {
         let caller = authenticate(callers, request)?;
-        authorize(caller, tenant, &request.method)
+        authorize(caller.map(|(_, c)| c), tenant, &request.method)
     }
 
     #[test]

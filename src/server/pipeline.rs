@@ -116,7 +116,8 @@ async fn proxy(
     check_head_size(&parts, snapshot.server.max_request_head)?;
     refuse_foreign(&parts)?;
     let caller = callers::authenticate(&snapshot.callers, &parts)?;
-    ctx.caller = caller.and_then(|c| snapshot.callers.iter().position(|other| std::ptr::eq(other, c)));
+    ctx.caller = caller.map(|(index, _)| index);
+    let caller = caller.map(|(_, caller)| caller);
     if caller.is_none() {
         origin::check(&parts, inbound.loopback, &snapshot.server.allowed_hosts)?;
     }
