@@ -1,27 +1,61 @@
-//! The access log and the per-request metrics: one event per request, written by [`record`]
-//! when the pipeline has its answer. Never a query string, a header value or a body.
+//! The access log and the per-request metrics. The metrics are recorded by [`record`] when the
+//! pipeline has its answer; the one access event per request is written by [`AccessBody`] when
+//! the response body has been sent, or the exchange was cut off (`aborted` says by whom). Never a
+//! query string, a header value or a body.
 
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri};
+use hyper::body::{Body, Frame, SizeHint};
 
 use super::pipeline::RequestCtx;
-use super::request_id;
+use super::request_id::{self, RequestId};
 use crate::error::ProxyBody;
 use crate::tenant::Snapshot;
+use crate::upstream::BodyFate;
+
+/// Target of the one-per-request access event.
+pub(super) const ACCESS_LOG: &str = "tokenbroker::access";
+
+/// Whether the access event is written at all (`RUST_LOG` may turn it off): when it is not,
+/// nothing is captured for it.
+pub(super) fn enabled() -> bool {
+    tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
+}
 
 /// What only the access log needs, captured before the request is consumed upstream.
 pub(super) struct Logged {
-    /// Correlates the access log line with the caller's own logs (see [`request_id::of`]).
-    pub(super) request_id: request_id::RequestId,
     pub(super) method: Method,
     pub(super) uri: Uri,
     /// The caller's W3C `traceparent`, whose trace id the event carries.
     pub(super) traceparent: Option<HeaderValue>,
+    pub(super) peer: SocketAddr,
 }
 
-/// Target of the one-per-request access event.
-pub(super) const ACCESS_LOG: &str = "tokenbroker::access";
+/// How many bytes of the caller's body the proxy read.
+#[derive(Debug, Default)]
+pub(crate) enum RequestBytes {
+    /// Read whole (kept for a replay), or not read at all (refused first): `0`.
+    #[default]
+    None,
+    Read(u64),
+    /// Streamed upstream, counted as it goes.
+    Counted(Arc<BodyFate>),
+}
+
+impl RequestBytes {
+    fn get(&self) -> u64 {
+        match self {
+            Self::None => 0,
+            Self::Read(n) => *n,
+            Self::Counted(fate) => fate.received(),
+        }
+    }
+}
 
 /// Whether the upstream made this answer: its body streams from the upstream (`Left`); the
 /// proxy's own answers carry a body it wrote (`Right`). No header lookup needed.
@@ -29,55 +63,171 @@ fn is_upstreams(response: &Response<ProxyBody>) -> bool {
     matches!(response.body(), http_body_util::Either::Left(_))
 }
 
-/// Metrics and the access log: one event per request, never a query string, header value or body.
-/// A request that matched no tenant is counted too, with an empty `tenant`.
-pub(super) fn record(snapshot: &Snapshot, ctx: &RequestCtx, logged: Option<&Logged>, response: &Response<ProxyBody>) {
-    let elapsed = ctx.started.elapsed();
-    if ctx.tenant.is_none() {
+/// The per-request metrics, when the answer's head is ready. A request that matched no tenant is
+/// counted too, with an empty `tenant`.
+pub(super) fn record(snapshot: &Snapshot, ctx: &RequestCtx, response: &Response<ProxyBody>) {
+    let Some(tenant) = &ctx.tenant else {
         snapshot.unmatched_statuses().add(response.status().as_u16());
-    }
-    if let Some(tenant) = &ctx.tenant {
-        let metrics = &tenant.metrics;
-        metrics.record_status(response.status().as_u16(), is_upstreams(response));
-        metrics.request_duration.observe(elapsed);
-        if let Some(elapsed) = ctx.upstream_elapsed {
-            metrics.upstream_duration.observe(elapsed);
-        }
-        if let Some(wait) = ctx.rate_limit_wait {
-            metrics.ratelimit_wait.by(ctx.class).observe(wait);
-        }
-    }
-    let Some(Logged {
-        request_id,
-        method,
-        uri,
-        traceparent,
-    }) = logged
-    else {
         return;
     };
-    let caller = ctx
-        .caller
-        .and_then(|i| snapshot.callers.get(i))
-        .map(|c| c.name.as_str());
-    tracing::info!(
-        target: ACCESS_LOG,
-        request_id = %request_id,
-        tenant = ctx.tenant.as_ref().map(|t| t.config.name.as_str()),
-        caller,
-        class = caller.map(|_| ctx.class.as_str()),
-        trace_id = traceparent.as_ref().and_then(trace_id),
-        upstream_request_id = upstream_request_id(response.headers()),
-        method = %method,
-        path = uri.path(),
-        status = response.status().as_u16(),
-        upstream_status = ctx.upstream_status.map(|s| s.as_u16()),
-        duration_ms = millis(elapsed),
-        rate_limit_wait_ms = ctx.rate_limit_wait.map(millis),
-        token_generation = ctx.generation,
-        replayed = ctx.replayed,
-        error = response.headers().get(&crate::error::ERROR_HEADER).and_then(|v| v.to_str().ok()),
-    );
+    let metrics = &tenant.metrics;
+    metrics.record_status(response.status().as_u16(), is_upstreams(response));
+    metrics.request_duration.observe(ctx.started.elapsed());
+    if let Some(elapsed) = ctx.upstream_elapsed {
+        metrics.upstream_duration.observe(elapsed);
+    }
+    if let Some(wait) = ctx.rate_limit_wait {
+        metrics.ratelimit_wait.by(ctx.class).observe(wait);
+    }
+}
+
+/// `response` with the request id echoed as `x-request-id` and its body wrapped to write the
+/// access event at its end, when the event is on (`logged` was captured); otherwise the body
+/// passes as it is, with nothing to carry. The upstream's own id for the request, which the echo
+/// replaces, is taken for the event first.
+pub(super) fn finish(
+    snapshot: &Arc<Snapshot>,
+    ctx: RequestCtx,
+    request_id: RequestId,
+    logged: Option<Logged>,
+    mut response: Response<ProxyBody>,
+) -> Response<AccessBody> {
+    let echo = request_id.to_header();
+    let entry = logged.map(|logged| {
+        let headers = response.headers();
+        Box::new(Entry {
+            snapshot: Arc::clone(snapshot),
+            status: response.status().as_u16(),
+            error: headers.get(&crate::error::ERROR_HEADER).cloned(),
+            upstream_request_id: upstream_request_id(headers).cloned(),
+            response_bytes: 0,
+            request_id,
+            logged,
+            ctx,
+        })
+    });
+    response.headers_mut().insert(request_id::HEADER, echo);
+    response.map(|body| AccessBody { body, entry })
+}
+
+/// Everything the access event prints, carried by the response body to its end. Boxed: it is
+/// there only when the event is written, and the body moves through hyper's states.
+pub(super) struct Entry {
+    snapshot: Arc<Snapshot>,
+    ctx: RequestCtx,
+    request_id: RequestId,
+    logged: Logged,
+    status: u16,
+    error: Option<HeaderValue>,
+    upstream_request_id: Option<HeaderValue>,
+    response_bytes: u64,
+}
+
+/// Who left an exchange before its response body was all sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Aborted {
+    /// The caller went away (hyper dropped the body unfinished).
+    Caller,
+    /// The upstream's body broke off.
+    Upstream,
+}
+
+impl Aborted {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Caller => "caller",
+            Self::Upstream => "upstream",
+        }
+    }
+}
+
+impl Entry {
+    fn write(&self, aborted: Option<Aborted>) {
+        let Self { ctx, logged, .. } = self;
+        let caller = (ctx.caller)
+            .and_then(|i| self.snapshot.callers.get(i))
+            .map(|c| c.name.as_str());
+        tracing::info!(
+            target: ACCESS_LOG,
+            request_id = %self.request_id,
+            tenant = ctx.tenant.as_ref().map(|t| t.config.name.as_str()),
+            caller,
+            class = caller.map(|_| ctx.class.as_str()),
+            peer = %logged.peer,
+            trace_id = logged.traceparent.as_ref().and_then(trace_id),
+            upstream_request_id = self.upstream_request_id.as_ref().and_then(|v| v.to_str().ok()),
+            method = %logged.method,
+            path = logged.uri.path(),
+            status = self.status,
+            upstream_status = ctx.upstream_status.map(|s| s.as_u16()),
+            request_bytes = ctx.request_bytes.get(),
+            response_bytes = self.response_bytes,
+            duration_ms = millis(ctx.started.elapsed()),
+            rate_limit_wait_ms = ctx.rate_limit_wait.map(millis),
+            token_generation = ctx.generation,
+            replayed = ctx.replayed,
+            error = self.error.as_ref().and_then(|v| v.to_str().ok()),
+            aborted = aborted.map(Aborted::as_str),
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that writes its request's access event when it ends, breaks off, or is
+    /// dropped unfinished.
+    pub(crate) struct AccessBody {
+        #[pin]
+        body: ProxyBody,
+        entry: Option<Box<Entry>>,
+    }
+
+    impl PinnedDrop for AccessBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(entry) = this.entry.take() {
+                // hyper stops reading a body whose length it has sent, without asking for its
+                // end; a body that is not at its end when dropped lost its caller.
+                let aborted = (!this.body.is_end_stream()).then_some(Aborted::Caller);
+                entry.write(aborted);
+            }
+        }
+    }
+}
+
+impl Body for AccessBody {
+    type Data = <ProxyBody as Body>::Data;
+    type Error = <ProxyBody as Body>::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if let Some(entry) = this.entry {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let sent = frame.data_ref().map_or(0, |data| data.len());
+                    entry.response_bytes += sent as u64;
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    entry.write(Some(Aborted::Upstream));
+                    *this.entry = None;
+                }
+                Poll::Ready(None) => {
+                    entry.write(None);
+                    *this.entry = None;
+                }
+                Poll::Pending => {}
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), when it is well formed.
@@ -103,13 +253,12 @@ pub(super) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent"
 
 /// The upstream's id for this request, when it sends a short, plain one (a log line cannot be
 /// forged or bloated through it).
-fn upstream_request_id(headers: &HeaderMap) -> Option<&str> {
+fn upstream_request_id(headers: &HeaderMap) -> Option<&HeaderValue> {
     let value = UPSTREAM_REQUEST_IDS.iter().find_map(|name| headers.get(name))?;
-    let text = value.to_str().ok()?;
-    let plain = !text.is_empty()
-        && text.len() <= 128
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    plain.then_some(text)
+    let text = value.as_bytes();
+    let plain =
+        !text.is_empty() && text.len() <= 128 && text.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
+    plain.then_some(value)
 }
 
 /// Milliseconds with three decimals (whole microseconds): `491.534`, where `as_secs_f64() * 1000.0`
@@ -138,9 +287,10 @@ mod tests {
         }
         let mut headers = HeaderMap::new();
         headers.insert("traceid", parent("0a1b2c3d4e5f"));
-        assert_eq!(upstream_request_id(&headers), Some("0a1b2c3d4e5f"));
+        let id = |headers: &HeaderMap| upstream_request_id(headers).map(|v| v.to_str().expect("plain").to_owned());
+        assert_eq!(id(&headers).as_deref(), Some("0a1b2c3d4e5f"));
         headers.insert("x-request-id", parent("req-1"));
-        assert_eq!(upstream_request_id(&headers), Some("req-1"), "x-request-id first");
+        assert_eq!(id(&headers).as_deref(), Some("req-1"), "x-request-id first");
         headers.insert("x-request-id", parent("forged\" line"));
         assert_eq!(upstream_request_id(&headers), None);
     }

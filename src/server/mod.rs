@@ -161,14 +161,14 @@ impl Servers {
             replay_budget,
         });
         let gate = Arc::clone(&self.proxy_gate);
-        self.spawn(listener, gate, move |request: Request<Incoming>| {
+        self.spawn(listener, gate, move |request: Request<Incoming>, peer: SocketAddr| {
             // One snapshot per request, held to its end: a reload never changes a request midway.
             let snapshot = state.load_full();
             let inbound = Arc::clone(&inbound);
             // Boxed: hyper moves the service future twice per request, and moving a pointer
             // costs less than copying ~4.9 KB twice, even with the allocation (benches/README.md,
             // "The request future").
-            Box::pin(async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &inbound, request).await) })
+            Box::pin(async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &inbound, peer, request).await) })
         })
     }
 
@@ -194,7 +194,7 @@ impl Servers {
 
     fn spawn<F, Fut, B>(&self, listener: TcpListener, gate: Arc<Gate>, handler: F) -> AcceptLoop
     where
-        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -237,16 +237,16 @@ struct Pool {
 
 async fn accept_loop<F, Fut, B>(listener: TcpListener, handler: F, pool: Pool, mut stop: watch::Receiver<bool>)
 where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builder = connection::builder(pool.limits);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed; pausing");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -268,7 +268,7 @@ where
         let handler = handler.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let in_flight = tracker.begin();
-            let response = handler(request);
+            let response = handler(request, peer);
             async move { response.await.map(|r| r.map(|body| Tracked::new(body, in_flight))) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();

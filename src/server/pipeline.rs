@@ -3,11 +3,11 @@
 //! ```text
 //!  1 route ──▶ 2 caller ──▶ 3 limits ──────────▶ 4 token ──▶ 5 headers ──▶ 6 forward ──▶ 7 response ──▶ 8 log
 //!  CONNECT and   tenant and   declared size (413),  current     rewrite,      send; the      hop-by-hop   metrics,
-//!  absolute-form method       rate-limit slot       token,      Store header, 401 rule:    and proxy-   access
-//!  refused; key  (README      (429 past max_wait),  waiting     hygiene,      renew once,  only headers event
-//!  (401) or      "Callers")   body kept for a       at most     credential    replay once  out; 429
-//!  local origin               resend (or capped)    request_                  if the body  pauses the
-//!  (421/403);                                       timeout                   was kept     limiter
+//!  absolute-form method       rate-limit slot       token,      Store header, 401 rule:    and proxy-   request id
+//!  refused; key  (README      (429 past max_wait),  waiting     hygiene,      renew once,  only headers echoed;
+//!  (401) or      "Callers")   body kept for a       at most     credential    replay once  out; 429     access
+//!  local origin               resend (or capped)    request_                  if the body  pauses the   event at
+//!  (421/403);                                       timeout                   was kept     limiter      body end
 //!  tenant by prefix or own listener; path normalised
 //! ```
 //!
@@ -18,6 +18,7 @@
 //! file only keeps what a replay needs. `docs/architecture.md` walks through a request.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -31,7 +32,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::access_log::{ACCESS_LOG, Logged, TRACEPARENT, record};
+use super::access_log::{self, AccessBody, Logged, RequestBytes, TRACEPARENT, record};
 use super::request_body::{BodyRules, PreparedBody, blame, prepare_body};
 use super::{Binding, Inbound, callers, origin, request_id};
 use crate::config::CallerClass;
@@ -56,10 +57,16 @@ pub(crate) struct RequestCtx {
     pub(crate) upstream_status: Option<StatusCode>,
     pub(crate) upstream_elapsed: Option<Duration>,
     pub(crate) replayed: bool,
+    pub(crate) request_bytes: RequestBytes,
 }
 
-/// Serves one request; never fails (errors become problem+json responses).
-pub(crate) async fn handle(snapshot: &Snapshot, inbound: &Inbound, request: Request<Incoming>) -> Response<ProxyBody> {
+/// Serves one request from `peer`; never fails (errors become problem+json responses).
+pub(crate) async fn handle(
+    snapshot: &Arc<Snapshot>,
+    inbound: &Inbound,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<AccessBody> {
     let mut ctx = RequestCtx {
         started: Instant::now(),
         tenant: None,
@@ -70,22 +77,25 @@ pub(crate) async fn handle(snapshot: &Snapshot, inbound: &Inbound, request: Requ
         upstream_status: None,
         upstream_elapsed: None,
         replayed: false,
+        request_bytes: RequestBytes::None,
     };
+    let request_id = request_id::of(request.headers());
     // The request is consumed upstream; keep what the access log prints only when it is on
     // (at RUST_LOG=warn the clones, and their reference counts on hyper's buffer, are skipped).
-    let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO).then(|| Logged {
-        request_id: request_id::of(request.headers()),
+    let logged = access_log::enabled().then(|| Logged {
         method: request.method().clone(),
         uri: request.uri().clone(),
         traceparent: request.headers().get(TRACEPARENT).cloned(),
+        peer,
     });
     let http1 = request.version() < Version::HTTP_2;
-    let response = match proxy(snapshot, inbound, request, &mut ctx).await {
+    let count = logged.is_some();
+    let response = match proxy(snapshot, inbound, request, count, &mut ctx).await {
         Ok(response) => response,
         Err(error) => refusal(error, ctx.tenant.as_ref().map(|t| &t.config.name), http1),
     };
-    record(snapshot, &ctx, logged.as_ref(), &response);
-    response
+    record(snapshot, &ctx, &response);
+    access_log::finish(snapshot, ctx, request_id, logged, response)
 }
 
 /// The problem response for `error`. An oversized HTTP/1 head also closes the connection: the
@@ -105,6 +115,7 @@ async fn proxy(
     snapshot: &Snapshot,
     inbound: &Inbound,
     request: Request<Incoming>,
+    count: bool,
     ctx: &mut RequestCtx,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // 1. Route. Not an open proxy: only origin-form requests for our own tenants go anywhere. The
@@ -135,8 +146,15 @@ async fn proxy(
     let rules = BodyRules {
         budget: &inbound.replay_budget,
         timeout: snapshot.server.body_timeout,
+        count,
     };
     let body = prepare_body(&tenant, declared, body, rules).await?;
+    ctx.request_bytes = match &body {
+        PreparedBody::Buffered { bytes, .. } => RequestBytes::Read(bytes.len() as u64),
+        PreparedBody::Streamed { fate, .. } => fate
+            .as_ref()
+            .map_or(RequestBytes::None, |fate| RequestBytes::Counted(Arc::clone(fate))),
+    };
     // 4. Token: `request_timeout` runs from here to the response head, across a replay too.
     let exchange = Exchange::start(&tenant, snapshot.server.request_timeout);
     let token = take_token(&exchange, ctx).await?;
@@ -147,7 +165,7 @@ async fn proxy(
     add_upstream_headers(&tenant, &mut parts.headers, store);
     // 6. Forward, with the 401 rule.
     let response = forward(&exchange, parts, uri, body, token, ctx).await?;
-    // 7. Response filter (8, the log, runs in `handle` for answers and errors alike).
+    // 7. Response filter (8, the log, starts in `handle` for answers and errors alike).
     Ok(filter_response(&tenant, response, ctx))
 }
 
@@ -421,7 +439,9 @@ mod tests {
 
     #[test]
     fn the_request_future_stays_small() {
-        let size = future_size::<(&Snapshot, &Inbound, Request<Incoming>), _, _>(|(s, b, r)| handle(s, b, r));
+        let size = future_size::<(&Arc<Snapshot>, &Inbound, SocketAddr, Request<Incoming>), _, _>(|(s, b, p, r)| {
+            handle(s, b, p, r)
+        });
         assert!(
             size <= BOUND,
             "the request future is {size} bytes, over {BOUND}: box the large, rare await that grew it"

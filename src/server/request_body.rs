@@ -21,7 +21,8 @@ pub(super) enum PreparedBody {
     /// share of the replay budget until the last copy of them drops.
     Buffered { bytes: Bytes, replay: bool },
     /// `fate`: where the body's failure is noted for an upstream that may speak HTTP/2 (see
-    /// [`BodyFate`]); `None` where hyper reports it itself.
+    /// [`BodyFate`]), and its size for the access log; `None` where hyper reports the failure
+    /// itself and nobody counts.
     Streamed {
         body: Limited<CallerBody>,
         fate: Option<Arc<BodyFate>>,
@@ -33,6 +34,8 @@ pub(super) struct BodyRules<'a> {
     pub(super) budget: &'a Arc<ReplayBudget>,
     /// `server.body_timeout`.
     pub(super) timeout: Duration,
+    /// Whether a streamed body's bytes are counted (for the access log).
+    pub(super) count: bool,
 }
 
 pub(super) async fn prepare_body(
@@ -46,7 +49,7 @@ pub(super) async fn prepare_body(
     let body = CallerBody::new(body, rules.timeout);
     let replay = tenant.tokens.keeps_body_for_replay(declared, empty);
     if !replay && (empty || !resendable(tenant, declared)) {
-        return Ok(streamed(tenant, body, max_body, empty));
+        return Ok(streamed(tenant, body, max_body, empty, rules.count));
     }
     // Most requests (GETs) have no body: nothing to read or buffer.
     if empty {
@@ -59,7 +62,7 @@ pub(super) async fn prepare_body(
     // the body to it, so that is what it reserves.
     let length = declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(usize::MAX);
     let Some(permit) = rules.budget.try_reserve(length) else {
-        return Ok(streamed(tenant, body, max_body, empty));
+        return Ok(streamed(tenant, body, max_body, empty, rules.count));
     };
     match read_all(Limited::new(body, max_body), length).await {
         Ok(bytes) => Ok(PreparedBody::Buffered {
@@ -85,9 +88,10 @@ async fn read_all(body: Limited<CallerBody>, length: usize) -> Result<Bytes, Box
     Ok(bytes.freeze())
 }
 
-/// `body` to stream under `max_body`, noting its failure where hyper would not report it.
-fn streamed(tenant: &Tenant, mut body: CallerBody, max_body: usize, empty: bool) -> PreparedBody {
-    let fate = (!empty && tenant.upstream.resends_refused()).then(|| body.noting_failure());
+/// `body` to stream under `max_body`, noting its failure where hyper would not report it, and its
+/// size when `count`.
+fn streamed(tenant: &Tenant, mut body: CallerBody, max_body: usize, empty: bool, count: bool) -> PreparedBody {
+    let fate = (!empty && (count || tenant.upstream.resends_refused())).then(|| body.noting_failure());
     PreparedBody::Streamed {
         body: Limited::new(body, max_body),
         fate,
@@ -95,7 +99,8 @@ fn streamed(tenant: &Tenant, mut body: CallerBody, max_body: usize, empty: bool)
 }
 
 /// `error`, or the caller's fault instead when its body failed first: over HTTP/2 an upstream
-/// failure after a body failure is what the body failure caused (see [`BodyFate`]).
+/// failure after a body failure is what the body failure caused (see [`BodyFate`]). Over HTTP/1
+/// hyper reports the body's own error, which this leaves as it is.
 pub(super) fn blame(fate: &BodyFate, error: ProxyError) -> ProxyError {
     let upstream = matches!(
         error,

@@ -1,10 +1,14 @@
-//! The request id of the access log: the caller's own `x-request-id` when it is plain, else a
-//! cheap process-unique one. Kept apart from the pipeline so its rules are tested on their own.
+//! The request id: the caller's own `x-request-id` when it is plain, else a cheap process-unique
+//! one. The access event carries it and every response echoes it. Kept apart from the pipeline so
+//! its rules are tested on their own.
 
 use std::fmt;
 
-use http::HeaderMap;
 use http::header::HeaderValue;
+use http::{HeaderMap, HeaderName};
+
+/// The header a caller's id arrives in and every answer echoes.
+pub(crate) const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest incoming `x-request-id` that is logged as given; longer ones are replaced.
 const MAX_REQUEST_ID: usize = 128;
@@ -29,13 +33,31 @@ impl fmt::Display for RequestId {
     }
 }
 
+impl RequestId {
+    /// The id as the `x-request-id` a response echoes: the caller's own value as it came, or the
+    /// generated one written out (at most 25 bytes, formatted without an intermediate `String`).
+    pub(crate) fn to_header(&self) -> HeaderValue {
+        match self {
+            Self::Given(id) => id.clone(),
+            Self::Generated { prefix, n } => {
+                use std::io::Write;
+                let mut text = [0u8; 8 + 1 + 16];
+                let mut cursor = std::io::Cursor::new(&mut text[..]);
+                write!(cursor, "{prefix:08x}-{n:x}").expect("25 bytes hold a u32 and a u64 in hex");
+                let len = usize::try_from(cursor.position()).expect("at most 25");
+                HeaderValue::from_bytes(&text[..len]).expect("hex digits and a dash")
+            }
+        }
+    }
+}
+
 /// The caller's `x-request-id` when it is short and plain (letters, digits, `-_.:`), so a log
-/// line cannot be forged or bloated through it; otherwise a new id. The id is only logged:
-/// nothing new goes upstream, and the caller's own header passes through.
+/// line cannot be forged or bloated through it; otherwise a new id. The caller's own header
+/// passes upstream unchanged; a generated id is only logged and echoed, never sent upstream.
 pub(crate) fn of(headers: &HeaderMap) -> RequestId {
     static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let given = headers.get("x-request-id").filter(|id| {
+    let given = headers.get(HEADER).filter(|id| {
         let id = id.as_bytes();
         !id.is_empty()
             && id.len() <= MAX_REQUEST_ID
@@ -70,6 +92,20 @@ mod tests {
             let id = of(&with(bad)).to_string();
             assert_ne!(id, bad);
             assert!(id.contains('-') && id.len() <= 25, "{id}");
+        }
+    }
+
+    #[test]
+    fn the_echo_is_the_logged_id() {
+        for id in [
+            of(&with("req-7")),
+            of(&HeaderMap::new()),
+            RequestId::Generated {
+                prefix: u32::MAX,
+                n: u64::MAX,
+            },
+        ] {
+            assert_eq!(id.to_header().to_str().expect("plain"), id.to_string());
         }
     }
 

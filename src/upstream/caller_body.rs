@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering::Acquire, Ordering::Release};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -26,15 +26,17 @@ pub enum RequestBodyError {
     Broken,
 }
 
-/// How a streamed body failed, noted by [`CallerBody`] for the inbound side: hyper's HTTP/2 client
-/// resets the upstream stream of a body that fails but reports only the reset (or nothing, until
-/// `request_timeout`), which would blame the upstream. Allocated only for bodies that stream to
-/// an upstream that may speak HTTP/2.
+/// How a streamed body fared, noted by [`CallerBody`] for the inbound side: how it failed, since
+/// hyper's HTTP/2 client resets the upstream stream of a body that fails but reports only the
+/// reset (or nothing, until `request_timeout`), which would blame the upstream; and how many bytes
+/// of it were read, for the access log. Allocated only for bodies that stream to an upstream that
+/// may speak HTTP/2, or while the access log is written.
 #[derive(Debug)]
 pub struct BodyFate {
     /// 0 while nothing failed, then [`BROKEN`] or [`STALLED`].
     failure: AtomicU8,
     timeout: Duration,
+    received: AtomicU64,
 }
 
 const BROKEN: u8 = 1;
@@ -47,6 +49,11 @@ impl BodyFate {
             RequestBodyError::Stalled(_) => STALLED,
         };
         self.failure.store(code, Release);
+    }
+
+    /// How many bytes of the body were read so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(Relaxed)
     }
 
     /// How the body failed, if it did.
@@ -94,12 +101,13 @@ impl<B> CallerBody<B> {
         }
     }
 
-    /// Notes the body's failure in a [`BodyFate`] it returns, for an upstream whose client may
-    /// not report it (HTTP/2).
+    /// Notes the body's failure and size in a [`BodyFate`] it returns: for an upstream whose
+    /// client may not report the failure (HTTP/2), and for the access log.
     pub(crate) fn noting_failure(&mut self) -> Arc<BodyFate> {
         let fate = Arc::new(BodyFate {
             failure: AtomicU8::new(0),
             timeout: self.timeout(),
+            received: AtomicU64::new(0),
         });
         self.fate = Some(Arc::clone(&fate));
         fate
@@ -129,6 +137,10 @@ impl<B: Body<Data = Bytes>> Body for CallerBody<B> {
             Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(fail(this.fate, RequestBodyError::Broken)))),
             Poll::Ready(frame) => {
                 *this.armed = false;
+                if let (Some(fate), Some(Ok(frame))) = (this.fate.as_ref(), frame.as_ref()) {
+                    let read = frame.data_ref().map_or(0, Bytes::len);
+                    fate.received.fetch_add(read as u64, Relaxed);
+                }
                 Poll::Ready(frame.map(|frame| frame.map_err(|_| RequestBodyError::Broken)))
             }
             Poll::Pending => {
