@@ -41,6 +41,10 @@ pub enum Command {
         /// checked for shape and listed, not read. For CI and GitOps pipelines without secrets.
         #[arg(long)]
         no_secrets: bool,
+        /// Print the effective configuration on stdout (defaults and presets filled in, secrets
+        /// shown as "***"), like `nginx -T`.
+        #[arg(long)]
+        print: bool,
     },
     /// Start the built-in sandbox providers and a proxy wired to them, print curl commands.
     Demo,

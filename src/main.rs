@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let runtime = runtime();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check { no_secrets } => check(cli.config.as_deref(), no_secrets),
+        Command::Check { no_secrets, print } => check(cli.config.as_deref(), no_secrets, print),
         Command::Run => runtime.block_on(run(cli.config.as_deref())),
         Command::Demo => runtime.block_on(tokenbroker::demo::run()),
     }
@@ -62,7 +62,7 @@ fn load(path: Option<&Path>) -> Result<(Loaded, String), ConfigErrors> {
     Ok((loaded, text))
 }
 
-fn check(path: Option<&Path>, no_secrets: bool) -> ExitCode {
+fn check(path: Option<&Path>, no_secrets: bool, print: bool) -> ExitCode {
     let loaded = if no_secrets {
         config_path(path).and_then(|path| config::load_with(&path, &config::NoSecrets))
     } else {
@@ -83,6 +83,9 @@ fn check(path: Option<&Path>, no_secrets: bool) -> ExitCode {
                 "configuration is valid{secrets}: {} tenant(s)",
                 loaded.config.tenants.len()
             );
+            if print {
+                print!("{}", config::effective::render(&loaded.config));
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -10,6 +10,7 @@
 //! below and collects *every* problem (with file:line:column) instead of stopping at the first.
 //! `tokenbroker check` runs exactly this path. Nothing here touches the network.
 
+pub mod effective;
 pub(crate) mod limits;
 mod load;
 pub(crate) mod raw;

@@ -120,9 +120,68 @@ pub(crate) fn parse_rfc3339(text: &str) -> Result<SystemTime, UnitError> {
     crate::clock::parse_datetime(text).ok_or_else(bad)
 }
 
+/// A duration as [`parse_duration`] reads it back: the largest unit that divides it, so `30s`
+/// and `5m` print as operators write them. Below a millisecond is not configurable, so it is not
+/// printed.
+pub(crate) fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+    if millis == 0 {
+        return "0s".to_owned();
+    }
+    match units.iter().find(|(per, _)| millis % per == 0) {
+        Some((per, unit)) => format!("{}{unit}", millis / per),
+        None => format!("{millis}ms"),
+    }
+}
+
+/// A size as [`parse_size`] reads it back: in the largest unit that divides it (binary before
+/// decimal at each step), else in bytes.
+pub(crate) fn format_size(bytes: u64) -> String {
+    let units = [
+        (1 << 30, "GiB"),
+        (1_000_000_000, "GB"),
+        (1 << 20, "MiB"),
+        (1_000_000, "MB"),
+        (1 << 10, "KiB"),
+        (1_000, "KB"),
+    ];
+    match units.iter().find(|(per, _)| bytes != 0 && bytes % per == 0) {
+        Some((per, unit)) => format!("{}{unit}", bytes / per),
+        None => bytes.to_string(),
+    }
+}
+
+/// An instant as RFC 3339 in UTC (`2026-01-01T00:00:00Z`), which [`parse_rfc3339`] reads back.
+pub(crate) fn format_rfc3339(at: SystemTime) -> String {
+    jiff::Timestamp::try_from(at).map_or_else(|_| "out of range".to_owned(), |t| t.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_units_read_back_the_same() {
+        for millis in [
+            0, 1, 250, 1_000, 1_500, 30_000, 90_000, 300_000, 3_600_000, 86_400_000, 90_061_001,
+        ] {
+            let duration = Duration::from_millis(millis);
+            let text = format_duration(duration);
+            assert_eq!(parse_duration(&text), Ok(duration), "{text}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_millis(1_500)), "1500ms");
+        for bytes in [0, 1, 1_000, 1_024, 65_536, 10 << 20, 3 << 30, (1 << 30) + 1] {
+            let text = format_size(bytes);
+            assert_eq!(parse_size(&text), Ok(bytes), "{text}");
+        }
+        assert_eq!(format_size(64 * 1024), "64KiB");
+        assert_eq!(format_size(2_000_000), "2MB");
+        let at = parse_rfc3339("2026-01-01T00:00:00.5+08:00").expect("valid");
+        assert_eq!(format_rfc3339(at), "2025-12-31T16:00:00.5Z");
+        assert_eq!(parse_rfc3339(&format_rfc3339(at)), Ok(at));
+    }
 
     #[test]
     fn durations() {

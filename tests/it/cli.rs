@@ -220,3 +220,36 @@ fn check_judges_a_redis_store_url_by_shape_without_connecting_or_echoing_it() {
     );
     assert!(!stderr.contains("hunter2-pw"), "{stderr}");
 }
+
+/// `check --print` shows the effective configuration on stdout (like `nginx -T`): defaults filled
+/// in, every secret masked, and the printed text checks as valid and prints as itself again.
+#[test]
+fn check_prints_the_effective_configuration_which_reads_back() {
+    let output = tokenbroker()
+        .args(["check", "--print", "--config", EXAMPLE])
+        .envs(example_env())
+        .output()
+        .expect("run tokenbroker check --print");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!stdout.contains("dummy-secret-value"), "{stdout}");
+    assert!(stdout.contains("client_secrets = [\"***\"]"), "{stdout}");
+    // Defaults the example leaves out, now spelled out.
+    for filled in [
+        "shutdown_delay = \"0s\"",
+        "body_timeout = \"1m\"",
+        "min_token_age = \"30s\"",
+    ] {
+        assert!(stdout.contains(filled), "{filled}:\n{stdout}");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let printed = dir.path().join("printed.toml");
+    std::fs::write(&printed, stdout.as_bytes()).expect("write");
+    let again = tokenbroker()
+        .args(["check", "--no-secrets", "--print", "--config"])
+        .arg(&printed)
+        .output()
+        .expect("run");
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout, "a fixed point");
+}
