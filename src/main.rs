@@ -19,9 +19,29 @@ fn main() -> ExitCode {
     let runtime = runtime();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check { no_secrets, print } => check(cli.config.as_deref(), no_secrets, print),
-        Command::Run => runtime.block_on(run(cli.config.as_deref())),
-        Command::Demo => runtime.block_on(tokenbroker::demo::run()),
+        Command::Run => runtime.block_on(traced(run(cli.config.as_deref()))),
+        Command::Demo => runtime.block_on(traced(tokenbroker::demo::run())),
     }
+}
+
+/// Runs `serve` with traces exported as the `OTEL_*` variables ask (none unless an endpoint is
+/// named), flushing them at the end. Variables this build cannot honour stop it with EX_CONFIG.
+async fn traced(serve: impl Future<Output = ExitCode>) -> ExitCode {
+    let traces = match telemetry::traces::init() {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if traces.is_some() {
+        tracing::info!("exporting traces over OTLP/HTTP");
+    }
+    let code = serve.await;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    code
 }
 
 /// `TOKENBROKER_WORKER_THREADS=1` serves everything from one thread on a current-thread runtime

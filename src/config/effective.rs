@@ -14,7 +14,8 @@ use toml::{Table, Value};
 use super::units::{format_duration, format_rfc3339, format_size};
 use super::{
     CallerConfig, ExpiresInUnit, OAuth2AuthMethod, OAuth2Config, OAuth2Grant, PasswordOrClient, ProviderConfig,
-    RateLimitConfig, RuntimeConfig, ServerConfig, ShoplineCredentials, StoreConfig, TenantConfig,
+    RateLimitConfig, ResponseMapping, RuntimeConfig, ServerConfig, ShoplineConfig, ShoplineCredentials, StoreConfig,
+    TenantConfig, VantageConfig,
 };
 
 /// What every secret prints as.
@@ -180,7 +181,6 @@ fn rate_limit(limit: &RateLimitConfig) -> Table {
 
 /// The provider's own keys, as the tenant table holds them.
 fn provider(provider: &ProviderConfig, t: &mut Table) {
-    let secrets = |count: usize| Value::Array(vec![masked(); count]);
     match provider {
         ProviderConfig::AdobeIms(c) => {
             t.insert("client_id".into(), text(&c.client_id));
@@ -191,43 +191,8 @@ fn provider(provider: &ProviderConfig, t: &mut Table) {
                 t.insert("org_id".into(), text(org));
             }
         }
-        ProviderConfig::Shopline(c) => {
-            t.insert("handle".into(), text(&c.handle));
-            t.insert("token_url".into(), text(&c.token_url));
-            match &c.credentials {
-                ShoplineCredentials::OAuth { app_key, code, .. } => {
-                    t.insert("app_key".into(), text(app_key));
-                    t.insert("app_secret".into(), masked());
-                    if code.is_some() {
-                        t.insert("code".into(), masked());
-                    }
-                }
-                ShoplineCredentials::Private { .. } => {
-                    t.insert("access_token".into(), masked());
-                }
-            }
-        }
-        ProviderConfig::Vantage(c) => {
-            t.insert("base_url".into(), text(&c.base_url));
-            if let Some(id) = &c.tenant_id {
-                t.insert("tenant_id".into(), text(id));
-            }
-            t.insert("token_url".into(), text(&c.token_url));
-            t.insert("client_id".into(), text(&c.client_id));
-            t.insert("client_secrets".into(), secrets(c.client_secrets.len()));
-            match &c.grant {
-                PasswordOrClient::ClientCredentials => {
-                    t.insert("grant".into(), text("client_credentials"));
-                }
-                PasswordOrClient::Password { username, .. } => {
-                    t.insert("grant".into(), text("password"));
-                    t.insert("username".into(), text(username));
-                    t.insert("password".into(), masked());
-                }
-            }
-            t.insert("scopes".into(), list(&c.scopes));
-            t.insert("offline_access".into(), Value::Boolean(c.offline_access));
-        }
+        ProviderConfig::Shopline(c) => shopline(c, t),
+        ProviderConfig::Vantage(c) => vantage(c, t),
         ProviderConfig::Cyberbiz(_) => {
             t.insert("token".into(), masked());
         }
@@ -240,6 +205,50 @@ fn provider(provider: &ProviderConfig, t: &mut Table) {
             }
         }
     }
+}
+
+/// `count` masked secrets.
+fn secrets(count: usize) -> Value {
+    Value::Array(vec![masked(); count])
+}
+
+fn shopline(c: &ShoplineConfig, t: &mut Table) {
+    t.insert("handle".into(), text(&c.handle));
+    t.insert("token_url".into(), text(&c.token_url));
+    match &c.credentials {
+        ShoplineCredentials::OAuth { app_key, code, .. } => {
+            t.insert("app_key".into(), text(app_key));
+            t.insert("app_secret".into(), masked());
+            if code.is_some() {
+                t.insert("code".into(), masked());
+            }
+        }
+        ShoplineCredentials::Private { .. } => {
+            t.insert("access_token".into(), masked());
+        }
+    }
+}
+
+fn vantage(c: &VantageConfig, t: &mut Table) {
+    t.insert("base_url".into(), text(&c.base_url));
+    if let Some(id) = &c.tenant_id {
+        t.insert("tenant_id".into(), text(id));
+    }
+    t.insert("token_url".into(), text(&c.token_url));
+    t.insert("client_id".into(), text(&c.client_id));
+    t.insert("client_secrets".into(), secrets(c.client_secrets.len()));
+    match &c.grant {
+        PasswordOrClient::ClientCredentials => {
+            t.insert("grant".into(), text("client_credentials"));
+        }
+        PasswordOrClient::Password { username, .. } => {
+            t.insert("grant".into(), text("password"));
+            t.insert("username".into(), text(username));
+            t.insert("password".into(), masked());
+        }
+    }
+    t.insert("scopes".into(), list(&c.scopes));
+    t.insert("offline_access".into(), Value::Boolean(c.offline_access));
 }
 
 fn oauth2(c: &OAuth2Config, t: &mut Table) {
@@ -269,7 +278,20 @@ fn oauth2(c: &OAuth2Config, t: &mut Table) {
         t.insert("scopes".into(), list(&c.scopes));
     }
     t.insert("scope_separator".into(), text(&c.scope_separator));
-    match &c.auth_method {
+    auth_method(&c.auth_method, t);
+    if !c.extra_params.is_empty() {
+        let params = c.extra_params.iter().map(|(k, v)| (k.clone(), text(v)));
+        t.insert("extra_params".into(), Value::Table(params.collect()));
+    }
+    if let Some(audience) = &c.audience {
+        t.insert("audience".into(), text(audience));
+    }
+    t.insert("default_ttl".into(), duration(c.default_ttl));
+    t.insert("response".into(), Value::Table(response(&c.response)));
+}
+
+fn auth_method(method: &OAuth2AuthMethod, t: &mut Table) {
+    match method {
         OAuth2AuthMethod::ClientSecretPost => {
             t.insert("auth_method".into(), text("client_secret_post"));
         }
@@ -290,26 +312,21 @@ fn oauth2(c: &OAuth2Config, t: &mut Table) {
             t.insert("client_key".into(), text(&client_key.display()));
         }
     }
-    if !c.extra_params.is_empty() {
-        let params = c.extra_params.iter().map(|(k, v)| (k.clone(), text(v)));
-        t.insert("extra_params".into(), Value::Table(params.collect()));
-    }
-    if let Some(audience) = &c.audience {
-        t.insert("audience".into(), text(audience));
-    }
-    t.insert("default_ttl".into(), duration(c.default_ttl));
+}
+
+fn response(mapping: &ResponseMapping) -> Table {
     let mut response = Table::new();
-    response.insert("token".into(), text(&c.response.token.join(".")));
-    response.insert("expires_in".into(), text(&c.response.expires_in.join(".")));
-    let unit = match c.response.expires_in_unit {
+    response.insert("token".into(), text(&mapping.token.join(".")));
+    response.insert("expires_in".into(), text(&mapping.expires_in.join(".")));
+    let unit = match mapping.expires_in_unit {
         ExpiresInUnit::Seconds => "s",
         ExpiresInUnit::Millis => "ms",
     };
     response.insert("expires_in_unit".into(), text(unit));
-    if let Some(at) = &c.response.expires_at {
+    if let Some(at) = &mapping.expires_at {
         response.insert("expires_at".into(), text(&at.join(".")));
     }
-    t.insert("response".into(), Value::Table(response));
+    response
 }
 
 fn caller(caller: &CallerConfig) -> Table {

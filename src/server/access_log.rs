@@ -15,6 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use super::pipeline::RequestCtx;
 use super::request_id::{self, RequestId};
 use crate::error::ProxyBody;
+use crate::telemetry::traces::RequestTrace;
 use crate::tenant::Snapshot;
 use crate::upstream::BodyFate;
 
@@ -27,7 +28,8 @@ pub(super) fn enabled() -> bool {
     tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
 }
 
-/// What only the access log needs, captured before the request is consumed upstream.
+/// What only the access log needs, captured before the request is consumed upstream. Boxed in
+/// the request future (which every request moves), and only while the access log is written.
 pub(super) struct Logged {
     pub(super) method: Method,
     pub(super) uri: Uri,
@@ -87,18 +89,26 @@ pub(super) fn record(snapshot: &Snapshot, ctx: &RequestCtx, response: &Response<
 /// replaces, is taken for the event first.
 pub(super) fn finish(
     snapshot: &Arc<Snapshot>,
-    ctx: RequestCtx,
+    mut ctx: RequestCtx,
     request_id: RequestId,
-    logged: Option<Logged>,
+    logged: Option<Box<Logged>>,
     mut response: Response<ProxyBody>,
 ) -> Response<AccessBody> {
     let echo = request_id.to_header();
+    let error = response.headers().get(&crate::error::ERROR_HEADER).cloned();
+    let trace = ctx.trace.take();
+    if let Some(trace) = &trace {
+        let tenant = ctx.tenant.as_ref().map(|t| t.config.name.as_str());
+        let code = error.as_ref().and_then(|v| v.to_str().ok());
+        trace.answered(tenant, response.status().as_u16(), code);
+    }
     let entry = logged.map(|logged| {
         let headers = response.headers();
         Box::new(Entry {
+            trace_id: trace.as_ref().map(|t| t.trace_id()),
             snapshot: Arc::clone(snapshot),
             status: response.status().as_u16(),
-            error: headers.get(&crate::error::ERROR_HEADER).cloned(),
+            error,
             upstream_request_id: upstream_request_id(headers).cloned(),
             response_bytes: 0,
             request_id,
@@ -107,16 +117,18 @@ pub(super) fn finish(
         })
     });
     response.headers_mut().insert(request_id::HEADER, echo);
-    response.map(|body| AccessBody { body, entry })
+    response.map(|body| AccessBody { body, entry, trace })
 }
 
 /// Everything the access event prints, carried by the response body to its end. Boxed: it is
 /// there only when the event is written, and the body moves through hyper's states.
 pub(super) struct Entry {
     snapshot: Arc<Snapshot>,
+    /// The exported trace's id; without export, the caller's `traceparent` gives it.
+    trace_id: Option<opentelemetry::trace::TraceId>,
     ctx: RequestCtx,
     request_id: RequestId,
-    logged: Logged,
+    logged: Box<Logged>,
     status: u16,
     error: Option<HeaderValue>,
     upstream_request_id: Option<HeaderValue>,
@@ -147,6 +159,7 @@ impl Entry {
         let caller = (ctx.caller)
             .and_then(|i| self.snapshot.callers.get(i))
             .map(|c| c.name.as_str());
+        let exported = self.trace_id.map(|id| id.to_string());
         tracing::info!(
             target: ACCESS_LOG,
             request_id = %self.request_id,
@@ -154,7 +167,7 @@ impl Entry {
             caller,
             class = caller.map(|_| ctx.class.as_str()),
             peer = %logged.peer,
-            trace_id = logged.traceparent.as_ref().and_then(trace_id),
+            trace_id = exported.as_deref().or_else(|| logged.traceparent.as_ref().and_then(trace_id)),
             upstream_request_id = self.upstream_request_id.as_ref().and_then(|v| v.to_str().ok()),
             method = %logged.method,
             path = logged.uri.path(),
@@ -173,24 +186,33 @@ impl Entry {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that writes its request's access event when it ends, breaks off, or is
-    /// dropped unfinished.
+    /// A response body that writes its request's access event, and ends its server span, when it
+    /// ends, breaks off, or is dropped unfinished.
     pub(crate) struct AccessBody {
         #[pin]
         body: ProxyBody,
         entry: Option<Box<Entry>>,
+        trace: Option<Box<RequestTrace>>,
     }
 
     impl PinnedDrop for AccessBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(entry) = this.entry.take() {
-                // hyper stops reading a body whose length it has sent, without asking for its
-                // end; a body that is not at its end when dropped lost its caller.
-                let aborted = (!this.body.is_end_stream()).then_some(Aborted::Caller);
-                entry.write(aborted);
-            }
+            // hyper stops reading a body whose length it has sent, without asking for its end; a
+            // body that is not at its end when dropped lost its caller.
+            let aborted = (!this.body.is_end_stream()).then_some(Aborted::Caller);
+            done(this.entry, this.trace, aborted);
         }
+    }
+}
+
+/// Writes the event and ends the span, once.
+fn done(entry: &mut Option<Box<Entry>>, trace: &mut Option<Box<RequestTrace>>, aborted: Option<Aborted>) {
+    if let Some(entry) = entry.take() {
+        entry.write(aborted);
+    }
+    if let Some(trace) = trace.take() {
+        trace.end(aborted.map(Aborted::as_str));
     }
 }
 
@@ -201,22 +223,15 @@ impl Body for AccessBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let polled = this.body.poll_frame(cx);
-        if let Some(entry) = this.entry {
-            match &polled {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let sent = frame.data_ref().map_or(0, |data| data.len());
-                    entry.response_bytes += sent as u64;
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(entry) = this.entry {
+                    entry.response_bytes += frame.data_ref().map_or(0, |data| data.len()) as u64;
                 }
-                Poll::Ready(Some(Err(_))) => {
-                    entry.write(Some(Aborted::Upstream));
-                    *this.entry = None;
-                }
-                Poll::Ready(None) => {
-                    entry.write(None);
-                    *this.entry = None;
-                }
-                Poll::Pending => {}
             }
+            Poll::Ready(Some(Err(_))) => done(this.entry, this.trace, Some(Aborted::Upstream)),
+            Poll::Ready(None) => done(this.entry, this.trace, None),
+            Poll::Pending => {}
         }
         polled
     }

@@ -8,6 +8,7 @@ mod access_log;
 mod admin_listener;
 pub(crate) mod callers;
 mod connection;
+mod exchange;
 mod origin;
 pub(crate) mod pipeline;
 mod replay_budget;

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
@@ -33,14 +32,16 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::access_log::{self, AccessBody, Logged, RequestBytes, TRACEPARENT, record};
+use super::exchange::Exchange;
 use super::request_body::{BodyRules, PreparedBody, blame, prepare_body};
 use super::{Binding, Inbound, callers, origin, request_id};
 use crate::config::CallerClass;
 use crate::error::{ProxyBody, ProxyError};
 use crate::routing::{path, rewrite};
+use crate::telemetry::traces::RequestTrace;
 use crate::tenant::{Snapshot, Tenant};
 use crate::token::CurrentToken;
-use crate::upstream::{UpstreamBody, UpstreamError, UpstreamResponseBody, headers};
+use crate::upstream::{UpstreamResponseBody, headers};
 
 /// What the pipeline learns about one request, for the access log.
 pub(crate) struct RequestCtx {
@@ -58,6 +59,8 @@ pub(crate) struct RequestCtx {
     pub(crate) upstream_elapsed: Option<Duration>,
     pub(crate) replayed: bool,
     pub(crate) request_bytes: RequestBytes,
+    /// The request's span tree, when traces are exported (README, "Observability").
+    pub(crate) trace: Option<Box<RequestTrace>>,
 }
 
 /// Serves one request from `peer`; never fails (errors become problem+json responses).
@@ -78,15 +81,18 @@ pub(crate) async fn handle(
         upstream_elapsed: None,
         replayed: false,
         request_bytes: RequestBytes::None,
+        trace: RequestTrace::start(request.headers(), request.method(), request.uri().path()),
     };
     let request_id = request_id::of(request.headers());
     // The request is consumed upstream; keep what the access log prints only when it is on
     // (at RUST_LOG=warn the clones, and their reference counts on hyper's buffer, are skipped).
-    let logged = access_log::enabled().then(|| Logged {
-        method: request.method().clone(),
-        uri: request.uri().clone(),
-        traceparent: request.headers().get(TRACEPARENT).cloned(),
-        peer,
+    let logged = access_log::enabled().then(|| {
+        Box::new(Logged {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            traceparent: request.headers().get(TRACEPARENT).cloned(),
+            peer,
+        })
     });
     let http1 = request.version() < Version::HTTP_2;
     let count = logged.is_some();
@@ -142,7 +148,7 @@ async fn proxy(
     //    only once the request may go.
     let declared = check_declared_size(&tenant, &parts.headers)?;
     ctx.class = class;
-    ctx.rate_limit_wait = wait_for_slot(&tenant, class).await?;
+    ctx.rate_limit_wait = wait_for_slot(&tenant, class, ctx.trace.as_deref_mut()).await?;
     let rules = BodyRules {
         budget: &inbound.replay_budget,
         timeout: snapshot.server.body_timeout,
@@ -232,17 +238,28 @@ fn check_declared_size(tenant: &Tenant, headers: &HeaderMap) -> Result<Option<u6
     Ok(Some(length))
 }
 
-/// The wait for a slot, `None` when the tenant has no limiter.
-async fn wait_for_slot(tenant: &Tenant, class: CallerClass) -> Result<Option<Duration>, ProxyError> {
-    match &tenant.limiter {
-        None => Ok(None),
-        Some(limiter) => limiter.acquire(class).await.map(Some).map_err(|limited| {
-            tenant.metrics.ratelimit_rejected.by(class).fetch_add(1, Relaxed);
-            ProxyError::RateLimited {
-                retry_after: limited.retry_after,
-            }
-        }),
+/// The wait for a slot, `None` when the tenant has no limiter; traced as a span of its own.
+async fn wait_for_slot(
+    tenant: &Tenant,
+    class: CallerClass,
+    mut trace: Option<&mut RequestTrace>,
+) -> Result<Option<Duration>, ProxyError> {
+    let Some(limiter) = &tenant.limiter else {
+        return Ok(None);
+    };
+    if let Some(trace) = trace.as_deref_mut() {
+        trace.begin();
     }
+    let slot = limiter.acquire(class).await;
+    if let Some(trace) = trace {
+        trace.rate_limit_wait(class.as_str(), slot.is_ok());
+    }
+    slot.map(Some).map_err(|limited| {
+        tenant.metrics.ratelimit_rejected.by(class).fetch_add(1, Relaxed);
+        ProxyError::RateLimited {
+            retry_after: limited.retry_after,
+        }
+    })
 }
 
 /// Rewrites the path and builds the upstream URI; the query string passes byte for byte.
@@ -275,8 +292,21 @@ fn add_upstream_headers(tenant: &Tenant, headers: &mut HeaderMap, store: Option<
 
 /// The current token, waiting (within the exchange's deadline) for a first fetch under way.
 async fn take_token(exchange: &Exchange<'_>, ctx: &mut RequestCtx) -> Result<Arc<CurrentToken>, ProxyError> {
-    let token =
-        (exchange.tenant.tokens.current(exchange.timeout).await).map_err(|e| ProxyError::TokenUnavailable(e.0))?;
+    let tokens = &exchange.tenant.tokens;
+    let token = match tokens.usable() {
+        Some(token) => token,
+        None => {
+            if let Some(trace) = ctx.trace.as_deref_mut() {
+                trace.begin();
+            }
+            let token = tokens.current(exchange.timeout).await;
+            if let Some(trace) = &ctx.trace {
+                let fetch = token.as_ref().ok().and_then(|t| t.fetch_span.as_ref());
+                trace.token_wait("no usable token", fetch);
+            }
+            token.map_err(|e| ProxyError::TokenUnavailable(e.0))?
+        }
+    };
     ctx.generation = Some(token.generation);
     Ok(token)
 }
@@ -309,77 +339,24 @@ async fn forward(
             None => error,
         })?;
     let tenant = exchange.tenant;
+    if let Some(trace) = ctx.trace.as_deref_mut() {
+        trace.begin();
+    }
     let renewed = (tenant.tokens)
         .after_response(response.status(), token.generation, replay, exchange.remaining())
         .await;
     let Some(((headers, uri, bytes), newer)) = renewed else {
         return Ok(response);
     };
+    if let Some(trace) = &ctx.trace {
+        trace.token_wait("upstream 401", newer.fetch_span.as_ref());
+    }
     drop(response);
     ctx.generation = Some(newer.generation);
     ctx.replayed = true;
     tenant.metrics.unauthorized_replays.fetch_add(1, Relaxed);
     let body = Either::Left(Full::new(bytes));
     exchange.send(&parts.method, uri, headers, body, &newer, ctx).await
-}
-
-/// What stays the same between a request's first attempt and its replay.
-struct Exchange<'a> {
-    tenant: &'a Tenant,
-    /// `request_timeout` from the token phase on, shared by both attempts.
-    deadline: Instant,
-    timeout: Duration,
-}
-
-impl<'a> Exchange<'a> {
-    fn start(tenant: &'a Tenant, timeout: Duration) -> Self {
-        Self {
-            tenant,
-            deadline: Instant::now() + timeout,
-            timeout,
-        }
-    }
-
-    fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
-    }
-
-    /// One attempt with `token`; records how long the upstream took to answer, when it did.
-    ///
-    /// Not `async` itself: the request is built here and moved once, into the upstream's future,
-    /// and that future is held once (an `async fn` would also keep its arguments and the request
-    /// in the request future, which hyper moves with every request).
-    fn send<'s>(
-        &'s self,
-        method: &Method,
-        uri: Uri,
-        mut headers: HeaderMap,
-        body: UpstreamBody,
-        token: &CurrentToken,
-        ctx: &'s mut RequestCtx,
-    ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, ProxyError>> + Send + 's {
-        headers.insert(token.header_name.clone(), token.header_value.clone());
-        let mut request = Request::new(body);
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        let sent = Instant::now();
-        let answer = tokio::time::timeout_at(self.deadline, self.tenant.upstream.send(request));
-        answer.map(move |answer| {
-            let response =
-                answer
-                    .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))?
-                    .map_err(|error| match error {
-                        UpstreamError::BodyTooLarge => ProxyError::PayloadTooLarge {
-                            limit: self.tenant.config.max_body,
-                        },
-                        UpstreamError::RequestBody(cause) => ProxyError::RequestBody(cause),
-                        UpstreamError::Unreachable(cause) => ProxyError::UpstreamUnreachable(cause),
-                    })?;
-            ctx.upstream_elapsed = Some(sent.elapsed());
-            Ok(response)
-        })
-    }
 }
 
 /// Streams the upstream response back without its hop-by-hop headers; 429 pauses the tenant.
@@ -433,8 +410,9 @@ mod tests {
     /// the first request on a new connection, a retried one) were boxed and the upstream sends
     /// stopped holding second copies of the request, and was 4,904 then, in debug and release
     /// builds alike; 5,176 since the caller's body carries its `body_timeout` timer and failure
-    /// note through the phases. The bound leaves room for compiler changes and catches an await
-    /// that makes it grow back.
+    /// note through the phases; 5,224 since it carries the request id (echoed on every answer) and
+    /// the boxed trace and access-log captures. The bound leaves room for compiler changes and
+    /// catches an await that makes it grow back.
     const BOUND: usize = 5_400;
 
     #[test]

@@ -85,6 +85,9 @@ pub struct CurrentToken {
     pub header_value: HeaderValue,
     pub obtained_at: Instant,
     pub expires_at: Option<Instant>,
+    /// The traced token call that produced it, when this process made one while traces are
+    /// exported: requests that waited for it link to that trace.
+    pub fetch_span: Option<opentelemetry::trace::SpanContext>,
     token: Token,
 }
 
@@ -171,6 +174,8 @@ struct Inner<P> {
     stats: Mutex<TokenStats>,
     /// How long token calls took, by outcome (`tokenbroker_token_request_duration_seconds`).
     call_durations: CallDurations,
+    /// The latest traced token call, for the token it produces (see [`CurrentToken::fetch_span`]).
+    last_fetch: Mutex<Option<opentelemetry::trace::SpanContext>>,
 }
 
 /// Token endpoint call durations, by outcome.
@@ -231,6 +236,7 @@ impl<P: TokenSource> TokenManager<P> {
             wake: Notify::new(),
             stats: Mutex::new(TokenStats::default()),
             call_durations: CallDurations::default(),
+            last_fetch: Mutex::new(None),
         });
         let task = tokio::spawn(Arc::clone(&inner).supervise());
         Self { inner, task }

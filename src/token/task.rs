@@ -1,8 +1,8 @@
 //! The background task of a token manager: obtain, install, sleep until renewal (or a 401, or a
 //! word from the shared store), repeat. The only caller of `Provider::fetch`.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
@@ -14,6 +14,7 @@ use super::{CurrentToken, Inner, Obtained, Origin, TokenSource, TokenStats, refr
 use crate::auth::{FetchCtx, ProviderError, Token};
 use crate::clock;
 use crate::store::{SharedSlot, StoredToken};
+use crate::telemetry::traces::FetchSpan;
 
 /// With a shared store, how often a replica looks at it unasked: a backup for a missed
 /// announcement, far inside SHOPLINE's five-minute grace.
@@ -185,6 +186,7 @@ impl<P: TokenSource> Inner<P> {
 
     /// One token call, renewing from `previous` (its refresh token, for the grants that have one).
     pub(super) async fn fetch(&self, previous: Option<&Token>) -> Result<Token, ProviderError> {
+        let span = FetchSpan::start(self.tenant.as_str());
         let started = Instant::now();
         let fetched = self
             .source
@@ -201,6 +203,10 @@ impl<P: TokenSource> Inner<P> {
             &durations.failure
         };
         histogram.observe(started.elapsed());
+        if let Some(span) = span {
+            let traced = span.end(fetched.as_ref().err().map(ToString::to_string));
+            *self.last_fetch.lock().unwrap_or_else(PoisonError::into_inner) = Some(traced);
+        }
         fetched
     }
 
@@ -208,12 +214,17 @@ impl<P: TokenSource> Inner<P> {
         let Obtained { token, origin } = obtained;
         let (header_name, header_value) = self.source.credential_header(&token)?;
         let generation = self.current.load().as_ref().map_or(0, |c| c.generation) + 1;
+        let fetch_span = match origin {
+            Origin::Fetched => self.last_fetch.lock().unwrap_or_else(PoisonError::into_inner).take(),
+            Origin::Adopted => None,
+        };
         let current = Arc::new(CurrentToken {
             generation,
             header_name,
             header_value,
             obtained_at: token.obtained_at,
             expires_at: token.expires_at,
+            fetch_span,
             token,
         });
         self.current.store(Some(Arc::clone(&current)));

@@ -77,9 +77,15 @@ fn read_instructions(demo: &mut Demo) -> Printed {
 /// Starts the demo and reads what it printed. Several demos may run at once: each binds its
 /// ports before printing them, the second on ephemeral ones.
 async fn start_demo() -> (Demo, Printed) {
+    start_demo_with(&[]).await
+}
+
+/// [`start_demo`] with extra environment variables.
+async fn start_demo_with(envs: &[(&str, &str)]) -> (Demo, Printed) {
     let child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
         .arg("demo")
         .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -121,6 +127,43 @@ async fn the_demo_serves_every_provider_without_credentials() {
         StatusCode::OK,
         "ready once every token is held"
     );
+    drop(demo);
+}
+
+/// One request through the demo, traced: the caller's span, the proxy's server span under it, and
+/// the request's phases (the SHOPLINE tenant's rate-limit wait and its upstream exchange) under it.
+#[tokio::test]
+async fn a_request_through_the_demo_is_traced_phase_by_phase() {
+    let receiver = crate::support::otlp::OtlpReceiver::start().await;
+    let endpoint = receiver.endpoint();
+    let envs = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let (demo, printed) = start_demo_with(&envs).await;
+    let caller_trace = "0af7651916cd43dd8448eb211c80319c";
+    let request = Request::get(printed.url_with("demo-shopline"))
+        .header("traceparent", format!("00-{caller_trace}-b7ad6b7169203331-01"))
+        .body(Full::default())
+        .expect("valid request");
+    assert_eq!(send(request).await.status, StatusCode::OK);
+    let spans = receiver
+        .wait_for(Duration::from_secs(10), |spans| {
+            spans.iter().any(|s| s.kind == 2 && s.trace_id == caller_trace)
+        })
+        .await;
+    let server = (spans.iter())
+        .find(|s| s.kind == 2 && s.trace_id == caller_trace)
+        .expect("the server span");
+    assert_eq!(server.parent_span_id, "b7ad6b7169203331");
+    assert_eq!(server.service_name, "tokenbroker", "the default service name");
+    let children: Vec<&str> = (spans.iter())
+        .filter(|s| s.parent_span_id == server.span_id)
+        .map(|s| s.name.as_str())
+        .collect();
+    for phase in ["rate_limit.wait", "upstream"] {
+        assert!(children.contains(&phase), "{phase} under the server span: {spans:#?}");
+    }
     drop(demo);
 }
 

@@ -35,3 +35,4 @@ mod shared_limits;
 mod shared_pauses;
 mod shared_tokens;
 mod tokens;
+mod traces;

@@ -7,6 +7,8 @@
 //! (token obtained, reload, shutdown); `debug`/`trace` are for development. No level ever carries a
 //! token or secret: they are held in types that cannot be formatted.
 
+pub mod traces;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
