@@ -6,8 +6,7 @@
 
 pub mod metrics;
 mod process;
-
-use std::time::{Duration, UNIX_EPOCH};
+mod view;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -15,15 +14,8 @@ use http_body_util::Full;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
-use crate::clock;
-use crate::tenant::{Snapshot, Tenant};
-use crate::token::Origin;
-
-/// A static credential this close to expiry is reported by `/readyz` (still ready), so operators
-/// replace it in time. Readiness itself fails only within the tenant's `refresh_before` of the
-/// expiry: failing a whole day early would take a pod out of service for a credential that still
-/// works (a 2-hour CYBERBIZ token would never be ready at all).
-const STATIC_EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
+use crate::tenant::Snapshot;
+use view::Readiness;
 
 /// Answers one admin request.
 pub(crate) fn handle<B>(snapshot: &Snapshot, registry: &Registry, request: &Request<B>) -> Response<Full<Bytes>> {
@@ -41,10 +33,7 @@ pub(crate) fn handle<B>(snapshot: &Snapshot, registry: &Registry, request: &Requ
             None => readyz(snapshot),
         },
         "/metrics" => metrics(registry),
-        "/tenants" => json_response(
-            StatusCode::OK,
-            &json!({ "tenants": snapshot_tenants(snapshot), "store": store_state(snapshot) }),
-        ),
+        "/tenants" => tenants(snapshot),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
     }
 }
@@ -73,13 +62,13 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
 fn readyz(snapshot: &Snapshot) -> Response<Full<Bytes>> {
     let (mut failing, mut expiring) = (Vec::new(), Vec::new());
     let mut ready = !snapshot.is_shutting_down();
-    for tenant in sorted(snapshot) {
-        let entry = |reason: String| json!({ "tenant": tenant.config.name.as_str(), "reason": reason, "required": tenant.config.required });
-        match readiness(tenant) {
+    for tenant in view::tenants(snapshot) {
+        let entry = |reason: String| json!({ "tenant": tenant.name, "reason": reason, "required": tenant.required });
+        match tenant.readiness.clone() {
             Readiness::Ready => {}
             Readiness::Expiring(reason) => expiring.push(entry(reason)),
             Readiness::Failing(reason) => {
-                ready &= !tenant.config.required;
+                ready &= !tenant.required;
                 failing.push(entry(reason));
             }
         }
@@ -89,7 +78,7 @@ fn readyz(snapshot: &Snapshot) -> Response<Full<Bytes>> {
         "shutting_down": snapshot.is_shutting_down(),
         "failing": failing,
         "expiring": expiring,
-        "store": store_state(snapshot),
+        "store": view::store(snapshot).to_json(),
     });
     json_response(ready_status(ready), &body)
 }
@@ -103,7 +92,8 @@ fn readyz_one(snapshot: &Snapshot, name: &str) -> Response<Full<Bytes>> {
             &json!({ "tenant": name, "error": "unknown tenant" }),
         );
     };
-    let (ready, state, reason) = match readiness(&tenant) {
+    let tenant = view::tenant_view(&tenant);
+    let (ready, state, reason) = match tenant.readiness {
         Readiness::Ready => (true, "ready", None),
         Readiness::Expiring(reason) => (true, "expiring", Some(reason)),
         Readiness::Failing(reason) => (false, "failing", Some(reason)),
@@ -114,7 +104,7 @@ fn readyz_one(snapshot: &Snapshot, name: &str) -> Response<Full<Bytes>> {
         "ready": ready,
         "state": state,
         "reason": reason,
-        "required": tenant.config.required,
+        "required": tenant.required,
         "shutting_down": snapshot.is_shutting_down(),
     });
     json_response(ready_status(ready), &body)
@@ -135,53 +125,13 @@ fn ready_status(ready: bool) -> StatusCode {
     }
 }
 
-/// The token store's state. The shared store being unreachable does not fail readiness: every
-/// replica keeps serving with the tokens it holds and renews them on its own.
-fn store_state(snapshot: &Snapshot) -> Value {
-    match snapshot.store().health() {
-        None => json!({ "kind": "memory" }),
-        Some(health) => {
-            let since = health.since_ms() / 1000;
-            if health.is_up() {
-                json!({ "kind": "redis", "state": "up", "since_unix": since })
-            } else {
-                json!({ "kind": "redis", "state": "unreachable", "since_unix": since })
-            }
-        }
-    }
-}
-
-enum Readiness {
-    Ready,
-    /// Still serving, but an operator must act soon.
-    Expiring(String),
-    Failing(String),
-}
-
-fn readiness(tenant: &Tenant) -> Readiness {
-    let Some(token) = tenant.tokens.usable() else {
-        let cause = tenant
-            .tokens
-            .stats()
-            .last_error
-            .unwrap_or_else(|| "no token yet".to_owned());
-        return Readiness::Failing(format!("no valid token: {cause}"));
-    };
-    let Some(remaining) = token.expires_at.map(clock::remaining) else {
-        return Readiness::Ready;
-    };
-    if tenant.tokens.renews() || remaining >= STATIC_EXPIRY_WARNING {
-        return Readiness::Ready;
-    }
-    let reason = format!(
-        "the static credential expires in {}s and cannot be renewed: replace it",
-        remaining.as_secs()
-    );
-    if remaining < tenant.config.token.refresh_before {
-        Readiness::Failing(reason)
-    } else {
-        Readiness::Expiring(reason)
-    }
+/// `/tenants`: every tenant (no token, no secret, no header value) and the store.
+fn tenants(snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    let tenants: Vec<Value> = view::tenants(snapshot).iter().map(view::TenantView::to_json).collect();
+    json_response(
+        StatusCode::OK,
+        &json!({ "tenants": tenants, "store": view::store(snapshot).to_json() }),
+    )
 }
 
 fn metrics(registry: &Registry) -> Response<Full<Bytes>> {
@@ -198,48 +148,4 @@ fn metrics(registry: &Registry) -> Response<Full<Bytes>> {
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
         Bytes::from(text),
     )
-}
-
-fn sorted(snapshot: &Snapshot) -> Vec<&std::sync::Arc<Tenant>> {
-    let mut tenants: Vec<_> = snapshot.tenants().collect();
-    tenants.sort_by(|a, b| a.config.name.cmp(&b.config.name));
-    tenants
-}
-
-fn snapshot_tenants(snapshot: &Snapshot) -> Vec<Value> {
-    sorted(snapshot)
-        .into_iter()
-        .map(|tenant| tenant_state(tenant))
-        .collect()
-}
-
-/// One tenant as `/tenants` shows it: no token, no secret, no header value.
-fn tenant_state(tenant: &Tenant) -> Value {
-    let stats = tenant.tokens.stats();
-    let current = tenant.tokens.usable();
-    let state = match (&current, &stats.last_error) {
-        (Some(_), _) => "valid",
-        (None, Some(_)) => "failed",
-        (None, None) => "pending",
-    };
-    json!({
-        "name": tenant.config.name.as_str(),
-        "provider": tenant.config.provider.kind(),
-        "upstream": tenant.config.upstream.to_string(),
-        "token": {
-            "state": state,
-            "generation": stats.generation,
-            "expires_in_s": current.as_ref().and_then(|t| t.expires_at).map(|at| clock::remaining(at).as_secs()),
-            "renews": tenant.tokens.renews(),
-            "last_renewal_unix": stats.last_renewal.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
-            "last_error": stats.last_error,
-            "renewals_ok": stats.renewals_ok,
-            "renewals_failed": stats.renewals_failed,
-            "origin": stats.origin.map(Origin::as_str),
-            "adopted": stats.adopted,
-            "store_version": stats.store_version,
-            "unpublished": stats.unpublished,
-        },
-        "limiter": tenant.limiter.as_ref().map(|l| l.state()),
-    })
 }
