@@ -1,13 +1,15 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/tenants`, on its own address so that
-//! probes and scrapers never share a port (or a caller check) with proxied traffic.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/tenants` and the status page at `/`,
+//! on its own address so that probes and scrapers never share a port (or a caller check) with
+//! proxied traffic.
 //!
-//! Handlers are boring on purpose: a `match` on the path, JSON built from the live snapshot, and
-//! never a token or secret (token state is reported as generation, expiry and last error only).
+//! Handlers are boring on purpose: a `match` on the path, JSON (or the page's HTML) built from the
+//! live snapshot through one [`view`], and never a token or secret (token state is reported as
+//! generation, expiry and last error only).
 
 pub mod metrics;
 mod process;
+mod status;
 mod view;
-
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -27,6 +29,7 @@ pub(crate) fn handle<B>(snapshot: &Snapshot, registry: &Registry, request: &Requ
         );
     }
     match request.uri().path() {
+        "/" => status_page(snapshot),
         "/healthz" => respond(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
         "/readyz" => match request.uri().query().and_then(tenant_query) {
             Some(name) => readyz_one(snapshot, &name),
@@ -61,16 +64,14 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
 /// under `expiring`.
 fn readyz(snapshot: &Snapshot) -> Response<Full<Bytes>> {
     let (mut failing, mut expiring) = (Vec::new(), Vec::new());
-    let mut ready = !snapshot.is_shutting_down();
-    for tenant in view::tenants(snapshot) {
+    let tenants = view::tenants(snapshot);
+    let ready = view::ready(snapshot, &tenants);
+    for tenant in tenants {
         let entry = |reason: String| json!({ "tenant": tenant.name, "reason": reason, "required": tenant.required });
-        match tenant.readiness.clone() {
+        match tenant.readiness {
             Readiness::Ready => {}
             Readiness::Expiring(reason) => expiring.push(entry(reason)),
-            Readiness::Failing(reason) => {
-                ready &= !tenant.required;
-                failing.push(entry(reason));
-            }
+            Readiness::Failing(reason) => failing.push(entry(reason)),
         }
     }
     let body = json!({
@@ -132,6 +133,33 @@ fn tenants(snapshot: &Snapshot) -> Response<Full<Bytes>> {
         StatusCode::OK,
         &json!({ "tenants": tenants, "store": view::store(snapshot).to_json() }),
     )
+}
+
+/// `/`: the status page, from the same view as `/tenants` and `/readyz`.
+fn status_page(snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    let tenants = view::tenants(snapshot);
+    let reloads = snapshot.reloads().read();
+    let page = status::Page {
+        tenants: &tenants,
+        store: view::store(snapshot),
+        reloads: &reloads,
+        ready: view::ready(snapshot, &tenants),
+        shutting_down: snapshot.is_shutting_down(),
+        version: process::VERSION,
+        revision: process::REVISION,
+        now_unix: view::unix_secs(crate::clock::system_now()).unwrap_or(0),
+    };
+    let mut response = respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from(status::render(&page)),
+    );
+    for (name, value) in status::HEADERS {
+        response
+            .headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
+    }
+    response
 }
 
 fn metrics(registry: &Registry) -> Response<Full<Bytes>> {

@@ -86,6 +86,13 @@ pub(super) fn tenant_view(tenant: &Tenant) -> TenantView {
     }
 }
 
+/// Ready when no required tenant is failing and the process is not shutting down (what
+/// `/readyz` answers and the status page shows).
+pub(super) fn ready(snapshot: &Snapshot, tenants: &[TenantView]) -> bool {
+    !snapshot.is_shutting_down()
+        && (tenants.iter()).all(|t| !t.required || !matches!(t.readiness, Readiness::Failing(_)))
+}
+
 fn readiness(tenant: &Tenant, current: Option<&CurrentToken>, stats: &TokenStats) -> Readiness {
     let Some(token) = current else {
         let cause = stats.last_error.as_deref().unwrap_or("no token yet");
