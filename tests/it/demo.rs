@@ -24,7 +24,8 @@ impl Drop for Demo {
     }
 }
 
-/// What the demo printed: every `curl -sg` URL, the readiness URL and the tutorial's endpoint.
+/// What the demo printed: every `curl -sg` URL, the readiness URL, the tutorial's endpoint and the
+/// status page.
 #[derive(Debug, Default)]
 pub(crate) struct Printed {
     urls: Vec<String>,
