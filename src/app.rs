@@ -9,7 +9,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -78,9 +77,6 @@ impl App {
         let snapshot = Snapshot::build(config, None)?;
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
         let globals = Arc::new(GlobalMetrics::default());
-        globals
-            .last_reload_success_unix_ms
-            .store(crate::clock::unix_millis(), Ordering::Relaxed);
         registry.register_collector(Box::new(MetricsCollector {
             state: Arc::clone(&state),
             globals: Arc::clone(&globals),
@@ -191,9 +187,7 @@ impl App {
         let outcome = self.try_reload(source, servers).await;
         match &outcome {
             Ok(()) => {
-                self.globals.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                self.globals.last_reload_failed.store(false, Ordering::Relaxed);
-                (self.globals.last_reload_success_unix_ms).store(crate::clock::unix_millis(), Ordering::Relaxed);
+                self.state.load().reloads().succeeded(crate::clock::unix_millis());
                 // Read, validate, build and swap: the figure operators watch when reloads of many
                 // tenants run under load (the benchmark measures it too).
                 let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -204,8 +198,7 @@ impl App {
                 );
             }
             Err(errors) => {
-                self.globals.reloads_failed.fetch_add(1, Ordering::Relaxed);
-                self.globals.last_reload_failed.store(true, Ordering::Relaxed);
+                self.state.load().reloads().failed(crate::clock::unix_millis(), errors);
                 tracing::error!(errors = %errors, "configuration reload rejected; the previous configuration keeps serving");
             }
         }

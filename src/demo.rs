@@ -179,6 +179,10 @@ fn instructions(addr: SocketAddr, admin: SocketAddr) -> String {
         text,
         "  # Readiness, and each tenant's token state (never the token itself)\n  curl -s http://{admin}/readyz\n  curl -s http://{admin}/tenants\n"
     );
+    let _ = writeln!(
+        text,
+        "  # The status page, for a browser: each tenant's token, limiter and readiness, the store, reloads\n  http://{admin}/\n"
+    );
     text.push_str("Ctrl-C stops everything.\n");
     text
 }

@@ -146,12 +146,6 @@ impl TenantMetrics {
 /// Process-wide figures.
 #[derive(Debug, Default)]
 pub struct GlobalMetrics {
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
-    /// Whether the last reload was rejected (false at start: the configuration loaded).
-    pub last_reload_failed: std::sync::atomic::AtomicBool,
-    /// When the running configuration was loaded (start or last successful reload), unix ms.
-    pub last_reload_success_unix_ms: AtomicU64,
     /// Connections to the proxy listeners closed at accept because `max_connections` were open.
     pub connections_refused: AtomicU64,
     /// Connections to the proxy listeners open now (the admin listener is not counted).

@@ -182,3 +182,126 @@ fn combine<'p>(text: &[u8], files: impl Iterator<Item = (&'p std::path::Path, Op
     }
     hasher.finalize().into()
 }
+
+// === reload outcomes ===
+
+/// The longest reload error kept for the status page; a file with hundreds of mistakes is still
+/// whole in the log.
+const MAX_KEPT_ERROR: usize = 4096;
+
+/// How reloads went, for the life of the process: carried from snapshot to snapshot, counted by
+/// `/metrics` and shown on the status page. Written only by the app, once per reload.
+#[derive(Debug)]
+pub struct ReloadStatus(Mutex<ReloadRecord>);
+
+/// What [`ReloadStatus`] holds at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadRecord {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// When the running configuration was loaded: the start, or the last successful reload
+    /// (Unix milliseconds).
+    pub loaded_unix_ms: u64,
+    /// The last reload tried since the start, if any.
+    pub last: Option<LastReload>,
+}
+
+/// One reload: when it ran and, if it was rejected, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastReload {
+    pub at_unix_ms: u64,
+    pub error: Option<String>,
+}
+
+impl ReloadRecord {
+    /// Whether the last reload was rejected (false when none was tried).
+    pub fn last_failed(&self) -> bool {
+        self.last.as_ref().is_some_and(|last| last.error.is_some())
+    }
+}
+
+impl ReloadStatus {
+    /// A process whose configuration loaded at `now_unix_ms`.
+    pub fn started(now_unix_ms: u64) -> Self {
+        Self(Mutex::new(ReloadRecord {
+            succeeded: 0,
+            failed: 0,
+            loaded_unix_ms: now_unix_ms,
+            last: None,
+        }))
+    }
+
+    pub(crate) fn succeeded(&self, now_unix_ms: u64) {
+        let mut record = self.lock();
+        record.succeeded += 1;
+        record.loaded_unix_ms = now_unix_ms;
+        record.last = Some(LastReload {
+            at_unix_ms: now_unix_ms,
+            error: None,
+        });
+    }
+
+    pub(crate) fn failed(&self, now_unix_ms: u64, errors: &ConfigErrors) {
+        let mut error = errors.to_string();
+        if error.len() > MAX_KEPT_ERROR {
+            let mut end = MAX_KEPT_ERROR;
+            while !error.is_char_boundary(end) {
+                end -= 1;
+            }
+            error.truncate(end);
+            error.push_str(" …");
+        }
+        let mut record = self.lock();
+        record.failed += 1;
+        record.last = Some(LastReload {
+            at_unix_ms: now_unix_ms,
+            error: Some(error),
+        });
+    }
+
+    pub fn read(&self) -> ReloadRecord {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReloadRecord> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigError;
+
+    fn errors(message: &str) -> ConfigErrors {
+        ConfigErrors(vec![ConfigError {
+            location: "tokenbroker.toml".into(),
+            message: message.into(),
+        }])
+    }
+
+    #[test]
+    fn a_rejected_reload_keeps_the_loaded_time_and_a_later_success_clears_the_error() {
+        let status = ReloadStatus::started(1_000);
+        assert!(!status.read().last_failed(), "nothing tried yet");
+        status.failed(2_000, &errors("bad rate"));
+        let record = status.read();
+        assert_eq!((record.succeeded, record.failed, record.loaded_unix_ms), (0, 1, 1_000));
+        let last = record.last.expect("the rejected reload");
+        assert_eq!(last.at_unix_ms, 2_000);
+        assert!(last.error.as_deref().is_some_and(|e| e.contains("bad rate")));
+
+        status.succeeded(3_000);
+        let record = status.read();
+        assert!(!record.last_failed());
+        assert_eq!((record.succeeded, record.failed, record.loaded_unix_ms), (1, 1, 3_000));
+    }
+
+    #[test]
+    fn a_long_error_is_cut_on_a_character_boundary() {
+        let status = ReloadStatus::started(0);
+        status.failed(1, &errors(&"é".repeat(MAX_KEPT_ERROR)));
+        let kept = status.read().last.and_then(|l| l.error).expect("an error");
+        assert!(kept.len() <= MAX_KEPT_ERROR + " …".len() && kept.ends_with(" …"));
+    }
+}

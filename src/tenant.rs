@@ -17,6 +17,7 @@ use crate::auth::{Provider, TokenHttp, TokenHttpError, TokenHttpOptions};
 use crate::config::{CallerConfig, RuntimeConfig, Secret, ServerConfig, TenantConfig};
 use crate::metrics::TenantMetrics;
 use crate::ratelimit::Limiter;
+use crate::reload::ReloadStatus;
 use crate::store::{Store, StoreError, StoreKey};
 use crate::token::TokenManager;
 use crate::upstream::{Http1Pool, HttpsPool, TlsConfig, TlsSetupError, Upstream};
@@ -56,6 +57,8 @@ struct Shared {
     shutting_down: Arc<std::sync::atomic::AtomicBool>,
     /// Answers to requests that matched no tenant, by status (counted with an empty `tenant`).
     unmatched: Arc<crate::metrics::StatusCounts>,
+    /// How reloads went since the start.
+    reloads: Arc<ReloadStatus>,
 }
 
 /// Why a snapshot could not be built (files named by `ca_file` are read here).
@@ -83,6 +86,7 @@ impl Snapshot {
                 token_http: TokenHttp::new(TokenHttpOptions::default())?,
                 shutting_down: Arc::default(),
                 unmatched: Arc::default(),
+                reloads: Arc::new(ReloadStatus::started(crate::clock::unix_millis())),
             },
         };
         let mut pools = Pools::carried_from(previous);
@@ -115,6 +119,11 @@ impl Snapshot {
     /// Whether SIGTERM (or the app's shutdown future) has come.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutting_down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How reloads went since the start (the app records each one here).
+    pub fn reloads(&self) -> &ReloadStatus {
+        &self.shared.reloads
     }
 
     /// The token store every tenant of the process uses.

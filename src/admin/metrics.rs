@@ -14,6 +14,7 @@ use prometheus_client::metrics::MetricType;
 use crate::clock;
 use crate::config::CallerClass;
 use crate::metrics::{AtomicHistogram, GlobalMetrics};
+use crate::reload::ReloadRecord;
 use crate::store::{StoreHealth, StoreOp};
 use crate::tenant::{Snapshot, Tenant};
 
@@ -75,7 +76,7 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             &tenants,
             |t| t.tokens.stats().task_restarts,
         )?;
-        reloads(&mut encoder, &self.globals)?;
+        reloads(&mut encoder, &snapshot.reloads().read())?;
         connections(&mut encoder, &self.globals)?;
         replay_budget(&mut encoder, &self.globals)?;
         if let Some(health) = snapshot.store().health() {
@@ -269,23 +270,17 @@ fn token_expiry(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> Enc
     Ok(())
 }
 
-fn reloads(encoder: &mut DescriptorEncoder<'_>, globals: &GlobalMetrics) -> Encoded {
+fn reloads(encoder: &mut DescriptorEncoder<'_>, record: &ReloadRecord) -> Encoded {
     let mut family = encoder.encode_descriptor(
         "tokenbroker_config_reloads",
         "Configuration reloads, by outcome",
         None,
         MetricType::Counter,
     )?;
-    counter(
-        &mut family.encode_family(&[("outcome", "success")])?,
-        globals.reloads_ok.load(Relaxed),
-    )?;
-    counter(
-        &mut family.encode_family(&[("outcome", "failure")])?,
-        globals.reloads_failed.load(Relaxed),
-    )?;
+    counter(&mut family.encode_family(&[("outcome", "success")])?, record.succeeded)?;
+    counter(&mut family.encode_family(&[("outcome", "failure")])?, record.failed)?;
     // Prometheus' own names for the same facts, so the alerts written for it carry over.
-    let ok = i64::from(!globals.last_reload_failed.load(Relaxed));
+    let ok = i64::from(!record.last_failed());
     encoder
         .encode_descriptor(
             "tokenbroker_config_last_reload_successful",
@@ -294,7 +289,7 @@ fn reloads(encoder: &mut DescriptorEncoder<'_>, globals: &GlobalMetrics) -> Enco
             MetricType::Gauge,
         )?
         .encode_gauge(&ok)?;
-    let at = globals.last_reload_success_unix_ms.load(Relaxed) as f64 / 1000.0;
+    let at = record.loaded_unix_ms as f64 / 1000.0;
     encoder
         .encode_descriptor(
             "tokenbroker_config_last_reload_success_timestamp_seconds",

@@ -1,29 +1,23 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/tenants`, on its own address so that
-//! probes and scrapers never share a port (or a caller check) with proxied traffic.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/tenants` and the status page at `/`,
+//! on its own address so that probes and scrapers never share a port (or a caller check) with
+//! proxied traffic.
 //!
-//! Handlers are boring on purpose: a `match` on the path, JSON built from the live snapshot, and
-//! never a token or secret (token state is reported as generation, expiry and last error only).
+//! Handlers are boring on purpose: a `match` on the path, JSON (or the page's HTML) built from the
+//! live snapshot through one [`view`], and never a token or secret (token state is reported as
+//! generation, expiry and last error only).
 
 pub mod metrics;
 mod process;
-
-use std::time::{Duration, UNIX_EPOCH};
-
+mod status;
+mod view;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
-use crate::clock;
-use crate::tenant::{Snapshot, Tenant};
-use crate::token::Origin;
-
-/// A static credential this close to expiry is reported by `/readyz` (still ready), so operators
-/// replace it in time. Readiness itself fails only within the tenant's `refresh_before` of the
-/// expiry: failing a whole day early would take a pod out of service for a credential that still
-/// works (a 2-hour CYBERBIZ token would never be ready at all).
-const STATIC_EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
+use crate::tenant::Snapshot;
+use view::Readiness;
 
 /// Answers one admin request.
 pub(crate) fn handle<B>(snapshot: &Snapshot, registry: &Registry, request: &Request<B>) -> Response<Full<Bytes>> {
@@ -35,16 +29,14 @@ pub(crate) fn handle<B>(snapshot: &Snapshot, registry: &Registry, request: &Requ
         );
     }
     match request.uri().path() {
+        "/" => status_page(snapshot),
         "/healthz" => respond(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
         "/readyz" => match request.uri().query().and_then(tenant_query) {
             Some(name) => readyz_one(snapshot, &name),
             None => readyz(snapshot),
         },
         "/metrics" => metrics(registry),
-        "/tenants" => json_response(
-            StatusCode::OK,
-            &json!({ "tenants": snapshot_tenants(snapshot), "store": store_state(snapshot) }),
-        ),
+        "/tenants" => tenants(snapshot),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
     }
 }
@@ -72,16 +64,14 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
 /// under `expiring`.
 fn readyz(snapshot: &Snapshot) -> Response<Full<Bytes>> {
     let (mut failing, mut expiring) = (Vec::new(), Vec::new());
-    let mut ready = !snapshot.is_shutting_down();
-    for tenant in sorted(snapshot) {
-        let entry = |reason: String| json!({ "tenant": tenant.config.name.as_str(), "reason": reason, "required": tenant.config.required });
-        match readiness(tenant) {
+    let tenants = view::tenants(snapshot);
+    let ready = view::ready(snapshot, &tenants);
+    for tenant in tenants {
+        let entry = |reason: String| json!({ "tenant": tenant.name, "reason": reason, "required": tenant.required });
+        match tenant.readiness {
             Readiness::Ready => {}
             Readiness::Expiring(reason) => expiring.push(entry(reason)),
-            Readiness::Failing(reason) => {
-                ready &= !tenant.config.required;
-                failing.push(entry(reason));
-            }
+            Readiness::Failing(reason) => failing.push(entry(reason)),
         }
     }
     let body = json!({
@@ -89,7 +79,7 @@ fn readyz(snapshot: &Snapshot) -> Response<Full<Bytes>> {
         "shutting_down": snapshot.is_shutting_down(),
         "failing": failing,
         "expiring": expiring,
-        "store": store_state(snapshot),
+        "store": view::store(snapshot).to_json(),
     });
     json_response(ready_status(ready), &body)
 }
@@ -103,7 +93,8 @@ fn readyz_one(snapshot: &Snapshot, name: &str) -> Response<Full<Bytes>> {
             &json!({ "tenant": name, "error": "unknown tenant" }),
         );
     };
-    let (ready, state, reason) = match readiness(&tenant) {
+    let tenant = view::tenant_view(&tenant);
+    let (ready, state, reason) = match tenant.readiness {
         Readiness::Ready => (true, "ready", None),
         Readiness::Expiring(reason) => (true, "expiring", Some(reason)),
         Readiness::Failing(reason) => (false, "failing", Some(reason)),
@@ -114,7 +105,7 @@ fn readyz_one(snapshot: &Snapshot, name: &str) -> Response<Full<Bytes>> {
         "ready": ready,
         "state": state,
         "reason": reason,
-        "required": tenant.config.required,
+        "required": tenant.required,
         "shutting_down": snapshot.is_shutting_down(),
     });
     json_response(ready_status(ready), &body)
@@ -135,53 +126,40 @@ fn ready_status(ready: bool) -> StatusCode {
     }
 }
 
-/// The token store's state. The shared store being unreachable does not fail readiness: every
-/// replica keeps serving with the tokens it holds and renews them on its own.
-fn store_state(snapshot: &Snapshot) -> Value {
-    match snapshot.store().health() {
-        None => json!({ "kind": "memory" }),
-        Some(health) => {
-            let since = health.since_ms() / 1000;
-            if health.is_up() {
-                json!({ "kind": "redis", "state": "up", "since_unix": since })
-            } else {
-                json!({ "kind": "redis", "state": "unreachable", "since_unix": since })
-            }
-        }
-    }
+/// `/tenants`: every tenant (no token, no secret, no header value) and the store.
+fn tenants(snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    let tenants: Vec<Value> = view::tenants(snapshot).iter().map(view::TenantView::to_json).collect();
+    json_response(
+        StatusCode::OK,
+        &json!({ "tenants": tenants, "store": view::store(snapshot).to_json() }),
+    )
 }
 
-enum Readiness {
-    Ready,
-    /// Still serving, but an operator must act soon.
-    Expiring(String),
-    Failing(String),
-}
-
-fn readiness(tenant: &Tenant) -> Readiness {
-    let Some(token) = tenant.tokens.usable() else {
-        let cause = tenant
-            .tokens
-            .stats()
-            .last_error
-            .unwrap_or_else(|| "no token yet".to_owned());
-        return Readiness::Failing(format!("no valid token: {cause}"));
+/// `/`: the status page, from the same view as `/tenants` and `/readyz`.
+fn status_page(snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    let tenants = view::tenants(snapshot);
+    let reloads = snapshot.reloads().read();
+    let page = status::Page {
+        tenants: &tenants,
+        store: view::store(snapshot),
+        reloads: &reloads,
+        ready: view::ready(snapshot, &tenants),
+        shutting_down: snapshot.is_shutting_down(),
+        version: process::VERSION,
+        revision: process::REVISION,
+        now_unix: view::unix_secs(crate::clock::system_now()).unwrap_or(0),
     };
-    let Some(remaining) = token.expires_at.map(clock::remaining) else {
-        return Readiness::Ready;
-    };
-    if tenant.tokens.renews() || remaining >= STATIC_EXPIRY_WARNING {
-        return Readiness::Ready;
-    }
-    let reason = format!(
-        "the static credential expires in {}s and cannot be renewed: replace it",
-        remaining.as_secs()
+    let mut response = respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from(status::render(&page)),
     );
-    if remaining < tenant.config.token.refresh_before {
-        Readiness::Failing(reason)
-    } else {
-        Readiness::Expiring(reason)
+    for (name, value) in status::HEADERS {
+        response
+            .headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
     }
+    response
 }
 
 fn metrics(registry: &Registry) -> Response<Full<Bytes>> {
@@ -198,48 +176,4 @@ fn metrics(registry: &Registry) -> Response<Full<Bytes>> {
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
         Bytes::from(text),
     )
-}
-
-fn sorted(snapshot: &Snapshot) -> Vec<&std::sync::Arc<Tenant>> {
-    let mut tenants: Vec<_> = snapshot.tenants().collect();
-    tenants.sort_by(|a, b| a.config.name.cmp(&b.config.name));
-    tenants
-}
-
-fn snapshot_tenants(snapshot: &Snapshot) -> Vec<Value> {
-    sorted(snapshot)
-        .into_iter()
-        .map(|tenant| tenant_state(tenant))
-        .collect()
-}
-
-/// One tenant as `/tenants` shows it: no token, no secret, no header value.
-fn tenant_state(tenant: &Tenant) -> Value {
-    let stats = tenant.tokens.stats();
-    let current = tenant.tokens.usable();
-    let state = match (&current, &stats.last_error) {
-        (Some(_), _) => "valid",
-        (None, Some(_)) => "failed",
-        (None, None) => "pending",
-    };
-    json!({
-        "name": tenant.config.name.as_str(),
-        "provider": tenant.config.provider.kind(),
-        "upstream": tenant.config.upstream.to_string(),
-        "token": {
-            "state": state,
-            "generation": stats.generation,
-            "expires_in_s": current.as_ref().and_then(|t| t.expires_at).map(|at| clock::remaining(at).as_secs()),
-            "renews": tenant.tokens.renews(),
-            "last_renewal_unix": stats.last_renewal.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
-            "last_error": stats.last_error,
-            "renewals_ok": stats.renewals_ok,
-            "renewals_failed": stats.renewals_failed,
-            "origin": stats.origin.map(Origin::as_str),
-            "adopted": stats.adopted,
-            "store_version": stats.store_version,
-            "unpublished": stats.unpublished,
-        },
-        "limiter": tenant.limiter.as_ref().map(|l| l.state()),
-    })
 }

@@ -15,12 +15,14 @@ const USER_HZ: f64 = 100.0;
 
 type Encoded = Result<(), std::fmt::Error>;
 
+/// The running build's version, as `--version`, the metrics and the status page give it.
+pub(super) const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The source revision the build came from (`build.rs`).
+pub(super) const REVISION: &str = env!("TOKENBROKER_REVISION");
+
 /// `tokenbroker_build_info{version,revision} 1`.
 pub(super) fn build_info(encoder: &mut DescriptorEncoder<'_>) -> Encoded {
-    let labels = [
-        ("version", env!("CARGO_PKG_VERSION")),
-        ("revision", env!("TOKENBROKER_REVISION")),
-    ];
+    let labels = [("version", VERSION), ("revision", REVISION)];
     encoder
         .encode_descriptor(
             "tokenbroker_build_info",

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::support::{Answer, get, send};
 
 /// `tokenbroker demo` as a child process, killed on drop (also when an assertion fails).
-struct Demo(Child);
+pub(crate) struct Demo(Child);
 
 impl Drop for Demo {
     fn drop(&mut self) {
@@ -24,12 +24,15 @@ impl Drop for Demo {
     }
 }
 
-/// What the demo printed: every `curl -sg` URL, the readiness URL and the tutorial's endpoint.
+/// What the demo printed: every `curl -sg` URL, the readiness URL, the tutorial's endpoint and the
+/// status page.
 #[derive(Debug, Default)]
-struct Printed {
+pub(crate) struct Printed {
     urls: Vec<String>,
-    readyz: Option<String>,
+    pub(crate) readyz: Option<String>,
     rest_endpoint: Option<String>,
+    /// The status page's URL (the admin listener's root).
+    pub(crate) status_page: Option<String>,
 }
 
 impl Printed {
@@ -65,6 +68,8 @@ fn read_instructions(demo: &mut Demo) -> Printed {
             printed.urls.push(rest.trim_end_matches('\'').to_owned());
         } else if let Some(rest) = line.strip_prefix("curl -s ") {
             printed.readyz.get_or_insert_with(|| rest.trim().to_owned());
+        } else if line.starts_with("http://") && line.ends_with('/') {
+            printed.status_page = Some(line.to_owned());
         } else if let Some(rest) = line.strip_prefix("REST_ENDPOINT=") {
             printed.rest_endpoint = Some(rest.trim_matches('"').to_owned());
         }
@@ -76,7 +81,7 @@ fn read_instructions(demo: &mut Demo) -> Printed {
 
 /// Starts the demo and reads what it printed. Several demos may run at once: each binds its
 /// ports before printing them, the second on ephemeral ones.
-async fn start_demo() -> (Demo, Printed) {
+pub(crate) async fn start_demo() -> (Demo, Printed) {
     start_demo_with(&[]).await
 }
 

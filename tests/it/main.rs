@@ -34,5 +34,6 @@ mod shared_failures;
 mod shared_limits;
 mod shared_pauses;
 mod shared_tokens;
+mod status_page;
 mod tokens;
 mod traces;

@@ -1,6 +1,7 @@
 //! The integration harness: a proxy built from TOML on ephemeral ports (in process), the real
 //! binary as a child process, a real `redis-server` for the shared store, and a plain HTTP client.
 
+pub mod chromium;
 pub mod otlp;
 pub mod redis;
 pub mod relay;
