@@ -4,7 +4,8 @@
 # `tokenbroker check --no-secrets`, cross-checks between the sidecar, its ConfigMap, its
 # Secret and its NetworkPolicy (the admin port only from named peers, no proxy port), a self-test
 # proving broken variants are rejected, the Prometheus alert rules (promtool check and unit tests,
-# and the PrometheusRule generated from them), and the systemd unit.
+# and the PrometheusRule generated from them), the dashboard's queries and the rules evaluated by a
+# real Prometheus scraping `tokenbroker demo`, and the systemd unit.
 #
 # Why a venv under target/: the validator (kubernetes-validate, pinned in
 # validate-requirements.txt) bundles the schemas in its wheel, so the only network it needs is
@@ -60,6 +61,11 @@ fi
 promtool check rules "$here/prometheus/tokenbroker.rules.yml"
 promtool test rules "$here/prometheus/tokenbroker.rules.test.yml"
 "$venv/bin/python" "$here/prometheus/gen_prometheusrule.py" --check
+
+# The dashboard and the rules in a real Prometheus (same package) against a live `tokenbroker
+# demo` on 127.0.0.1: every panel query and rule must evaluate, and the panels must have data.
+# Grafana itself is in no package registry this project can reach; this is the check instead.
+"$python" "$here/prometheus/live_check.py" --tokenbroker "$tokenbroker"
 
 # systemd unit, where systemd-analyze exists. `verify` insists the ExecStart binary exists, so it
 # runs against a copy whose paths point at a stand-in executable; everything else is as shipped.
