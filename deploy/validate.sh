@@ -3,7 +3,9 @@
 # (1.29, the oldest supported, and 1.37), the ConfigMap's tokenbroker.toml through the binary's own
 # `tokenbroker check --no-secrets`, cross-checks between the sidecar, its ConfigMap, its
 # Secret and its NetworkPolicy (the admin port only from named peers, no proxy port), a self-test
-# proving broken variants are rejected, and the systemd unit.
+# proving broken variants are rejected, the Prometheus alert rules (promtool check and unit tests,
+# and the PrometheusRule generated from them), the dashboard's queries and the rules evaluated by a
+# real Prometheus scraping `tokenbroker demo`, and the systemd unit.
 #
 # Why a venv under target/: the validator (kubernetes-validate, pinned in
 # validate-requirements.txt) bundles the schemas in its wheel, so the only network it needs is
@@ -40,8 +42,30 @@ fi
 cargo build --quiet --locked --bin tokenbroker
 tokenbroker="${CARGO_TARGET_DIR:-$root/target}/debug/tokenbroker"
 
-# Kubernetes manifests: strict schemas, consistency, self-test.
-"$venv/bin/python" "$here/validate_k8s.py" --tokenbroker "$tokenbroker" -k 1.29.0 -k 1.37.0 "$here"/k8s/*.yaml
+# Kubernetes manifests: strict schemas, consistency, self-test. prometheusrule.yaml is left out
+# here: PrometheusRule is the prometheus-operator's CRD, and the bundled Kubernetes schemas have
+# none for it (it would fail as an unknown kind). It is checked below instead, as the generated
+# copy of the rule file that promtool checks and tests.
+manifests=()
+for manifest in "$here"/k8s/*.yaml; do
+    [[ "$(basename "$manifest")" == prometheusrule.yaml ]] || manifests+=("$manifest")
+done
+"$venv/bin/python" "$here/validate_k8s.py" --tokenbroker "$tokenbroker" -k 1.29.0 -k 1.37.0 "${manifests[@]}"
+
+# Alert rules: promtool (Debian's `prometheus` package; .ci/run installs it) checks the rule file
+# and runs its unit tests, and the PrometheusRule must carry exactly the rule file's groups.
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "ERROR promtool not found: install Debian's prometheus package (apt-get install -y prometheus)" >&2
+    exit 1
+fi
+promtool check rules "$here/prometheus/tokenbroker.rules.yml"
+promtool test rules "$here/prometheus/tokenbroker.rules.test.yml"
+"$venv/bin/python" "$here/prometheus/gen_prometheusrule.py" --check
+
+# The dashboard and the rules in a real Prometheus (same package) against a live `tokenbroker
+# demo` on 127.0.0.1: every panel query and rule must evaluate, and the panels must have data.
+# Grafana itself is in no package registry this project can reach; this is the check instead.
+"$python" "$here/prometheus/live_check.py" --tokenbroker "$tokenbroker"
 
 # systemd unit, where systemd-analyze exists. `verify` insists the ExecStart binary exists, so it
 # runs against a copy whose paths point at a stand-in executable; everything else is as shipped.

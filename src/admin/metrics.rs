@@ -4,6 +4,8 @@
 //! The request path only bumps atomics; all formatting happens here, when a scraper asks. The
 //! registry is created in `main` and passed in: no globals.
 
+mod tenants;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -56,6 +58,9 @@ impl prometheus_client::collector::Collector for MetricsCollector {
         token_renewals(&mut encoder, &tenants)?;
         token_call_durations(&mut encoder, &tenants)?;
         token_expiry(&mut encoder, &tenants)?;
+        tenants::token_refresh_margin(&mut encoder, &tenants)?;
+        tenants::tenant_info(&mut encoder, &tenants)?;
+        tenants::tenant_ready(&mut encoder, &tenants)?;
         ratelimit_rejected(&mut encoder, &limited)?;
         ratelimit_shared(&mut encoder, &tenants)?;
         tenant_counter(

@@ -20,6 +20,7 @@ mod head_limits;
 mod https;
 mod inbound;
 mod layout;
+mod observability_files;
 mod oidc;
 mod providers;
 mod proxy;
