@@ -124,6 +124,9 @@ pub struct TenantMetrics {
     pub proxy_statuses: StatusCounts,
     pub request_duration: AtomicHistogram,
     pub upstream_duration: AtomicHistogram,
+    /// Waits for a usable token (only requests that found none held: a first fetch, or one after
+    /// the token lapsed).
+    pub token_wait: AtomicHistogram,
     /// Waits for a slot, by caller class.
     pub ratelimit_wait: PerClass<AtomicHistogram>,
     /// Requests the tenant's own limiter refused with 429, by caller class.

@@ -36,20 +36,7 @@ impl prometheus_client::collector::Collector for MetricsCollector {
         let mut tenants: Vec<_> = snapshot.tenants().map(Arc::as_ref).collect();
         tenants.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         requests(&mut encoder, &snapshot, &tenants)?;
-        histogram_family(
-            &mut encoder,
-            "tokenbroker_request_duration_seconds",
-            "Time from request to response headers, including waits",
-            &tenants,
-            |t| &t.metrics.request_duration,
-        )?;
-        histogram_family(
-            &mut encoder,
-            "tokenbroker_upstream_duration_seconds",
-            "Time the upstream took to answer with headers",
-            &tenants,
-            |t| &t.metrics.upstream_duration,
-        )?;
+        durations(&mut encoder, &tenants)?;
         let limited: Vec<(&Tenant, Vec<CallerClass>)> = (tenants.iter())
             .filter(|t| t.limiter.is_some())
             .map(|t| (*t, classes_of(&snapshot, t)))
@@ -90,6 +77,32 @@ impl prometheus_client::collector::Collector for MetricsCollector {
         super::process::build_info(&mut encoder)?;
         super::process::process(&mut encoder)
     }
+}
+
+/// Where requests spend their time: in all, waiting for a token, and at the upstream.
+fn durations(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenant]) -> Encoded {
+    histogram_family(
+        encoder,
+        "tokenbroker_request_duration_seconds",
+        "Time from request to response headers, including waits",
+        tenants,
+        |t| &t.metrics.request_duration,
+    )?;
+    histogram_family(
+        encoder,
+        "tokenbroker_upstream_duration_seconds",
+        "Time the upstream took to answer with headers",
+        tenants,
+        |t| &t.metrics.upstream_duration,
+    )?;
+    histogram_family(
+        encoder,
+        "tokenbroker_token_wait_seconds",
+        "Time a request waited for a usable token (only requests that found none held)",
+        tenants,
+        |t| &t.metrics.token_wait,
+    )?;
+    Ok(())
 }
 
 /// The caller classes whose requests can reach `tenant`: standard without callers, else the

@@ -299,7 +299,9 @@ async fn take_token(exchange: &Exchange<'_>, ctx: &mut RequestCtx) -> Result<Arc
             if let Some(trace) = ctx.trace.as_deref_mut() {
                 trace.begin();
             }
+            let waiting = Instant::now();
             let token = tokens.current(exchange.timeout).await;
+            exchange.tenant.metrics.token_wait.observe(waiting.elapsed());
             if let Some(trace) = &ctx.trace {
                 let fetch = token.as_ref().ok().and_then(|t| t.fetch_span.as_ref());
                 trace.token_wait("no usable token", fetch);

@@ -75,6 +75,14 @@ async fn five_hundred_first_requests_cause_one_token_call_per_tenant() {
         ims.api_calls() + shop.api_calls() + vantage.api_calls() + generic.api_calls(),
         500
     );
+    // The requests that arrived while the first token was fetched waited for it, and the wait
+    // histogram counts them (the later ones found it held).
+    let metrics = proxy.metrics().await;
+    let waits = support::sample(&metrics, r#"tokenbroker_token_wait_seconds_count{tenant="adobe"}"#);
+    let waited = support::sample(&metrics, r#"tokenbroker_token_wait_seconds_sum{tenant="adobe"}"#);
+    let (waits, waited) = (waits.expect("a wait count"), waited.expect("a wait sum"));
+    assert!((1.0..=125.0).contains(&waits), "{waits} of 125 requests waited:\n{metrics}");
+    assert!(waited > 0.2, "the first waited most of the 300 ms fetch: {waited} s in all");
     proxy.stop().await;
 }
 
