@@ -64,6 +64,8 @@ pub struct App {
     reload_rx: mpsc::Receiver<ReloadRequest>,
     /// The file SIGHUP (and `watch_config`) reload from.
     config_path: Option<PathBuf>,
+    /// The SIGHUP stream reloads come from, registered before the process said it serves.
+    hangups: Option<tokio::signal::unix::Signal>,
     /// The file content last read for a reload, or for the start (shared with the watcher).
     baseline: reload::Baseline,
     /// The store chosen at startup, which reloads keep.
@@ -91,6 +93,7 @@ impl App {
             reload_tx,
             reload_rx,
             config_path: None,
+            hangups: None,
             baseline: reload::Baseline::default(),
             store: config.store.clone(),
         })
@@ -103,6 +106,14 @@ impl App {
     pub fn with_config_path(mut self, path: PathBuf, loaded_text: &str, secret_files: &[(PathBuf, [u8; 32])]) -> Self {
         self.config_path = Some(path);
         self.baseline.set_loaded(loaded_text.as_bytes(), secret_files);
+        self
+    }
+
+    /// Reload on every SIGHUP from `hangups` (see `signals::Signals`); without it, a SIGHUP does
+    /// nothing to this app.
+    #[must_use]
+    pub fn with_hangups(mut self, hangups: Option<tokio::signal::unix::Signal>) -> Self {
+        self.hangups = hangups;
         self
     }
 
@@ -162,15 +173,19 @@ impl App {
     }
 
     /// SIGHUP and file watching, stopped when the returned guard drops.
-    fn spawn_reload_triggers(&self) -> Vec<AbortOnDrop> {
+    fn spawn_reload_triggers(&mut self) -> Vec<AbortOnDrop> {
         let Some(path) = self.config_path.clone() else {
             return Vec::new();
         };
         let handle = self.reload_handle();
-        let mut triggers = vec![AbortOnDrop(tokio::spawn(reload::on_sighup(
-            handle.clone(),
-            path.clone(),
-        )))];
+        let mut triggers = Vec::new();
+        if let Some(hangups) = self.hangups.take() {
+            triggers.push(AbortOnDrop(tokio::spawn(reload::on_sighup(
+                handle.clone(),
+                path.clone(),
+                hangups,
+            ))));
+        }
         if self.state.load().server.watch_config {
             triggers.push(AbortOnDrop(tokio::spawn(reload::watch_file(
                 handle,

@@ -153,6 +153,8 @@ fn raise_open_file_limit(max_connections: usize) {
 }
 
 async fn run(path: Option<&Path>) -> ExitCode {
+    // First: a SIGHUP before its handler exists would end the process.
+    let mut signals = signals::Signals::install();
     let path = match config_path(path) {
         Ok(path) => path,
         Err(errors) => {
@@ -200,8 +202,10 @@ async fn run(path: Option<&Path>) -> ExitCode {
         revision = env!("TOKENBROKER_REVISION"),
         "tokenbroker serving"
     );
+    let hangups = signals.take_hangups();
     app.with_config_path(path, &text, &loaded.secret_files)
-        .run(listeners, signals::terminate())
+        .with_hangups(hangups)
+        .run(listeners, signals.terminated())
         .await;
     ExitCode::SUCCESS
 }

@@ -73,12 +73,9 @@ impl ReloadHandle {
     }
 }
 
-/// Reloads `path` on every SIGHUP until the app stops.
-pub(crate) async fn on_sighup(handle: ReloadHandle, path: PathBuf) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload by signal is unavailable");
-        return;
-    };
+/// Reloads `path` on every SIGHUP (from `hangups`, registered before the process said it serves)
+/// until the app stops.
+pub(crate) async fn on_sighup(handle: ReloadHandle, path: PathBuf, mut hangups: tokio::signal::unix::Signal) {
     while hangups.recv().await.is_some() {
         tracing::info!(path = %path.display(), "SIGHUP received: reloading the configuration");
         handle.request(&path);
