@@ -384,9 +384,9 @@ pub(crate) fn classify(status: StatusCode, headers: HeaderMap, body: Bytes) -> R
     )))
 }
 
-/// `Retry-After` in delay-seconds form (the form IdPs use); an HTTP-date is ignored. Capped at
-/// the retry ceiling (`token::refresh::BACKOFF_CAP`, a minute): an IdP asking for longer is
-/// asked again then, and an absurd value cannot park a tenant (or overflow the clock).
+/// `Retry-After` in delay-seconds or HTTP-date form. Capped at the retry ceiling
+/// (`config::MAX_PAUSE`, a minute, which token renewals back off to as well): an IdP asking for
+/// longer is asked again then, and an absurd value cannot park a tenant (or overflow the clock).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     // Delay-seconds, or an HTTP date (RFC 9110 10.2.3), both capped at the backoff ceiling.
@@ -394,7 +394,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => crate::clock::until_http_date(value)?,
     };
-    Some(after.min(crate::token::refresh::BACKOFF_CAP))
+    Some(after.min(crate::config::MAX_PAUSE))
 }
 
 /// The error code and description of a 4xx body. OAuth servers send `error`/`error_description`

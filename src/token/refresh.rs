@@ -12,8 +12,9 @@ use tokio::time::Instant;
 /// First retry delay after a failed token call.
 pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Retry delays stop growing here: a minute is short against hour-long lifetimes and long enough
-/// not to add load to an IdP that is already struggling.
-pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// not to add load to an IdP that is already struggling. The one retry ceiling, shared with the
+/// limiter's pauses and an IdP's `Retry-After` (which `auth` caps with the same constant).
+pub(crate) const BACKOFF_CAP: Duration = crate::config::MAX_PAUSE;
 
 /// Delay from issuance to the renewal of a token living `lifetime`. `jitter` is uniform in [0, 1).
 /// Total for any input: the lifetime is taken as at most `clock::MAX_TOKEN_LIFETIME` (so the

@@ -2,8 +2,9 @@
 //! no cycle, no source file outside tests and the sandbox is over 450 lines, no function outside
 //! tests is over 60 lines, and no comment sends a reader to a document the repository lacks.
 //!
-//! It reads the files as rustfmt leaves them: a module's imports are its `crate::<module>` paths,
-//! and a function ends at the first line that is its own indentation followed by `}`. Run it alone
+//! It reads whole files as rustfmt leaves them, `#[cfg(test)]` items aside: a module's imports are
+//! its `crate::<module>` paths, and a function ends at the first line that is its own indentation
+//! followed by `}`. Run it alone
 //! with `cargo test --test it layout`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 const MAX_FILE_LINES: usize = 450;
 const MAX_FN_LINES: usize = 60;
 
-/// A source file, with the lines that belong to tests cut off.
+/// A source file, without the items that belong to tests.
 struct Source {
     path: PathBuf,
     /// The top-level module it belongs to (`src/token/mod.rs` → `token`).
@@ -36,7 +37,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Test files (`tests.rs`, `tests_*.rs`, `testing.rs`, anything under a `tests/` folder) are not
-/// product code; neither is a trailing `#[cfg(test)] mod tests { … }`.
+/// product code; nor is any `#[cfg(test)]` item within a file (see [`without_test_items`]).
 fn is_test_file(relative: &Path) -> bool {
     let name = relative.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     name == "tests.rs"
@@ -60,11 +61,7 @@ fn product_sources() -> Vec<Source> {
             let first = relative.components().next().expect("a file name");
             let module = first.as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned();
             let text = std::fs::read_to_string(&path).expect("source is UTF-8");
-            let lines = text
-                .lines()
-                .take_while(|line| *line != "#[cfg(test)]")
-                .map(str::to_owned)
-                .collect();
+            let lines = without_test_items(&text);
             Some(Source {
                 path: relative,
                 module,
@@ -74,12 +71,40 @@ fn product_sources() -> Vec<Source> {
         .collect()
 }
 
+/// The file's lines without its `#[cfg(test)]` items: a `mod tests;` line (whose file is skipped
+/// as a test file) or a `mod tests { … }` block, wherever they sit. Everything else is read, so
+/// a `mod tests;` near the top no longer hides the rest of the file.
+fn without_test_items(text: &str) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim_start() != "#[cfg(test)]" {
+            kept.push(line.to_owned());
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let Some(item) = lines.next() else { break };
+        if item.trim_end().ends_with(';') {
+            continue;
+        }
+        // A block item: skip to the `}` at its own indentation.
+        let close = format!("{}}}", " ".repeat(indent));
+        for inner in lines.by_ref() {
+            if inner.trim_end() == close {
+                break;
+            }
+        }
+    }
+    kept
+}
+
 /// `module → modules it names as crate::<module>`, without self-edges or the crate root.
 fn import_graph(sources: &[Source]) -> BTreeMap<String, BTreeSet<String>> {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for source in sources.iter().filter(|s| s.module != "lib" && s.module != "main") {
         let edges = graph.entry(source.module.clone()).or_default();
-        for line in &source.lines {
+        // Comments name other modules (doc links) without depending on them.
+        for line in source.lines.iter().filter(|l| !l.trim_start().starts_with("//")) {
             for (at, _) in line.match_indices("crate::") {
                 let rest = &line[at + "crate::".len()..];
                 let name: String = rest
@@ -244,5 +269,22 @@ fn comments_point_only_at_documents_in_the_repository() {
         found.is_empty(),
         "references outside the repository:\n{}",
         found.join("\n")
+    );
+}
+
+/// A `mod tests;` at the top hides nothing after it; a test block is skipped whole, nested or not.
+#[test]
+fn test_items_are_cut_out_and_the_rest_is_read() {
+    let text = "use a;\n#[cfg(test)]\nmod tests;\nfn kept() {\n    crate::store::x();\n}\n\
+                #[cfg(test)]\nmod inline {\n    fn hidden() {}\n}\nfn after() {}\n\
+                impl X {\n    #[cfg(test)]\n    fn helper() {\n        crate::auth::y();\n    }\n    fn shown() {}\n}\n";
+    let kept = without_test_items(text);
+    assert!(kept.iter().any(|l| l.contains("crate::store")), "{kept:?}");
+    assert!(kept.iter().any(|l| l == "fn after() {}"), "{kept:?}");
+    assert!(kept.iter().any(|l| l.contains("fn shown")), "{kept:?}");
+    assert!(
+        !kept
+            .iter()
+            .any(|l| l.contains("hidden") || l.contains("crate::auth") || l.contains("mod tests"))
     );
 }
