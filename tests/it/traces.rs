@@ -44,6 +44,18 @@ fn exporting_to(receiver: &OtlpReceiver) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A receiver, an upstream, a token endpoint and the binary exporting to the receiver (the token
+/// endpoint is returned to keep it running).
+async fn start_exporting() -> (OtlpReceiver, Upstream, TokenEndpoint, Binary) {
+    let receiver = OtlpReceiver::start().await;
+    let upstream = Upstream::start().await;
+    let idp = TokenEndpoint::start("3600").await;
+    let envs = exporting_to(&receiver);
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let binary = Binary::start_with_log(&traced_tenant(&upstream, &idp), &envs, "info");
+    (receiver, upstream, idp, binary)
+}
+
 fn traced_request(path: &str) -> Request<Full<bytes::Bytes>> {
     Request::get(path)
         .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
@@ -67,12 +79,7 @@ fn one<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
 /// token (linked to the token call's own trace) and the replay.
 #[tokio::test]
 async fn a_request_is_one_span_tree_under_the_callers_traceparent() {
-    let receiver = OtlpReceiver::start().await;
-    let upstream = Upstream::start().await;
-    let idp = TokenEndpoint::start("3600").await;
-    let envs = exporting_to(&receiver);
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let binary = Binary::start_with_log(&traced_tenant(&upstream, &idp), &envs, "info");
+    let (receiver, upstream, _idp, binary) = start_exporting().await;
 
     let answer = send(traced_request(&binary.url("/acme/status/401"))).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
@@ -151,12 +158,7 @@ async fn a_request_is_one_span_tree_under_the_callers_traceparent() {
 /// Without a caller's `traceparent` the proxy starts the trace; its id is in the access event.
 #[tokio::test]
 async fn a_request_without_a_traceparent_starts_a_trace_the_log_names() {
-    let receiver = OtlpReceiver::start().await;
-    let upstream = Upstream::start().await;
-    let idp = TokenEndpoint::start("3600").await;
-    let envs = exporting_to(&receiver);
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let binary = Binary::start_with_log(&traced_tenant(&upstream, &idp), &envs, "info");
+    let (receiver, upstream, _idp, binary) = start_exporting().await;
     assert_eq!(crate::support::get(&binary.url("/acme/x")).await.status, StatusCode::OK);
     let spans = receiver
         .wait_for(Duration::from_secs(10), |spans| spans.iter().any(|s| s.kind == 2))
