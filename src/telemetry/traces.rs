@@ -82,6 +82,9 @@ fn wanted(var: impl Fn(&str) -> Option<String>) -> Result<bool, TraceSetupError>
     Ok(set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some() || set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some())
 }
 
+/// The longest the exit waits for the last batch of spans.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
 /// The exporting pipeline; [`Traces::shutdown`] sends what is still batched.
 #[derive(Debug)]
 pub struct Traces {
@@ -89,12 +92,15 @@ pub struct Traces {
 }
 
 impl Traces {
-    /// Flushes the batch and stops the exporter (bounded by the exporter's own timeout).
+    /// Flushes the batch and stops the exporter, giving up after [`SHUTDOWN_LIMIT`]: a collector
+    /// that is down (the exporter retries) must not hold the process past its drain.
     pub async fn shutdown(self) {
         let provider = self.provider;
-        let stopped = tokio::task::spawn_blocking(move || provider.shutdown()).await;
-        if let Ok(Err(error)) = stopped {
-            tracing::warn!(%error, "the trace exporter did not shut down cleanly");
+        let stopped = tokio::task::spawn_blocking(move || provider.shutdown());
+        match tokio::time::timeout(SHUTDOWN_LIMIT, stopped).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "the trace exporter did not shut down cleanly"),
+            Ok(Err(_)) | Err(_) => tracing::warn!("the last traces were not exported before shutdown"),
         }
     }
 }
