@@ -25,6 +25,25 @@ pub type ProxyBody = Either<UpstreamResponseBody, Full<Bytes>>;
 /// Name of the header that marks proxy-made errors.
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("tokenbroker-error");
 
+/// Whose fault a failure is: it decides the status class (4xx or 5xx) and who must act. The access
+/// event and the problem body carry it as `fault`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The caller's request: wrong, unauthorised, too large, over its rate, or a body that broke.
+    Downstream,
+    /// What the proxy depends on: the upstream, or the IdP behind a missing token.
+    Upstream,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Downstream => "downstream",
+            Self::Upstream => "upstream",
+        }
+    }
+}
+
 /// A request the proxy answers itself.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
@@ -79,6 +98,23 @@ impl ProxyError {
         }
     }
 
+    /// Whose fault it is (see [`Fault`]); a test holds it to the status class.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::TokenUnavailable(_) | Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) => Fault::Upstream,
+            Self::UnknownTenant
+            | Self::BadRequest(_)
+            | Self::Unauthorized
+            | Self::Forbidden(_)
+            | Self::MisdirectedRequest
+            | Self::MethodNotAllowed(_)
+            | Self::HeaderTooLarge { .. }
+            | Self::PayloadTooLarge { .. }
+            | Self::RateLimited { .. }
+            | Self::RequestBody(_) => Fault::Downstream,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::UnknownTenant => StatusCode::NOT_FOUND,
@@ -125,6 +161,7 @@ impl ProxyError {
             "title": self.title(),
             "status": status.as_u16(),
             "detail": self.to_string(),
+            "fault": self.fault().as_str(),
         });
         if let Some(tenant) = tenant {
             problem["tenant"] = serde_json::Value::from(tenant.as_str());
@@ -151,6 +188,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_fault_decides_the_status_class() {
+        let every = [
+            ProxyError::UnknownTenant,
+            ProxyError::BadRequest("x"),
+            ProxyError::Unauthorized,
+            ProxyError::Forbidden("x"),
+            ProxyError::MisdirectedRequest,
+            ProxyError::MethodNotAllowed("CONNECT"),
+            ProxyError::HeaderTooLarge { limit: 1 },
+            ProxyError::PayloadTooLarge { limit: 1 },
+            ProxyError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            },
+            ProxyError::TokenUnavailable("idp down".into()),
+            ProxyError::UpstreamUnreachable("refused".into()),
+            ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+            ProxyError::RequestBody(RequestBodyError::Stalled(Duration::from_secs(1))),
+            ProxyError::RequestBody(RequestBodyError::Broken),
+        ];
+        for error in every {
+            let client = error.status().is_client_error();
+            assert_eq!(client, error.fault() == Fault::Downstream, "{}", error.code());
+            assert!(client || error.status().is_server_error(), "{}", error.code());
+        }
+    }
+
+    #[test]
     fn problem_json_carries_code_status_and_tenant() {
         let tenant = TenantName::try_new("acme").expect("valid name");
         let response = ProxyError::RateLimited {
@@ -172,5 +236,6 @@ mod tests {
         assert_eq!(json["status"], 429);
         assert_eq!(json["tenant"], "acme");
         assert_eq!(json["type"], "urn:tokenbroker:error:rate_limited");
+        assert_eq!(json["fault"], "downstream");
     }
 }

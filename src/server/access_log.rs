@@ -180,6 +180,7 @@ impl Entry {
             token_generation = ctx.generation,
             replayed = ctx.replayed,
             error = self.error.as_ref().and_then(|v| v.to_str().ok()),
+            fault = ctx.fault.map(crate::error::Fault::as_str),
             aborted = aborted.map(Aborted::as_str),
         );
     }

@@ -61,6 +61,8 @@ pub(crate) struct RequestCtx {
     pub(crate) request_bytes: RequestBytes,
     /// The request's span tree, when traces are exported (README, "Observability").
     pub(crate) trace: Option<Box<RequestTrace>>,
+    /// Whose fault the proxy's own refusal was, when it refused.
+    pub(crate) fault: Option<crate::error::Fault>,
 }
 
 /// Serves one request from `peer`; never fails (errors become problem+json responses).
@@ -82,6 +84,7 @@ pub(crate) async fn handle(
         replayed: false,
         request_bytes: RequestBytes::None,
         trace: RequestTrace::start(request.headers(), request.method(), request.uri().path()),
+        fault: None,
     };
     let request_id = request_id::of(request.headers());
     // The request is consumed upstream; keep what the access log prints only when it is on
@@ -98,7 +101,10 @@ pub(crate) async fn handle(
     let count = logged.is_some();
     let response = match proxy(snapshot, inbound, request, count, &mut ctx).await {
         Ok(response) => response,
-        Err(error) => refusal(error, ctx.tenant.as_ref().map(|t| &t.config.name), http1),
+        Err(error) => {
+            ctx.fault = Some(error.fault());
+            refusal(error, ctx.tenant.as_ref().map(|t| &t.config.name), http1)
+        }
     };
     record(snapshot, &ctx, &response);
     access_log::finish(snapshot, ctx, request_id, logged, response)

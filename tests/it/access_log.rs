@@ -107,6 +107,10 @@ async fn access_log_has_one_event_per_request_without_the_query() {
     let third = event_with_id(&events, "req-3");
     assert_eq!(third["status"], 404);
     assert_eq!(third["error"], "unknown_tenant");
+    assert_eq!(
+        third["fault"], "downstream",
+        "the caller asked for a tenant that does not exist"
+    );
     assert!(third.get("upstream_status").is_none_or(serde_json::Value::is_null));
     let generated: Vec<_> = events
         .iter()
