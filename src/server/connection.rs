@@ -239,53 +239,123 @@ impl<B: Body> Body for Tracked<B> {
 
 /// Drives `conn` to its end, shutting it down gracefully when `drain` turns true or it idles, and
 /// dropping it when it sends no request in time or does not finish closing after idling.
-pub(super) async fn serve<C>(conn: C, activity: Arc<Activity>, limits: Limits, mut drain: watch::Receiver<bool>)
+///
+/// Every wake-up of the task polls the connection; the deadline and the drain are looked at only
+/// when they may have fired (see [`Watch`]), not re-polled on each of a request's wake-ups as a
+/// `select!` over the three would.
+pub(super) async fn serve<C>(conn: C, activity: Arc<Activity>, limits: Limits, drain: watch::Receiver<bool>)
 where
     C: GracefulConnection,
     C::Error: Display,
 {
     tokio::pin!(conn);
     // The first look, like every later one, is at most an idle period away (see `verdict`).
-    let mut deadline = activity.opened + limits.header_read_timeout.min(limits.idle_timeout);
-    let (mut shut, mut draining, mut closing_idle) = (false, false, false);
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
+    let mut watch = Watch::new(
+        activity.opened + limits.header_read_timeout.min(limits.idle_timeout),
+        drain,
+    );
+    let (mut shut, mut closing_idle) = (false, false);
+    std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
                 }
-                return;
+                return Poll::Ready(());
             }
-            // An error means the servers are gone without a drain: close as if draining.
-            _ = drain.wait_for(|draining| *draining), if !draining => {
-                draining = true;
-                if !std::mem::replace(&mut shut, true) {
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                if closing_idle {
+            let shut_down = match std::task::ready!(watch.poll_event(cx)) {
+                Event::Drain => true,
+                Event::Deadline if closing_idle => {
                     tracing::debug!("an idle connection did not finish closing in time; dropping it");
-                    return;
+                    return Poll::Ready(());
                 }
-                match activity.verdict(limits, Instant::now()) {
-                    Verdict::Recheck(at) => deadline = at,
+                Event::Deadline => match activity.verdict(limits, Instant::now()) {
+                    Verdict::Recheck(at) => {
+                        watch.rearm(at);
+                        false
+                    }
                     Verdict::NoRequest => {
                         tracing::debug!("no request within header_read_timeout of accept; closing");
-                        return;
+                        return Poll::Ready(());
                     }
                     Verdict::Idle => {
-                        if !std::mem::replace(&mut shut, true) {
-                            conn.as_mut().graceful_shutdown();
-                        }
                         // HTTP/2 waits for the client to acknowledge GOAWAY; one that never does
                         // is dropped after another idle period.
                         closing_idle = true;
-                        deadline = Instant::now() + limits.idle_timeout;
+                        watch.rearm(Instant::now() + limits.idle_timeout);
+                        true
                     }
-                }
+                },
+            };
+            if shut_down && !std::mem::replace(&mut shut, true) {
+                conn.as_mut().graceful_shutdown();
+            }
+            // Poll the connection again: a shutdown has work for it, and a new deadline is armed.
+        }
+    })
+    .await;
+}
+
+/// What [`Watch`] saw.
+enum Event {
+    /// The servers are draining (or gone without a drain, which is handled the same).
+    Drain,
+    /// The deadline passed.
+    Deadline,
+}
+
+/// A connection's deadline and the drain signal, each polled once to register the task's waker
+/// and then looked at with one load per wake-up until it fires: the timer keeps the waker it was
+/// polled with, and so does the drain's wait.
+struct Watch {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Polled (so registered) since it was last set.
+    deadline_armed: bool,
+    drained: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// A second receiver of the drain signal, to see cheaply whether it changed.
+    probe: watch::Receiver<bool>,
+    drain_armed: bool,
+    draining: bool,
+}
+
+impl Watch {
+    fn new(deadline: Instant, mut drain: watch::Receiver<bool>) -> Self {
+        let probe = drain.clone();
+        Self {
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline_armed: false,
+            // An error means the servers are gone without a drain: close as if draining.
+            drained: Box::pin(async move {
+                let _ = drain.wait_for(|draining| *draining).await;
+            }),
+            probe,
+            drain_armed: false,
+            draining: false,
+        }
+    }
+
+    /// Sets the next deadline; the next [`Self::poll_event`] registers it.
+    fn rearm(&mut self, at: Instant) {
+        self.deadline.as_mut().reset(at);
+        self.deadline_armed = false;
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        let drain_may_fire = !self.drain_armed || self.probe.has_changed().unwrap_or(true);
+        if !self.draining && drain_may_fire {
+            self.drain_armed = true;
+            if self.drained.as_mut().poll(cx).is_ready() {
+                self.draining = true;
+                return Poll::Ready(Event::Drain);
             }
         }
+        if !self.deadline_armed || self.deadline.is_elapsed() {
+            self.deadline_armed = true;
+            if self.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Deadline);
+            }
+        }
+        Poll::Pending
     }
 }
 
