@@ -80,7 +80,9 @@ fn is_local_authority(authority: &[u8], allowed_hosts: &[String]) -> bool {
     if let Some(inner) = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")) {
         return parse::<Ipv6Addr>(inner).is_some_and(|ip| ip.is_loopback());
     }
-    host.eq_ignore_ascii_case(b"localhost")
+    // The common case first, by bytes: parsing an address costs a few hundred instructions.
+    host == b"127.0.0.1"
+        || host.eq_ignore_ascii_case(b"localhost")
         || ends_with_ignore_case(host, b".localhost")
         || parse::<Ipv4Addr>(host).is_some_and(|ip| ip.is_loopback())
         || allowed_hosts
