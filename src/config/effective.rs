@@ -196,6 +196,13 @@ fn provider(provider: &ProviderConfig, t: &mut Table) {
         ProviderConfig::Cyberbiz(_) => {
             t.insert("token".into(), masked());
         }
+        ProviderConfig::AdobeCommerce(c) => {
+            for key in ["consumer_key", "consumer_secret", "access_token", "access_token_secret"] {
+                t.insert(key.into(), masked());
+            }
+            t.insert("signature_method".into(), text(c.signature_method.as_str()));
+            t.insert("legacy_signing".into(), Value::Boolean(c.legacy_signing));
+        }
         ProviderConfig::OAuth2(c) => oauth2(c, t),
         ProviderConfig::Static(c) => {
             t.insert("header".into(), text(&c.header));

@@ -81,8 +81,14 @@ async fn five_hundred_first_requests_cause_one_token_call_per_tenant() {
     let waits = support::sample(&metrics, r#"tokenbroker_token_wait_seconds_count{tenant="adobe"}"#);
     let waited = support::sample(&metrics, r#"tokenbroker_token_wait_seconds_sum{tenant="adobe"}"#);
     let (waits, waited) = (waits.expect("a wait count"), waited.expect("a wait sum"));
-    assert!((1.0..=125.0).contains(&waits), "{waits} of 125 requests waited:\n{metrics}");
-    assert!(waited > 0.2, "the first waited most of the 300 ms fetch: {waited} s in all");
+    assert!(
+        (1.0..=125.0).contains(&waits),
+        "{waits} of 125 requests waited:\n{metrics}"
+    );
+    assert!(
+        waited > 0.2,
+        "the first waited most of the 300 ms fetch: {waited} s in all"
+    );
     proxy.stop().await;
 }
 
