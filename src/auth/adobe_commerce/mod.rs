@@ -181,9 +181,27 @@ impl fmt::Debug for Prepared {
 impl Prepared {
     /// A fresh `Authorization: OAuth ...` value: new nonce, the current time, its signature.
     pub fn authorization(&self) -> HeaderValue {
-        let nonce = format!("{:032x}", rand::random::<u128>());
-        let timestamp = (clock::unix_millis() / 1000).to_string();
-        self.authorization_with(&nonce, &timestamp)
+        // Both on the stack: 32 hex digits of 128 random bits, and the Unix time in seconds.
+        let mut nonce = [0u8; 32];
+        let random = rand::random::<u128>();
+        for (index, digit) in nonce.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((random >> (4 * index)) & 0xF) as usize];
+        }
+        let mut timestamp = [0u8; 20];
+        let mut seconds = clock::unix_millis() / 1000;
+        let mut start = timestamp.len();
+        loop {
+            start -= 1;
+            timestamp[start] = b'0' + (seconds % 10) as u8;
+            seconds /= 10;
+            if seconds == 0 {
+                break;
+            }
+        }
+        self.authorization_with(
+            std::str::from_utf8(&nonce).expect("hex digits"),
+            std::str::from_utf8(&timestamp[start..]).expect("decimal digits"),
+        )
     }
 
     /// The header for a given nonce and timestamp (tests pin signatures with it).

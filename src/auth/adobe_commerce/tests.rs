@@ -98,6 +98,21 @@ fn every_authorization_has_a_fresh_nonce() {
     let (a, b) = (prepared.authorization(), prepared.authorization());
     assert_ne!(a, b);
     assert_ne!(signature_of(&a), signature_of(&b));
+    let text = a.to_str().expect("ASCII");
+    let nonce = text
+        .split("oauth_nonce=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next());
+    assert!(
+        nonce.is_some_and(|n| n.len() == 32 && n.bytes().all(|c| c.is_ascii_hexdigit())),
+        "{text}"
+    );
+    let timestamp = text
+        .split("oauth_timestamp=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next());
+    let seconds: u64 = timestamp.and_then(|t| t.parse().ok()).expect("a number");
+    assert!(seconds.abs_diff(crate::clock::unix_millis() / 1000) <= 1, "{text}");
 }
 
 #[test]
