@@ -148,6 +148,14 @@ async fn a_401_is_passed_back_once_without_renewal_or_replay() {
     assert_eq!(magento.api_calls(), 1, "no replay");
     let metrics = proxy.metrics().await;
     assert!(!metrics.contains("rotated-away"));
+    let counted = r#"tokenbroker_requests_total{tenant="commerce",status="401",source="upstream"} 1"#;
+    assert!(metrics.contains(counted), "counted as the upstream's 401:\n{metrics}");
+    assert!(!metrics.contains(r#"tokenbroker_unauthorized_replays_total{tenant="commerce"} 1"#));
+    assert_eq!(
+        get(&proxy.admin_url("/readyz")).await.status,
+        StatusCode::OK,
+        "a credential that never expires keeps the tenant ready, 401s or not"
+    );
     proxy.stop().await;
 }
 
