@@ -65,6 +65,9 @@ pub struct Signer {
     token: String,
     /// `scheme://host[:port]` as the upstream sees the request (`Host` drops a default port).
     origin: (String, String),
+    /// The protocol parameters, encoded once (the nonce's and timestamp's values are left empty:
+    /// they are filled in per attempt).
+    protocol: [Param; 6],
 }
 
 /// The key material never reaches `Debug`.
@@ -98,7 +101,16 @@ impl Signer {
             Some(port) if port == default_port => upstream.authority.host(),
             _ => upstream.authority.as_str(),
         };
+        let protocol = [
+            Param::new("oauth_consumer_key", config.consumer_key.expose()),
+            Param::new(NONCE, ""),
+            Param::new("oauth_signature_method", config.signature_method.as_str()),
+            Param::new(TIMESTAMP, ""),
+            Param::new("oauth_token", config.access_token.expose()),
+            Param::new("oauth_version", "1.0"),
+        ];
         Self {
+            protocol,
             rules: if config.legacy_signing {
                 Rules::Legacy
             } else {
@@ -121,15 +133,8 @@ impl Signer {
         query: Option<&str>,
         form: Option<&[u8]>,
     ) -> Prepared {
-        let mut list = request_params(self.rules, query, form);
-        list.extend([
-            Param::new("oauth_consumer_key", &self.consumer_key),
-            Param::new(NONCE, ""),
-            Param::new("oauth_signature_method", self.method.as_str()),
-            Param::new(TIMESTAMP, ""),
-            Param::new("oauth_token", &self.token),
-            Param::new("oauth_version", "1.0"),
-        ]);
+        let own = request_params(self.rules, query, form);
+        let mut list: Vec<&Param> = own.iter().chain(&self.protocol).collect();
         list.sort_by(|a, b| compare(self.rules, a, b));
         let url = params::base_url(self.rules, &self.origin.0, &self.origin.1, path);
         let mut parts = [
