@@ -378,8 +378,7 @@ def signing_summary(runs_path, out_path):
     }
     with open(out_path, "w") as f:
         json.dump(result, f, indent=2)
-    print("
-signing every request (adobe_commerce) vs a static tenant, median [min..max] over rounds")
+    print("\nsigning every request (adobe_commerce) vs a static tenant, median [min..max] over rounds")
     for name, v in result.items():
         if isinstance(v, dict):
             print(f"  {name:38} {v['median']:.2f} [{v['min']:.2f}..{v['max']:.2f}]")

@@ -152,3 +152,33 @@ fn the_legacy_url_drops_the_default_port_and_normalises_escapes() {
     let url = params::base_url(Rules::Current, "https", "Shop.Example:443", "/V1/products/ABC%2f10");
     assert_eq!(url, "https://Shop.Example:443/V1/products/ABC%2f10");
 }
+
+/// What signing costs per request, in process: `prepare` (once per request) and `authorization`
+/// (once per attempt) for the load benchmark's request, and for the twelve-group search. A
+/// measurement, not a check: `cargo test --release --lib signing_cost -- --ignored --nocapture`
+/// (benches/README.md, "Signing case").
+#[test]
+#[ignore = "a measurement; run in release"]
+fn signing_cost() {
+    let signer = signer(false, SignatureMethod::HmacSha256);
+    let search: String = (0..12)
+        .map(|g| format!("searchCriteria[filter_groups][{g}][filters][0][field]=name&"))
+        .collect();
+    for (what, path, query) in [
+        (
+            "bench request",
+            "/bench/rest/default/V1/products/bench-sku-0001",
+            "fields=id,sku,price",
+        ),
+        ("12-group search", "/rest/default/V1/products", search.as_str()),
+    ] {
+        let rounds = 200_000u32;
+        let started = tokio::time::Instant::now();
+        for _ in 0..rounds {
+            let prepared = signer.prepare(&Method::GET, path, Some(query), None);
+            std::hint::black_box(prepared.authorization());
+        }
+        let per = started.elapsed() / rounds;
+        println!("{what}: prepare + authorization {per:?} per request");
+    }
+}
