@@ -361,6 +361,34 @@ def classes_summary(runs_path, out_path):
     sys.exit(1 if failed else 0)
 
 
+def signing_summary(runs_path, out_path):
+    """The signing case (benches/signing.sh): proxy CPU per request, signed minus static, per round."""
+    runs = read_runs(runs_path)
+    by = {(r["case"], r["round"]): r for r in runs}
+    rounds = sorted({r["round"] for r in runs})
+    diffs = [by[("signed", n)]["cpu_us_per_req"] - by[("static", n)]["cpu_us_per_req"]
+             for n in rounds if ("signed", n) in by and ("static", n) in by]
+    result = {
+        "static cpu us/req": spread([r["cpu_us_per_req"] for r in runs if r["case"] == "static"]),
+        "signed cpu us/req": spread([r["cpu_us_per_req"] for r in runs if r["case"] == "signed"]),
+        "signing cpu us/req (signed - static)": spread(diffs),
+        "static rps": spread([r["rps"] for r in runs if r["case"] == "static"]),
+        "signed rps": spread([r["rps"] for r in runs if r["case"] == "signed"]),
+        "failed": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+    }
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=2)
+    print("\nsigning every request (adobe_commerce) vs a static tenant, median [min..max] over rounds")
+    for name, v in result.items():
+        if isinstance(v, dict):
+            print(f"  {name:38} {v['median']:.2f} [{v['min']:.2f}..{v['max']:.2f}]")
+    cost = result["signing cpu us/req (signed - static)"]
+    verdict = "PASS" if cost and cost["median"] < 5 else "MISS"
+    print(f"  target: signing < 5 us/req: {verdict}")
+    print(f"  failed requests: {result['failed']}")
+    sys.exit(1 if result["failed"] else 0)
+
+
 def summary(work, out_path, prev_path):
     """Writes results.json and prints the tables; exits non-zero when a case had failed requests (wrk's
     non-2xx and socket errors) or an upstream connection arrived without the injected headers."""
@@ -414,4 +442,5 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"ticks": lambda: ticks(args), "config": lambda: config(*args), "wrk": lambda: wrk(*args),
      "summary": lambda: summary(*args), "https-config": lambda: https_config(*args),
-     "template": lambda: template(*args), "classes": lambda: classes_summary(*args)}[cmd]()
+     "template": lambda: template(*args), "classes": lambda: classes_summary(*args),
+     "signing": lambda: signing_summary(*args)}[cmd]()

@@ -9,6 +9,8 @@
 # against memory mode.
 # Then the caller-class case (benches/classes.sh): a limited tenant with classes configured against
 # the same with one plain caller, in memory and redis mode.
+# Then the signing case (benches/signing.sh): an adobe_commerce tenant, every request signed with
+# OAuth 1.0a, against a static tenant.
 # Then the HTTPS cases (benches/https.sh): an nginx TLS upstream speaking http/1.1, h2, and h2
 # recycling its connections every 1,000 requests, each through tokenbroker and nginx.
 # Then: peak RSS with 1,000 tenants under load, 10,000 cold requests over 100 tenants (token calls
@@ -30,7 +32,8 @@ TB_RUNTIME_ENV=${TB_RUNTIME_ENV:-TOKENBROKER_WORKER_THREADS=1}
 # EXTRAS=0 skips the 1,000-tenant and cold-burst steps (quick before/after comparisons);
 # TOKENBROKER_BIN=path measures another build of the proxy (e.g. a saved baseline);
 # SKIP_BUILD=1 uses the binaries already built; REDIS=0 skips the shared-store case, CLASSES=0 the
-# caller-class case, HTTPS=0 the HTTPS cases.
+# caller-class case, HTTPS=0 the HTTPS cases, SIGNING=0 the signing case; SIGNING_ONLY=1 runs only
+# the signing case.
 CONNS=64
 LOADGEN_CPU=0
 SERVER_CPU=1
@@ -63,7 +66,7 @@ ensure_tools() {
 
 build() {
   if [ "${SKIP_BUILD:-0}" = 1 ]; then
-    LOAD=$(ls -t "$ROOT"/target/release/deps/load-* | grep -v '\.d$' | head -1)
+    LOAD=$(ls -t "$ROOT"/target/release/deps/load-* 2>/dev/null | grep -v '\.d$' | head -1 || true)
     TB=${TOKENBROKER_BIN:-$ROOT/target/release/tokenbroker}
     return
   fi
@@ -227,11 +230,17 @@ source "$ROOT/benches/redis.sh"
 source "$ROOT/benches/https.sh"
 # shellcheck source=benches/classes.sh
 source "$ROOT/benches/classes.sh"
+# shellcheck source=benches/signing.sh
+source "$ROOT/benches/signing.sh"
 
 mkdir -p "$WORK"
 rm -f "$WORK/runs-https.jsonl"
 ensure_tools
 build
+if [ "${SIGNING_ONLY:-0}" = 1 ]; then
+  signing_case
+  exit 0
+fi
 [ -f "$OUT/results.json" ] && mv "$OUT/results.json" "$OUT/results.prev.json"
 main_comparison
 if [ "${REDIS:-1}" = 1 ]; then
@@ -242,6 +251,9 @@ if [ "${CLASSES:-1}" = 1 ]; then
 fi
 if [ "${HTTPS:-1}" = 1 ]; then
   https_cases
+fi
+if [ "${SIGNING:-1}" = 1 ]; then
+  signing_case
 fi
 if [ "${EXTRAS:-1}" = 1 ]; then
   thousand_tenants

@@ -1,4 +1,4 @@
-//! `tokenbroker demo`: the four sandbox providers plus a proxy wired to them, on loopback, with
+//! `tokenbroker demo`: the five sandbox providers plus a proxy wired to them, on loopback, with
 //! no credentials needed. The proxy is configured through the same TOML path as production (the
 //! text is generated here, its secrets come from an in-memory environment), so the demo exercises
 //! what operators run.
@@ -124,6 +124,7 @@ name = "demo-cyberbiz"
 provider = "cyberbiz"
 upstream = "{cyberbiz}"
 token = {{ env = "DEMO_CYBERBIZ_TOKEN" }}
+
 "#,
         ims_api = sandbox.ims.api_base_url(),
         ims_token = sandbox.ims.token_url(),
@@ -135,6 +136,22 @@ token = {{ env = "DEMO_CYBERBIZ_TOKEN" }}
         vantage_tenant = sandbox::VANTAGE_TENANT_ID,
         vantage_client = sandbox::VANTAGE_CLIENT_ID,
         cyberbiz = sandbox.cyberbiz.base_url(),
+    ) + &commerce_tenant(sandbox)
+}
+
+/// The `adobe_commerce` tenant: every request signed for the Magento fake.
+fn commerce_tenant(sandbox: &Sandbox) -> String {
+    format!(
+        r#"[[tenant]]
+name = "demo-commerce"
+provider = "adobe_commerce"
+upstream = "{magento}"
+consumer_key = {{ env = "DEMO_MAGENTO_CONSUMER_KEY" }}
+consumer_secret = {{ env = "DEMO_MAGENTO_CONSUMER_SECRET" }}
+access_token = {{ env = "DEMO_MAGENTO_ACCESS_TOKEN" }}
+access_token_secret = {{ env = "DEMO_MAGENTO_ACCESS_TOKEN_SECRET" }}
+"#,
+        magento = sandbox.magento.base_url(),
     )
 }
 
@@ -147,6 +164,16 @@ fn demo_env(sandbox: &Sandbox) -> MapEnv {
         ("DEMO_VANTAGE_CLIENT_SECRET", sandbox::VANTAGE_CLIENT_SECRET.to_owned()),
         // A realistic 2-hour token: /readyz lists it under `expiring` and stays ready.
         ("DEMO_CYBERBIZ_TOKEN", sandbox.cyberbiz.token()),
+        ("DEMO_MAGENTO_CONSUMER_KEY", sandbox::MAGENTO_CONSUMER_KEY.to_owned()),
+        (
+            "DEMO_MAGENTO_CONSUMER_SECRET",
+            sandbox::MAGENTO_CONSUMER_SECRET.to_owned(),
+        ),
+        ("DEMO_MAGENTO_ACCESS_TOKEN", sandbox::MAGENTO_ACCESS_TOKEN.to_owned()),
+        (
+            "DEMO_MAGENTO_ACCESS_TOKEN_SECRET",
+            sandbox::MAGENTO_ACCESS_TOKEN_SECRET.to_owned(),
+        ),
     ])
 }
 
@@ -168,6 +195,10 @@ fn instructions(addr: SocketAddr, admin: SocketAddr) -> String {
             "/demo-vantage/api/publicapi/v1/skills",
         ),
         ("CYBERBIZ (static JWT, 5 requests/s)", "/demo-cyberbiz/v1/products"),
+        (
+            "Adobe Commerce on cloud infrastructure / on-premises (every request OAuth 1.0a signed)",
+            "/demo-commerce/rest/default/V1/products?searchCriteria[pageSize]=2",
+        ),
     ] {
         let _ = writeln!(text, "  # {what}\n  curl -sg '{base}{path}'\n");
     }

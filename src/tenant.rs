@@ -13,6 +13,7 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue};
 
+use crate::auth::adobe_commerce::Signer;
 use crate::auth::{Provider, TokenHttp, TokenHttpError, TokenHttpOptions};
 use crate::config::{CallerConfig, RuntimeConfig, Secret, ServerConfig, TenantConfig};
 use crate::metrics::TenantMetrics;
@@ -31,6 +32,9 @@ pub struct Tenant {
     pub upstream: Upstream,
     /// The provider's fixed headers, then the tenant's own, built once.
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Signs each request afresh, for a provider whose credential is a per-request signature
+    /// (`adobe_commerce`); `None` for the rest, whose header is built once per token.
+    pub signer: Option<Arc<Signer>>,
     pub metrics: Arc<TenantMetrics>,
 }
 
@@ -153,6 +157,7 @@ impl Tenant {
     ) -> Result<Self, BuildError> {
         let provider = Provider::from_config(&config.provider);
         let mut upstream_headers = provider.upstream_headers();
+        let signer = provider.signer(&config.upstream);
         upstream_headers.extend(config.headers.iter().cloned());
         let tokens = match old {
             Some(old) if same_credentials(&old.config, config) => Arc::clone(&old.tokens),
@@ -176,6 +181,7 @@ impl Tenant {
             limiter,
             upstream: upstream_for(config, shared, pools)?,
             upstream_headers,
+            signer,
             metrics: old.map_or_else(Arc::default, |old| Arc::clone(&old.metrics)),
         })
     }

@@ -5,7 +5,8 @@
 //! renewal and retirement, and calls [`Provider::fetch`] when it needs a new token.
 //!
 //! ```text
-//!   TokenManager ──fetch(ctx)──▶ Provider::{AdobeIms, Shopline, Vantage, Cyberbiz, OAuth2, Static}
+//!   TokenManager ──fetch(ctx)──▶ Provider::{AdobeIms, Shopline, Vantage, Cyberbiz, AdobeCommerce,
+//!                                           OAuth2, Static}
 //!                                   │ uses
 //!                                   ▼
 //!                               TokenHttp (token-endpoint client: timeout, form/JSON, errors)
@@ -13,6 +14,7 @@
 //!
 //! Adding a provider is one new file implementing [`FetchToken`] plus one enum variant here.
 
+pub(crate) mod adobe_commerce;
 pub(crate) mod adobe_ims;
 pub(crate) mod cyberbiz;
 pub(crate) mod http;
@@ -95,6 +97,7 @@ pub enum Provider {
     Shopline(shopline::Shopline),
     Vantage(vantage::Vantage),
     Cyberbiz(cyberbiz::Cyberbiz),
+    AdobeCommerce(adobe_commerce::AdobeCommerce),
     OAuth2(oauth2::OAuth2),
     Static(static_token::StaticToken),
 }
@@ -106,6 +109,7 @@ impl Provider {
             ProviderConfig::Shopline(c) => Self::Shopline(shopline::Shopline::new(c.clone())),
             ProviderConfig::Vantage(c) => Self::Vantage(vantage::Vantage::new(c.clone())),
             ProviderConfig::Cyberbiz(c) => Self::Cyberbiz(cyberbiz::Cyberbiz::new(c.clone())),
+            ProviderConfig::AdobeCommerce(c) => Self::AdobeCommerce(adobe_commerce::AdobeCommerce::new(c.clone())),
             ProviderConfig::OAuth2(c) => Self::OAuth2(oauth2::OAuth2::new(c.clone())),
             ProviderConfig::Static(c) => Self::Static(static_token::StaticToken::new(c.clone())),
         }
@@ -117,6 +121,7 @@ impl Provider {
             Self::Shopline(p) => p.fetch(ctx).await,
             Self::Vantage(p) => p.fetch(ctx).await,
             Self::Cyberbiz(p) => p.fetch(ctx).await,
+            Self::AdobeCommerce(p) => p.fetch(ctx).await,
             Self::OAuth2(p) => p.fetch(ctx).await,
             Self::Static(p) => p.fetch(ctx).await,
         }
@@ -126,6 +131,8 @@ impl Provider {
     pub fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError> {
         let (name, text) = match self {
             Self::Static(p) => (p.header_name().clone(), token.access.expose().clone()),
+            // Never sent: each request is signed on its own (`signer`); the scheme alone stands in.
+            Self::AdobeCommerce(_) => (::http::header::AUTHORIZATION, "OAuth".to_owned()),
             _ => (
                 ::http::header::AUTHORIZATION,
                 format!("Bearer {}", token.access.expose()),
@@ -145,10 +152,19 @@ impl Provider {
         }
     }
 
+    /// What signs each request afresh, for providers whose credential is a per-request signature
+    /// (OAuth 1.0a) rather than a header built once per token.
+    pub fn signer(&self, upstream: &crate::config::UpstreamUrl) -> Option<std::sync::Arc<adobe_commerce::Signer>> {
+        match self {
+            Self::AdobeCommerce(p) => Some(std::sync::Arc::new(p.signer(upstream))),
+            _ => None,
+        }
+    }
+
     /// Whether a token can be renewed at all (static credentials cannot: a 401 is passed back).
     pub fn renews(&self) -> bool {
         match self {
-            Self::Static(_) | Self::Cyberbiz(_) => false,
+            Self::Static(_) | Self::Cyberbiz(_) | Self::AdobeCommerce(_) => false,
             Self::Shopline(p) => p.renews(),
             _ => true,
         }

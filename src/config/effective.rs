@@ -196,6 +196,13 @@ fn provider(provider: &ProviderConfig, t: &mut Table) {
         ProviderConfig::Cyberbiz(_) => {
             t.insert("token".into(), masked());
         }
+        ProviderConfig::AdobeCommerce(c) => {
+            for key in ["consumer_key", "consumer_secret", "access_token", "access_token_secret"] {
+                t.insert(key.into(), masked());
+            }
+            t.insert("signature_method".into(), text(c.signature_method.as_str()));
+            t.insert("legacy_signing".into(), Value::Boolean(c.legacy_signing));
+        }
         ProviderConfig::OAuth2(c) => oauth2(c, t),
         ProviderConfig::Static(c) => {
             t.insert("header".into(), text(&c.header));
@@ -425,6 +432,14 @@ mod tests {
             name = "cb"
             provider = "cyberbiz"
             token = "hunter2-cyberbiz"
+            [[tenant]]
+            name = "mg"
+            provider = "adobe_commerce"
+            upstream = "https://shop.example"
+            consumer_key = "hunter2-ck"
+            consumer_secret = "hunter2-cs"
+            access_token = "hunter2-at"
+            access_token_secret = "hunter2-ats"
             [[caller]]
             name = "svc"
             key = "hunter2-caller-key-0123456789"
@@ -433,7 +448,7 @@ mod tests {
         let loaded = parse(text, "inline", &crate::config::MapEnv::new::<String, String>([])).expect("valid");
         let printed = render(&loaded.config);
         assert!(!printed.contains("hunter2"), "{printed}");
-        assert_eq!(printed.matches(&format!("\"{MASK}\"")).count(), 10, "{printed}");
+        assert_eq!(printed.matches(&format!("\"{MASK}\"")).count(), 14, "{printed}");
         assert!(printed.contains("url = \"redis://:***@127.0.0.1:6379\""), "{printed}");
         assert_round_trip(text, "inline");
     }

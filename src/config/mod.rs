@@ -10,6 +10,7 @@
 //! below and collects *every* problem (with file:line:column) instead of stopping at the first.
 //! `tokenbroker check` runs exactly this path. Nothing here touches the network.
 
+mod adobe_commerce;
 pub mod effective;
 pub(crate) mod limits;
 mod load;
@@ -27,6 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, HeaderValue, Method};
 
+pub use adobe_commerce::{AdobeCommerceConfig, SignatureMethod};
 pub use limits::{BatchShare, CallerClass, MAX_PAUSE, PerClass, RateLimitConfig};
 pub use load::{ConfigError, ConfigErrors, Loaded, load, load_with, load_with_text, parse};
 pub use secret::Secret;
@@ -195,6 +197,7 @@ pub enum ProviderConfig {
     Shopline(ShoplineConfig),
     Vantage(VantageConfig),
     Cyberbiz(CyberbizConfig),
+    AdobeCommerce(AdobeCommerceConfig),
     OAuth2(OAuth2Config),
     Static(StaticConfig),
 }
@@ -212,6 +215,12 @@ impl ProviderConfig {
             },
             Self::Vantage(c) => c.client_secrets.iter().chain(c.grant.password()).collect(),
             Self::Cyberbiz(c) => vec![&c.token],
+            Self::AdobeCommerce(c) => vec![
+                &c.consumer_key,
+                &c.consumer_secret,
+                &c.access_token,
+                &c.access_token_secret,
+            ],
             Self::OAuth2(c) => {
                 let grant = match &c.grant {
                     OAuth2Grant::Password { password, .. } => Some(password),
@@ -234,7 +243,7 @@ impl ProviderConfig {
             Self::AdobeIms(c) => &c.client_secrets,
             Self::Vantage(c) => &c.client_secrets,
             Self::OAuth2(c) => &c.client_secrets,
-            Self::Shopline(_) | Self::Cyberbiz(_) | Self::Static(_) => &[],
+            Self::Shopline(_) | Self::Cyberbiz(_) | Self::AdobeCommerce(_) | Self::Static(_) => &[],
         }
     }
 
@@ -245,6 +254,7 @@ impl ProviderConfig {
             Self::Shopline(_) => "shopline",
             Self::Vantage(_) => "vantage",
             Self::Cyberbiz(_) => "cyberbiz",
+            Self::AdobeCommerce(_) => "adobe_commerce",
             Self::OAuth2(_) => "oauth2",
             Self::Static(_) => "static",
         }

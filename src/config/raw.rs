@@ -109,6 +109,11 @@ pub(crate) struct RawTenant {
     pub(crate) header: Option<String>,
     pub(crate) value: Option<RawSecret>,
     pub(crate) expires_at: Option<RawTime>,
+    pub(crate) consumer_key: Option<RawSecret>,
+    pub(crate) consumer_secret: Option<RawSecret>,
+    pub(crate) access_token_secret: Option<RawSecret>,
+    pub(crate) signature_method: Option<String>,
+    pub(crate) legacy_signing: Option<bool>,
 }
 
 /// `{ match = "...", replace = "..." }`.

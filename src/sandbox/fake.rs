@@ -81,6 +81,11 @@ impl FakeCore {
         *lock(&self.last_api) = Some(RecordedRequest::new(parts, body_len));
     }
 
+    /// Counts an API call the fake refused to authenticate.
+    pub(crate) fn count_rejected(&self) {
+        bump(&self.rejected_api_calls);
+    }
+
     /// What the bearer token of `headers` is to this fake (`Unknown` when there is none); counts
     /// the call as rejected unless the token is valid.
     pub(crate) fn bearer_state(&self, headers: &HeaderMap) -> TokenState {

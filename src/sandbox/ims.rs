@@ -27,7 +27,7 @@ use super::fake::{Fake, FakeCore, FakeState, TokenEndpoint};
 use super::server::Handler;
 use crate::clock;
 
-mod api;
+pub(super) mod api;
 pub(super) mod customers;
 
 /// Demo client id; also the `x-api-key` the API expects.

@@ -19,6 +19,8 @@
 //! - `ims.rs`, `shopline.rs`, `vantage.rs`, `cyberbiz.rs`: one fake each, the larger ones with
 //!   their API in a folder of the same name (`ims/customers.rs`, `shopline/catalog.rs`,
 //!   `cyberbiz/shop.rs`, ...).
+//! - `magento.rs`: Adobe Commerce on cloud infrastructure or on-premises, verifying OAuth 1.0a
+//!   signatures as Magento does, with the ACCS fake's REST resources under `/rest/<store>/V1/`.
 //! - `h2_upstream.rs`: not a provider but an https upstream (HTTP/2 and HTTP/1.1 over TLS) that
 //!   recycles its connections with GOAWAY, for the connection-pool tests.
 //!
@@ -32,6 +34,7 @@ mod cyberbiz;
 mod fake;
 mod h2_upstream;
 mod ims;
+mod magento;
 mod server;
 mod shopline;
 mod vantage;
@@ -47,6 +50,10 @@ pub use cyberbiz::{
 pub use fake::Fake;
 pub use h2_upstream::{H2Alpn, H2Upstream, H2UpstreamOptions, Recycle};
 pub use ims::{ACCS_SCOPES, ACCS_TENANT_ID, IMS_CLIENT_ID, IMS_CLIENT_SECRET, IMS_DEFAULT_TTL, ImsOptions, ImsSandbox};
+pub use magento::{
+    MAGENTO_ACCESS_TOKEN, MAGENTO_ACCESS_TOKEN_SECRET, MAGENTO_CONSUMER_KEY, MAGENTO_CONSUMER_SECRET, MagentoOptions,
+    MagentoSandbox, TIMESTAMP_WINDOW,
+};
 pub use shopline::{
     SHOPLINE_APP_KEY, SHOPLINE_APP_SECRET, SHOPLINE_AUTH_CODE, SHOPLINE_DEFAULT_TTL, SHOPLINE_GRACE, SHOPLINE_HANDLE,
     ShoplineOptions, ShoplineSandbox, shopline_sign,
@@ -56,13 +63,14 @@ pub use vantage::{
     VantageOptions, VantageSandbox,
 };
 
-/// All four fakes with their demo credentials (the `*_CLIENT_ID`/`*_SECRET`/... constants).
+/// All five fakes with their demo credentials (the `*_CLIENT_ID`/`*_SECRET`/... constants).
 #[derive(Debug)]
 pub struct Sandbox {
     pub ims: ImsSandbox,
     pub shopline: ShoplineSandbox,
     pub vantage: VantageSandbox,
     pub cyberbiz: CyberbizSandbox,
+    pub magento: MagentoSandbox,
 }
 
 impl Sandbox {
@@ -73,6 +81,7 @@ impl Sandbox {
             shopline: ShoplineSandbox::start(ShoplineOptions::default()).await?,
             vantage: VantageSandbox::start(VantageOptions::default()).await?,
             cyberbiz: CyberbizSandbox::start(CyberbizOptions::default()).await?,
+            magento: MagentoSandbox::start(MagentoOptions::default()).await?,
         })
     }
 
@@ -82,5 +91,6 @@ impl Sandbox {
         self.shopline.shutdown().await;
         self.vantage.shutdown().await;
         self.cyberbiz.shutdown().await;
+        self.magento.shutdown().await;
     }
 }

@@ -13,7 +13,7 @@ use super::pipeline::RequestCtx;
 use crate::error::ProxyError;
 use crate::tenant::Tenant;
 use crate::token::CurrentToken;
-use crate::upstream::{UpstreamBody, UpstreamError, UpstreamResponseBody};
+use crate::upstream::{Resign, UpstreamBody, UpstreamError, UpstreamResponseBody};
 
 /// What stays the same between a request's first attempt and its replay.
 pub(super) struct Exchange<'a> {
@@ -21,6 +21,9 @@ pub(super) struct Exchange<'a> {
     /// `request_timeout` from the token phase on, shared by both attempts.
     deadline: Instant,
     pub(super) timeout: Duration,
+    /// For a tenant that signs each request: what signs each attempt (the token's header is
+    /// then not used).
+    pub(super) resign: Option<Resign>,
 }
 
 impl<'a> Exchange<'a> {
@@ -29,6 +32,7 @@ impl<'a> Exchange<'a> {
             tenant,
             deadline: Instant::now() + timeout,
             timeout,
+            resign: None,
         }
     }
 
@@ -50,9 +54,15 @@ impl<'a> Exchange<'a> {
         token: &CurrentToken,
         ctx: &'s mut RequestCtx,
     ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, ProxyError>> + Send + 's {
-        headers.insert(token.header_name.clone(), token.header_value.clone());
+        if self.resign.is_none() {
+            headers.insert(token.header_name.clone(), token.header_value.clone());
+        }
         let span = (ctx.trace.as_ref()).map(|trace| trace.upstream(method, ctx.replayed, &mut headers));
         let mut request = Request::new(body);
+        if let Some(resign) = &self.resign {
+            // Signed by the upstream's send, once per attempt.
+            request.extensions_mut().insert(resign.clone());
+        }
         *request.method_mut() = method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;

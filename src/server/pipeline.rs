@@ -41,7 +41,7 @@ use crate::routing::{path, rewrite};
 use crate::telemetry::traces::RequestTrace;
 use crate::tenant::{Snapshot, Tenant};
 use crate::token::CurrentToken;
-use crate::upstream::{UpstreamResponseBody, headers};
+use crate::upstream::{Resign, UpstreamResponseBody, headers};
 
 /// What the pipeline learns about one request, for the access log.
 pub(crate) struct RequestCtx {
@@ -159,6 +159,7 @@ async fn proxy(
         budget: &inbound.replay_budget,
         timeout: snapshot.server.body_timeout,
         count,
+        signed_form: tenant.signer.is_some() && is_form(&parts.headers),
     };
     let body = prepare_body(&tenant, declared, body, rules).await?;
     ctx.request_bytes = match &body {
@@ -168,11 +169,13 @@ async fn proxy(
             .map_or(RequestBytes::None, |fate| RequestBytes::Counted(Arc::clone(fate))),
     };
     // 4. Token: `request_timeout` runs from here to the response head, across a replay too.
-    let exchange = Exchange::start(&tenant, snapshot.server.request_timeout);
+    let mut exchange = Exchange::start(&tenant, snapshot.server.request_timeout);
     let token = take_token(&exchange, ctx).await?;
     // 5. Headers: the path rewritten, the caller's credentials and hop-by-hop headers out, the
-    //    tenant's fixed headers in (the credential itself goes on at each send).
+    //    tenant's fixed headers in (the credential itself goes on at each send, signed afresh
+    //    for each attempt where the provider signs requests).
     let (uri, store) = upstream_uri(&tenant, &path, parts.uri.query())?;
+    exchange.resign = resign(&tenant, &parts, &uri, &body, rules.signed_form);
     headers::sanitize_request(&mut parts.headers);
     add_upstream_headers(&tenant, &mut parts.headers, store);
     // 6. Forward, with the 401 rule.
@@ -285,6 +288,25 @@ fn upstream_uri(tenant: &Tenant, path: &str, query: Option<&str>) -> Result<(Uri
         PathAndQuery::try_from(target).map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?;
     let store = rewritten.store.and_then(|s| HeaderValue::from_str(s).ok());
     Ok((tenant.upstream.uri(upstream, target), store))
+}
+
+/// Whether the body is one Magento signs: its `Content-Type` starts with
+/// `application/x-www-form-urlencoded` (case-sensitive, as Magento compares it).
+fn is_form(headers: &HeaderMap) -> bool {
+    (headers.get(header::CONTENT_TYPE)).is_some_and(|v| v.as_bytes().starts_with(b"application/x-www-form-urlencoded"))
+}
+
+/// The per-attempt signer of a request to a tenant that signs requests: everything but the
+/// nonce and timestamp is worked out here, once (method, the URL as sent, the query and, for a
+/// form, the body's parameters).
+fn resign(tenant: &Tenant, parts: &Parts, uri: &Uri, body: &PreparedBody, signed_form: bool) -> Option<Resign> {
+    let signer = tenant.signer.as_ref()?;
+    let form = match body {
+        PreparedBody::Buffered { bytes, .. } if signed_form => Some(&bytes[..]),
+        _ => None,
+    };
+    let prepared = signer.prepare(&parts.method, uri.path(), uri.query(), form);
+    Some(Resign(Arc::new(move || prepared.authorization())))
 }
 
 fn add_upstream_headers(tenant: &Tenant, headers: &mut HeaderMap, store: Option<HeaderValue>) {

@@ -30,12 +30,17 @@ pub(super) enum PreparedBody {
 }
 
 /// What reading a body needs besides the tenant.
+#[derive(Clone, Copy)]
 pub(super) struct BodyRules<'a> {
     pub(super) budget: &'a Arc<ReplayBudget>,
     /// `server.body_timeout`.
     pub(super) timeout: Duration,
     /// Whether a streamed body's bytes are counted (for the access log).
     pub(super) count: bool,
+    /// Whether the body is a form the tenant signs (`adobe_commerce`): it is then read whole,
+    /// under the tenant's `max_body`, whatever its size and the replay budget, since its
+    /// parameters go into the signature before a byte is sent.
+    pub(super) signed_form: bool,
 }
 
 pub(super) async fn prepare_body(
@@ -48,6 +53,13 @@ pub(super) async fn prepare_body(
     let empty = body.is_end_stream();
     let body = CallerBody::new(body, rules.timeout);
     let replay = tenant.tokens.keeps_body_for_replay(declared, empty);
+    if rules.signed_form && !empty {
+        let reserve = declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+        return match read_all(Limited::new(body, max_body), reserve).await {
+            Ok(bytes) => Ok(PreparedBody::Buffered { bytes, replay }),
+            Err(error) => Err(body_error(tenant, &*error)),
+        };
+    }
     if !replay && (empty || !resendable(tenant, declared)) {
         return Ok(streamed(tenant, body, max_body, empty, rules.count));
     }

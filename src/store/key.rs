@@ -50,9 +50,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use crate::config::{
-    AdobeImsConfig, CyberbizConfig, ExpiresInUnit, OAuth2AuthMethod, OAuth2Config, OAuth2Grant, PasswordOrClient,
-    ProviderConfig, ResponseMapping, Secret, ShoplineConfig, ShoplineCredentials, StaticConfig, TenantName,
-    VantageConfig,
+    AdobeCommerceConfig, AdobeImsConfig, CyberbizConfig, ExpiresInUnit, OAuth2AuthMethod, OAuth2Config, OAuth2Grant,
+    PasswordOrClient, ProviderConfig, ResponseMapping, Secret, ShoplineConfig, ShoplineCredentials, StaticConfig,
+    TenantName, VantageConfig,
 };
 
 /// The first record of every fingerprint; see the module documentation for when to bump it.
@@ -158,6 +158,7 @@ fn fingerprint(provider: &ProviderConfig, purpose: Option<&str>) -> [u8; 32] {
         ProviderConfig::Shopline(c) => shopline(w.text("provider", "shopline"), c),
         ProviderConfig::Vantage(c) => vantage(w.text("provider", "vantage"), c),
         ProviderConfig::Cyberbiz(c) => cyberbiz(w.text("provider", "cyberbiz"), c),
+        ProviderConfig::AdobeCommerce(c) => adobe_commerce(w.text("provider", "adobe_commerce"), c),
         ProviderConfig::OAuth2(c) => oauth2(w.text("provider", "oauth2"), c),
         ProviderConfig::Static(c) => static_token(w.text("provider", "static"), c),
     }
@@ -241,6 +242,17 @@ fn vantage(w: &mut FingerprintWriter, c: &VantageConfig) {
 fn cyberbiz(w: &mut FingerprintWriter, c: &CyberbizConfig) {
     let CyberbizConfig { token } = c;
     w.secret("token", token);
+}
+
+fn adobe_commerce(w: &mut FingerprintWriter, c: &AdobeCommerceConfig) {
+    #[rustfmt::skip]
+    let AdobeCommerceConfig { consumer_key, consumer_secret, access_token, access_token_secret, signature_method, legacy_signing } = c;
+    w.secret("consumer_key", consumer_key)
+        .secret("consumer_secret", consumer_secret);
+    w.secret("access_token", access_token)
+        .secret("access_token_secret", access_token_secret);
+    w.text("signature_method", signature_method.as_str())
+        .flag("legacy_signing", *legacy_signing);
 }
 
 fn oauth2(w: &mut FingerprintWriter, c: &OAuth2Config) {

@@ -229,6 +229,7 @@ impl Http1Pool {
                     Some(unsent) if reused => {
                         tracing::debug!(error = %error.error(), "reused upstream connection was closed; sending again");
                         request = unsent;
+                        super::sign_attempt(&mut request);
                     }
                     _ => return Err(Http1Error::Exchange(error.into_error())),
                 },

@@ -24,13 +24,14 @@ pub use http1::{Http1Error, Http1Pool, UpstreamResponseBody};
 pub use https::HttpsPool;
 pub use tls::{ConnectError, TlsConfig, TlsSetupError};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryFutureExt;
 use futures_util::future::Either as EitherFuture;
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::{Either, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 
@@ -39,6 +40,27 @@ use https::SendError;
 /// A request body on its way upstream: buffered (so a 401 can replay it) or streamed under a cap,
 /// read through the inbound side's timeout and error mapping.
 pub type UpstreamBody = Either<Full<Bytes>, Limited<CallerBody>>;
+
+/// A credential computed afresh for every attempt of a request (an OAuth 1.0a signature, whose
+/// nonce the upstream accepts only once), carried in the request's extensions so that every
+/// resend below (a refused HTTP/2 stream, a request a closing HTTP/1.1 connection never took)
+/// signs again before it goes out.
+#[derive(Clone)]
+pub struct Resign(pub Arc<dyn Fn() -> HeaderValue + Send + Sync>);
+
+impl std::fmt::Debug for Resign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resign")
+    }
+}
+
+/// Puts a fresh `Authorization` on `request` when it carries a [`Resign`]; nothing otherwise.
+pub(crate) fn sign_attempt<B>(request: &mut Request<B>) {
+    let fresh = request.extensions().get::<Resign>().map(|resign| (resign.0)());
+    if let Some(value) = fresh {
+        request.headers_mut().insert(http::header::AUTHORIZATION, value);
+    }
+}
 
 /// Idle keep-alive connections are closed after this: shorter than the 120 s+ most load balancers
 /// use, so we close first and never reuse a connection the other side is about to drop.
@@ -100,8 +122,12 @@ impl Upstream {
     /// hyper moves with every request, does not also carry a second copy of the request.
     pub fn send(
         &self,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
     ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, UpstreamError>> + Send + '_ {
+        // `send_https` signs each of its attempts itself.
+        if !matches!(self, Self::Https(pool) if pool.multiplexes()) {
+            sign_attempt(&mut request);
+        }
         match self {
             Self::Http1(pool) => EitherFuture::Left(pool.send(request).map_err(|e| classify(&e))),
             // An authority known to speak HTTP/1.1 has nothing to retry (a request its pool could
@@ -131,6 +157,7 @@ async fn send_https(
     let mut attempt = 0;
     loop {
         attempt += 1;
+        sign_attempt(&mut request);
         let spare = if pool.multiplexes() {
             buffered_copy(&request)
         } else {
@@ -178,6 +205,9 @@ fn buffered_copy(request: &Request<UpstreamBody>) -> Option<Request<UpstreamBody
     *copy.uri_mut() = request.uri().clone();
     *copy.version_mut() = request.version();
     *copy.headers_mut() = request.headers().clone();
+    if let Some(resign) = request.extensions().get::<Resign>() {
+        copy.extensions_mut().insert(resign.clone());
+    }
     Some(copy)
 }
 

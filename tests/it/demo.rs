@@ -119,7 +119,7 @@ async fn call(method: Method, url: &str, body: &str) -> Answer {
 #[tokio::test]
 async fn the_demo_serves_every_provider_without_credentials() {
     let (demo, printed) = start_demo().await;
-    assert_eq!(printed.urls.len(), 4, "one command per provider: {printed:?}");
+    assert_eq!(printed.urls.len(), 5, "one command per provider: {printed:?}");
     for url in &printed.urls {
         let answer = get(url).await;
         assert_eq!(answer.status, StatusCode::OK, "{url}: {}", answer.text());

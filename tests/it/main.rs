@@ -15,6 +15,7 @@ mod callers;
 mod class_script;
 mod classes;
 mod cli;
+mod commerce;
 mod demo;
 mod head_limits;
 mod https;

@@ -1,5 +1,6 @@
 //! No secret and no token is ever written anywhere (README, "Configuration"): the real binary at `RUST_LOG=trace`
-//! goes through token fetches for three token-fetching providers, background renewals, a 401
+//! goes through token fetches for three token-fetching providers, requests signed for
+//! `adobe_commerce` (its four integration secrets), background renewals, a 401
 //! replay, refresh-token fallback, error responses and a SIGHUP reload; then its stderr, `/metrics`,
 //! `/tenants`, `/readyz` and every error body are searched for every secret and every token the
 //! fakes issued. The same again with the shared store on a password-protected Redis, where the
@@ -10,7 +11,8 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokenbroker::sandbox::{
-    self, ImsOptions, ImsSandbox, ShoplineOptions, ShoplineSandbox, VantageOptions, VantageSandbox,
+    self, ImsOptions, ImsSandbox, MagentoOptions, MagentoSandbox, ShoplineOptions, ShoplineSandbox, VantageOptions,
+    VantageSandbox,
 };
 
 use crate::support::redis::RedisServer;
@@ -62,6 +64,8 @@ struct Fakes {
     ims: ImsSandbox,
     shopline: ShoplineSandbox,
     vantage: VantageSandbox,
+    /// Signed on every request with its integration's four secrets.
+    magento: MagentoSandbox,
 }
 
 async fn fakes(secrets: &Secrets) -> Fakes {
@@ -82,11 +86,13 @@ async fn fakes(secrets: &Secrets) -> Fakes {
         token_ttl: TTL,
         ..VantageOptions::default()
     });
-    let (ims, shopline, vantage) = tokio::join!(ims, shopline, vantage);
+    let magento = MagentoSandbox::start(MagentoOptions::default());
+    let (ims, shopline, vantage, magento) = tokio::join!(ims, shopline, vantage, magento);
     Fakes {
         ims: ims.expect("fake IMS"),
         shopline: shopline.expect("fake SHOPLINE"),
         vantage: vantage.expect("fake Vantage"),
+        magento: magento.expect("fake Magento"),
     }
 }
 
@@ -125,6 +131,15 @@ username = "{username}"
 password = {{ env = "T_PASSWORD" }}
 offline_access = true
 min_token_age = "0s"
+
+[[tenant]]
+name = "commerce"
+provider = "adobe_commerce"
+upstream = "{magento}"
+consumer_key = {{ env = "T_CK" }}
+consumer_secret = {{ env = "T_CS" }}
+access_token = {{ env = "T_AT" }}
+access_token_secret = {{ env = "T_ATS" }}
 "#,
         ims_api = fakes.ims.api_base_url(),
         ims_token = fakes.ims.token_url(),
@@ -136,6 +151,7 @@ min_token_age = "0s"
         vantage_tenant = sandbox::VANTAGE_TENANT_ID,
         vantage_client = sandbox::VANTAGE_CLIENT_ID,
         username = sandbox::VANTAGE_USERNAME,
+        magento = fakes.magento.base_url(),
     )
 }
 
@@ -177,7 +193,7 @@ fn config(fakes: &Fakes, plain_upstream: &str, extra_header: &str, store: &str) 
 }
 
 /// The variables `config` reads; `static_value` is the whole header value for `fixed` and `down`.
-fn binary_env<'a>(secrets: &'a Secrets, static_value: &'a str) -> [(&'static str, &'a str); 7] {
+fn binary_env<'a>(secrets: &'a Secrets, static_value: &'a str) -> [(&'static str, &'a str); 11] {
     [
         ("T_IMS_SECRET", secrets.ims.as_str()),
         ("T_APP_SECRET", secrets.app_secret.as_str()),
@@ -186,6 +202,10 @@ fn binary_env<'a>(secrets: &'a Secrets, static_value: &'a str) -> [(&'static str
         ("T_PASSWORD", secrets.password.as_str()),
         ("T_STATIC", static_value),
         ("T_CALLER_KEY", secrets.caller_key.as_str()),
+        ("T_CK", sandbox::MAGENTO_CONSUMER_KEY),
+        ("T_CS", sandbox::MAGENTO_CONSUMER_SECRET),
+        ("T_AT", sandbox::MAGENTO_ACCESS_TOKEN),
+        ("T_ATS", sandbox::MAGENTO_ACCESS_TOKEN_SECRET),
     ]
 }
 
@@ -199,11 +219,12 @@ async fn call(binary: &Binary, method: &str, path: &str, key: &str, body: usize)
     send(request).await
 }
 
-const PATHS: [&str; 4] = [
+const PATHS: [&str; 5] = [
     "/ims/rest/default/V1/products?searchCriteria[pageSize]=1",
     "/shop/admin/openapi/v20230901/products/products.json",
     "/vantage/api/publicapi/v1/skills",
     "/fixed/V1/products",
+    "/commerce/rest/default/V1/products?searchCriteria[pageSize]=1",
 ];
 
 /// Every tenant has renewed at least `n` times (its `renewals_ok` in `/tenants`).
@@ -297,6 +318,9 @@ fn needles(secrets: &Secrets, fakes: &Fakes) -> Vec<String> {
     assert!(fakes.shopline.issued_tokens().len() >= 2);
     assert!(fakes.vantage.issued_tokens().len() >= 4, "access and refresh tokens");
     let mut needles: Vec<String> = secrets.all().into_iter().map(str::to_owned).collect();
+    // The integration's four values (the fake holds the sandbox's).
+    needles.extend([sandbox::MAGENTO_CONSUMER_KEY, sandbox::MAGENTO_CONSUMER_SECRET].map(str::to_owned));
+    needles.extend(fakes.magento.issued_tokens());
     for token in &tokens {
         needles.push(token.clone());
         // A JWT's signature alone would also be a leak (its header segment is not secret).

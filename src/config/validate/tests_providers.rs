@@ -3,7 +3,7 @@
 
 use super::tests::{CYBERBIZ, find, location_of, parse_err, parse_ok};
 use crate::config::{
-    OAuth2AuthMethod, OAuth2Grant, PasswordOrClient, ProviderConfig, ShoplineCredentials, TenantConfig,
+    OAuth2AuthMethod, OAuth2Grant, PasswordOrClient, ProviderConfig, ShoplineCredentials, SignatureMethod, TenantConfig,
 };
 use crate::routing::rewrite::RuleEngine;
 
@@ -410,4 +410,54 @@ fn tls_client_files_rotated_in_place_change_the_config() {
     let first = load("cert v1");
     assert_eq!(first, load("cert v1"), "the same content is the same credential");
     assert_ne!(first, load("cert v2"), "new content under the same path is a change");
+}
+
+const COMMERCE: &str = "[[tenant]]\nname = \"mg\"\nprovider = \"adobe_commerce\"\nupstream = \"https://shop.example.com\"\nconsumer_key = \"ck\"\nconsumer_secret = \"cs\"\naccess_token = \"at\"\naccess_token_secret = \"ats\"\n";
+
+#[test]
+fn adobe_commerce_takes_four_secrets_and_signs_with_hmac_sha256_by_default() {
+    let tenant = only_tenant(COMMERCE);
+    let ProviderConfig::AdobeCommerce(commerce) = &tenant.provider else {
+        panic!("adobe_commerce")
+    };
+    assert_eq!(
+        (commerce.signature_method, commerce.legacy_signing),
+        (SignatureMethod::HmacSha256, false)
+    );
+    assert_eq!(commerce.access_token_secret.expose(), "ats");
+    assert!(tenant.rate_limit.is_none(), "no preset");
+    let tenant = only_tenant(&format!(
+        "{COMMERCE}signature_method = \"HMAC-SHA1\"\nlegacy_signing = true\n"
+    ));
+    let ProviderConfig::AdobeCommerce(commerce) = &tenant.provider else {
+        panic!("adobe_commerce")
+    };
+    assert_eq!(
+        (commerce.signature_method, commerce.legacy_signing),
+        (SignatureMethod::HmacSha1, true)
+    );
+}
+
+#[test]
+fn adobe_commerce_errors_name_the_key_and_its_place() {
+    let text = format!("{COMMERCE}signature_method = \"PLAINTEXT\"\n");
+    let errors = parse_err(&text);
+    let error = find(&errors, &["key `signature_method`", "`PLAINTEXT` is not supported"]);
+    assert!(error.location.starts_with("t.toml:9:"), "{}", error.location);
+    let errors = parse_err("[[tenant]]\nname = \"mg\"\nprovider = \"adobe_commerce\"\nconsumer_key = \"ck\"\n");
+    find(&errors, &["upstream"]);
+    for key in ["consumer_secret", "access_token", "access_token_secret"] {
+        find(
+            &errors,
+            &[&format!("`{key}` is required for provider `adobe_commerce`")],
+        );
+    }
+    find(
+        &parse_err(&format!("{COMMERCE}token = \"t\"\n")),
+        &["key `token`", "not valid for provider `adobe_commerce`"],
+    );
+    find(
+        &parse_err(&format!("{ADOBE}consumer_key = \"ck\"\n")),
+        &["key `consumer_key`", "not valid for provider `adobe_ims`"],
+    );
 }

@@ -80,7 +80,7 @@ fn unauthorized() -> Response<Body> {
     json(StatusCode::UNAUTHORIZED, &body)
 }
 
-pub(super) fn magento_error(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn magento_error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &json!({"message": message}))
 }
 
@@ -92,7 +92,7 @@ fn echo(parts: &http::request::Parts, summary: &BodySummary) -> serde_json::Valu
 }
 
 /// `searchCriteria[pageSize]` (default 2, at most 50) of the 120 products Commerce would have.
-fn products(query: Option<&str>) -> serde_json::Value {
+pub(crate) fn products(query: Option<&str>) -> serde_json::Value {
     let page_size: usize = common::query_param(query, "searchCriteria[pageSize]")
         .and_then(|n| n.parse().ok())
         .unwrap_or(2)
@@ -110,7 +110,7 @@ fn products(query: Option<&str>) -> serde_json::Value {
     })
 }
 
-fn store_views() -> serde_json::Value {
+pub(crate) fn store_views() -> serde_json::Value {
     json!([
         {"id": 0, "code": "admin", "name": "Admin", "website_id": 0, "store_group_id": 0, "is_active": 1},
         {"id": 1, "code": "default", "name": "Default Store View", "website_id": 1,

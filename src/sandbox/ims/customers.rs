@@ -11,6 +11,7 @@
 //! unknown id.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use http::{Method, StatusCode};
 use hyper::Response;
@@ -182,17 +183,28 @@ impl ImsState {
     /// `/V1/customers` and `/V1/customers/{id}` (`rest` is the path after `/V1/customers`);
     /// `None` for anything else under it, which the API answers like any path it does not model.
     pub(super) fn customers(&self, method: &Method, rest: &str, body: &BodySummary) -> Option<Response<Body>> {
-        let id = rest.strip_prefix('/').filter(|id| !id.is_empty() && !id.contains('/'));
-        let answer = match (method, rest, id) {
-            (&Method::POST, "", _) => parse(body).and_then(|body| lock(&self.customers).create(&body, &now())),
-            (&Method::GET, _, Some(id)) => customer_id(id).and_then(|id| lock(&self.customers).get(id)),
-            (&Method::PUT, _, Some(id)) => customer_id(id)
-                .and_then(|id| parse(body).map(|body| (id, body)))
-                .and_then(|(id, body)| lock(&self.customers).update(id, &body, &now())),
-            _ => return None,
-        };
-        Some(answer.map_or_else(Response::from, |customer| json(StatusCode::OK, &customer)))
+        route(&self.customers, method, rest, body)
     }
+}
+
+/// The customers routes over `customers`, for every fake that serves Commerce's REST API (the
+/// ACCS one here, the Magento one in `magento.rs`).
+pub(crate) fn route(
+    customers: &Mutex<Customers>,
+    method: &Method,
+    rest: &str,
+    body: &BodySummary,
+) -> Option<Response<Body>> {
+    let id = rest.strip_prefix('/').filter(|id| !id.is_empty() && !id.contains('/'));
+    let answer = match (method, rest, id) {
+        (&Method::POST, "", _) => parse(body).and_then(|body| lock(customers).create(&body, &now())),
+        (&Method::GET, _, Some(id)) => customer_id(id).and_then(|id| lock(customers).get(id)),
+        (&Method::PUT, _, Some(id)) => customer_id(id)
+            .and_then(|id| parse(body).map(|body| (id, body)))
+            .and_then(|(id, body)| lock(customers).update(id, &body, &now())),
+        _ => return None,
+    };
+    Some(answer.map_or_else(Response::from, |customer| json(StatusCode::OK, &customer)))
 }
 
 fn now() -> String {

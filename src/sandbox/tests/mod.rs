@@ -13,6 +13,7 @@ use hyper_util::rt::TokioExecutor;
 
 mod cyberbiz;
 mod ims;
+mod magento;
 mod shopline;
 mod vantage;
 

@@ -209,6 +209,33 @@ async fn a_refused_post_with_a_buffered_body_is_sent_again_and_succeeds() {
     assert_eq!(fake.requests(), 3);
 }
 
+/// A request signed per attempt (OAuth 1.0a, whose nonce the upstream accepts once) is signed
+/// again for the send that follows a refusal: each attempt carries its own `Authorization`.
+#[tokio::test]
+async fn a_refused_request_is_signed_afresh_for_its_resend() {
+    use std::sync::atomic::AtomicUsize;
+    let signed = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (count, values) = (Arc::clone(&signed), Arc::clone(&seen));
+    let resign = crate::upstream::Resign(Arc::new(move || {
+        let value = http::HeaderValue::from_str(&format!("OAuth nonce-{}", count.fetch_add(1, Ordering::SeqCst)))
+            .expect("ASCII");
+        values.lock().expect("not poisoned").push(value.clone());
+        value
+    }));
+    let (fake, _, third, _) = third_is_refused(move |fake| {
+        let mut request = get(fake, "/signed");
+        request.extensions_mut().insert(resign);
+        request
+    })
+    .await;
+    assert_eq!(third, Ok(StatusCode::OK), "the refused request was sent again");
+    assert_eq!(fake.refused(), 1);
+    assert_eq!(signed.load(Ordering::SeqCst), 2, "signed once per attempt");
+    let seen = seen.lock().expect("not poisoned").clone();
+    assert_ne!(seen[0], seen[1], "the resend carries a fresh signature");
+}
+
 #[tokio::test]
 async fn a_refused_streamed_body_that_was_sent_is_not_sent_again() {
     let streamed = Limited::new(incoming(b"streamed order").await, 1 << 20);

@@ -5,6 +5,7 @@
 //! A tenant is one flat TOML table, so a key that belongs to another provider would otherwise be
 //! accepted and ignored; [`kind`] rejects it, naming the provider.
 
+mod adobe_commerce;
 mod adobe_ims;
 mod cyberbiz;
 mod oauth2;
@@ -20,7 +21,15 @@ use super::{Ctx, Scope};
 use crate::config::raw::RawTenant;
 use crate::config::{BatchShare, CallerClass, PerClass, ProviderConfig, RateLimitConfig, Secret};
 
-const PROVIDERS: [&str; 6] = ["adobe_ims", "shopline", "vantage", "cyberbiz", "oauth2", "static"];
+const PROVIDERS: [&str; 7] = [
+    "adobe_ims",
+    "shopline",
+    "vantage",
+    "cyberbiz",
+    "adobe_commerce",
+    "oauth2",
+    "static",
+];
 
 /// Every provider-specific key, and the providers that take it.
 const PROVIDER_KEYS: &[(&str, &[&str])] = &[
@@ -34,7 +43,7 @@ const PROVIDER_KEYS: &[(&str, &[&str])] = &[
     ("app_key", &["shopline"]),
     ("app_secret", &["shopline"]),
     ("code", &["shopline"]),
-    ("access_token", &["shopline"]),
+    ("access_token", &["shopline", "adobe_commerce"]),
     ("base_url", &["vantage"]),
     ("tenant_id", &["vantage"]),
     ("grant", &["vantage", "oauth2"]),
@@ -55,6 +64,11 @@ const PROVIDER_KEYS: &[(&str, &[&str])] = &[
     ("header", &["static"]),
     ("value", &["static"]),
     ("expires_at", &["static"]),
+    ("consumer_key", &["adobe_commerce"]),
+    ("consumer_secret", &["adobe_commerce"]),
+    ("access_token_secret", &["adobe_commerce"]),
+    ("signature_method", &["adobe_commerce"]),
+    ("legacy_signing", &["adobe_commerce"]),
 ];
 
 /// `/rest/V1/...` and `/rest/<store>/V1/...` → `/V1/...`; the store code becomes the `Store` header.
@@ -169,6 +183,7 @@ pub(super) fn build(
         "shopline" => shopline::build(ctx, scope, raw, upstream).map(ProviderConfig::Shopline),
         "vantage" => vantage::build(ctx, scope, raw).map(ProviderConfig::Vantage),
         "cyberbiz" => cyberbiz::build(ctx, scope, raw).map(ProviderConfig::Cyberbiz),
+        "adobe_commerce" => adobe_commerce::build(ctx, scope, raw).map(ProviderConfig::AdobeCommerce),
         "oauth2" => oauth2::build(ctx, scope, raw).map(ProviderConfig::OAuth2),
         _ => static_token::build(ctx, scope, raw).map(ProviderConfig::Static),
     }
