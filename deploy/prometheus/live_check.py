@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 DASHBOARD = os.path.join(ROOT, "deploy", "grafana", "tokenbroker.json")
 RULES = os.path.join(HERE, "tokenbroker.rules.yml")
-DEMO_TENANTS = {"demo-adobe", "demo-shopline", "demo-vantage", "demo-cyberbiz"}
+DEMO_TENANTS = {"demo-adobe", "demo-shopline", "demo-vantage", "demo-cyberbiz", "demo-commerce"}
 
 # Panel targets (title, refId) that are empty against a healthy demo, and why.
 EMPTY_IN_THE_DEMO = {
@@ -76,9 +76,9 @@ def start_demo(tokenbroker):
             admin = m.group(1)
         if "Ctrl-C stops everything" in line or time.monotonic() > deadline:
             break
-    if not admin or len(urls) != 4:
+    if not admin or len(urls) != len(DEMO_TENANTS):
         demo.kill()
-        sys.exit(f"ERROR the demo did not print its admin URL and 4 commands: {urls} {admin}")
+        sys.exit(f"ERROR the demo did not print its admin URL and {len(DEMO_TENANTS)} commands: {urls} {admin}")
     return demo, urls, admin
 
 
