@@ -10,12 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 /// Wall-clock now. The only call to `SystemTime::now` in the crate.
-pub fn system_now() -> SystemTime {
+pub(crate) fn system_now() -> SystemTime {
     SystemTime::now()
 }
 
 /// Milliseconds since the Unix epoch (SHOPLINE signatures, the Redis store).
-pub fn unix_millis() -> u64 {
+pub(crate) fn unix_millis() -> u64 {
     system_now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -25,12 +25,12 @@ pub fn unix_millis() -> u64 {
 /// answer (`expires_in` of `Long.MAX_VALUE`, an `exp` in the year 300 billion) is used for this
 /// long and renewed on that schedule (README, "Limits"). It also bounds every deadline computed
 /// from an outside number, so none can overflow the clock.
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How far ahead a configured credential's own expiry (a static `expires_at`, the JWT `exp` of a
 /// CYBERBIZ or SHOPLINE private token) is taken as it is. Operators hold multi-year tokens, and
 /// readiness reports their real expiry; this bound only keeps the clock from overflowing.
-pub const MAX_CONFIGURED_AHEAD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub(crate) const MAX_CONFIGURED_AHEAD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The latest wall-clock time read from outside: 9999-12-31T23:59:59Z. Every platform's
 /// `SystemTime` holds it, so later unix times are clamped to it rather than overflowing.
@@ -38,51 +38,51 @@ const LATEST_UNIX_SECS: u64 = 253_402_300_799;
 
 /// `now + ahead`, with `ahead` clamped to [`MAX_TOKEN_LIFETIME`]: the one way a span from outside
 /// becomes a token's deadline.
-pub fn deadline_in(ahead: Duration) -> Instant {
+pub(crate) fn deadline_in(ahead: Duration) -> Instant {
     later(Instant::now(), ahead)
 }
 
 /// `from + ahead`, with `ahead` clamped to [`MAX_TOKEN_LIFETIME`] (so it never overflows).
-pub fn later(from: Instant, ahead: Duration) -> Instant {
+pub(crate) fn later(from: Instant, ahead: Duration) -> Instant {
     from.checked_add(ahead.min(MAX_TOKEN_LIFETIME)).unwrap_or(from)
 }
 
 /// How far wall-clock `at` is ahead of now; zero if it is past.
-pub fn until(at: SystemTime) -> Duration {
+pub(crate) fn until(at: SystemTime) -> Duration {
     at.duration_since(system_now()).unwrap_or(Duration::ZERO)
 }
 
 /// The monotonic deadline of a configured credential expiring at wall-clock `at` (at most
 /// [`MAX_CONFIGURED_AHEAD`] ahead); a time already past maps to now.
-pub fn deadline_for(at: SystemTime) -> Instant {
+pub(crate) fn deadline_for(at: SystemTime) -> Instant {
     let now = Instant::now();
     now.checked_add(until(at).min(MAX_CONFIGURED_AHEAD)).unwrap_or(now)
 }
 
 /// The monotonic deadline of a configured credential's unix-seconds expiry (a JWT `exp`).
-pub fn deadline_for_unix_secs(secs: u64) -> Instant {
+pub(crate) fn deadline_for_unix_secs(secs: u64) -> Instant {
     deadline_for(from_unix_secs(secs))
 }
 
 /// The wall-clock time `secs` after the epoch, clamped to the year 9999 (never overflows).
-pub fn from_unix_secs(secs: u64) -> SystemTime {
+pub(crate) fn from_unix_secs(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs.min(LATEST_UNIX_SECS))
 }
 
 /// The wall-clock time `ms` after the epoch, clamped to the year 9999 (never overflows).
-pub fn from_unix_millis(ms: u64) -> SystemTime {
+pub(crate) fn from_unix_millis(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.min(LATEST_UNIX_SECS * 1000))
 }
 
 /// How far `deadline` is from now, zero if past.
-pub fn remaining(deadline: Instant) -> Duration {
+pub(crate) fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
 /// How far ahead of the wall clock an HTTP-date is (`Retry-After: Wed, 21 Oct 2026 07:28:00
 /// GMT`, or RFC 9110's two obsolete forms); zero for a date already past, `None` for text that is
 /// not an HTTP-date. The caller caps the result: the date comes from outside.
-pub fn until_http_date(text: &str) -> Option<Duration> {
+pub(crate) fn until_http_date(text: &str) -> Option<Duration> {
     httpdate::parse_http_date(text.trim()).ok().map(until)
 }
 

@@ -16,19 +16,19 @@ use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
 use crate::config::TenantName;
-pub use crate::upstream::RequestBodyError;
+pub(crate) use crate::upstream::RequestBodyError;
 use crate::upstream::UpstreamResponseBody;
 
 /// What the proxy sends back: the upstream's streamed body, or one it made itself.
-pub type ProxyBody = Either<UpstreamResponseBody, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<UpstreamResponseBody, Full<Bytes>>;
 
 /// Name of the header that marks proxy-made errors.
-pub const ERROR_HEADER: HeaderName = HeaderName::from_static("tokenbroker-error");
+pub(crate) const ERROR_HEADER: HeaderName = HeaderName::from_static("tokenbroker-error");
 
 /// Whose fault a failure is: it decides the status class (4xx or 5xx) and who must act. The access
 /// event and the problem body carry it as `fault`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// The caller's request: wrong, unauthorised, too large, over its rate, or a body that broke.
     Downstream,
     /// What the proxy depends on: the upstream, or the IdP behind a missing token.
@@ -36,7 +36,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Downstream => "downstream",
             Self::Upstream => "upstream",
@@ -46,7 +46,7 @@ impl Fault {
 
 /// A request the proxy answers itself.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("no tenant is configured for this path")]
     UnknownTenant,
     #[error("{0}")]
@@ -79,7 +79,7 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// The stable code carried in `tokenbroker-error` and the problem `type`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::UnknownTenant => "unknown_tenant",
             Self::BadRequest(_) => "bad_request",
@@ -99,7 +99,7 @@ impl ProxyError {
     }
 
     /// Whose fault it is (see [`Fault`]); a test holds it to the status class.
-    pub fn fault(&self) -> Fault {
+    pub(crate) fn fault(&self) -> Fault {
         match self {
             Self::TokenUnavailable(_) | Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) => Fault::Upstream,
             Self::UnknownTenant
@@ -115,7 +115,7 @@ impl ProxyError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::UnknownTenant => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -154,7 +154,7 @@ impl ProxyError {
     }
 
     /// The one mapping from error to response.
-    pub fn into_response(self, tenant: Option<&TenantName>) -> Response<ProxyBody> {
+    pub(crate) fn into_response(self, tenant: Option<&TenantName>) -> Response<ProxyBody> {
         let status = self.status();
         let mut problem = serde_json::json!({
             "type": format!("urn:tokenbroker:error:{}", self.code()),

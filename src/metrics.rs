@@ -19,14 +19,14 @@ const STATUS_SLOTS: usize = 16;
 
 /// A fixed-bucket histogram updated with relaxed atomics.
 #[derive(Debug, Default)]
-pub struct AtomicHistogram {
+pub(crate) struct AtomicHistogram {
     /// Non-cumulative counts; the last slot is +Inf.
     counts: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
 }
 
 impl AtomicHistogram {
-    pub fn observe(&self, value: Duration) {
+    pub(crate) fn observe(&self, value: Duration) {
         let secs = value.as_secs_f64();
         let slot = BUCKETS.iter().position(|bound| secs <= *bound).unwrap_or(BUCKETS.len());
         self.counts[slot].fetch_add(1, Relaxed);
@@ -36,7 +36,7 @@ impl AtomicHistogram {
 
     /// The figures as read now: per-bucket (not cumulative) counts by upper bound, the last
     /// bound `f64::MAX` for +Inf, which is how prometheus-client wants them.
-    pub fn read(&self) -> HistogramReading {
+    pub(crate) fn read(&self) -> HistogramReading {
         let mut count = 0;
         let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
         for (i, slot) in self.counts.iter().enumerate() {
@@ -54,7 +54,7 @@ impl AtomicHistogram {
 
 /// One histogram as read at scrape time.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HistogramReading {
+pub(crate) struct HistogramReading {
     pub sum_secs: f64,
     pub count: u64,
     /// `(upper bound in seconds, count in this bucket alone)`; the last bound is `f64::MAX`.
@@ -63,13 +63,13 @@ pub struct HistogramReading {
 
 /// Request counts by status code, in a small lock-free table (codes beyond it count as `other`).
 #[derive(Debug, Default)]
-pub struct StatusCounts {
+pub(crate) struct StatusCounts {
     slots: [(AtomicU16, AtomicU64); STATUS_SLOTS],
     other: AtomicU64,
 }
 
 impl StatusCounts {
-    pub fn add(&self, status: u16) {
+    pub(crate) fn add(&self, status: u16) {
         for (code, count) in &self.slots {
             let seen = code.load(Relaxed);
             // An empty slot is claimed with a CAS; losing it to the same status is as good.
@@ -85,7 +85,7 @@ impl StatusCounts {
     }
 
     /// Calls `f` with each status seen (as text) and its count, then `other` if any overflowed.
-    pub fn each(&self, mut f: impl FnMut(&str, u64)) {
+    pub(crate) fn each(&self, mut f: impl FnMut(&str, u64)) {
         let mut text = String::new();
         for (code, count) in &self.slots {
             let code = code.load(Relaxed);
@@ -117,7 +117,7 @@ fn itoa_u16(mut n: u16, buffer: &mut [u8; 5]) -> &str {
 
 /// One tenant's request-path figures. Kept across reloads for as long as the tenant exists.
 #[derive(Debug, Default)]
-pub struct TenantMetrics {
+pub(crate) struct TenantMetrics {
     /// Answers the upstream gave, by status.
     pub upstream_statuses: StatusCounts,
     /// Answers the proxy made itself (problem+json), by status.
@@ -136,7 +136,7 @@ pub struct TenantMetrics {
 
 impl TenantMetrics {
     /// Counts an answer by its status and by who made it (`source` in the metrics).
-    pub fn record_status(&self, status: u16, from_upstream: bool) {
+    pub(crate) fn record_status(&self, status: u16, from_upstream: bool) {
         let table = if from_upstream {
             &self.upstream_statuses
         } else {
@@ -148,7 +148,7 @@ impl TenantMetrics {
 
 /// Process-wide figures.
 #[derive(Debug, Default)]
-pub struct GlobalMetrics {
+pub(crate) struct GlobalMetrics {
     /// Connections to the proxy listeners closed at accept because `max_connections` were open.
     pub connections_refused: AtomicU64,
     /// Connections to the proxy listeners open now (the admin listener is not counted).

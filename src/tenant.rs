@@ -25,7 +25,7 @@ use crate::upstream::{Http1Pool, HttpsPool, TlsConfig, TlsSetupError, Upstream};
 
 /// One tenant, ready to serve.
 #[derive(Debug)]
-pub struct Tenant {
+pub(crate) struct Tenant {
     pub config: TenantConfig,
     pub tokens: Arc<TokenManager>,
     pub limiter: Option<Arc<Limiter>>,
@@ -40,7 +40,7 @@ pub struct Tenant {
 
 /// Everything a request needs, immutable once built.
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub server: ServerConfig,
     pub callers: Vec<CallerConfig>,
     tenants: HashMap<String, Arc<Tenant>>,
@@ -79,7 +79,7 @@ pub enum BuildError {
 impl Snapshot {
     /// Builds the live state for `config`, reusing what `previous` holds for unchanged parts.
     /// Must run inside the tokio runtime: new token managers start fetching at once.
-    pub fn build(config: &RuntimeConfig, previous: Option<&Self>) -> Result<Self, BuildError> {
+    pub(crate) fn build(config: &RuntimeConfig, previous: Option<&Self>) -> Result<Self, BuildError> {
         // The store is chosen at startup; `[store]` changes need a restart (`app` warns).
         let shared = match previous {
             Some(previous) => previous.shared.clone(),
@@ -109,37 +109,37 @@ impl Snapshot {
     }
 
     /// Answers to requests that matched no tenant (the proxy made them all), kept across reloads.
-    pub fn unmatched_statuses(&self) -> &crate::metrics::StatusCounts {
+    pub(crate) fn unmatched_statuses(&self) -> &crate::metrics::StatusCounts {
         &self.shared.unmatched
     }
 
     /// Marks the process as shutting down, for this snapshot and every later one.
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.shared
             .shutting_down
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether SIGTERM (or the app's shutdown future) has come.
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shared.shutting_down.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How reloads went since the start (the app records each one here).
-    pub fn reloads(&self) -> &ReloadStatus {
+    pub(crate) fn reloads(&self) -> &ReloadStatus {
         &self.shared.reloads
     }
 
     /// The token store every tenant of the process uses.
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.shared.store
     }
 
-    pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
+    pub(crate) fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
         self.tenants.get(name).cloned()
     }
 
-    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+    pub(crate) fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
         self.tenants.values()
     }
 }

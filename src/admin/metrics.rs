@@ -22,7 +22,7 @@ use crate::tenant::{Snapshot, Tenant};
 
 /// Reads the live snapshot at scrape time.
 #[derive(Debug)]
-pub struct MetricsCollector {
+pub(crate) struct MetricsCollector {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub globals: Arc<GlobalMetrics>,
 }

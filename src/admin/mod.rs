@@ -6,7 +6,7 @@
 //! live snapshot through one [`view`], and never a token or secret (token state is reported as
 //! generation, expiry and last error only).
 
-pub mod metrics;
+pub(crate) mod metrics;
 mod process;
 mod status;
 mod view;

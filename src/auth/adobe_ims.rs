@@ -23,20 +23,20 @@ use crate::clock;
 use crate::config::AdobeImsConfig;
 
 #[derive(Debug)]
-pub struct AdobeIms {
+pub(crate) struct AdobeIms {
     config: AdobeImsConfig,
     /// `x-api-key` and `x-gw-ims-org-id`, built once (neither is a secret).
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl AdobeIms {
-    pub fn new(config: AdobeImsConfig) -> Self {
+    pub(crate) fn new(config: AdobeImsConfig) -> Self {
         let headers = upstream_headers(&config);
         Self { config, headers }
     }
 
     /// Fixed headers for every upstream request of this tenant.
-    pub fn upstream_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+    pub(crate) fn upstream_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
         self.headers.clone()
     }
 }

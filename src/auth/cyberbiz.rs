@@ -8,12 +8,12 @@ use crate::clock;
 use crate::config::CyberbizConfig;
 
 #[derive(Debug)]
-pub struct Cyberbiz {
+pub(crate) struct Cyberbiz {
     config: CyberbizConfig,
 }
 
 impl Cyberbiz {
-    pub fn new(config: CyberbizConfig) -> Self {
+    pub(crate) fn new(config: CyberbizConfig) -> Self {
         Self { config }
     }
 }

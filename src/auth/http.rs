@@ -66,7 +66,7 @@ const CORRELATION_HEADERS: [&str; 2] = ["x-debug-id", "traceid"];
 
 /// How to build a [`TokenHttp`].
 #[derive(Debug, Clone)]
-pub struct TokenHttpOptions {
+pub(crate) struct TokenHttpOptions {
     /// Bound on one whole call (connect, TLS, request, response body). Default [`DEFAULT_TIMEOUT`].
     pub timeout: Duration,
     /// Trust the operating system's root certificates. Default true.
@@ -90,7 +90,7 @@ impl Default for TokenHttpOptions {
 
 /// PEM files of a TLS client identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientAuthFiles {
+pub(crate) struct ClientAuthFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
 }
@@ -110,9 +110,7 @@ pub enum TokenHttpError {
 
 /// A 2xx answer of a token endpoint.
 #[derive(Debug)]
-pub struct TokenResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
+pub(crate) struct TokenResponse {
     /// At most [`MAX_RESPONSE_BODY`] bytes. Holds a token: never log it.
     pub body: Bytes,
 }
@@ -121,7 +119,7 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A small client for token endpoints: timeout, form/JSON bodies, status → [`ProviderError`].
 #[derive(Clone)]
-pub struct TokenHttp {
+pub(crate) struct TokenHttp {
     inner: Arc<Inner>,
 }
 
@@ -152,13 +150,13 @@ impl fmt::Debug for TokenHttp {
 
 impl TokenHttp {
     /// The bound on one whole token call.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.inner.options.timeout
     }
 
     /// Builds the client, reading the CA and client-certificate files now so that a bad file is
     /// reported at start-up, not at the first renewal.
-    pub fn new(options: TokenHttpOptions) -> Result<Self, TokenHttpError> {
+    pub(crate) fn new(options: TokenHttpOptions) -> Result<Self, TokenHttpError> {
         let tls = tls_config(&options)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -180,7 +178,7 @@ impl TokenHttp {
     }
 
     /// A client with the same timeout and roots that also presents `client_auth` (RFC 8705).
-    pub fn with_client_auth(&self, client_auth: ClientAuthFiles) -> Result<Self, TokenHttpError> {
+    pub(crate) fn with_client_auth(&self, client_auth: ClientAuthFiles) -> Result<Self, TokenHttpError> {
         Self::new(TokenHttpOptions {
             client_auth: Some(client_auth),
             ..self.inner.options.clone()
@@ -189,7 +187,7 @@ impl TokenHttp {
 
     /// `POST` an `application/x-www-form-urlencoded` body, optionally with HTTP Basic client
     /// authentication encoded as RFC 6749 2.3.1 requires.
-    pub async fn post_form<K, V>(
+    pub(crate) async fn post_form<K, V>(
         &self,
         uri: &Uri,
         fields: impl IntoIterator<Item = (K, V)>,
@@ -213,7 +211,7 @@ impl TokenHttp {
     }
 
     /// `POST` a JSON body with the given extra headers (`Content-Type` is set here).
-    pub async fn post_json(
+    pub(crate) async fn post_json(
         &self,
         uri: &Uri,
         headers: Vec<(HeaderName, HeaderValue)>,
@@ -243,7 +241,7 @@ impl TokenHttp {
             .map_err(|e| ProviderError::Unreachable(format!("POST {}: cannot build request: {e}", redacted(uri))))?;
         let timeout = self.inner.options.timeout;
         match tokio::time::timeout(timeout, self.exchange(request)).await {
-            Ok(Ok((status, headers, body))) => classify(status, headers, body),
+            Ok(Ok((status, headers, body))) => classify(status, &headers, body),
             Ok(Err(why)) => Err(ProviderError::Unreachable(format!("POST {}: {why}", redacted(uri)))),
             Err(_) => Err(ProviderError::Unreachable(format!(
                 "POST {}: no response within {timeout:?}",
@@ -352,14 +350,14 @@ pub(crate) fn basic_auth_header(id: &str, secret: &str) -> Result<HeaderValue, P
 }
 
 /// Maps a complete answer to `Ok` (2xx) or the [`ProviderError`] it means.
-pub(crate) fn classify(status: StatusCode, headers: HeaderMap, body: Bytes) -> Result<TokenResponse, ProviderError> {
-    let correlation = correlation(&headers);
+pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Result<TokenResponse, ProviderError> {
+    let correlation = correlation(headers);
     if status.is_success() {
-        return Ok(TokenResponse { status, headers, body });
+        return Ok(TokenResponse { body });
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
         return Err(ProviderError::Throttled {
-            retry_after: retry_after(&headers),
+            retry_after: retry_after(headers),
         });
     }
     if status.is_server_error() {

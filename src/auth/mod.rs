@@ -32,7 +32,7 @@ use std::time::Duration;
 use ::http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
-pub use self::http::{ClientAuthFiles, TokenHttp, TokenHttpError, TokenHttpOptions};
+pub(crate) use self::http::{TokenHttp, TokenHttpError, TokenHttpOptions};
 use crate::config::{ProviderConfig, Secret};
 
 /// A credential obtained from a provider.
@@ -51,7 +51,7 @@ pub struct Token {
 }
 
 /// What a fetch may look at besides the provider's own configuration.
-pub struct FetchCtx<'a> {
+pub(crate) struct FetchCtx<'a> {
     pub http: &'a TokenHttp,
     /// The token being replaced, if any: refresh-token grants redeem its `refresh_token`.
     pub previous: Option<&'a Token>,
@@ -62,7 +62,7 @@ pub struct FetchCtx<'a> {
 
 /// Why a token could not be obtained. Never carries a secret or a token.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ProviderError {
+pub(crate) enum ProviderError {
     /// The IdP answered and said no (`invalid_client`, `invalid_grant`, SHOPLINE `code != 200`).
     #[error("token endpoint rejected the request ({status}): {code}{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     Rejected {
@@ -86,13 +86,13 @@ pub enum ProviderError {
 
 /// Obtains a fresh credential from one upstream identity provider. Stateless: caching, single
 /// flight and renewal scheduling belong to `token::TokenManager`, never to a provider.
-pub trait FetchToken: Send + Sync {
+pub(crate) trait FetchToken: Send + Sync {
     fn fetch(&self, ctx: FetchCtx<'_>) -> impl Future<Output = Result<Token, ProviderError>> + Send;
 }
 
 /// The closed set of providers, dispatched with `match`.
 #[derive(Debug)]
-pub enum Provider {
+pub(crate) enum Provider {
     AdobeIms(adobe_ims::AdobeIms),
     Shopline(shopline::Shopline),
     Vantage(vantage::Vantage),
@@ -103,7 +103,7 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub fn from_config(config: &ProviderConfig) -> Self {
+    pub(crate) fn from_config(config: &ProviderConfig) -> Self {
         match config {
             ProviderConfig::AdobeIms(c) => Self::AdobeIms(adobe_ims::AdobeIms::new(c.clone())),
             ProviderConfig::Shopline(c) => Self::Shopline(shopline::Shopline::new(c.clone())),
@@ -115,7 +115,7 @@ impl Provider {
         }
     }
 
-    pub async fn fetch(&self, ctx: FetchCtx<'_>) -> Result<Token, ProviderError> {
+    pub(crate) async fn fetch(&self, ctx: FetchCtx<'_>) -> Result<Token, ProviderError> {
         match self {
             Self::AdobeIms(p) => p.fetch(ctx).await,
             Self::Shopline(p) => p.fetch(ctx).await,
@@ -128,7 +128,7 @@ impl Provider {
     }
 
     /// The header that carries `token` upstream, built once per token (never per request).
-    pub fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError> {
+    pub(crate) fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError> {
         let (name, text) = match self {
             Self::Static(p) => (p.header_name().clone(), token.access.expose().clone()),
             // Never sent: each request is signed on its own (`signer`); the scheme alone stands in.
@@ -145,7 +145,7 @@ impl Provider {
     }
 
     /// Fixed headers the provider adds to every upstream request (`x-api-key`, `x-gw-ims-org-id`).
-    pub fn upstream_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+    pub(crate) fn upstream_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
         match self {
             Self::AdobeIms(p) => p.upstream_headers(),
             _ => Vec::new(),
@@ -154,7 +154,10 @@ impl Provider {
 
     /// What signs each request afresh, for providers whose credential is a per-request signature
     /// (OAuth 1.0a) rather than a header built once per token.
-    pub fn signer(&self, upstream: &crate::config::UpstreamUrl) -> Option<std::sync::Arc<adobe_commerce::Signer>> {
+    pub(crate) fn signer(
+        &self,
+        upstream: &crate::config::UpstreamUrl,
+    ) -> Option<std::sync::Arc<adobe_commerce::Signer>> {
         match self {
             Self::AdobeCommerce(p) => Some(std::sync::Arc::new(p.signer(upstream))),
             _ => None,
@@ -162,7 +165,7 @@ impl Provider {
     }
 
     /// Whether a token can be renewed at all (static credentials cannot: a 401 is passed back).
-    pub fn renews(&self) -> bool {
+    pub(crate) fn renews(&self) -> bool {
         match self {
             Self::Static(_) | Self::Cyberbiz(_) | Self::AdobeCommerce(_) => false,
             Self::Shopline(p) => p.renews(),

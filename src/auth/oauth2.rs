@@ -175,7 +175,7 @@ pub(crate) fn keep_refresh_token(mut granted: Granted, redeemed: Option<&str>) -
 
 /// A generic RFC 6749 token endpoint.
 #[derive(Debug)]
-pub struct OAuth2 {
+pub(crate) struct OAuth2 {
     // Boxed: the config and a parsed key are large, and `Provider` holds one per variant.
     config: Box<OAuth2Config>,
     auth: Box<ClientAuth>,
@@ -194,7 +194,7 @@ enum ClientAuth {
 }
 
 impl OAuth2 {
-    pub fn new(config: OAuth2Config) -> Self {
+    pub(crate) fn new(config: OAuth2Config) -> Self {
         let auth = match &config.auth_method {
             OAuth2AuthMethod::ClientSecretPost => ClientAuth::Secret(SecretPlacement::Form),
             OAuth2AuthMethod::ClientSecretBasic => ClientAuth::Secret(SecretPlacement::Basic),

@@ -44,17 +44,17 @@ const REFRESH_PATH: &str = "/admin/oauth/token/refresh";
 const EXPIRY_DISAGREEMENT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
-pub struct Shopline {
+pub(crate) struct Shopline {
     config: ShoplineConfig,
 }
 
 impl Shopline {
-    pub fn new(config: ShoplineConfig) -> Self {
+    pub(crate) fn new(config: ShoplineConfig) -> Self {
         Self { config }
     }
 
     /// Private-app tokens cannot be renewed: a 401 is passed back.
-    pub fn renews(&self) -> bool {
+    pub(crate) fn renews(&self) -> bool {
         matches!(self.config.credentials, ShoplineCredentials::OAuth { .. })
     }
 

@@ -10,16 +10,16 @@ use crate::clock;
 use crate::config::StaticConfig;
 
 #[derive(Debug)]
-pub struct StaticToken {
+pub(crate) struct StaticToken {
     config: StaticConfig,
 }
 
 impl StaticToken {
-    pub fn new(config: StaticConfig) -> Self {
+    pub(crate) fn new(config: StaticConfig) -> Self {
         Self { config }
     }
 
-    pub fn header_name(&self) -> &HeaderName {
+    pub(crate) fn header_name(&self) -> &HeaderName {
         &self.config.header
     }
 }

@@ -24,12 +24,12 @@ use crate::config::{PasswordOrClient, VantageConfig};
 const OFFLINE_ACCESS: &str = "offline_access";
 
 #[derive(Debug)]
-pub struct Vantage {
+pub(crate) struct Vantage {
     config: VantageConfig,
 }
 
 impl Vantage {
-    pub fn new(config: VantageConfig) -> Self {
+    pub(crate) fn new(config: VantageConfig) -> Self {
         Self { config }
     }
 

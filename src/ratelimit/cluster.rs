@@ -41,7 +41,7 @@ use crate::config::{CallerClass, PerClass, RateLimitConfig};
 use crate::store::{RedisBucket, Reservation, StoreFailure};
 
 #[derive(Debug)]
-pub struct ClusterLimiter {
+pub(crate) struct ClusterLimiter {
     config: RateLimitConfig,
     bucket: Arc<RedisBucket>,
     period: Duration,
@@ -67,7 +67,7 @@ struct Fallback {
 }
 
 impl ClusterLimiter {
-    pub fn new(config: RateLimitConfig, bucket: RedisBucket) -> Self {
+    pub(crate) fn new(config: RateLimitConfig, bucket: RedisBucket) -> Self {
         let replicas = bucket.replicas();
         let bucket = Arc::new(bucket);
         let period = slot_period(&config);
@@ -92,7 +92,7 @@ impl ClusterLimiter {
 
     /// Waits up to the class's `max_wait`, in class order across replicas (and in the local
     /// fallback), never longer.
-    pub async fn acquire(&self, class: CallerClass) -> Result<Duration, RateLimited> {
+    pub(crate) async fn acquire(&self, class: CallerClass) -> Result<Duration, RateLimited> {
         let arrived = Instant::now();
         let deadline = arrived
             .checked_add(self.config.max_wait.get(class))
@@ -215,7 +215,7 @@ impl ClusterLimiter {
 
     /// Pauses this replica at once, and the whole cluster through Redis (in the background: the
     /// response that carried the 429 is not held up).
-    pub fn pause_for(&self, delay: Duration) {
+    pub(crate) fn pause_for(&self, delay: Duration) {
         let until = self.clock.nanos_now().saturating_add(duration_nanos(delay));
         self.paused_until.fetch_max(until, Ordering::AcqRel);
         self.fallback.load().limiter.pause_for(delay);
@@ -227,7 +227,7 @@ impl ClusterLimiter {
         });
     }
 
-    pub fn state(&self) -> LimiterState {
+    pub(crate) fn state(&self) -> LimiterState {
         let fallback = self.fallback.load();
         let local = fallback.limiter.state();
         let shared = self.bucket.is_up();

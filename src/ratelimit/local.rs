@@ -21,7 +21,7 @@ type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Na
 
 /// A tenant's token bucket, FIFO wait queue and upstream-429 pause.
 #[derive(Debug)]
-pub struct LocalLimiter {
+pub(crate) struct LocalLimiter {
     config: RateLimitConfig,
     clock: TokioClock,
     bucket: Bucket,
@@ -43,13 +43,13 @@ pub struct LocalLimiter {
 // === impl LocalLimiter ===
 
 impl LocalLimiter {
-    pub fn new(config: RateLimitConfig) -> Self {
+    pub(crate) fn new(config: RateLimitConfig) -> Self {
         Self::with_quota(config, config.burst, 1)
     }
 
     /// The share of one of `replicas` processes: `1 / replicas` of the rate and of the burst (at
     /// least one), for when the cluster-wide bucket cannot be reached.
-    pub fn share_of(config: RateLimitConfig, replicas: u32) -> Self {
+    pub(crate) fn share_of(config: RateLimitConfig, replicas: u32) -> Self {
         let replicas = replicas.max(1);
         let burst = NonZeroU32::new(config.burst.get() / replicas).unwrap_or(NonZeroU32::MIN);
         Self::with_quota(config, burst, replicas)
@@ -77,7 +77,8 @@ impl LocalLimiter {
     }
 
     /// [`Self::acquire_as`] for a `standard` request.
-    pub async fn acquire(&self) -> Result<Duration, RateLimited> {
+    #[cfg(test)]
+    pub(crate) async fn acquire(&self) -> Result<Duration, RateLimited> {
         self.acquire_as(CallerClass::Standard).await
     }
 
@@ -86,7 +87,7 @@ impl LocalLimiter {
     ///
     /// Rejects at once when the predicted wait already exceeds `max_wait`. Dropping the future
     /// leaves the queue without consuming a slot.
-    pub async fn acquire_as(&self, class: CallerClass) -> Result<Duration, RateLimited> {
+    pub(crate) async fn acquire_as(&self, class: CallerClass) -> Result<Duration, RateLimited> {
         // Fast path: no await, no allocation. A request arriving in the instant between the
         // waiter-count load and `check()` could take a slot ahead of a new head; that costs
         // fairness by one slot at most, never the quota.
@@ -104,13 +105,13 @@ impl LocalLimiter {
 
     /// The upstream answered 429: hold every request of this tenant (queued or new) for `delay`.
     /// A pause already in force that ends later is kept.
-    pub fn pause_for(&self, delay: Duration) {
+    pub(crate) fn pause_for(&self, delay: Duration) {
         let until = self.clock.nanos_now().saturating_add(duration_nanos(delay));
         self.paused_until.fetch_max(until, Ordering::AcqRel);
     }
 
     /// A snapshot for the admin endpoint and metrics.
-    pub fn state(&self) -> LimiterState {
+    pub(crate) fn state(&self) -> LimiterState {
         let paused = self.pause_remaining();
         LimiterState {
             per_second: self.config.per_second.get(),

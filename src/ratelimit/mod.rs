@@ -38,9 +38,9 @@ mod waiters;
 
 use std::time::Duration;
 
-pub use self::cluster::ClusterLimiter;
-pub use self::local::LocalLimiter;
-pub use crate::config::MAX_PAUSE;
+pub(crate) use self::cluster::ClusterLimiter;
+pub(crate) use self::local::LocalLimiter;
+pub(crate) use crate::config::MAX_PAUSE;
 use crate::config::{CallerClass, PerClass, RateLimitConfig};
 use crate::store::{Store, StoreKey};
 
@@ -48,12 +48,12 @@ use crate::store::{Store, StoreKey};
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 /// The pause after a 429 whose `Retry-After` is missing or unreadable, or a date already past.
-pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 
 /// The pause an upstream's `Retry-After` asks for, at most [`MAX_PAUSE`]: delay-seconds, or an
 /// HTTP-date read against the wall clock (one already past gives [`DEFAULT_PAUSE`]). `None`
 /// when the value is neither.
-pub fn retry_after(value: &http::HeaderValue) -> Option<Duration> {
+pub(crate) fn retry_after(value: &http::HeaderValue) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
     let pause = match text.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
@@ -69,14 +69,14 @@ fn slot_period(config: &RateLimitConfig) -> Duration {
 
 /// A rate-limited tenant's limiter.
 #[derive(Debug)]
-pub enum Limiter {
+pub(crate) enum Limiter {
     Local(LocalLimiter),
     Cluster(ClusterLimiter),
 }
 
 impl Limiter {
     /// Cluster-wide when the store is shared, else local to this process.
-    pub fn new(config: RateLimitConfig, store: &Store, key: &StoreKey) -> Self {
+    pub(crate) fn new(config: RateLimitConfig, store: &Store, key: &StoreKey) -> Self {
         match store.bucket(key) {
             Some(bucket) => Self::Cluster(ClusterLimiter::new(config, bucket)),
             None => Self::Local(LocalLimiter::new(config)),
@@ -85,7 +85,7 @@ impl Limiter {
 
     /// Waits for a slot up to the class's `max_wait` (higher classes first and FIFO within one,
     /// in this process); returns how long it waited.
-    pub async fn acquire(&self, class: CallerClass) -> Result<Duration, RateLimited> {
+    pub(crate) async fn acquire(&self, class: CallerClass) -> Result<Duration, RateLimited> {
         match self {
             Self::Local(limiter) => limiter.acquire_as(class).await,
             Self::Cluster(limiter) => limiter.acquire(class).await,
@@ -94,7 +94,7 @@ impl Limiter {
 
     /// The upstream answered 429 (or SHOPLINE's 423): hold the tenant's requests for `delay` (at
     /// most [`MAX_PAUSE`]), on every replica when the bucket is shared.
-    pub fn pause_for(&self, delay: Duration) {
+    pub(crate) fn pause_for(&self, delay: Duration) {
         let delay = delay.min(MAX_PAUSE);
         match self {
             Self::Local(limiter) => limiter.pause_for(delay),
@@ -102,7 +102,7 @@ impl Limiter {
         }
     }
 
-    pub fn state(&self) -> LimiterState {
+    pub(crate) fn state(&self) -> LimiterState {
         match self {
             Self::Local(limiter) => limiter.state(),
             Self::Cluster(limiter) => limiter.state(),
@@ -113,7 +113,7 @@ impl Limiter {
 /// No slot within `max_wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("rate limited; retry after {retry_after:?}")]
-pub struct RateLimited {
+pub(crate) struct RateLimited {
     /// Estimated time until a slot frees up (precise; rounding up for `Retry-After` is the
     /// caller's concern).
     pub retry_after: Duration,
@@ -121,7 +121,7 @@ pub struct RateLimited {
 
 /// A snapshot of a limiter for `/tenants` and metrics. Durations serialize as seconds (`_s`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct LimiterState {
+pub(crate) struct LimiterState {
     pub per_second: u32,
     pub burst: u32,
     #[serde(rename = "max_wait_s", serialize_with = "secs")]

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 
 /// The path is unusable and the request gets `400 bad_request`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
+pub(crate) enum PathError {
     /// A segment decodes (once or repeatedly, `\` read as `/`) into a `.` or `..` segment.
     #[error("{}", self.message())]
     EncodedTraversal,
@@ -36,7 +36,7 @@ pub enum PathError {
 
 impl PathError {
     /// The problem+json detail for this refusal (a static string: it never echoes the path).
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Self::EncodedTraversal => "the path contains an encoded traversal",
             Self::DotSegmentParameter => "the path has a parameter on a dot segment",
@@ -64,7 +64,7 @@ pub(crate) fn split_tenant(path: &str) -> Option<(&str, &str)> {
 /// could read as a dot segment though it is not one here (see the module documentation). Borrows
 /// when the path is already clean, the common case; otherwise the result is `/` plus segments none
 /// of which is, or decodes into, a dot segment, so appending it to a base path stays below it.
-pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+pub(crate) fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     if path.is_empty() {
         return Ok(Cow::Borrowed("/"));
     }

@@ -45,7 +45,7 @@ use crate::store::{SharedSlot, Store, StoreKey};
 
 /// What the manager needs from a provider besides fetching. `Provider` is the real one; tests use
 /// a counting fake.
-pub trait TokenSource: FetchToken + 'static {
+pub(crate) trait TokenSource: FetchToken + 'static {
     fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError>;
     /// False for static credentials: nothing can renew them, so a 401 is passed back.
     fn renews(&self) -> bool;
@@ -77,7 +77,7 @@ impl TokenSource for Provider {
 
 /// The token requests use now, with its header prepared.
 #[derive(Debug)]
-pub struct CurrentToken {
+pub(crate) struct CurrentToken {
     /// Increases by one with every token installed; a 401 names the generation it saw.
     pub generation: u64,
     pub header_name: HeaderName,
@@ -92,7 +92,7 @@ pub struct CurrentToken {
 }
 
 impl CurrentToken {
-    pub fn is_valid_at(&self, now: Instant) -> bool {
+    pub(crate) fn is_valid_at(&self, now: Instant) -> bool {
         self.expires_at.is_none_or(|at| now < at)
     }
 }
@@ -100,7 +100,7 @@ impl CurrentToken {
 /// Why no token could be handed out. The message never holds a token or secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct TokenUnavailable(pub String);
+pub(crate) struct TokenUnavailable(pub String);
 
 /// Progress of the background task, published to waiting requests.
 #[derive(Debug, Clone, Default)]
@@ -113,7 +113,7 @@ struct Status {
 
 /// Where the current token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// This process called the token endpoint.
     Fetched,
     /// Taken from the store: a peer's renewal, or this process's own before a reload.
@@ -121,7 +121,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Fetched => "fetched",
             Self::Adopted => "adopted",
@@ -137,7 +137,7 @@ struct Obtained {
 
 /// Figures for `/tenants` and metrics.
 #[derive(Debug, Clone, Default)]
-pub struct TokenStats {
+pub(crate) struct TokenStats {
     pub generation: u64,
     pub origin: Option<Origin>,
     /// With a shared store: the version the current token has there.
@@ -180,13 +180,13 @@ struct Inner<P> {
 
 /// Token endpoint call durations, by outcome.
 #[derive(Debug, Default)]
-pub struct CallDurations {
+pub(crate) struct CallDurations {
     pub success: crate::metrics::AtomicHistogram,
     pub failure: crate::metrics::AtomicHistogram,
 }
 
 /// One tenant's token. Dropping it stops the background task.
-pub struct TokenManager<P: TokenSource = Provider> {
+pub(crate) struct TokenManager<P: TokenSource = Provider> {
     inner: Arc<Inner<P>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -209,7 +209,7 @@ impl<P: TokenSource> TokenManager<P> {
     /// Starts the background task, which fetches the first token at once, trying `client_secrets`
     /// from index `first_secret` (the one that worked for the manager this one replaces, after a
     /// reload; see [`Self::secret_index`]).
-    pub fn spawn(
+    pub(crate) fn spawn(
         tenant: TenantName,
         source: P,
         http: TokenHttp,
@@ -244,17 +244,17 @@ impl<P: TokenSource> TokenManager<P> {
 
     /// Index into `client_secrets` of the secret the next fetch tries first: the last that worked
     /// (or the one the manager started from).
-    pub fn secret_index(&self) -> usize {
+    pub(crate) fn secret_index(&self) -> usize {
         self.inner.first_secret.load(Ordering::Relaxed)
     }
 
     /// The current token if it is valid now: lock-free, no waiting.
-    pub fn usable(&self) -> Option<Arc<CurrentToken>> {
+    pub(crate) fn usable(&self) -> Option<Arc<CurrentToken>> {
         self.inner.usable()
     }
 
     /// The current token, waiting up to `limit` for a first fetch that is under way.
-    pub async fn current(&self, limit: Duration) -> Result<Arc<CurrentToken>, TokenUnavailable> {
+    pub(crate) async fn current(&self, limit: Duration) -> Result<Arc<CurrentToken>, TokenUnavailable> {
         if let Some(token) = self.inner.usable() {
             return Ok(token);
         }
@@ -263,7 +263,7 @@ impl<P: TokenSource> TokenManager<P> {
 
     /// Whether the credential can be renewed at all: false for static credentials, which a 401
     /// cannot help. The one answer every other module asks for.
-    pub fn renews(&self) -> bool {
+    pub(crate) fn renews(&self) -> bool {
         self.inner.source.renews()
     }
 
@@ -276,7 +276,7 @@ impl<P: TokenSource> TokenManager<P> {
     /// Whether a request body should be kept in memory so that a 401 can replay it: only when
     /// replays are on, the credential renews, and the body is known to fit `replay_body_limit`
     /// (`declared` is its Content-Length; without one, only an empty body qualifies).
-    pub fn keeps_body_for_replay(&self, declared: Option<u64>, empty: bool) -> bool {
+    pub(crate) fn keeps_body_for_replay(&self, declared: Option<u64>, empty: bool) -> bool {
         let policy = &self.inner.policy;
         let fits = match declared {
             Some(length) => length <= policy.replay_body_limit,
@@ -289,7 +289,7 @@ impl<P: TokenSource> TokenManager<P> {
     /// token, asks for a renewal and, when the request kept what a replay needs (`replay`), waits
     /// up to `limit` for the newer token to replay with, and hands both back. `None`: pass the
     /// response back as it is.
-    pub async fn after_response<R>(
+    pub(crate) async fn after_response<R>(
         &self,
         status: StatusCode,
         generation: u64,
@@ -308,7 +308,7 @@ impl<P: TokenSource> TokenManager<P> {
 
     /// The upstream rejected `generation`. Returns whether a renewal will follow (so the request can
     /// wait for [`Self::newer_than`] and replay), or `false` when the 401 must be passed back.
-    pub fn retire(&self, generation: u64) -> bool {
+    pub(crate) fn retire(&self, generation: u64) -> bool {
         let inner = &self.inner;
         let Some(current) = inner.current.load_full() else {
             return false;
@@ -328,16 +328,20 @@ impl<P: TokenSource> TokenManager<P> {
     }
 
     /// Waits up to `limit` for a token newer than `generation`.
-    pub async fn newer_than(&self, generation: u64, limit: Duration) -> Result<Arc<CurrentToken>, TokenUnavailable> {
+    pub(crate) async fn newer_than(
+        &self,
+        generation: u64,
+        limit: Duration,
+    ) -> Result<Arc<CurrentToken>, TokenUnavailable> {
         self.inner.wait(limit, |t| t.generation > generation).await
     }
 
     /// How long this tenant's token calls took, by outcome.
-    pub fn call_durations(&self) -> &CallDurations {
+    pub(crate) fn call_durations(&self) -> &CallDurations {
         &self.inner.call_durations
     }
 
-    pub fn stats(&self) -> TokenStats {
+    pub(crate) fn stats(&self) -> TokenStats {
         self.inner.stats_mut().clone()
     }
 }

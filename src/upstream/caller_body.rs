@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 /// upstream (which then sees its request aborted, never completed). The `detail` is ours: the
 /// framing error hyper reports is not echoed. `ProxyError::RequestBody` answers it (src/error.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RequestBodyError {
+pub(crate) enum RequestBodyError {
     /// No bytes arrived for `server.body_timeout`: 408.
     #[error("the request body sent nothing for {0:?} (server.body_timeout)")]
     Stalled(Duration),
@@ -32,7 +32,7 @@ pub enum RequestBodyError {
 /// of it were read, for the access log. Allocated only for bodies that stream to an upstream that
 /// may speak HTTP/2, or while the access log is written.
 #[derive(Debug)]
-pub struct BodyFate {
+pub(crate) struct BodyFate {
     /// 0 while nothing failed, then [`BROKEN`] or [`STALLED`].
     failure: AtomicU8,
     timeout: Duration,
@@ -74,7 +74,7 @@ pin_project_lite::pin_project! {
     /// body streaming upstream that fails makes hyper abort that request: the upstream never sees
     /// it complete.
     #[derive(Debug)]
-    pub struct CallerBody<B = Incoming> {
+    pub(crate) struct CallerBody<B = Incoming> {
         #[pin]
         body: B,
         // `server.body_timeout` in milliseconds (at most an hour, so it fits): the body travels

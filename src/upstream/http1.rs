@@ -46,7 +46,7 @@ type Driver = http1::Connection<TokioIo<Stream>, UpstreamBody>;
 
 /// Why an exchange with an HTTP/1.1 upstream failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Http1Error {
+pub(crate) enum Http1Error {
     #[error(transparent)]
     Connect(ConnectError),
     #[error("upstream exchange failed")]
@@ -55,7 +55,7 @@ pub enum Http1Error {
 
 /// The idle connections of one HTTP/1.1 upstream, shared by the tenants on it. Cloning shares them.
 #[derive(Clone, Debug)]
-pub struct Http1Pool {
+pub(crate) struct Http1Pool {
     inner: Arc<Inner>,
 }
 
@@ -131,14 +131,14 @@ impl Conn {
 impl Http1Pool {
     /// A pool for `authority` (a plain-http upstream; port 80 when none is given), reading
     /// response heads of at most `max_head` bytes (`server.max_response_head`).
-    pub fn new(authority: &Authority, max_head: usize) -> Self {
+    pub(crate) fn new(authority: &Authority, max_head: usize) -> Self {
         Self::on(authority, Endpoint::plain(authority), max_head)
     }
 
     /// A pool for `authority` over TLS (port 443 when none is given), for an https upstream that
     /// speaks HTTP/1.1 (ALPN picked it, or the tenant set `http2 = false`). Its connections offer
     /// only `http/1.1` in ALPN.
-    pub fn over_tls(authority: &Authority, tls: TlsConfig, max_head: usize) -> Result<Self, TlsSetupError> {
+    pub(crate) fn over_tls(authority: &Authority, tls: TlsConfig, max_head: usize) -> Result<Self, TlsSetupError> {
         Ok(Self::on(authority, Endpoint::tls(authority, tls)?, max_head))
     }
 
@@ -160,19 +160,20 @@ impl Http1Pool {
     }
 
     /// Whether `self` and `other` hold the same connections.
-    pub fn same_pool(&self, other: &Self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn same_pool(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The trust roots of a pool over TLS; `None` for plain http.
-    pub fn tls(&self) -> Option<&TlsConfig> {
+    pub(crate) fn tls(&self) -> Option<&TlsConfig> {
         self.inner.endpoint.tls_config()
     }
 
     /// Sends `request` (origin-form URI) with the upstream's `Host` and returns the response once
     /// its head has arrived; its body carries the connection until it ends.
     /// Not `async` itself: a wrapper future would hold a second copy of the request.
-    pub fn send(
+    pub(crate) fn send(
         &self,
         request: Request<UpstreamBody>,
     ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, Http1Error>> + Send + '_ {
@@ -334,7 +335,7 @@ impl Inner {
 
 /// A response body from upstream. From a pooled plain-http connection it also drives that
 /// connection, which goes back to the pool when the body has ended.
-pub struct UpstreamResponseBody {
+pub(crate) struct UpstreamResponseBody {
     body: Incoming,
     lease: Option<Lease>,
 }

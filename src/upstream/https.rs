@@ -60,7 +60,7 @@ pub(super) enum SendError {
 /// The connections to one https authority, shared by the tenants on it with the same trust roots.
 /// Cloning shares them.
 #[derive(Clone, Debug)]
-pub struct HttpsPool {
+pub(crate) struct HttpsPool {
     inner: Arc<Inner>,
 }
 
@@ -114,7 +114,7 @@ enum Route {
 impl HttpsPool {
     /// A pool for `authority` (port 443 when none is given) trusting `tls`'s roots, reading
     /// response heads of at most `max_head` bytes (`server.max_response_head`).
-    pub fn new(authority: &Authority, tls: &TlsConfig, max_head: usize) -> Result<Self, TlsSetupError> {
+    pub(crate) fn new(authority: &Authority, tls: &TlsConfig, max_head: usize) -> Result<Self, TlsSetupError> {
         Self::idle_after(authority, tls, POOL_IDLE_TIMEOUT, max_head)
     }
 
@@ -141,12 +141,13 @@ impl HttpsPool {
     }
 
     /// The trust roots the pool was built with.
-    pub fn tls(&self) -> &TlsConfig {
+    pub(crate) fn tls(&self) -> &TlsConfig {
         &self.inner.tls
     }
 
     /// Whether `self` and `other` hold the same connections.
-    pub fn same_pool(&self, other: &Self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn same_pool(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 

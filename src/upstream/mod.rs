@@ -19,10 +19,10 @@ mod http1;
 mod https;
 mod tls;
 
-pub use caller_body::{BodyFate, CallerBody, RequestBodyError};
-pub use http1::{Http1Error, Http1Pool, UpstreamResponseBody};
-pub use https::HttpsPool;
-pub use tls::{ConnectError, TlsConfig, TlsSetupError};
+pub(crate) use caller_body::{BodyFate, CallerBody, RequestBodyError};
+pub(crate) use http1::{Http1Pool, UpstreamResponseBody};
+pub(crate) use https::HttpsPool;
+pub(crate) use tls::{TlsConfig, TlsSetupError};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,14 +39,14 @@ use https::SendError;
 
 /// A request body on its way upstream: buffered (so a 401 can replay it) or streamed under a cap,
 /// read through the inbound side's timeout and error mapping.
-pub type UpstreamBody = Either<Full<Bytes>, Limited<CallerBody>>;
+pub(crate) type UpstreamBody = Either<Full<Bytes>, Limited<CallerBody>>;
 
 /// A credential computed afresh for every attempt of a request (an OAuth 1.0a signature, whose
 /// nonce the upstream accepts only once), carried in the request's extensions so that every
 /// resend below (a refused HTTP/2 stream, a request a closing HTTP/1.1 connection never took)
 /// signs again before it goes out.
 #[derive(Clone)]
-pub struct Resign(pub Arc<dyn Fn() -> HeaderValue + Send + Sync>);
+pub(crate) struct Resign(pub Arc<dyn Fn() -> HeaderValue + Send + Sync>);
 
 impl std::fmt::Debug for Resign {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,7 +71,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where one tenant's requests go.
 #[derive(Clone, Debug)]
-pub enum Upstream {
+pub(crate) enum Upstream {
     /// https: the authority's pool, HTTP/2 or HTTP/1.1 as ALPN decides.
     Https(HttpsPool),
     /// HTTP/1.1 only: the pool of the upstream's authority, plain http or (for a tenant with
@@ -81,7 +81,7 @@ pub enum Upstream {
 
 /// Why an exchange with the upstream failed, classified once, here.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// The request body grew past the tenant's cap while it streamed (the cap is the caller's
     /// fault, not the upstream's).
     #[error("the request body grew past its limit")]
@@ -99,7 +99,7 @@ pub enum UpstreamError {
 impl Upstream {
     /// The URI for `path_and_query` on `upstream`: the HTTP/1 pool writes origin-form as given;
     /// HTTP/2 needs the scheme and authority too (the https pool drops them again for HTTP/1.1).
-    pub fn uri(&self, upstream: &crate::config::UpstreamUrl, path_and_query: PathAndQuery) -> Uri {
+    pub(crate) fn uri(&self, upstream: &crate::config::UpstreamUrl, path_and_query: PathAndQuery) -> Uri {
         let mut parts = http::uri::Parts::default();
         if let Self::Https(_) = self {
             parts.scheme = Some(upstream.scheme.clone());
@@ -112,7 +112,7 @@ impl Upstream {
     /// Whether a request whose stream the upstream refuses may be sent again from a buffered copy
     /// of its body: https that speaks HTTP/2 (or has not said yet). The pipeline buffers small
     /// bodies for it.
-    pub fn resends_refused(&self) -> bool {
+    pub(crate) fn resends_refused(&self) -> bool {
         matches!(self, Self::Https(pool) if pool.multiplexes())
     }
 
@@ -120,7 +120,7 @@ impl Upstream {
     ///
     /// Not `async` itself: it picks the pool's future at once, so that the request future, which
     /// hyper moves with every request, does not also carry a second copy of the request.
-    pub fn send(
+    pub(crate) fn send(
         &self,
         mut request: Request<UpstreamBody>,
     ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, UpstreamError>> + Send + '_ {

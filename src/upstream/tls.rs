@@ -37,7 +37,7 @@ pub enum TlsSetupError {
 
 /// Why no connection to the upstream could be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("tcp connect error")]
     Tcp(#[source] io::Error),
     #[error("tcp connect error: no answer within {0:?}")]
@@ -48,7 +48,7 @@ pub enum ConnectError {
 
 /// The trust roots and ALPN offers of https upstreams. Cloning shares them.
 #[derive(Clone)]
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     /// ALPN `h2`, `http/1.1`: what a first connection offers.
     h2_or_http1: Arc<rustls::ClientConfig>,
     /// ALPN `http/1.1` only: for the connections of an authority known to pick it.
@@ -71,7 +71,7 @@ impl std::fmt::Debug for TlsConfig {
 
 impl TlsConfig {
     /// Trusts the system roots and, when given, the certificates in `ca_file`.
-    pub fn new(ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
+    pub(crate) fn new(ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
         let mut roots = system_roots().clone();
         if let Some(path) = ca_file {
             add_ca_file(&mut roots, path)?;
@@ -99,7 +99,8 @@ impl TlsConfig {
     }
 
     /// Whether `self` and `other` are the same roots (one was cloned from the other).
-    pub fn same_roots(&self, other: &Self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn same_roots(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.h2_or_http1, &other.h2_or_http1)
     }
 }

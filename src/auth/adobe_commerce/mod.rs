@@ -34,17 +34,17 @@ use crate::clock;
 use crate::config::{AdobeCommerceConfig, SignatureMethod, UpstreamUrl};
 
 #[derive(Debug)]
-pub struct AdobeCommerce {
+pub(crate) struct AdobeCommerce {
     config: AdobeCommerceConfig,
 }
 
 impl AdobeCommerce {
-    pub fn new(config: AdobeCommerceConfig) -> Self {
+    pub(crate) fn new(config: AdobeCommerceConfig) -> Self {
         Self { config }
     }
 
     /// The tenant's signer for requests to `upstream`.
-    pub fn signer(&self, upstream: &UpstreamUrl) -> Signer {
+    pub(crate) fn signer(&self, upstream: &UpstreamUrl) -> Signer {
         Signer::new(&self.config, upstream)
     }
 }
@@ -57,7 +57,7 @@ impl FetchToken for AdobeCommerce {
 }
 
 /// What signs a tenant's requests: the HMAC key and the fixed parts of the header, built once.
-pub struct Signer {
+pub(crate) struct Signer {
     rules: Rules,
     method: SignatureMethod,
     key: hmac::Key,
@@ -84,7 +84,7 @@ const NONCE: &str = "oauth_nonce";
 const TIMESTAMP: &str = "oauth_timestamp";
 
 impl Signer {
-    pub fn new(config: &AdobeCommerceConfig, upstream: &UpstreamUrl) -> Self {
+    pub(crate) fn new(config: &AdobeCommerceConfig, upstream: &UpstreamUrl) -> Self {
         let mut key = rawurlencoded(config.consumer_secret.expose());
         key.push('&');
         rawurlencode(config.access_token_secret.expose(), &mut key);
@@ -126,7 +126,7 @@ impl Signer {
 
     /// Everything of one request's signature but its nonce and timestamp. `path` is the path as
     /// sent upstream; `form` the body when it is `application/x-www-form-urlencoded`.
-    pub fn prepare(
+    pub(crate) fn prepare(
         self: &Arc<Self>,
         method: &Method,
         path: &str,
@@ -170,7 +170,7 @@ impl Signer {
 }
 
 /// One request's signature base string, split where the nonce and the timestamp go.
-pub struct Prepared {
+pub(crate) struct Prepared {
     signer: Arc<Signer>,
     head: String,
     mid: String,
@@ -185,7 +185,7 @@ impl fmt::Debug for Prepared {
 
 impl Prepared {
     /// A fresh `Authorization: OAuth ...` value: new nonce, the current time, its signature.
-    pub fn authorization(&self) -> HeaderValue {
+    pub(crate) fn authorization(&self) -> HeaderValue {
         // Both on the stack: 32 hex digits of 128 random bits, and the Unix time in seconds.
         let mut nonce = [0u8; 32];
         let random = rand::random::<u128>();

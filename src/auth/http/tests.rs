@@ -18,13 +18,12 @@ fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
 
 fn classify_json(status: u16, pairs: &[(&'static str, &str)], body: &str) -> ProviderError {
     let status = StatusCode::from_u16(status).expect("status");
-    classify(status, headers(pairs), Bytes::from(body.to_owned())).expect_err("an error status")
+    classify(status, &headers(pairs), Bytes::from(body.to_owned())).expect_err("an error status")
 }
 
 #[test]
 fn a_2xx_is_the_response() {
-    let response = classify(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"{}")).expect("200 is success");
-    assert_eq!(response.status, StatusCode::OK);
+    let response = classify(StatusCode::OK, &HeaderMap::new(), Bytes::from_static(b"{}")).expect("200 is success");
     assert_eq!(&response.body[..], b"{}");
 }
 
@@ -172,7 +171,7 @@ fn redacted_uri_drops_query_and_userinfo() {
 #[tokio::test]
 async fn post_form_sends_the_fields_and_basic_auth() {
     let idp = FakeEndpoint::start(|_, _| ok(serde_json::json!({"access_token": "t"}))).await;
-    let response = test_http()
+    test_http()
         .post_form(
             &idp.uri("/token"),
             [("grant_type", "client_credentials"), ("scope", "a b")],
@@ -180,7 +179,6 @@ async fn post_form_sends_the_fields_and_basic_auth() {
         )
         .await
         .expect("200");
-    assert_eq!(response.status, StatusCode::OK);
     let got = &idp.received()[0];
     assert_eq!(got.path, "/token");
     assert_eq!(&got.body[..], b"grant_type=client_credentials&scope=a+b");
@@ -441,5 +439,5 @@ async fn the_default_client_speaks_plain_http_too() {
     let response = TokenHttp::default()
         .post_json(&idp.uri("/t"), Vec::new(), Bytes::new())
         .await;
-    assert_eq!(response.expect("200").status, StatusCode::OK);
+    response.expect("a 2xx is a token response");
 }
