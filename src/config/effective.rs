@@ -419,7 +419,7 @@ mod tests {
             client_secrets = ["hunter2-one", "hunter2-two"]
             grant = "password"
             username = "svc"
-            password = "hunter2-password"
+            password = "hunter2-pass"
             headers = { x-api-key = "hunter2-header" }
             [[tenant]]
             name = "shop"
