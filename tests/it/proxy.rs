@@ -412,12 +412,13 @@ async fn shutdown_delay_fails_readiness_before_the_listeners_close() {
     let upstream = Upstream::start().await;
     let toml = config(&upstream, "").replace(
         "request_timeout = \"1s\"",
-        "request_timeout = \"1s\"\nshutdown_delay = \"1500ms\"\nshutdown_grace = \"2s\"",
+        // A delay long enough for the checks below on a loaded machine.
+        "request_timeout = \"1s\"\nshutdown_delay = \"3s\"\nshutdown_grace = \"2s\"",
     );
     let mut binary = Binary::start(&toml, &[("ACME_VALUE", "Bearer static-acme-token")]);
     assert_eq!(get(&binary.admin_url("/readyz")).await.status, StatusCode::OK);
     binary.signal("TERM");
-    let draining = support::eventually(Duration::from_secs(1), || async {
+    let draining = support::eventually(Duration::from_secs(2), || async {
         get(&binary.admin_url("/readyz")).await.status == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;
