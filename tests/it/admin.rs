@@ -568,11 +568,11 @@ async fn tenants_shows_state_but_never_a_token_or_secret() {
 }
 
 #[tokio::test]
-async fn admin_answers_get_only_on_its_four_paths() {
+async fn admin_answers_get_only_on_its_five_paths() {
     let upstream = Upstream::start().await;
     let literal = static_tenant("acme", &upstream.url(), "").replace("{ env = \"STATIC_VALUE\" }", "\"Bearer x\"");
     let proxy = Proxy::start(&format!("{SERVER}{literal}")).await;
-    for path in ["/healthz", "/readyz", "/metrics", "/tenants"] {
+    for path in ["/", "/healthz", "/readyz", "/metrics", "/tenants"] {
         let answer = get(&proxy.admin_url(path)).await;
         assert_eq!(answer.status, StatusCode::OK, "{path}");
         assert_eq!(answer.headers["cache-control"], "no-store", "{path}");
