@@ -44,6 +44,8 @@ pub(crate) struct Snapshot {
     pub server: ServerConfig,
     pub callers: Vec<CallerConfig>,
     tenants: HashMap<String, Arc<Tenant>>,
+    /// The same tenants in name order, sorted once here for every page and scrape that lists them.
+    by_name: Vec<Arc<Tenant>>,
     shared: Shared,
 }
 
@@ -100,10 +102,13 @@ impl Snapshot {
             let built = Tenant::build(tenant, old.map(Arc::as_ref), &shared, &mut pools)?;
             tenants.insert(tenant.name.as_str().to_owned(), Arc::new(built));
         }
+        let mut by_name: Vec<Arc<Tenant>> = tenants.values().cloned().collect();
+        by_name.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         Ok(Self {
             server: config.server.clone(),
             callers: config.callers.clone(),
             tenants,
+            by_name,
             shared,
         })
     }
@@ -139,8 +144,9 @@ impl Snapshot {
         self.tenants.get(name).cloned()
     }
 
+    /// Every tenant, in name order.
     pub(crate) fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
-        self.tenants.values()
+        self.by_name.iter()
     }
 }
 

@@ -33,8 +33,7 @@ type Encoded = Result<(), std::fmt::Error>;
 impl prometheus_client::collector::Collector for MetricsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Encoded {
         let snapshot = self.state.load_full();
-        let mut tenants: Vec<_> = snapshot.tenants().map(Arc::as_ref).collect();
-        tenants.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        let tenants: Vec<_> = snapshot.tenants().map(Arc::as_ref).collect();
         requests(&mut encoder, &snapshot, &tenants)?;
         durations(&mut encoder, &tenants)?;
         let limited: Vec<(&Tenant, Vec<CallerClass>)> = (tenants.iter())

@@ -5,7 +5,6 @@
 //! place: a [`TenantView`] holds a token's expiry and statistics but never the token itself (nor
 //! a header value or a secret), so neither rendering can leak one.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -58,9 +57,7 @@ pub(super) enum StoreView {
 
 /// Every tenant of `snapshot`, sorted by name.
 pub(super) fn tenants(snapshot: &Snapshot) -> Vec<TenantView> {
-    let mut tenants: Vec<&Arc<Tenant>> = snapshot.tenants().collect();
-    tenants.sort_by(|a, b| a.config.name.cmp(&b.config.name));
-    tenants.into_iter().map(|tenant| tenant_view(tenant)).collect()
+    snapshot.tenants().map(|tenant| tenant_view(tenant)).collect()
 }
 
 /// One tenant's view; the token is read once, so its state, expiry and readiness agree.
