@@ -105,20 +105,18 @@ fn store(store: &StoreConfig) -> Table {
 
 /// A Redis URL with its user info's password (the only secret part) replaced by [`MASK`]:
 /// `rediss://app:***@redis:6380/0`. A lone user info is masked whole, since some clients read it
-/// as the password.
+/// as the password. The user info runs to the URL's last `@`, wherever a `/`, `?` or `#` sits: a
+/// password holding one of those must still never print, so a stray `@` later in the URL masks
+/// too much rather than too little.
 fn mask_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return MASK.to_owned();
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(MASK, |(user, _)| user);
-            let sep = if user == MASK { "" } else { ":" };
-            let password = if user == MASK { "" } else { MASK };
-            format!("{scheme}://{user}{sep}{password}@{host}{path}")
-        }
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{scheme}://{user}:{MASK}@{host}"),
+            _ => format!("{scheme}://{MASK}@{host}"),
+        },
         None => url.to_owned(),
     }
 }
@@ -395,6 +393,8 @@ mod tests {
                 "redis://***@redis?protocol=resp3",
             ),
             ("redis://a:p@ss@redis", "redis://a:***@redis"),
+            ("redis://:pa/ss@redis:6379/0", "redis://:***@redis:6379/0"),
+            ("redis://u:p?w#d@redis", "redis://u:***@redis"),
         ];
         for (url, shown) in cases {
             assert_eq!(mask_password(url), shown);
