@@ -95,7 +95,11 @@ pub(super) fn finish(
     mut response: Response<ProxyBody>,
 ) -> Response<AccessBody> {
     let echo = request_id.to_header();
-    let error = response.headers().get(&crate::error::ERROR_HEADER).cloned();
+    // Only the proxy's own answers carry the header (the upstream's copy was stripped), so a
+    // proxied answer costs no lookup.
+    let error = (!is_upstreams(&response))
+        .then(|| response.headers().get(&crate::error::ERROR_HEADER).cloned())
+        .flatten();
     let trace = ctx.trace.take();
     if let Some(trace) = &trace {
         let tenant = ctx.tenant.as_ref().map(|t| t.config.name.as_str());
