@@ -13,10 +13,11 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue};
 
-use crate::auth::adobe_commerce::Signer;
-use crate::auth::{Provider, TokenHttp, TokenHttpError, TokenHttpOptions};
+use crate::auth::{FetchToken, TokenHttp, TokenHttpError, TokenHttpOptions};
 use crate::config::{CallerConfig, RuntimeConfig, Secret, ServerConfig, TenantConfig};
 use crate::metrics::TenantMetrics;
+use crate::providers::Provider;
+use crate::providers::adobe_commerce::Signer;
 use crate::ratelimit::Limiter;
 use crate::reload::ReloadStatus;
 use crate::store::{Store, StoreError, StoreKey};
@@ -369,7 +370,7 @@ impl Pools {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::validate::MapEnv;
+    use crate::config::MapEnv;
 
     #[test]
     fn a_secret_index_carries_by_position_when_the_list_is_kept_else_by_value() {

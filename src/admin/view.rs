@@ -71,7 +71,7 @@ pub(super) fn tenant_view(tenant: &Tenant) -> TenantView {
     };
     TenantView {
         name: tenant.config.name.as_str().to_owned(),
-        provider: tenant.config.provider.kind(),
+        provider: tenant.config.provider.kind().name(),
         upstream: tenant.config.upstream.to_string(),
         required: tenant.config.required,
         state,

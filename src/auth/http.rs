@@ -392,7 +392,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => crate::clock::until_http_date(value)?,
     };
-    Some(after.min(crate::config::MAX_PAUSE))
+    Some(after.min(crate::schema::MAX_PAUSE))
 }
 
 /// The error code and description of a 4xx body. OAuth servers send `error`/`error_description`

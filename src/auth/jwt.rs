@@ -22,7 +22,25 @@ pub(crate) fn claims(token: &str) -> Option<serde_json::Map<String, serde_json::
 
 /// The `exp` claim in unix seconds, if `token` is a JWT that has one.
 pub(crate) fn exp(token: &str) -> Option<u64> {
-    crate::auth::oauth2::response::unsigned(claims(token)?.get("exp")?)
+    unsigned(claims(token)?.get("exp")?)
+}
+
+/// A non-negative integer given as a JSON number or a numeric string (`"86400000"`: Adobe's JWT
+/// claims and some gateways quote numbers). A fraction is dropped; a number too large for `u64`
+/// (a float's `as` saturates, and so does a longer digit string) reads as `u64::MAX`, which the
+/// expiry clamp then makes a year; a negative one is no number.
+pub(crate) fn unsigned(value: &serde_json::Value) -> Option<u64> {
+    match value {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        serde_json::Value::String(s) => match s.trim().parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Some(u64::MAX),
+            Err(_) => None,
+        },
+        _ => None,
+    }
 }
 
 /// Builds an unsigned-looking JWT with the given claims.

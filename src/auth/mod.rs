@@ -1,30 +1,20 @@
-//! Providers: stateless fetchers of upstream credentials, one module per provider.
-//!
-//! A provider knows one wire protocol (IMS client credentials, SHOPLINE's signed refresh, ...)
-//! and nothing about caching, scheduling or sharing: `token::TokenManager` owns single flight,
-//! renewal and retirement, and calls [`Provider::fetch`] when it needs a new token.
+//! The token-endpoint toolkit every provider's protocol is built from: the [`Token`] a provider
+//! obtains, the [`FetchToken`] trait it implements, the errors it reports, the HTTP client for
+//! token endpoints ([`TokenHttp`]: timeout, form and JSON bodies, bounded answers) and JWT claims.
 //!
 //! ```text
-//!   TokenManager ──fetch(ctx)──▶ Provider::{AdobeIms, Shopline, Vantage, Cyberbiz, AdobeCommerce,
-//!                                           OAuth2, Static}
-//!                                   │ uses
-//!                                   ▼
-//!                               TokenHttp (token-endpoint client: timeout, form/JSON, errors)
+//!   TokenManager ──fetch(ctx)──▶ providers::Provider ──▶ one provider's FetchToken impl
+//!                                                            │ uses
+//!                                                            ▼
+//!                                   auth: TokenHttp, Token, ProviderError, jwt
 //! ```
 //!
-//! Adding a provider is one new file implementing [`FetchToken`] plus one enum variant here.
+//! It knows no provider: the providers (`src/providers/`) sit above it.
 
-pub(crate) mod adobe_commerce;
-pub(crate) mod adobe_ims;
-pub(crate) mod cyberbiz;
 pub(crate) mod http;
 pub(crate) mod jwt;
-pub(crate) mod oauth2;
-pub(crate) mod shopline;
-pub(crate) mod static_token;
 #[cfg(test)]
 pub(crate) mod testing;
-pub(crate) mod vantage;
 
 use std::future::Future;
 use std::time::Duration;
@@ -33,7 +23,7 @@ use ::http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
 pub(crate) use self::http::{TokenHttp, TokenHttpError, TokenHttpOptions};
-use crate::config::{ProviderConfig, Secret};
+use crate::schema::Secret;
 
 /// A credential obtained from a provider.
 #[derive(Debug, Clone)]
@@ -84,92 +74,57 @@ pub(crate) enum ProviderError {
     Expired,
 }
 
-/// Obtains a fresh credential from one upstream identity provider. Stateless: caching, single
-/// flight and renewal scheduling belong to `token::TokenManager`, never to a provider.
+/// One provider's token protocol: how it obtains a credential and how that credential is used.
+/// Stateless: caching, single flight and renewal scheduling belong to `token::TokenManager`,
+/// never to a provider. The defaults fit a bearer token that can be renewed at will.
 pub(crate) trait FetchToken: Send + Sync {
     fn fetch(&self, ctx: FetchCtx<'_>) -> impl Future<Output = Result<Token, ProviderError>> + Send;
-}
-
-/// The closed set of providers, dispatched with `match`.
-#[derive(Debug)]
-pub(crate) enum Provider {
-    AdobeIms(adobe_ims::AdobeIms),
-    Shopline(shopline::Shopline),
-    Vantage(vantage::Vantage),
-    Cyberbiz(cyberbiz::Cyberbiz),
-    AdobeCommerce(adobe_commerce::AdobeCommerce),
-    OAuth2(oauth2::OAuth2),
-    Static(static_token::StaticToken),
-}
-
-impl Provider {
-    pub(crate) fn from_config(config: &ProviderConfig) -> Self {
-        match config {
-            ProviderConfig::AdobeIms(c) => Self::AdobeIms(adobe_ims::AdobeIms::new(c.clone())),
-            ProviderConfig::Shopline(c) => Self::Shopline(shopline::Shopline::new(c.clone())),
-            ProviderConfig::Vantage(c) => Self::Vantage(vantage::Vantage::new(c.clone())),
-            ProviderConfig::Cyberbiz(c) => Self::Cyberbiz(cyberbiz::Cyberbiz::new(c.clone())),
-            ProviderConfig::AdobeCommerce(c) => Self::AdobeCommerce(adobe_commerce::AdobeCommerce::new(c.clone())),
-            ProviderConfig::OAuth2(c) => Self::OAuth2(oauth2::OAuth2::new(c.clone())),
-            ProviderConfig::Static(c) => Self::Static(static_token::StaticToken::new(c.clone())),
-        }
-    }
-
-    pub(crate) async fn fetch(&self, ctx: FetchCtx<'_>) -> Result<Token, ProviderError> {
-        match self {
-            Self::AdobeIms(p) => p.fetch(ctx).await,
-            Self::Shopline(p) => p.fetch(ctx).await,
-            Self::Vantage(p) => p.fetch(ctx).await,
-            Self::Cyberbiz(p) => p.fetch(ctx).await,
-            Self::AdobeCommerce(p) => p.fetch(ctx).await,
-            Self::OAuth2(p) => p.fetch(ctx).await,
-            Self::Static(p) => p.fetch(ctx).await,
-        }
-    }
 
     /// The header that carries `token` upstream, built once per token (never per request).
-    pub(crate) fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError> {
-        let (name, text) = match self {
-            Self::Static(p) => (p.header_name().clone(), token.access.expose().clone()),
-            // Never sent: each request is signed on its own (`signer`); the scheme alone stands in.
-            Self::AdobeCommerce(_) => (::http::header::AUTHORIZATION, "OAuth".to_owned()),
-            _ => (
-                ::http::header::AUTHORIZATION,
-                format!("Bearer {}", token.access.expose()),
-            ),
-        };
-        let mut value = HeaderValue::try_from(text)
-            .map_err(|_| ProviderError::BadResponse("token has characters not allowed in a header".into()))?;
-        value.set_sensitive(true);
-        Ok((name, value))
+    fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError> {
+        sensitive_header(
+            ::http::header::AUTHORIZATION,
+            format!("Bearer {}", token.access.expose()),
+        )
     }
 
-    /// Fixed headers the provider adds to every upstream request (`x-api-key`, `x-gw-ims-org-id`).
-    pub(crate) fn upstream_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        match self {
-            Self::AdobeIms(p) => p.upstream_headers(),
-            _ => Vec::new(),
-        }
+    /// Fixed headers added to every upstream request (`x-api-key`, `x-gw-ims-org-id`).
+    fn upstream_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        Vec::new()
     }
 
-    /// What signs each request afresh, for providers whose credential is a per-request signature
-    /// (OAuth 1.0a) rather than a header built once per token.
-    pub(crate) fn signer(
-        &self,
-        upstream: &crate::config::UpstreamUrl,
-    ) -> Option<std::sync::Arc<adobe_commerce::Signer>> {
-        match self {
-            Self::AdobeCommerce(p) => Some(std::sync::Arc::new(p.signer(upstream))),
-            _ => None,
-        }
+    /// Whether a token can be renewed at all (a fixed credential cannot: a 401 is passed back).
+    fn renews(&self) -> bool {
+        true
     }
 
-    /// Whether a token can be renewed at all (static credentials cannot: a 401 is passed back).
-    pub(crate) fn renews(&self) -> bool {
-        match self {
-            Self::Static(_) | Self::Cyberbiz(_) | Self::AdobeCommerce(_) => false,
-            Self::Shopline(p) => p.renews(),
-            _ => true,
-        }
+    /// Whether a renewal made without the shared store's lease costs the replicas that share the
+    /// account (a SHOPLINE refresh shortens every other copy; a Vantage refresh token is spent),
+    /// so that, cut off from the store, the renewal is put off as late as is safe.
+    fn solo_renewal_costs_peers(&self) -> bool {
+        false
     }
+}
+
+/// `name: text`, marked sensitive so that hyper's HPACK never indexes it.
+pub(crate) fn sensitive_header(name: HeaderName, text: String) -> Result<(HeaderName, HeaderValue), ProviderError> {
+    let mut value = HeaderValue::try_from(text)
+        .map_err(|_| ProviderError::BadResponse("token has characters not allowed in a header".into()))?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}
+
+/// A credential that never changes: usable until `expires_at`, then `Expired`.
+pub(crate) fn fixed_token(access: Secret<String>, expires_at: Option<Instant>) -> Result<Token, ProviderError> {
+    let now = Instant::now();
+    if expires_at.is_some_and(|at| at <= now) {
+        return Err(ProviderError::Expired);
+    }
+    Ok(Token {
+        access,
+        obtained_at: now,
+        expires_at,
+        refresh_token: None,
+        secret_index: 0,
+    })
 }

@@ -7,19 +7,11 @@
 //! `[token]` is printed inside each tenant, where it applies, and derived values (the rate-limit
 //! headroom of a preset, the leading caller class) are left out: no key sets them.
 
-use std::time::Duration;
-
 use toml::{Table, Value};
 
-use super::units::{format_duration, format_rfc3339, format_size};
-use super::{
-    CallerConfig, ExpiresInUnit, OAuth2AuthMethod, OAuth2Config, OAuth2Grant, PasswordOrClient, ProviderConfig,
-    RateLimitConfig, ResponseMapping, RuntimeConfig, ServerConfig, ShoplineConfig, ShoplineCredentials, StoreConfig,
-    TenantConfig, VantageConfig,
-};
-
-/// What every secret prints as.
-pub const MASK: &str = "***";
+use super::{CallerConfig, RateLimitConfig, RuntimeConfig, ServerConfig, StoreConfig, TenantConfig};
+pub use crate::schema::print::MASK;
+use crate::schema::print::{duration, list, masked, size, text};
 
 /// The configuration as TOML, with a header that says what it is.
 pub fn render(config: &RuntimeConfig) -> String {
@@ -37,26 +29,6 @@ pub fn render(config: &RuntimeConfig) -> String {
         "# The effective configuration: defaults and provider presets filled in, [token] inside each\n\
          # tenant, every secret shown as \"{MASK}\".\n\n{body}"
     )
-}
-
-fn duration(value: Duration) -> Value {
-    Value::String(format_duration(value))
-}
-
-fn size(bytes: u64) -> Value {
-    Value::String(format_size(bytes))
-}
-
-fn text(value: &(impl std::fmt::Display + ?Sized)) -> Value {
-    Value::String(value.to_string())
-}
-
-fn masked() -> Value {
-    text(MASK)
-}
-
-fn list<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> Value {
-    Value::Array(items.into_iter().map(|item| text(&item)).collect())
 }
 
 fn server(server: &ServerConfig) -> Table {
@@ -124,7 +96,7 @@ fn mask_password(url: &str) -> String {
 fn tenant(tenant: &TenantConfig) -> Table {
     let mut t = Table::new();
     t.insert("name".into(), text(&tenant.name));
-    t.insert("provider".into(), text(tenant.provider.kind()));
+    t.insert("provider".into(), text(tenant.provider.kind().name()));
     t.insert("upstream".into(), text(&tenant.upstream));
     if let Some(listen) = tenant.listen {
         t.insert("listen".into(), text(&listen));
@@ -142,7 +114,7 @@ fn tenant(tenant: &TenantConfig) -> Table {
     );
     t.insert("replay_body_limit".into(), size(tenant.token.replay_body_limit));
     t.insert("min_token_age".into(), duration(tenant.token.min_token_age));
-    provider(&tenant.provider, &mut t);
+    tenant.provider.print(&mut t);
     let limit = tenant
         .rate_limit
         .as_ref()
@@ -175,163 +147,6 @@ fn rate_limit(limit: &RateLimitConfig) -> Table {
     let share = f64::from(limit.batch_share.basis_points()) / 10_000.0;
     t.insert("batch_share".into(), Value::Float(share));
     t
-}
-
-/// The provider's own keys, as the tenant table holds them.
-fn provider(provider: &ProviderConfig, t: &mut Table) {
-    match provider {
-        ProviderConfig::AdobeIms(c) => {
-            t.insert("client_id".into(), text(&c.client_id));
-            t.insert("client_secrets".into(), secrets(c.client_secrets.len()));
-            t.insert("scopes".into(), list(&c.scopes));
-            t.insert("token_url".into(), text(&c.token_url));
-            if let Some(org) = &c.org_id {
-                t.insert("org_id".into(), text(org));
-            }
-        }
-        ProviderConfig::Shopline(c) => shopline(c, t),
-        ProviderConfig::Vantage(c) => vantage(c, t),
-        ProviderConfig::Cyberbiz(_) => {
-            t.insert("token".into(), masked());
-        }
-        ProviderConfig::AdobeCommerce(c) => {
-            for key in ["consumer_key", "consumer_secret", "access_token", "access_token_secret"] {
-                t.insert(key.into(), masked());
-            }
-            t.insert("signature_method".into(), text(c.signature_method.as_str()));
-            t.insert("legacy_signing".into(), Value::Boolean(c.legacy_signing));
-        }
-        ProviderConfig::OAuth2(c) => oauth2(c, t),
-        ProviderConfig::Static(c) => {
-            t.insert("header".into(), text(&c.header));
-            t.insert("value".into(), masked());
-            if let Some(at) = c.expires_at {
-                t.insert("expires_at".into(), text(&format_rfc3339(at)));
-            }
-        }
-    }
-}
-
-/// `count` masked secrets.
-fn secrets(count: usize) -> Value {
-    Value::Array(vec![masked(); count])
-}
-
-fn shopline(c: &ShoplineConfig, t: &mut Table) {
-    t.insert("handle".into(), text(&c.handle));
-    t.insert("token_url".into(), text(&c.token_url));
-    match &c.credentials {
-        ShoplineCredentials::OAuth { app_key, code, .. } => {
-            t.insert("app_key".into(), text(app_key));
-            t.insert("app_secret".into(), masked());
-            if code.is_some() {
-                t.insert("code".into(), masked());
-            }
-        }
-        ShoplineCredentials::Private { .. } => {
-            t.insert("access_token".into(), masked());
-        }
-    }
-}
-
-fn vantage(c: &VantageConfig, t: &mut Table) {
-    t.insert("base_url".into(), text(&c.base_url));
-    if let Some(id) = &c.tenant_id {
-        t.insert("tenant_id".into(), text(id));
-    }
-    t.insert("token_url".into(), text(&c.token_url));
-    t.insert("client_id".into(), text(&c.client_id));
-    t.insert("client_secrets".into(), secrets(c.client_secrets.len()));
-    match &c.grant {
-        PasswordOrClient::ClientCredentials => {
-            t.insert("grant".into(), text("client_credentials"));
-        }
-        PasswordOrClient::Password { username, .. } => {
-            t.insert("grant".into(), text("password"));
-            t.insert("username".into(), text(username));
-            t.insert("password".into(), masked());
-        }
-    }
-    t.insert("scopes".into(), list(&c.scopes));
-    t.insert("offline_access".into(), Value::Boolean(c.offline_access));
-}
-
-fn oauth2(c: &OAuth2Config, t: &mut Table) {
-    t.insert("token_url".into(), text(&c.token_url));
-    t.insert("client_id".into(), text(&c.client_id));
-    if !c.client_secrets.is_empty() {
-        t.insert(
-            "client_secrets".into(),
-            Value::Array(vec![masked(); c.client_secrets.len()]),
-        );
-    }
-    match &c.grant {
-        OAuth2Grant::ClientCredentials => {
-            t.insert("grant".into(), text("client_credentials"));
-        }
-        OAuth2Grant::Password { username, .. } => {
-            t.insert("grant".into(), text("password"));
-            t.insert("username".into(), text(username));
-            t.insert("password".into(), masked());
-        }
-        OAuth2Grant::RefreshToken { .. } => {
-            t.insert("grant".into(), text("refresh_token"));
-            t.insert("refresh_token".into(), masked());
-        }
-    }
-    if !c.scopes.is_empty() {
-        t.insert("scopes".into(), list(&c.scopes));
-    }
-    t.insert("scope_separator".into(), text(&c.scope_separator));
-    auth_method(&c.auth_method, t);
-    if !c.extra_params.is_empty() {
-        let params = c.extra_params.iter().map(|(k, v)| (k.clone(), text(v)));
-        t.insert("extra_params".into(), Value::Table(params.collect()));
-    }
-    if let Some(audience) = &c.audience {
-        t.insert("audience".into(), text(audience));
-    }
-    t.insert("default_ttl".into(), duration(c.default_ttl));
-    t.insert("response".into(), Value::Table(response(&c.response)));
-}
-
-fn auth_method(method: &OAuth2AuthMethod, t: &mut Table) {
-    match method {
-        OAuth2AuthMethod::ClientSecretPost => {
-            t.insert("auth_method".into(), text("client_secret_post"));
-        }
-        OAuth2AuthMethod::ClientSecretBasic => {
-            t.insert("auth_method".into(), text("client_secret_basic"));
-        }
-        OAuth2AuthMethod::PrivateKeyJwt { .. } => {
-            t.insert("auth_method".into(), text("private_key_jwt"));
-            t.insert("private_key".into(), masked());
-        }
-        OAuth2AuthMethod::TlsClientAuth {
-            client_cert,
-            client_key,
-            ..
-        } => {
-            t.insert("auth_method".into(), text("tls_client_auth"));
-            t.insert("client_cert".into(), text(&client_cert.display()));
-            t.insert("client_key".into(), text(&client_key.display()));
-        }
-    }
-}
-
-fn response(mapping: &ResponseMapping) -> Table {
-    let mut response = Table::new();
-    response.insert("token".into(), text(&mapping.token.join(".")));
-    response.insert("expires_in".into(), text(&mapping.expires_in.join(".")));
-    let unit = match mapping.expires_in_unit {
-        ExpiresInUnit::Seconds => "s",
-        ExpiresInUnit::Millis => "ms",
-    };
-    response.insert("expires_in_unit".into(), text(unit));
-    if let Some(at) = &mapping.expires_at {
-        response.insert("expires_at".into(), text(&at.join(".")));
-    }
-    response
 }
 
 fn caller(caller: &CallerConfig) -> Table {

@@ -1,43 +1,11 @@
 //! Loading: a file (or text) through validation into a [`Loaded`] configuration, and the errors
 //! it reports, located and all at once.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::RuntimeConfig;
 use super::validate;
-
-/// One problem found in a configuration, located where possible.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// `file:line:column`, or just the file when the position is unknown.
-    pub location: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
-    }
-}
-
-/// Every problem of one load, reported together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "error: {error}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
+use crate::schema::{ConfigError, ConfigErrors, Env, ProcessEnv};
 
 /// A validated configuration and the warnings it raised (literal secrets, missing scopes, ...).
 #[derive(Debug)]
@@ -61,13 +29,13 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
 /// reads against exactly what was loaded, so a change made just after loading is not missed.
 pub fn load_with_text(path: &Path) -> Result<(Loaded, String), ConfigErrors> {
     let text = read(path)?;
-    let loaded = parse(&text, &path.display().to_string(), &validate::ProcessEnv)?;
+    let loaded = parse(&text, &path.display().to_string(), &ProcessEnv)?;
     Ok((loaded, text))
 }
 
 /// Reads and validates the file at `path` with secrets from `env` (`check --no-secrets` passes
 /// [`NoSecrets`](super::NoSecrets)).
-pub fn load_with(path: &Path, env: &dyn validate::Env) -> Result<Loaded, ConfigErrors> {
+pub fn load_with(path: &Path, env: &dyn Env) -> Result<Loaded, ConfigErrors> {
     parse(&read(path)?, &path.display().to_string(), env)
 }
 
@@ -81,6 +49,6 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
 }
 
 /// Validates configuration `text`; `origin` names it in error locations.
-pub fn parse(text: &str, origin: &str, env: &dyn validate::Env) -> Result<Loaded, ConfigErrors> {
+pub fn parse(text: &str, origin: &str, env: &dyn Env) -> Result<Loaded, ConfigErrors> {
     validate::validate(text, origin, env)
 }

@@ -6,32 +6,36 @@
 //!                       deny_unknown_fields)           Secret<String>, HeaderValue)
 //! ```
 //!
-//! `raw.rs` mirrors `config.example.toml` and holds no logic; `validate.rs` turns it into the types
-//! below and collects *every* problem (with file:line:column) instead of stopping at the first.
-//! `tokenbroker check` runs exactly this path. Nothing here touches the network.
+//! The raw TOML shapes, the checking context and the shared value types are in `schema`; each
+//! provider validates its own block in `providers`; `validate/` checks the sections and assembles
+//! the types below, collecting *every* problem (with file:line:column) instead of stopping at the
+//! first. `tokenbroker check` runs exactly this path. Nothing here touches the network.
+//!
+//! ```text
+//!   config ──▶ providers ──▶ schema      (each arrow: "builds on")
+//! ```
 
-mod adobe_commerce;
 pub mod effective;
-pub(crate) mod limits;
 mod load;
-pub(crate) mod raw;
-pub(crate) mod secret;
-pub(crate) mod units;
 pub(crate) mod validate;
-
-pub use validate::{Env, MapEnv, NoSecrets, ProcessEnv};
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
-pub use adobe_commerce::{AdobeCommerceConfig, SignatureMethod};
-pub use limits::{BatchShare, CallerClass, MAX_PAUSE, PerClass, RateLimitConfig};
-pub use load::{ConfigError, ConfigErrors, Loaded, load, load_with, load_with_text, parse};
-pub use secret::Secret;
+pub use crate::providers::{
+    AdobeCommerceConfig, AdobeImsConfig, CyberbizConfig, ExpiresInUnit, OAuth2AuthMethod, OAuth2Config, OAuth2Grant,
+    PasswordOrClient, ProviderConfig, ProviderKind, ResponseMapping, ShoplineConfig, ShoplineCredentials,
+    SignatureMethod, StaticConfig, VantageConfig,
+};
+pub use crate::schema::{
+    BatchShare, CallerClass, ConfigError, ConfigErrors, Env, KeyDigest, MAX_PAUSE, MapEnv, NoSecrets, PerClass,
+    ProcessEnv, RateLimitConfig, Secret, UpstreamUrl,
+};
+pub use load::{Loaded, load, load_with, load_with_text, parse};
 
 /// Everything the proxy needs to serve, validated. Built once per load or reload.
 #[derive(Debug, Clone)]
@@ -175,233 +179,6 @@ impl fmt::Display for TenantName {
     }
 }
 
-/// An upstream base URL, split for cheap per-request URI building.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamUrl {
-    pub scheme: http::uri::Scheme,
-    pub authority: http::uri::Authority,
-    /// `""` or a path without trailing slash, e.g. `/AbCYab34cdEfGHiJ27123`.
-    pub base_path: String,
-}
-
-impl fmt::Display for UpstreamUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
-    }
-}
-
-/// The provider block of a tenant, one variant per provider module.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProviderConfig {
-    AdobeIms(AdobeImsConfig),
-    Shopline(ShoplineConfig),
-    Vantage(VantageConfig),
-    Cyberbiz(CyberbizConfig),
-    AdobeCommerce(AdobeCommerceConfig),
-    OAuth2(OAuth2Config),
-    Static(StaticConfig),
-}
-
-impl ProviderConfig {
-    /// Every secret this provider block holds (for tests that prove none leaks).
-    pub fn secrets(&self) -> Vec<&Secret<String>> {
-        match self {
-            Self::AdobeIms(c) => c.client_secrets.iter().collect(),
-            Self::Shopline(c) => match &c.credentials {
-                ShoplineCredentials::OAuth { app_secret, code, .. } => {
-                    std::iter::once(app_secret).chain(code).collect()
-                }
-                ShoplineCredentials::Private { access_token } => vec![access_token],
-            },
-            Self::Vantage(c) => c.client_secrets.iter().chain(c.grant.password()).collect(),
-            Self::Cyberbiz(c) => vec![&c.token],
-            Self::AdobeCommerce(c) => vec![
-                &c.consumer_key,
-                &c.consumer_secret,
-                &c.access_token,
-                &c.access_token_secret,
-            ],
-            Self::OAuth2(c) => {
-                let grant = match &c.grant {
-                    OAuth2Grant::Password { password, .. } => Some(password),
-                    OAuth2Grant::RefreshToken { refresh_token } => Some(refresh_token),
-                    OAuth2Grant::ClientCredentials => None,
-                };
-                let key = match &c.auth_method {
-                    OAuth2AuthMethod::PrivateKeyJwt { private_key } => Some(private_key),
-                    _ => None,
-                };
-                c.client_secrets.iter().chain(grant).chain(key).collect()
-            }
-            Self::Static(c) => vec![&c.value],
-        }
-    }
-
-    /// The `client_secrets` tried in turn (empty for providers without them).
-    pub fn client_secrets(&self) -> &[Secret<String>] {
-        match self {
-            Self::AdobeIms(c) => &c.client_secrets,
-            Self::Vantage(c) => &c.client_secrets,
-            Self::OAuth2(c) => &c.client_secrets,
-            Self::Shopline(_) | Self::Cyberbiz(_) | Self::AdobeCommerce(_) | Self::Static(_) => &[],
-        }
-    }
-
-    /// The `provider = "..."` name.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::AdobeIms(_) => "adobe_ims",
-            Self::Shopline(_) => "shopline",
-            Self::Vantage(_) => "vantage",
-            Self::Cyberbiz(_) => "cyberbiz",
-            Self::AdobeCommerce(_) => "adobe_commerce",
-            Self::OAuth2(_) => "oauth2",
-            Self::Static(_) => "static",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdobeImsConfig {
-    pub client_id: String,
-    /// One or two; tried in order on `400 invalid_client`.
-    pub client_secrets: Vec<Secret<String>>,
-    /// Sent comma-separated.
-    pub scopes: Vec<String>,
-    /// Default `https://ims-na1.adobelogin.com/ims/token/v3`.
-    pub token_url: http::Uri,
-    pub org_id: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShoplineConfig {
-    /// Store subdomain (`open001` for `open001.myshopline.com`).
-    pub handle: String,
-    pub credentials: ShoplineCredentials,
-    /// Base to which `/admin/oauth/token/refresh` and `/create` are appended. Default: the upstream.
-    pub token_url: http::Uri,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ShoplineCredentials {
-    /// Public and custom apps: signed `token/create` (with a one-time `code`) and `token/refresh`.
-    OAuth {
-        app_key: String,
-        app_secret: Secret<String>,
-        code: Option<Secret<String>>,
-    },
-    /// Private apps: a static token whose expiry is read from the JWT.
-    Private { access_token: Secret<String> },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VantageConfig {
-    /// Default `https://vantage-us.abbyy.com`.
-    pub base_url: http::Uri,
-    pub tenant_id: Option<String>,
-    /// Resolved token endpoint: `token_url` if set, else derived from `base_url` and `tenant_id`.
-    pub token_url: http::Uri,
-    pub client_id: String,
-    pub client_secrets: Vec<Secret<String>>,
-    pub grant: PasswordOrClient,
-    /// Default `["openid", "permissions", "global.wildcard"]`.
-    pub scopes: Vec<String>,
-    pub offline_access: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordOrClient {
-    ClientCredentials,
-    Password { username: String, password: Secret<String> },
-}
-
-impl PasswordOrClient {
-    fn password(&self) -> Option<&Secret<String>> {
-        match self {
-            Self::Password { password, .. } => Some(password),
-            Self::ClientCredentials => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CyberbizConfig {
-    pub token: Secret<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OAuth2Config {
-    pub token_url: http::Uri,
-    pub client_id: String,
-    /// Empty only with `private_key_jwt` or `tls_client_auth`.
-    pub client_secrets: Vec<Secret<String>>,
-    pub grant: OAuth2Grant,
-    /// Empty: no `scope` parameter at all.
-    pub scopes: Vec<String>,
-    /// Default `" "`.
-    pub scope_separator: String,
-    pub auth_method: OAuth2AuthMethod,
-    pub extra_params: Vec<(String, String)>,
-    pub audience: Option<String>,
-    /// Lifetime assumed when the response carries no expiry. Default 1 h.
-    pub default_ttl: Duration,
-    pub response: ResponseMapping,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OAuth2Grant {
-    ClientCredentials,
-    Password { username: String, password: Secret<String> },
-    RefreshToken { refresh_token: Secret<String> },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OAuth2AuthMethod {
-    ClientSecretPost,
-    ClientSecretBasic,
-    /// RFC 7523: a JWT signed with this PEM key.
-    PrivateKeyJwt {
-        private_key: Secret<String>,
-    },
-    /// RFC 8705: mutual TLS to the token endpoint.
-    TlsClientAuth {
-        client_cert: PathBuf,
-        client_key: PathBuf,
-        /// A digest of both files' content as validation read them. A reload compares configs
-        /// to decide whether a tenant's credentials changed; with paths alone, a certificate
-        /// rotated in place would keep the old identity until a restart.
-        content: KeyDigest,
-    },
-}
-
-/// Where the token and its lifetime sit in a non-standard response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponseMapping {
-    /// Dotted path split on `.`; default `["access_token"]`.
-    pub token: Vec<String>,
-    /// Default `["expires_in"]`.
-    pub expires_in: Vec<String>,
-    pub expires_in_unit: ExpiresInUnit,
-    /// Absolute expiry (unix seconds, or RFC 3339) instead of `expires_in`.
-    pub expires_at: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpiresInUnit {
-    Seconds,
-    Millis,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticConfig {
-    /// Default `authorization`.
-    pub header: HeaderName,
-    /// The whole header value, e.g. `Bearer abc`.
-    pub value: Secret<String>,
-    /// Explicit expiry; otherwise read from a JWT value when there is one.
-    pub expires_at: Option<SystemTime>,
-}
-
 /// One `[[caller]]`.
 #[derive(Debug, Clone)]
 pub struct CallerConfig {
@@ -415,24 +192,4 @@ pub struct CallerConfig {
     pub methods: Option<Vec<Method>>,
     /// The order in which a rate-limited tenant serves this caller's waiting requests.
     pub class: CallerClass,
-}
-
-/// SHA-256 of a caller key. Presented keys are hashed and compared digest to digest: every
-/// comparison then runs over 32 bytes, so its time tells nothing about the length of a key,
-/// which a byte-wise comparison of the keys themselves would (it stops at a length mismatch).
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeyDigest(pub [u8; 32]);
-
-impl KeyDigest {
-    pub fn of(key: &[u8]) -> Self {
-        use sha2::Digest;
-        Self(sha2::Sha256::digest(key).into())
-    }
-}
-
-impl fmt::Debug for KeyDigest {
-    /// A digest of a short key can be searched for, so it is kept out of logs like the key.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
 }

@@ -27,9 +27,9 @@ use super::fake::{Fake, FakeCore, FakeState};
 use super::ims::api::{magento_error, products, store_views};
 use super::ims::customers::{self, Customers};
 use super::server::Handler;
-use crate::auth::adobe_commerce::params::{self, Param, Rules, is_protocol};
-use crate::auth::adobe_commerce::php::{rawurldecode, rawurlencode, rawurlencoded};
 use crate::clock;
+use crate::providers::adobe_commerce::params::{self, Param, Rules, is_protocol};
+use crate::providers::adobe_commerce::php::{rawurldecode, rawurlencode, rawurlencoded};
 
 /// The sandbox integration's four values.
 pub const MAGENTO_CONSUMER_KEY: &str = "sandbox-consumer-key-0123456789ab";

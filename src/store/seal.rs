@@ -182,7 +182,7 @@ mod tests {
             extra_params: Vec::new(),
             audience: None,
             default_ttl: std::time::Duration::from_secs(3600),
-            response: crate::auth::oauth2::response::standard_mapping(),
+            response: crate::providers::oauth2::response::standard_mapping(),
         });
         StoreKey::new(&TenantName::try_new("mtls").expect("valid tenant"), &provider)
     }

@@ -39,41 +39,17 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::auth::{FetchCtx, FetchToken, Provider, ProviderError, Token, TokenHttp};
+use crate::auth::{FetchToken, Token, TokenHttp};
 use crate::config::{TenantName, TokenPolicy};
+use crate::providers::Provider;
 use crate::store::{SharedSlot, Store, StoreKey};
 
-/// What the manager needs from a provider besides fetching. `Provider` is the real one; tests use
-/// a counting fake.
-pub(crate) trait TokenSource: FetchToken + 'static {
-    fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError>;
-    /// False for static credentials: nothing can renew them, so a 401 is passed back.
-    fn renews(&self) -> bool;
-    /// Whether one replica renewing on its own hurts the others (SHOPLINE's refresh shortens
-    /// every other copy; Vantage's refresh tokens are single use): with the shared store down,
-    /// such renewals are made as late as is safe.
-    fn solo_renewal_costs_peers(&self) -> bool {
-        false
-    }
-}
+/// A provider the manager can drive: [`Provider`] in the product, counting fakes in tests. What
+/// it needs besides fetching (the credential header, whether it renews, what a lone renewal costs
+/// the peers) is part of [`FetchToken`].
+pub(crate) trait TokenSource: FetchToken + 'static {}
 
-impl FetchToken for Provider {
-    async fn fetch(&self, ctx: FetchCtx<'_>) -> Result<Token, ProviderError> {
-        Self::fetch(self, ctx).await
-    }
-}
-
-impl TokenSource for Provider {
-    fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError> {
-        Self::credential_header(self, token)
-    }
-    fn renews(&self) -> bool {
-        Self::renews(self)
-    }
-    fn solo_renewal_costs_peers(&self) -> bool {
-        matches!(self, Self::Shopline(_) | Self::Vantage(_))
-    }
-}
+impl<P: FetchToken + 'static> TokenSource for P {}
 
 /// The token requests use now, with its header prepared.
 #[derive(Debug)]

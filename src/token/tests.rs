@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
-use super::{TokenManager, TokenSource};
+use super::TokenManager;
 use crate::auth::{FetchCtx, FetchToken, ProviderError, Token, TokenHttp};
 use crate::config::{Secret, TenantName, TokenPolicy};
 use crate::store::{MemoryStore, Store, StoreKey};
@@ -62,13 +61,7 @@ impl FetchToken for Fake {
             secret_index: 0,
         })
     }
-}
 
-impl TokenSource for Fake {
-    fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError> {
-        let value = HeaderValue::try_from(format!("Bearer {}", token.access.expose())).expect("ascii token");
-        Ok((http::header::AUTHORIZATION, value))
-    }
     fn renews(&self) -> bool {
         self.renews
     }

@@ -15,10 +15,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::refresh::{self, BACKOFF_CAP};
-use crate::auth::oauth2::response::{parse_token_response, standard_mapping};
-use crate::auth::{Token, http::retry_after, jwt, shopline};
+use crate::auth::{Token, http::retry_after, jwt};
 use crate::clock::{self, MAX_TOKEN_LIFETIME};
 use crate::config::{ExpiresInUnit, ResponseMapping};
+use crate::providers::oauth2::response::{parse_token_response, standard_mapping};
+use crate::providers::shopline;
 use crate::store::StoredToken;
 
 const SEED: u64 = 0x7b21_2026;

@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
-use super::{Origin, TokenManager, TokenSource};
+use super::{Origin, TokenManager};
 use crate::auth::{FetchCtx, FetchToken, ProviderError, Token, TokenHttp};
 use crate::config::{CyberbizConfig, ProviderConfig, Secret, TenantName, TokenPolicy};
 use crate::store::{FakeShared, Store, StoreKey};
@@ -56,16 +55,7 @@ impl FetchToken for Replica {
             secret_index: 0,
         })
     }
-}
 
-impl TokenSource for Replica {
-    fn credential_header(&self, token: &Token) -> Result<(HeaderName, HeaderValue), ProviderError> {
-        let value = HeaderValue::try_from(format!("Bearer {}", token.access.expose())).expect("ascii token");
-        Ok((http::header::AUTHORIZATION, value))
-    }
-    fn renews(&self) -> bool {
-        true
-    }
     fn solo_renewal_costs_peers(&self) -> bool {
         self.costly
     }

@@ -45,7 +45,7 @@ pub(super) fn tenant_info(encoder: &mut DescriptorEncoder<'_>, tenants: &[&Tenan
     for tenant in tenants {
         let labels = [
             ("tenant", tenant.config.name.as_str()),
-            ("provider", tenant.config.provider.kind()),
+            ("provider", tenant.config.provider.kind().name()),
             ("renews", yes_no(tenant.tokens.renews())),
             ("required", yes_no(tenant.config.required)),
         ];

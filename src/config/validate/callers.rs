@@ -4,10 +4,10 @@
 
 use http::Method;
 
-use super::fields::optional;
-use super::{Ctx, Scope};
-use crate::config::raw::RawCaller;
 use crate::config::{CallerClass, CallerConfig, Secret, TenantName};
+use crate::schema::check::{Ctx, Scope};
+use crate::schema::fields::optional;
+use crate::schema::raw::RawCaller;
 
 /// Shorter keys are accepted with a warning: they can be guessed.
 const MIN_KEY_LEN: usize = 16;

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use super::{Ctx, Scope};
-use crate::config::raw::{RawMaxWait, RawShare};
 use crate::config::{BatchShare, CallerClass, CallerConfig, PerClass, TenantConfig};
+use crate::schema::check::{Ctx, Scope};
+use crate::schema::raw::{RawMaxWait, RawShare};
 
 /// Unset classes, and a plain `max_wait`, take this.
 const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);

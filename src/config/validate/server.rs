@@ -5,9 +5,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{Ctx, Scope};
-use crate::config::raw::{RawQuantity, RawServer, RawTenant, RawToken};
 use crate::config::{ServerConfig, TenantConfig, TokenPolicy};
+use crate::schema::check::{Ctx, Scope};
+use crate::schema::raw::{RawQuantity, RawServer, RawTenant, RawToken};
 
 const MIB: u64 = 1 << 20;
 
@@ -219,10 +219,10 @@ pub(super) fn tenant_token_policy(
 
 /// The `[token]` keys, wherever they were written.
 struct TokenFields<'r> {
-    refresh_before: Option<&'r crate::config::raw::RawQuantity>,
+    refresh_before: Option<&'r crate::schema::raw::RawQuantity>,
     retry_on_unauthorized: Option<bool>,
-    replay_body_limit: Option<&'r crate::config::raw::RawQuantity>,
-    min_token_age: Option<&'r crate::config::raw::RawQuantity>,
+    replay_body_limit: Option<&'r crate::schema::raw::RawQuantity>,
+    min_token_age: Option<&'r crate::schema::raw::RawQuantity>,
 }
 
 fn apply_token_fields(

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use super::{Ctx, Scope};
-use crate::config::raw::RawStore;
 use crate::config::{RedisConfig, StoreConfig};
+use crate::schema::check::{Ctx, Scope};
+use crate::schema::raw::RawStore;
 
 const DEFAULT_KEY_PREFIX: &str = "tokenbroker";
 /// Long enough for a TLS handshake to a Redis across a zone, short enough that a replica whose

@@ -9,28 +9,14 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use super::fields::{self, optional};
-use super::{Ctx, Scope, limits, providers, server};
-use crate::config::raw::{RawRateLimit, RawRewrite, RawSecret, RawTenant};
+use super::{limits, server};
 use crate::config::{CallerClass, RateLimitConfig, ServerConfig, TenantConfig, TenantName, TokenPolicy, UpstreamUrl};
+use crate::providers::{Preset, ProviderKind};
 use crate::routing::rewrite::RewriteRule;
-
-/// Headers a tenant may not fix: connection management (hop-by-hop, framing) and the ones the
-/// proxy owns (`host` is the upstream's, `authorization` is the provider's credential).
-pub(super) const FORBIDDEN_HEADERS: [&str; 12] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "host",
-    "authorization",
-];
+use crate::schema::check::{Ctx, Scope};
+use crate::schema::fields::FORBIDDEN_HEADERS;
+use crate::schema::fields::{self, optional};
+use crate::schema::raw::{RawRateLimit, RawRewrite, RawSecret, RawTenant};
 
 /// Every `[[tenant]]`; `None` when any of them is invalid.
 pub(super) fn tenants(
@@ -68,10 +54,10 @@ fn tenant(
     token: &TokenPolicy,
 ) -> Option<TenantConfig> {
     let name = tenant_name(ctx, scope, raw);
-    let kind = providers::kind(ctx, scope, raw);
-    let preset = kind.map(|kind| providers::preset(kind, raw)).unwrap_or_default();
+    let kind = ProviderKind::of_tenant(ctx, scope, raw);
+    let preset = kind.map(|kind| kind.preset(raw)).unwrap_or_default();
     let upstream = upstream(ctx, scope, raw, kind, &preset);
-    let provider = kind.and_then(|kind| providers::build(ctx, scope, kind, raw, upstream.as_ref()));
+    let provider = kind.and_then(|kind| kind.build(ctx, scope, raw, upstream.as_ref()));
     let token = server::tenant_token_policy(ctx, scope, raw, token);
     let rate_limit = rate_limit(ctx, scope, raw.rate_limit.as_ref(), preset.rate_limit);
     let max_body = preset.max_body.unwrap_or(max_body);
@@ -102,8 +88,8 @@ fn upstream(
     ctx: &mut Ctx<'_>,
     scope: &Scope,
     raw: &RawTenant,
-    kind: Option<&str>,
-    preset: &providers::Preset,
+    kind: Option<ProviderKind>,
+    preset: &Preset,
 ) -> Option<http::Uri> {
     match (raw.upstream.as_ref().or(preset.upstream.as_ref()), kind) {
         (Some(text), _) => {
@@ -119,9 +105,11 @@ fn upstream(
             }
             Some(uri)
         }
-        (None, Some(kind)) if !preset.has_default_upstream => {
-            ctx.reject(scope, "", format!("`upstream` is required for provider `{kind}`"))
-        }
+        (None, Some(kind)) if !preset.has_default_upstream => ctx.reject(
+            scope,
+            "",
+            format!("`upstream` is required for provider `{}`", kind.name()),
+        ),
         // No provider, or a default that could not be built (its own key is reported).
         (None, _) => None,
     }

@@ -89,7 +89,7 @@ fn example_validates_without_warnings() {
     let loaded = parse_ok(EXAMPLE);
     let config = &loaded.config;
     assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
-    let kinds: Vec<_> = config.tenants.iter().map(|t| t.provider.kind()).collect();
+    let kinds: Vec<_> = config.tenants.iter().map(|t| t.provider.kind().name()).collect();
     assert_eq!(
         kinds,
         ["adobe_ims", "shopline", "vantage", "cyberbiz", "oauth2", "static"]
@@ -434,7 +434,8 @@ fn without_secrets_every_reference_is_listed_and_only_values_go_unchecked() {
         [[tenant]]\nname = \"mtls\"\nprovider = \"oauth2\"\nupstream = \"https://api.example.com\"\n\
         token_url = \"https://login.example.com/token\"\nclient_id = \"cid\"\nauth_method = \"tls_client_auth\"\n\
         client_cert = \"/run/secrets/c.pem\"\nclient_key = \"/run/secrets/k.pem\"\n";
-    let loaded = validate(text, "t.toml", &super::NoSecrets).unwrap_or_else(|e| panic!("valid without secrets:\n{e}"));
+    let loaded =
+        validate(text, "t.toml", &crate::schema::NoSecrets).unwrap_or_else(|e| panic!("valid without secrets:\n{e}"));
     let listed: Vec<String> = loaded.secrets_not_read.iter().map(ToString::to_string).collect();
     for (line, needle) in [
         (3, "[store], key `url`: not read: environment variable `REDIS_URL`"),
@@ -464,7 +465,7 @@ fn without_secrets_every_reference_is_listed_and_only_values_go_unchecked() {
     assert_eq!(errors.0.len(), 4, "{errors}");
     // A literal is a value the file holds, so it is still checked.
     let literal = text.replace("{ env = \"REDIS_URL\" }", "\"http://not-redis\"");
-    let errors = validate(&literal, "t.toml", &super::NoSecrets).expect_err("a literal is checked");
+    let errors = validate(&literal, "t.toml", &crate::schema::NoSecrets).expect_err("a literal is checked");
     assert!(errors.to_string().contains("redis://"), "{errors}");
 }
 

@@ -10,10 +10,10 @@ use http::Method;
 use ring::hmac;
 
 use super::*;
-use crate::auth::adobe_commerce::Signer;
-use crate::auth::adobe_commerce::php::rawurlencoded;
 use crate::clock;
 use crate::config::{AdobeCommerceConfig, Secret, SignatureMethod, UpstreamUrl};
+use crate::providers::adobe_commerce::Signer;
+use crate::providers::adobe_commerce::php::rawurlencoded;
 use crate::sandbox::{
     MAGENTO_ACCESS_TOKEN, MAGENTO_ACCESS_TOKEN_SECRET, MAGENTO_CONSUMER_KEY, MAGENTO_CONSUMER_SECRET, MagentoOptions,
     MagentoSandbox,

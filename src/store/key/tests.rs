@@ -8,6 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderName;
 
 use super::*;
+use crate::config::{
+    AdobeImsConfig, CyberbizConfig, ExpiresInUnit, OAuth2AuthMethod, OAuth2Config, OAuth2Grant, PasswordOrClient,
+    ResponseMapping, ShoplineConfig, ShoplineCredentials, StaticConfig, VantageConfig,
+};
 
 fn uri(text: &str) -> http::Uri {
     text.parse().expect("valid test URI")
