@@ -4,6 +4,7 @@
 //! The request path only bumps atomics; all formatting happens here, when a scraper asks. The
 //! registry is created in `main` and passed in: no globals.
 
+mod labels;
 mod tenants;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
+use self::labels::{Encoded, tenant_label};
 use crate::clock;
 use crate::config::CallerClass;
 use crate::metrics::{AtomicHistogram, GlobalMetrics};
@@ -26,9 +28,6 @@ pub(crate) struct MetricsCollector {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub globals: Arc<GlobalMetrics>,
 }
-
-type Labels<'a> = [(&'static str, &'a str); 1];
-type Encoded = Result<(), std::fmt::Error>;
 
 impl prometheus_client::collector::Collector for MetricsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Encoded {
@@ -345,10 +344,6 @@ fn replay_budget(encoder: &mut DescriptorEncoder<'_>, globals: &GlobalMetrics) -
         MetricType::Counter,
     )?;
     counter(&mut exhausted, globals.replay_budget_exhausted.load(Relaxed))
-}
-
-fn tenant_label(tenant: &Tenant) -> Labels<'_> {
-    [("tenant", tenant.config.name.as_str())]
 }
 
 fn counter(encoder: &mut MetricEncoder<'_>, value: u64) -> Encoded {

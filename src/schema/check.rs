@@ -3,42 +3,11 @@
 //! any errors until all of them have been parsed"). It lives below both the configuration and the
 //! providers, which each validate their own keys with it.
 
-use std::fmt::{self, Display};
+use std::fmt::Display;
 
 use super::Secret;
+use super::errors::ConfigError;
 use super::source::Source;
-
-/// One problem found in a configuration, located where possible.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// `file:line:column`, or just the file when the position is unknown.
-    pub location: String,
-    pub message: String,
-}
-
-impl Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
-    }
-}
-
-/// Every problem of one load, reported together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "error: {error}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 /// Where `{ env = "NAME" }` and `{ file = "..." }` secrets are read from. Tests pass a map.
 pub trait Env: Send + Sync {

@@ -10,6 +10,7 @@
 //! configuration that assembles the tenants. Nothing here knows a section or a provider by name.
 
 pub(crate) mod check;
+pub(crate) mod errors;
 pub(crate) mod fields;
 pub(crate) mod limits;
 pub(crate) mod print;
@@ -19,7 +20,8 @@ pub(crate) mod source;
 pub(crate) mod units;
 pub(crate) mod values;
 
-pub use check::{ConfigError, ConfigErrors, Env, MapEnv, NoSecrets, ProcessEnv};
+pub use check::{Env, MapEnv, NoSecrets, ProcessEnv};
+pub use errors::{ConfigError, ConfigErrors};
 pub use limits::{BatchShare, CallerClass, MAX_PAUSE, PerClass, RateLimitConfig};
 pub use secret::Secret;
 pub use values::{KeyDigest, UpstreamUrl};

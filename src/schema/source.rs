@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::check::ConfigError;
+use super::errors::ConfigError;
 
 /// The parsed text, kept for span lookups while validating.
 pub(crate) struct Source<'t> {

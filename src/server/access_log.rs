@@ -9,15 +9,38 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
 
-use super::pipeline::RequestCtx;
 use super::request_id::{self, RequestId};
+use crate::config::CallerClass;
 use crate::error::ProxyBody;
 use crate::telemetry::traces::RequestTrace;
-use crate::tenant::Snapshot;
+use crate::tenant::{Snapshot, Tenant};
 use crate::upstream::BodyFate;
+
+/// What the pipeline learns about one request, for the access log.
+pub(crate) struct RequestCtx {
+    pub(crate) started: Instant,
+    pub(crate) tenant: Option<Arc<Tenant>>,
+    /// How long the request waited for a rate-limit slot; `None` when it never got one (no
+    /// limiter, refused earlier, or rejected with 429), so the wait histogram only holds real waits.
+    pub(crate) rate_limit_wait: Option<Duration>,
+    /// The caller, as its index in the snapshot's callers (none without callers).
+    pub(crate) caller: Option<usize>,
+    /// The caller's class (`standard` until the caller is known).
+    pub(crate) class: CallerClass,
+    pub(crate) generation: Option<u64>,
+    pub(crate) upstream_status: Option<StatusCode>,
+    pub(crate) upstream_elapsed: Option<Duration>,
+    pub(crate) replayed: bool,
+    pub(crate) request_bytes: RequestBytes,
+    /// The request's span tree, when traces are exported (README, "Observability").
+    pub(crate) trace: Option<Box<RequestTrace>>,
+    /// Whose fault the proxy's own refusal was, when it refused.
+    pub(crate) fault: Option<crate::error::Fault>,
+}
 
 /// Target of the one-per-request access event.
 pub(super) const ACCESS_LOG: &str = "tokenbroker::access";

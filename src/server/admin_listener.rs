@@ -42,8 +42,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
-use super::ACCEPT_ERROR_PAUSE;
-use super::connection::{self, Activity, Gate, Limits, Tracked};
+use super::connection::{self, ACCEPT_ERROR_PAUSE, Activity, Gate, Limits, Tracked};
 use crate::admin;
 use crate::tenant::Snapshot;
 

@@ -26,6 +26,9 @@ use tokio::time::Instant;
 
 use crate::metrics::GlobalMetrics;
 
+/// Accept errors such as EMFILE are retried after a pause instead of spinning.
+pub(super) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
 /// The timeouts every connection of a listener gets (`[server]`, read once at startup).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {

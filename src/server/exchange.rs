@@ -9,7 +9,7 @@ use http::header::HeaderMap;
 use http::{Method, Request, Response, Uri};
 use tokio::time::Instant;
 
-use super::pipeline::RequestCtx;
+use super::access_log::RequestCtx;
 use crate::error::ProxyError;
 use crate::tenant::Tenant;
 use crate::token::CurrentToken;

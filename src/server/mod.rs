@@ -9,6 +9,7 @@ mod admin_listener;
 pub(crate) mod callers;
 mod connection;
 mod exchange;
+mod inbound;
 mod origin;
 pub(crate) mod pipeline;
 mod replay_budget;
@@ -37,31 +38,9 @@ use tokio::task::JoinHandle;
 use crate::config::{ServerConfig, TenantName};
 use crate::metrics::GlobalMetrics;
 use crate::tenant::Snapshot;
-use connection::{Activity, Gate, Limits, Tracked};
+use connection::{ACCEPT_ERROR_PAUSE, Activity, Gate, Limits, Tracked};
+pub(crate) use inbound::{Binding, Inbound};
 use replay_budget::ReplayBudget;
-
-/// Which listener a request arrived on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Binding {
-    /// The main listener: the first path segment names the tenant.
-    Main,
-    /// A tenant's own listener: every request is this tenant, with no prefix.
-    Tenant(TenantName),
-}
-
-/// A proxy listener as the pipeline sees it.
-#[derive(Debug)]
-pub(crate) struct Inbound {
-    pub(crate) binding: Binding,
-    /// Bound to a loopback address: anonymous requests on it must name this machine as their host
-    /// (see [`origin`]).
-    pub(crate) loopback: bool,
-    /// `server.replay_buffer_budget`, shared by every request on the proxy listeners.
-    pub(crate) replay_budget: Arc<ReplayBudget>,
-}
-
-/// Accept errors such as EMFILE are retried after a pause instead of spinning.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// One running accept loop and the switch that stops it.
 struct AcceptLoop {

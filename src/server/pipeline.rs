@@ -31,10 +31,11 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::access_log::{self, AccessBody, Logged, RequestBytes, TRACEPARENT, record};
+use super::access_log::{self, AccessBody, Logged, RequestBytes, RequestCtx, TRACEPARENT, record};
 use super::exchange::Exchange;
+use super::inbound::{Binding, Inbound};
 use super::request_body::{BodyRules, PreparedBody, blame, prepare_body};
-use super::{Binding, Inbound, callers, origin, request_id};
+use super::{callers, origin, request_id};
 use crate::config::CallerClass;
 use crate::error::{ProxyBody, ProxyError};
 use crate::routing::{path, rewrite};
@@ -42,28 +43,6 @@ use crate::telemetry::traces::RequestTrace;
 use crate::tenant::{Snapshot, Tenant};
 use crate::token::CurrentToken;
 use crate::upstream::{Resign, UpstreamResponseBody, headers};
-
-/// What the pipeline learns about one request, for the access log.
-pub(crate) struct RequestCtx {
-    pub(crate) started: Instant,
-    pub(crate) tenant: Option<Arc<Tenant>>,
-    /// How long the request waited for a rate-limit slot; `None` when it never got one (no
-    /// limiter, refused earlier, or rejected with 429), so the wait histogram only holds real waits.
-    pub(crate) rate_limit_wait: Option<Duration>,
-    /// The caller, as its index in the snapshot's callers (none without callers).
-    pub(crate) caller: Option<usize>,
-    /// The caller's class (`standard` until the caller is known).
-    pub(crate) class: CallerClass,
-    pub(crate) generation: Option<u64>,
-    pub(crate) upstream_status: Option<StatusCode>,
-    pub(crate) upstream_elapsed: Option<Duration>,
-    pub(crate) replayed: bool,
-    pub(crate) request_bytes: RequestBytes,
-    /// The request's span tree, when traces are exported (README, "Observability").
-    pub(crate) trace: Option<Box<RequestTrace>>,
-    /// Whose fault the proxy's own refusal was, when it refused.
-    pub(crate) fault: Option<crate::error::Fault>,
-}
 
 /// Serves one request from `peer`; never fails (errors become problem+json responses).
 pub(crate) async fn handle(

@@ -36,8 +36,8 @@ use hyper_util::rt::TokioIo;
 use thread_local::ThreadLocal;
 use tokio::time::Instant;
 
+use super::attempt::{POOL_IDLE_TIMEOUT, UpstreamBody};
 use super::tls::{Alpn, ConnectError, Endpoint, Stream, TlsConfig, TlsSetupError};
-use super::{POOL_IDLE_TIMEOUT, UpstreamBody};
 
 /// At most this many idle connections are kept per worker thread (more are closed when returned).
 const MAX_IDLE_PER_THREAD: usize = 256;
@@ -230,7 +230,7 @@ impl Http1Pool {
                     Some(unsent) if reused => {
                         tracing::debug!(error = %error.error(), "reused upstream connection was closed; sending again");
                         request = unsent;
-                        super::sign_attempt(&mut request);
+                        super::attempt::sign_attempt(&mut request);
                     }
                     _ => return Err(Http1Error::Exchange(error.into_error())),
                 },

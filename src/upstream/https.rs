@@ -31,9 +31,9 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
+use super::attempt::{POOL_IDLE_TIMEOUT, UpstreamBody};
 use super::http1::{Http1Pool, UpstreamResponseBody};
 use super::tls::{Alpn, ConnectError, Endpoint, Stream, TlsConfig, TlsSetupError};
-use super::{POOL_IDLE_TIMEOUT, UpstreamBody};
 use settling::{Settled, Settling};
 
 mod settling;

@@ -23,7 +23,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::CONNECT_TIMEOUT;
+/// Connect budget, TCP and TLS handshake together; the rest of the exchange is bounded by
+/// `request_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {

@@ -14,11 +14,11 @@ const MAX_FILE_LINES: usize = 450;
 const MAX_FN_LINES: usize = 60;
 
 /// A source file, without the items that belong to tests.
-struct Source {
-    path: PathBuf,
+pub(crate) struct Source {
+    pub(crate) path: PathBuf,
     /// The top-level module it belongs to (`src/token/mod.rs` → `token`).
-    module: String,
-    lines: Vec<String>,
+    pub(crate) module: String,
+    pub(crate) lines: Vec<String>,
 }
 
 fn src_dir() -> PathBuf {
@@ -46,7 +46,7 @@ fn is_test_file(relative: &Path) -> bool {
         || relative.components().any(|c| c.as_os_str() == "tests")
 }
 
-fn product_sources() -> Vec<Source> {
+pub(crate) fn product_sources() -> Vec<Source> {
     let root = src_dir();
     let mut paths = Vec::new();
     rust_files(&root, &mut paths);
@@ -99,7 +99,7 @@ fn without_test_items(text: &str) -> Vec<String> {
 }
 
 /// `module → modules it names as crate::<module>`, without self-edges or the crate root.
-fn import_graph(sources: &[Source]) -> BTreeMap<String, BTreeSet<String>> {
+pub(crate) fn import_graph(sources: &[Source]) -> BTreeMap<String, BTreeSet<String>> {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for source in sources.iter().filter(|s| s.module != "lib" && s.module != "main") {
         let edges = graph.entry(source.module.clone()).or_default();
@@ -121,7 +121,7 @@ fn import_graph(sources: &[Source]) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 /// One cycle in `graph`, as the path that closes it, if there is any.
-fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+pub(crate) fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     fn visit(
         node: &str,
         graph: &BTreeMap<String, BTreeSet<String>>,

@@ -21,6 +21,7 @@ mod head_limits;
 mod https;
 mod inbound;
 mod layout;
+mod layout_layers;
 mod observability_files;
 mod oidc;
 mod providers;

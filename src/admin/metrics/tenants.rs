@@ -5,7 +5,7 @@
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
-use super::{Encoded, tenant_label};
+use super::labels::{Encoded, tenant_label};
 use crate::tenant::Tenant;
 
 /// The time to expiry at which the current token falls due for renewal at the latest:
