@@ -7,7 +7,10 @@
 //!
 //! Whose fault a failure is decides its status: a request the caller got wrong, including a body
 //! that broke or stalled on its way in ([`RequestBodyError`], downstream), is a 4xx, even when it
-//! broke while streaming to the upstream; only what the upstream did or failed to do is a 5xx.
+//! broke while streaming to the upstream; what the upstream or the IdP did or failed to do, and
+//! the proxy's own failures (internal), are 5xx. A cause is kept as the error it was (the token
+//! call's [`TokenUnavailable`], the connection's [`Unreachable`]) and turned into text only when
+//! it is shown.
 
 use std::time::Duration;
 
@@ -16,8 +19,9 @@ use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
 use crate::config::TenantName;
+use crate::token::TokenUnavailable;
 pub(crate) use crate::upstream::RequestBodyError;
-use crate::upstream::UpstreamResponseBody;
+use crate::upstream::{Unreachable, UpstreamResponseBody};
 
 /// What the proxy sends back: the upstream's streamed body, or one it made itself.
 pub(crate) type ProxyBody = Either<UpstreamResponseBody, Full<Bytes>>;
@@ -33,6 +37,9 @@ pub(crate) enum Fault {
     Downstream,
     /// What the proxy depends on: the upstream, or the IdP behind a missing token.
     Upstream,
+    /// The proxy itself: a token task that failed and is restarting, a tenant retired by a reload
+    /// while the request waited.
+    Internal,
 }
 
 impl Fault {
@@ -40,6 +47,7 @@ impl Fault {
         match self {
             Self::Downstream => "downstream",
             Self::Upstream => "upstream",
+            Self::Internal => "internal",
         }
     }
 }
@@ -66,9 +74,9 @@ pub(crate) enum ProxyError {
     #[error("the tenant's rate limit is exhausted")]
     RateLimited { retry_after: Duration },
     #[error("no valid upstream token: {0}")]
-    TokenUnavailable(String),
+    TokenUnavailable(TokenUnavailable),
     #[error("the upstream could not be reached: {0}")]
-    UpstreamUnreachable(String),
+    UpstreamUnreachable(Unreachable),
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
     /// The caller's body stalled (408) or broke (400): the fault is downstream, whether the proxy
@@ -101,6 +109,7 @@ impl ProxyError {
     /// Whose fault it is (see [`Fault`]); a test holds it to the status class.
     pub(crate) fn fault(&self) -> Fault {
         match self {
+            Self::TokenUnavailable(cause) if cause.is_internal() => Fault::Internal,
             Self::TokenUnavailable(_) | Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) => Fault::Upstream,
             Self::UnknownTenant
             | Self::BadRequest(_)
@@ -201,8 +210,9 @@ mod tests {
             ProxyError::RateLimited {
                 retry_after: Duration::from_secs(1),
             },
-            ProxyError::TokenUnavailable("idp down".into()),
-            ProxyError::UpstreamUnreachable("refused".into()),
+            ProxyError::TokenUnavailable(TokenUnavailable::Timeout(Duration::from_secs(1))),
+            ProxyError::TokenUnavailable(TokenUnavailable::ShuttingDown),
+            ProxyError::UpstreamUnreachable(Unreachable::new("refused")),
             ProxyError::UpstreamTimeout(Duration::from_secs(1)),
             ProxyError::RequestBody(RequestBodyError::Stalled(Duration::from_secs(1))),
             ProxyError::RequestBody(RequestBodyError::Broken),
@@ -210,6 +220,9 @@ mod tests {
         for error in every {
             let client = error.status().is_client_error();
             assert_eq!(client, error.fault() == Fault::Downstream, "{}", error.code());
+            // Only the proxy's own failures are internal, and they are never the caller's.
+            let internal = matches!(error, ProxyError::TokenUnavailable(TokenUnavailable::ShuttingDown));
+            assert_eq!(internal, error.fault() == Fault::Internal, "{}", error.code());
             assert!(client || error.status().is_server_error(), "{}", error.code());
         }
     }

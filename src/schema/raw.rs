@@ -4,7 +4,7 @@
 //! `deny_unknown_fields`, so a typo fails loudly instead of silently disabling a limit) and
 //! `validate` does the meaning. Hence no logic here: only strings, numbers, `Option`s, `Vec`s and
 //! the few "either this or that" enums TOML needs. Sections are deserialized one at a time (see
-//! `validate::source`) so one broken tenant does not hide the errors of the others.
+//! `source.rs`) so one broken tenant does not hide the errors of the others.
 
 use std::collections::BTreeMap;
 
@@ -77,7 +77,7 @@ pub(crate) struct RawTenant {
     pub(crate) replay_body_limit: Option<RawQuantity>,
     pub(crate) min_token_age: Option<RawQuantity>,
 
-    // Provider keys (which provider takes which: `validate/providers/mod.rs`, `PROVIDER_KEYS`).
+    // Provider keys (which provider takes which: each provider's `KEYS`, under `src/providers/`).
     pub(crate) client_id: Option<String>,
     pub(crate) client_secret: Option<RawSecret>,
     pub(crate) client_secrets: Option<Vec<RawSecret>>,

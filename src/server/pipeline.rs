@@ -313,7 +313,7 @@ async fn take_token(exchange: &Exchange<'_>, ctx: &mut RequestCtx) -> Result<Arc
                 let fetch = token.as_ref().ok().and_then(|t| t.fetch_span.as_ref());
                 trace.token_wait("no usable token", fetch);
             }
-            token.map_err(|e| ProxyError::TokenUnavailable(e.0))?
+            token.map_err(ProxyError::TokenUnavailable)?
         }
     };
     ctx.generation = Some(token.generation);

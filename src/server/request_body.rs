@@ -181,7 +181,7 @@ mod tests {
     async fn an_upstream_failure_after_the_body_failed_is_the_callers_fault() {
         let mut body = broken_body();
         let fate = body.noting_failure();
-        let reset = || ProxyError::UpstreamUnreachable("stream error: CANCEL".into());
+        let reset = || ProxyError::UpstreamUnreachable(crate::upstream::Unreachable::new("stream error: CANCEL"));
         assert_eq!(
             blame(&fate, reset()).code(),
             "upstream_unreachable",

@@ -39,7 +39,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::auth::{FetchToken, Token, TokenHttp};
+use crate::auth::{FetchToken, ProviderError, Token, TokenHttp};
 use crate::config::{TenantName, TokenPolicy};
 use crate::providers::Provider;
 use crate::store::{SharedSlot, Store, StoreKey};
@@ -74,9 +74,37 @@ impl CurrentToken {
 }
 
 /// Why no token could be handed out. The message never holds a token or secret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct TokenUnavailable(pub String);
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum TokenUnavailable {
+    /// The last token call ended without a token, and none is under way.
+    #[error(transparent)]
+    Failed(CallFailure),
+    /// The token held lapsed and no call replaced it (a credential that cannot be renewed).
+    #[error("the token expired")]
+    Expired,
+    /// A reload or shutdown retired the tenant while the request waited.
+    #[error("the tenant is shutting down")]
+    ShuttingDown,
+    /// No token came within the request's wait.
+    #[error("no token after waiting {0:?}")]
+    Timeout(Duration),
+}
+
+impl TokenUnavailable {
+    /// Whether the proxy itself, not the IdP, is why: a restarting token task or a retired tenant.
+    pub(crate) fn is_internal(&self) -> bool {
+        matches!(self, Self::ShuttingDown | Self::Failed(CallFailure::TaskRestarted))
+    }
+}
+
+/// Why the last token call ended without a token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum CallFailure {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error("the token task failed and is restarting")]
+    TaskRestarted,
+}
 
 /// Progress of the background task, published to waiting requests.
 #[derive(Debug, Clone, Default)]
@@ -84,7 +112,8 @@ struct Status {
     /// Attempts finished so far (successful or not).
     completed: u64,
     fetching: bool,
-    last_error: Option<String>,
+    /// Why the last call failed; `None` once one succeeds. The one copy: [`TokenStats`] shows it.
+    last_error: Option<CallFailure>,
 }
 
 /// Where the current token came from.
@@ -128,6 +157,7 @@ pub(crate) struct TokenStats {
     /// Times the background task panicked and was restarted.
     pub task_restarts: u64,
     pub last_renewal: Option<SystemTime>,
+    /// Why the last token call failed, read from the task's status when the figures are taken.
     pub last_error: Option<String>,
 }
 
@@ -318,7 +348,9 @@ impl<P: TokenSource> TokenManager<P> {
     }
 
     pub(crate) fn stats(&self) -> TokenStats {
-        self.inner.stats_mut().clone()
+        let mut stats = self.inner.stats_mut().clone();
+        stats.last_error = self.inner.status.borrow().last_error.as_ref().map(ToString::to_string);
+        stats
     }
 }
 
@@ -350,14 +382,16 @@ impl<P: TokenSource> Inner<P> {
             {
                 let now = status.borrow_and_update();
                 if !now.fetching && (now.completed > started || now.last_error.is_some()) {
-                    let cause = now.last_error.clone().unwrap_or_else(|| "the token expired".to_owned());
-                    return Err(TokenUnavailable(cause));
+                    return Err(now
+                        .last_error
+                        .clone()
+                        .map_or(TokenUnavailable::Expired, TokenUnavailable::Failed));
                 }
             }
             match tokio::time::timeout_at(deadline, status.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(TokenUnavailable("the tenant is shutting down".to_owned())),
-                Err(_) => return Err(TokenUnavailable(format!("no token after waiting {limit:?}"))),
+                Ok(Err(_)) => return Err(TokenUnavailable::ShuttingDown),
+                Err(_) => return Err(TokenUnavailable::Timeout(limit)),
             }
         }
     }

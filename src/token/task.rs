@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::shared::{self, Renewal};
-use super::{CurrentToken, Inner, Obtained, Origin, TokenSource, TokenStats, refresh};
+use super::{CallFailure, CurrentToken, Inner, Obtained, Origin, TokenSource, TokenStats, refresh};
 use crate::auth::{FetchCtx, ProviderError, Token};
 use crate::clock;
 use crate::store::{SharedSlot, StoredToken};
@@ -22,9 +22,6 @@ const STORE_POLL: Duration = Duration::from_secs(15);
 
 /// A task that ran this long before it panicked was healthy: its restart backoff starts over.
 const HEALTHY_RUN: Duration = refresh::BACKOFF_CAP;
-
-/// What waiting requests are told while a panicked task waits to restart.
-const TASK_FAILED: &str = "the token task failed and is restarting";
 
 /// Why the task woke up.
 enum Wake {
@@ -64,21 +61,17 @@ impl<P: TokenSource> Inner<P> {
 
     fn after_panic(&self, restarts: u32) {
         tracing::error!(tenant = %self.tenant, restarts, "the token task panicked; restarting it");
-        self.note_failure(TASK_FAILED.to_owned(), |stats| stats.task_restarts += 1);
+        self.note_failure(CallFailure::TaskRestarted, |stats| stats.task_restarts += 1);
     }
 
     /// A token call that ended without a token (a failure, or a panic): the figures count it, and
     /// every request waiting on the call learns its cause at once.
-    fn note_failure(&self, message: String, count: impl FnOnce(&mut TokenStats)) {
-        {
-            let mut stats = self.stats_mut();
-            count(&mut stats);
-            stats.last_error = Some(message.clone());
-        }
+    fn note_failure(&self, failure: CallFailure, count: impl FnOnce(&mut TokenStats)) {
+        count(&mut self.stats_mut());
         self.status.send_modify(|s| {
             s.fetching = false;
             s.completed += 1;
-            s.last_error = Some(message);
+            s.last_error = Some(failure);
         });
     }
 
@@ -242,7 +235,6 @@ impl<P: TokenSource> Inner<P> {
             stats.store_version = (self.shared.is_some() && sync.version > 0).then_some(sync.version);
             stats.unpublished = sync.unpublished;
             stats.last_renewal = Some(clock::system_now());
-            stats.last_error = None;
         }
         let expires_in = current.expires_at.map(|at| clock::remaining(at).as_secs());
         let origin = origin.as_str();
@@ -268,9 +260,8 @@ impl<P: TokenSource> Inner<P> {
     }
 
     fn record_failure(&self, error: &ProviderError, failures: u32) -> Option<Instant> {
-        let message = error.to_string();
-        tracing::warn!(tenant = %self.tenant, attempt = failures, error = %message, "token call failed");
-        self.note_failure(message, |stats| stats.renewals_failed += 1);
+        tracing::warn!(tenant = %self.tenant, attempt = failures, %error, "token call failed");
+        self.note_failure(CallFailure::Provider(error.clone()), |stats| stats.renewals_failed += 1);
         if matches!(error, ProviderError::Expired) {
             return None;
         }

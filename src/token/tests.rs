@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::TokenManager;
+use super::{CallFailure, TokenManager, TokenUnavailable};
 use crate::auth::{FetchCtx, FetchToken, ProviderError, Token, TokenHttp};
 use crate::config::{Secret, TenantName, TokenPolicy};
 use crate::store::{MemoryStore, Store, StoreKey};
@@ -153,7 +153,13 @@ async fn failures_back_off_and_the_token_serves_until_real_expiry() {
     }
     tokio::time::advance(Duration::from_secs(2)).await;
     let error = tokens.current(WAIT).await.expect_err("expired during the outage");
-    assert!(error.0.contains("unreachable"), "{error}");
+    assert!(
+        matches!(
+            &error,
+            TokenUnavailable::Failed(CallFailure::Provider(ProviderError::Unreachable(_)))
+        ),
+        "{error}"
+    );
     // Retries after the first renewal attempt: 1, 2, 4, 8 s … each scaled into [80 %, 100 %].
     let at = fetched_at.lock().expect("test lock").clone();
     for (i, pair) in at[1..].windows(2).take(4).enumerate() {
@@ -221,7 +227,10 @@ async fn a_failing_first_fetch_answers_waiters_with_the_cause() {
     })]);
     let tokens = manager(fake);
     let error = tokens.current(WAIT).await.expect_err("no token");
-    assert!(error.0.contains("invalid_client"), "{error}");
+    assert!(
+        matches!(&error, TokenUnavailable::Failed(CallFailure::Provider(ProviderError::Rejected { code, .. })) if code == "invalid_client"),
+        "{error}"
+    );
     // While the task backs off, requests fail fast instead of hanging.
     let started = Instant::now();
     tokens.current(WAIT).await.expect_err("still no token");
@@ -300,7 +309,11 @@ async fn a_panic_in_the_token_call_restarts_the_task_and_the_next_request_is_ser
     let started = Instant::now();
     let error = tokens.current(WAIT).await.expect_err("the first call panicked");
     assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
-    assert!(error.0.contains("restarting"), "{error}");
+    assert!(
+        matches!(error, TokenUnavailable::Failed(CallFailure::TaskRestarted)),
+        "{error}"
+    );
+    assert!(error.is_internal());
     assert_eq!(tokens.stats().task_restarts, 1);
     // The task restarts after the first backoff (at most 1 s) and serves the next request.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -26,6 +26,8 @@ pub(crate) use http1::{Http1Pool, UpstreamResponseBody};
 pub(crate) use https::HttpsPool;
 pub(crate) use tls::{TlsConfig, TlsSetupError};
 
+use std::sync::Arc;
+
 use futures_util::TryFutureExt;
 use futures_util::future::Either as EitherFuture;
 use http::uri::PathAndQuery;
@@ -56,11 +58,54 @@ pub(crate) enum UpstreamError {
     /// aborted the upstream request.
     #[error(transparent)]
     RequestBody(RequestBodyError),
-    /// No connection, or the exchange broke before a response head arrived; the text is the whole
-    /// cause chain (connection errors only, never a header or body).
-    #[error("{0}")]
-    Unreachable(String),
+    /// No connection, or the exchange broke before a response head arrived.
+    #[error(transparent)]
+    Unreachable(Unreachable),
 }
+
+/// Why the upstream could not be reached: the error that said so, kept whole, and for a request
+/// the upstream refused unprocessed, why the proxy did not send it again. It shows as the error's
+/// whole cause chain, which holds connection errors only, never a header or a body.
+#[derive(Debug, Clone)]
+pub(crate) struct Unreachable {
+    error: Arc<dyn std::error::Error + Send + Sync>,
+    /// Set when the upstream closed the connection before processing the request.
+    not_resent: Option<&'static str>,
+}
+
+impl Unreachable {
+    pub(crate) fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            error: Arc::from(error.into()),
+            not_resent: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(why) = self.not_resent {
+            write!(
+                f,
+                "the upstream closed the connection before processing the request ({why}): "
+            )?;
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*self.error);
+        let mut first = true;
+        while let Some(current) = cause {
+            if !first {
+                f.write_str(": ")?;
+            }
+            write!(f, "{current}")?;
+            first = false;
+            cause = current.source();
+        }
+        Ok(())
+    }
+}
+
+/// The chain is already the message; a reporter that walks sources would print it twice.
+impl std::error::Error for Unreachable {}
 
 impl Upstream {
     /// The URI for `path_and_query` on `upstream`: the HTTP/1 pool writes origin-form as given;
@@ -95,7 +140,7 @@ impl Upstream {
             sign_attempt(&mut request);
         }
         match self {
-            Self::Http1(pool) => EitherFuture::Left(pool.send(request).map_err(|e| classify(&e))),
+            Self::Http1(pool) => EitherFuture::Left(pool.send(request).map_err(classify)),
             // An authority known to speak HTTP/1.1 has nothing to retry (a request its pool could
             // not write on a reused connection is sent again there).
             Self::Https(pool) if !pool.multiplexes() => {
@@ -131,7 +176,7 @@ async fn send_https(
         };
         let error = match pool.send(request).await {
             Ok(response) => return Ok(response),
-            Err(SendError::Failed(error)) => return Err(classify(&*error)),
+            Err(SendError::Failed(error)) => return Err(classify(error)),
             Err(SendError::Unsent(unsent, error)) => {
                 request = *unsent;
                 error
@@ -141,11 +186,11 @@ async fn send_https(
                     request = copy;
                     error
                 }
-                None => return Err(refused(&error, "its streamed body cannot be sent again")),
+                None => return Err(refused(error, "its streamed body cannot be sent again")),
             },
         };
         if attempt == REFUSED_ATTEMPTS {
-            return Err(refused(&error, "on every attempt"));
+            return Err(refused(error, "on every attempt"));
         }
         tracing::debug!(
             attempt,
@@ -181,28 +226,28 @@ impl SendError {
     /// The error as the caller sees it, without a second attempt.
     fn classify(self) -> UpstreamError {
         match self {
-            Self::Failed(error) => classify(&*error),
-            Self::Unsent(_, error) | Self::Refused(error) => classify(&error),
+            Self::Failed(error) => classify(error),
+            Self::Unsent(_, error) | Self::Refused(error) => classify(error),
         }
     }
 }
 
-fn refused(error: &hyper::Error, why: &str) -> UpstreamError {
-    let chain = match classify(error) {
-        UpstreamError::Unreachable(chain) => chain,
-        other => return other,
-    };
-    UpstreamError::Unreachable(format!(
-        "the upstream closed the connection before processing the request ({why}): {chain}"
-    ))
+fn refused(error: hyper::Error, why: &'static str) -> UpstreamError {
+    match classify(error) {
+        UpstreamError::Unreachable(unreachable) => UpstreamError::Unreachable(Unreachable {
+            not_resent: Some(why),
+            ..unreachable
+        }),
+        other => other,
+    }
 }
 
 /// Finds the caller's body among the causes (it surfaces as hyper's user-body error, whose source is
-/// our `LengthLimitError` cap or the [`RequestBodyError`] of the body as read), else reports the
-/// whole chain as the upstream being unreachable.
-fn classify(error: &(dyn std::error::Error + 'static)) -> UpstreamError {
-    let mut chain = String::new();
-    let mut cause = Some(error);
+/// our `LengthLimitError` cap or the [`RequestBodyError`] of the body as read), else keeps the error
+/// as the reason the upstream was unreachable.
+fn classify(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> UpstreamError {
+    let error = error.into();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
     while let Some(current) = cause {
         if current.is::<LengthLimitError>() {
             return UpstreamError::BodyTooLarge;
@@ -210,11 +255,7 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> UpstreamError {
         if let Some(body) = current.downcast_ref::<RequestBodyError>() {
             return UpstreamError::RequestBody(*body);
         }
-        if !chain.is_empty() {
-            chain.push_str(": ");
-        }
-        chain.push_str(&current.to_string());
         cause = current.source();
     }
-    UpstreamError::Unreachable(chain)
+    UpstreamError::Unreachable(Unreachable::new(error))
 }
