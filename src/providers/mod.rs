@@ -9,8 +9,9 @@
 //! | its store fingerprint and its `check --print` form | `mod.rs`, `fingerprint` and `print` |
 //! | its token protocol, the headers it adds, whether it renews, what a lone renewal costs peers | `token.rs` (`sign.rs` for OAuth 1.0a) |
 //!
-//! The three enums below are the only places that list the providers, and they dispatch with
-//! `match`, so a provider added to one and not handled everywhere is a compile error:
+//! Three enums are the only places that list the providers (`ProviderKind` and `ProviderConfig`
+//! here, `Provider` in `protocol.rs`), and they dispatch with `match`, so a provider added to one
+//! and not handled everywhere is a compile error:
 //!
 //! ```text
 //!   ProviderKind  (the `provider = "..."` name)  ──build──▶  ProviderConfig  (validated block)
@@ -25,7 +26,7 @@
 //!
 //! Providers sit below the configuration, which assembles tenants from them, and above `schema`
 //! (raw TOML, the checking context) and `auth` (the token-endpoint client); see
-//! `docs/architecture.md`. Adding one: `docs/providers.md`, "Adding a provider".
+//! `docs/architecture.md`, whose "Providers" section says how to add one.
 
 pub(crate) mod adobe_commerce;
 pub(crate) mod adobe_ims;
