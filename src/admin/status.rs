@@ -13,10 +13,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::config::CallerClass;
-use crate::ratelimit::LimiterState;
 use crate::reload::ReloadRecord;
 
-use super::view::{Readiness, StoreView, TenantView};
+use super::view::{LimiterView, Readiness, StoreView, TenantView};
 
 /// How often the page reloads itself: quick enough to watch a renewal or a queue drain, slow
 /// enough that an open tab costs nothing (each render reads atomics and a few short locks).
@@ -170,7 +169,8 @@ fn origin(tenant: &TenantView) -> String {
 }
 
 /// `shared`, `fallback (rate ÷ 3)` or `local`, with the rate and any upstream pause.
-fn limiter_mode(limiter: &LimiterState) -> String {
+fn limiter_mode(view: &LimiterView) -> String {
+    let limiter = &view.state;
     let mut text = escape(limiter.mode);
     if let Some(replicas) = limiter.divided_by {
         let _ = write!(text, " (rate ÷ {replicas})");
@@ -186,7 +186,8 @@ fn limiter_mode(limiter: &LimiterState) -> String {
     text
 }
 
-fn queue(limiter: &LimiterState) -> String {
+fn queue(view: &LimiterView) -> String {
+    let limiter = &view.state;
     let parts: Vec<String> = CallerClass::ALL
         .into_iter()
         .map(|class| {
@@ -197,7 +198,7 @@ fn queue(limiter: &LimiterState) -> String {
     format!(
         "{}<br><span class=\"muted\">rejected {}</span>",
         parts.join(" · "),
-        limiter.rejected_total
+        view.rejected_total
     )
 }
 

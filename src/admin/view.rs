@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use crate::clock;
+use crate::config::CallerClass;
 use crate::ratelimit::LimiterState;
 use crate::tenant::{Snapshot, Tenant};
 use crate::token::{CurrentToken, Origin, TokenStats};
@@ -34,7 +37,16 @@ pub(super) struct TenantView {
     pub(super) renews: bool,
     pub(super) stats: TokenStats,
     pub(super) readiness: Readiness,
-    pub(super) limiter: Option<LimiterState>,
+    pub(super) limiter: Option<LimiterView>,
+}
+
+/// A tenant's limiter as `/tenants` and the status page show it: its state, and the requests it
+/// turned away, all classes together (the tenant's metrics count them by class, once).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub(super) struct LimiterView {
+    #[serde(flatten)]
+    pub(super) state: LimiterState,
+    pub(super) rejected_total: u64,
 }
 
 /// Whether a tenant can serve, and for how long.
@@ -79,7 +91,13 @@ pub(super) fn tenant_view(tenant: &Tenant) -> TenantView {
         renews: tenant.tokens.renews(),
         readiness: readiness(tenant, current.as_deref(), &stats),
         stats,
-        limiter: tenant.limiter.as_ref().map(|l| l.state()),
+        limiter: tenant.limiter.as_ref().map(|limiter| LimiterView {
+            state: limiter.state(),
+            rejected_total: CallerClass::ALL
+                .iter()
+                .map(|class| tenant.metrics.ratelimit_rejected.by(*class).load(Relaxed))
+                .sum(),
+        }),
     }
 }
 

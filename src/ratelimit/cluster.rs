@@ -56,7 +56,6 @@ pub(crate) struct ClusterLimiter {
     /// Used while Redis cannot be reached; rebuilt when the replica count it divides by changes.
     fallback: ArcSwap<Fallback>,
     granted_total: AtomicU64,
-    rejected_total: AtomicU64,
     waited_total_nanos: AtomicU64,
 }
 
@@ -85,7 +84,6 @@ impl ClusterLimiter {
                 limiter: LocalLimiter::share_of(config, replicas),
             }),
             granted_total: AtomicU64::new(0),
-            rejected_total: AtomicU64::new(0),
             waited_total_nanos: AtomicU64::new(0),
         }
     }
@@ -240,7 +238,6 @@ impl ClusterLimiter {
             waiting_by_class: self.waiting_per_class(local.waiting_by_class),
             paused_for: (paused > Duration::ZERO).then_some(paused).or(local.paused_for),
             granted_total: self.granted_total.load(Ordering::Relaxed) + local.granted_total,
-            rejected_total: self.rejected_total.load(Ordering::Relaxed) + local.rejected_total,
             waited_total: Duration::from_nanos(self.waited_total_nanos.load(Ordering::Relaxed)) + local.waited_total,
             mode: if shared { "shared" } else { "fallback" },
             divided_by: (!shared).then_some(fallback.replicas),
@@ -290,7 +287,6 @@ impl ClusterLimiter {
     /// A refusal; its `Retry-After` may come from Redis, so it is capped at what a full bucket
     /// behind the longest pause could ask for.
     fn reject(&self, retry_after: Duration) -> RateLimited {
-        self.rejected_total.fetch_add(1, Ordering::Relaxed);
         let most = (self.period.saturating_mul(self.config.burst.get())).saturating_add(crate::config::MAX_PAUSE);
         RateLimited {
             retry_after: retry_after.min(most),

@@ -36,7 +36,6 @@ pub(crate) struct LocalLimiter {
     /// Clock nanos of the earliest known next slot, learned from the bucket; feeds predictions.
     next_slot_at: AtomicU64,
     granted_total: AtomicU64,
-    rejected_total: AtomicU64,
     waited_total_nanos: AtomicU64,
 }
 
@@ -71,7 +70,6 @@ impl LocalLimiter {
             paused_until: AtomicU64::new(0),
             next_slot_at: AtomicU64::new(0),
             granted_total: AtomicU64::new(0),
-            rejected_total: AtomicU64::new(0),
             waited_total_nanos: AtomicU64::new(0),
         }
     }
@@ -121,7 +119,6 @@ impl LocalLimiter {
             waiting_by_class: self.queue.per_class(),
             paused_for: (paused > Duration::ZERO).then_some(paused),
             granted_total: self.granted_total.load(Ordering::Relaxed),
-            rejected_total: self.rejected_total.load(Ordering::Relaxed),
             waited_total: Duration::from_nanos(self.waited_total_nanos.load(Ordering::Relaxed)),
             mode: "local",
             divided_by: None,
@@ -232,7 +229,6 @@ impl LocalLimiter {
     }
 
     fn reject(&self, retry_after: Duration) -> RateLimited {
-        self.rejected_total.fetch_add(1, Ordering::Relaxed);
         RateLimited { retry_after }
     }
 }

@@ -133,10 +133,9 @@ pub(crate) struct LimiterState {
     /// Remaining upstream-429 pause, if one is in force.
     #[serde(rename = "paused_for_s", serialize_with = "opt_secs")]
     pub paused_for: Option<Duration>,
-    /// Slots handed out since the limiter was built.
+    /// Slots handed out since the limiter was built. (Requests turned away are counted once, by
+    /// class, in the tenant's metrics, which outlive a limiter rebuilt by a reload.)
     pub granted_total: u64,
-    /// Requests turned away with `RateLimited`.
-    pub rejected_total: u64,
     /// Sum of the waits of granted requests.
     #[serde(rename = "waited_total_s", serialize_with = "secs")]
     pub waited_total: Duration,

@@ -122,7 +122,6 @@ async fn each_class_has_its_own_max_wait() {
     let batch = timeout(BOUND, limiter.acquire_as(Batch)).await.expect("bounded");
     assert_eq!(batch, Ok(ms(100)));
     assert_eq!(start.elapsed(), ms(100));
-    assert_eq!(limiter.state().rejected_total, 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::PerClass;
+use crate::ratelimit::LimiterState;
 use crate::reload::LastReload;
 use crate::token::{Origin, TokenStats};
 
@@ -40,8 +41,8 @@ fn tenant(name: &str) -> TenantView {
     }
 }
 
-fn limiter(mode: &'static str) -> LimiterState {
-    LimiterState {
+fn limiter(mode: &'static str) -> LimiterView {
+    let state = LimiterState {
         per_second: 3,
         burst: 7,
         max_wait: Duration::from_secs(2),
@@ -53,10 +54,13 @@ fn limiter(mode: &'static str) -> LimiterState {
         },
         paused_for: None,
         granted_total: 10,
-        rejected_total: 2,
         waited_total: Duration::ZERO,
         mode,
         divided_by: (mode == "fallback").then_some(3),
+    };
+    LimiterView {
+        state,
+        rejected_total: 2,
     }
 }
 
