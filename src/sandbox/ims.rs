@@ -162,7 +162,7 @@ impl Handler for ImsState {
         if req.uri().path().starts_with(&tenant_prefix) {
             return self.api(req).await;
         }
-        api::magento_error(StatusCode::NOT_FOUND, "Request does not match any route.")
+        customers::magento_error(StatusCode::NOT_FOUND, "Request does not match any route.")
     }
 }
 

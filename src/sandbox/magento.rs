@@ -24,7 +24,8 @@ use ring::hmac;
 
 use super::common::{self, Body, BodySummary, json, lock};
 use super::fake::{Fake, FakeCore, FakeState};
-use super::ims::api::{magento_error, products, store_views};
+use super::ims::api::{products, store_views};
+use super::ims::customers::magento_error;
 use super::ims::customers::{self, Customers};
 use super::server::Handler;
 use crate::clock;

@@ -32,6 +32,7 @@ use super::server::Handler;
 use crate::clock;
 
 pub(super) mod api;
+pub(super) mod bucket;
 mod catalog;
 
 pub const SHOPLINE_HANDLE: &str = "sandbox-store";
@@ -119,7 +120,7 @@ pub struct ShoplineState {
     grace: Mutex<Duration>,
     codes: Mutex<HashSet<String>>,
     current: Mutex<Option<String>>,
-    bucket: Mutex<api::LeakyBucket>,
+    bucket: Mutex<bucket::LeakyBucket>,
     /// When each API call's head arrived (tokio clock), admitted or not.
     arrivals: Mutex<Vec<Instant>>,
     locked: AtomicBool,
@@ -147,7 +148,7 @@ impl ShoplineSandbox {
             grace: Mutex::new(options.grace),
             codes: Mutex::new(options.codes.iter().cloned().collect()),
             current: Mutex::new(None),
-            bucket: Mutex::new(api::LeakyBucket::new(options.rate_per_second, options.burst)),
+            bucket: Mutex::new(bucket::LeakyBucket::new(options.rate_per_second, options.burst)),
             arrivals: Mutex::new(Vec::new()),
             locked: AtomicBool::new(false),
             create_calls: AtomicUsize::new(0),

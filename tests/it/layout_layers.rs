@@ -7,11 +7,6 @@
 //! the longest module path it starts with. Re-exports (`pub use`, `pub(crate) use`, ...) are a
 //! module's front door, not a use of what they name, so they add no edge; neither do `mod`
 //! lines. Run it alone with `cargo test --test it layout`.
-//!
-//! The sandbox's fakes are left out of the file check, as they are out of the size budget: each
-//! fake splits its state type's `impl` over a parent file (the token endpoint) and child files
-//! (the API it serves), so parent and children name each other by design. They are one fake each,
-//! test infrastructure rather than the proxy, and the module check still covers the sandbox.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -70,10 +65,7 @@ fn no_module_imports_one_above_it() {
 
 #[test]
 fn no_file_takes_names_back_from_a_file_that_takes_names_from_it() {
-    let sources: Vec<Source> = product_sources()
-        .into_iter()
-        .filter(|s| s.module != "sandbox")
-        .collect();
+    let sources = product_sources();
     let graph = file_graph(&sources);
     let edge = |from: &str, to: &str| graph.get(from).is_some_and(|to_all| to_all.contains(to));
     assert!(

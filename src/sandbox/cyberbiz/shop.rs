@@ -11,7 +11,7 @@ use hyper::Response;
 use serde_json::{Value, json};
 
 use super::super::common::{self, Body, json};
-use super::CyberbizOptions;
+use super::options::CyberbizOptions;
 
 /// `per_page`'s default and maximum.
 const PER_PAGE: usize = 50;

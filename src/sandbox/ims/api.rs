@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::super::common::{self, Body, BodySummary, TokenState, json};
 use super::ImsState;
+use super::customers;
 
 /// Upper bound on `/V1/sandbox/slow?ms=`, so a typo cannot park a connection for hours.
 const MAX_SLOW: Duration = Duration::from_secs(60);
@@ -35,7 +36,7 @@ impl ImsState {
         let query = parts.uri.query();
         let route = path.strip_prefix(&format!("/{}", self.tenant_id)).unwrap_or(path);
         if let Some(rest) = route.strip_prefix("/V1/customers") {
-            if let Some(answer) = self.customers(&parts.method, rest, summary) {
+            if let Some(answer) = customers::route(&self.customers, &parts.method, rest, summary) {
                 return answer;
             }
         }
@@ -78,10 +79,6 @@ fn unauthorized() -> Response<Body> {
         "parameters": {"resources": "Magento_Catalog::products"}
     });
     json(StatusCode::UNAUTHORIZED, &body)
-}
-
-pub(crate) fn magento_error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, &json!({"message": message}))
 }
 
 /// What the API reflects so tests can see what the proxy sent upstream (never the token).

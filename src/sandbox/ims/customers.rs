@@ -18,7 +18,6 @@ use hyper::Response;
 use serde_json::{Map, Value, json};
 
 use super::super::common::{Body, BodySummary, json, lock};
-use super::ImsState;
 use crate::clock;
 
 /// Fields Commerce sets itself; a caller's values for them are ignored.
@@ -179,14 +178,6 @@ pub(crate) fn magento_datetime(unix_ms: u64) -> String {
 
 // === routes ===
 
-impl ImsState {
-    /// `/V1/customers` and `/V1/customers/{id}` (`rest` is the path after `/V1/customers`);
-    /// `None` for anything else under it, which the API answers like any path it does not model.
-    pub(super) fn customers(&self, method: &Method, rest: &str, body: &BodySummary) -> Option<Response<Body>> {
-        route(&self.customers, method, rest, body)
-    }
-}
-
 /// The customers routes over `customers`, for every fake that serves Commerce's REST API (the
 /// ACCS one here, the Magento one in `magento.rs`).
 pub(crate) fn route(
@@ -205,6 +196,11 @@ pub(crate) fn route(
         _ => return None,
     };
     Some(answer.map_or_else(Response::from, |customer| json(StatusCode::OK, &customer)))
+}
+
+/// Commerce's plain error body, `{"message": ...}`.
+pub(crate) fn magento_error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, &json!({"message": message}))
 }
 
 fn now() -> String {

@@ -1,5 +1,5 @@
-//! The fake store's Admin REST API and its per-store leaky bucket
-//! (`docs/providers.md#shopline-requests` and the sections after it).
+//! The fake store's Admin REST API (`docs/providers.md#shopline-requests` and the sections after
+//! it); its per-store leaky bucket is `bucket.rs`.
 //!
 //! Order of checks: store lock (423), bearer token (401 with SHOPLINE's `errors` body), then the
 //! bucket (429 `{"errors":"Too many request"}`), because the bucket belongs to an (app, store)
@@ -19,37 +19,6 @@ use tokio::time::Instant;
 
 use super::super::common::{self, Body, BodySummary, TokenState, bump, json, lock};
 use super::{ShoplineState, catalog, trace_id};
-
-/// A leaky bucket in GCRA form: `drained_at` is when the bucket would be empty again.
-/// Requests fit while the bucket holds fewer than `burst`; it drains at `rate` per second.
-#[derive(Debug)]
-pub(crate) struct LeakyBucket {
-    interval: Duration,
-    capacity: Duration,
-    drained_at: Option<Instant>,
-}
-
-impl LeakyBucket {
-    pub(crate) fn new(rate_per_second: u32, burst: u32) -> Self {
-        let interval = Duration::from_secs(1) / rate_per_second.max(1);
-        Self {
-            interval,
-            capacity: interval * burst.max(1),
-            drained_at: None,
-        }
-    }
-
-    /// Admits one request now, or says how long until one would fit.
-    pub(crate) fn admit(&mut self, now: Instant) -> Result<(), Duration> {
-        let level_end = self.drained_at.map_or(now, |at| at.max(now)) + self.interval;
-        let fill = level_end - now;
-        if fill > self.capacity {
-            return Err(fill - self.capacity);
-        }
-        self.drained_at = Some(level_end);
-        Ok(())
-    }
-}
 
 impl ShoplineState {
     pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 
 use super::{Reply, send};
-use crate::sandbox::shopline::{api::LeakyBucket, iso8601_utc};
+use crate::sandbox::shopline::{bucket::LeakyBucket, iso8601_utc};
 use crate::sandbox::{
     SHOPLINE_APP_KEY, SHOPLINE_APP_SECRET, SHOPLINE_AUTH_CODE, ShoplineOptions, ShoplineSandbox, shopline_sign,
 };
