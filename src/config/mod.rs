@@ -214,7 +214,7 @@ impl ProviderConfig {
                 ShoplineCredentials::Private { access_token } => vec![access_token],
             },
             Self::Vantage(c) => c.client_secrets.iter().chain(c.grant.password()).collect(),
-            Self::Cyberbiz(c) => vec![&c.token],
+            Self::Cyberbiz(c) => std::iter::once(&c.token).chain(&c.app_secret).collect(),
             Self::AdobeCommerce(c) => vec![
                 &c.consumer_key,
                 &c.consumer_secret,
@@ -327,6 +327,9 @@ impl PasswordOrClient {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CyberbizConfig {
     pub token: Secret<String>,
+    /// The app secret that signs the app's webhooks (README, "Webhooks"). It plays no part in
+    /// getting a token, so it is not in the store fingerprint.
+    pub app_secret: Option<Secret<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

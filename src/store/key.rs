@@ -240,7 +240,8 @@ fn vantage(w: &mut FingerprintWriter, c: &VantageConfig) {
 }
 
 fn cyberbiz(w: &mut FingerprintWriter, c: &CyberbizConfig) {
-    let CyberbizConfig { token } = c;
+    // The app secret only verifies webhooks: changing it must not orphan the stored token.
+    let CyberbizConfig { token, app_secret: _ } = c;
     w.secret("token", token);
 }
 

@@ -41,7 +41,7 @@ const PROVIDER_KEYS: &[(&str, &[&str])] = &[
     ("org_id", &["adobe_ims"]),
     ("handle", &["shopline"]),
     ("app_key", &["shopline"]),
-    ("app_secret", &["shopline"]),
+    ("app_secret", &["shopline", "cyberbiz"]),
     ("code", &["shopline"]),
     ("access_token", &["shopline", "adobe_commerce"]),
     ("base_url", &["vantage"]),
