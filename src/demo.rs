@@ -70,6 +70,7 @@ async fn serve(sandbox: &Sandbox, (main, admin): (TcpListener, TcpListener)) -> 
     let listeners = Listeners {
         main,
         admin: Some(admin),
+        webhooks: None,
         tenants: Vec::new(),
     };
     tracing::info!(listen = %addr, "tokenbroker demo serving");

@@ -39,3 +39,4 @@ mod shared_tokens;
 mod status_page;
 mod tokens;
 mod traces;
+mod webhooks;

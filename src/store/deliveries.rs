@@ -1,0 +1,120 @@
+//! Which webhook deliveries were already forwarded, so a sender's repeat is answered without a
+//! second forward (README, "Webhooks"). A delivery is claimed with a short in-flight marker before
+//! it is forwarded, marked done (for a day) only after the forward succeeded, and released when it
+//! failed, so the sender's retry goes through and nothing is lost.
+//!
+//! With the Redis store the markers live in Redis and hold across replicas (`redis/deliveries.rs`,
+//! single-key commands only, so they work on a cluster too); otherwise in a bounded moka cache of
+//! this process. Times here are lease and retention lengths, never instants.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Store, StoreDown};
+
+/// How a claim on a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This request forwards it.
+    Mine,
+    /// Forwarded already, within the retention.
+    Done,
+    /// Another request (here or on another replica) is forwarding it now.
+    Busy,
+}
+
+/// Deliveries remembered in this process at most; past it the least used are forgotten first
+/// (a platform's retry of one of those would be forwarded again, never lost).
+const MEMORY_CAPACITY: u64 = 100_000;
+
+/// Where delivery markers live.
+#[derive(Clone)]
+pub enum Deliveries {
+    Memory(Arc<moka::sync::Cache<String, Marker>>),
+    Redis(super::RedisStore),
+}
+
+/// A delivery's state in the process cache: in flight under an owner, or done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marker {
+    InFlight(String),
+    Done,
+}
+
+impl std::fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory(cache) => write!(f, "Deliveries::Memory({} entries)", cache.entry_count()),
+            Self::Redis(_) => f.write_str("Deliveries::Redis"),
+        }
+    }
+}
+
+impl Deliveries {
+    /// Shared through Redis when the store is Redis; this process's own memory otherwise. Done
+    /// markers are kept for `retention` (moka's clock only bounds memory here: a delivery a day
+    /// old may be forwarded again, which the platforms' retry windows never reach).
+    pub fn for_store(store: &Store, retention: Duration) -> Self {
+        match store {
+            Store::Redis(redis) => Self::Redis(redis.clone()),
+            _ => Self::Memory(Arc::new(
+                moka::sync::Cache::builder()
+                    .max_capacity(MEMORY_CAPACITY)
+                    .time_to_live(retention)
+                    .build(),
+            )),
+        }
+    }
+
+    /// Claims delivery `id` for `owner`, the claim lapsing after `lease` if it is never settled
+    /// (the process died, or the request was dropped).
+    pub async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Claim, StoreDown> {
+        match self {
+            Self::Memory(cache) => {
+                let entry = cache
+                    .entry(id.to_owned())
+                    .or_insert_with(|| Marker::InFlight(owner.to_owned()));
+                Ok(match entry.into_value() {
+                    Marker::InFlight(holder) if holder == owner => Claim::Mine,
+                    Marker::InFlight(_) => Claim::Busy,
+                    Marker::Done => Claim::Done,
+                })
+            }
+            Self::Redis(redis) => redis.claim_delivery(id, owner, lease).await,
+        }
+    }
+
+    /// Records delivery `id` as forwarded, for `retention`.
+    pub async fn done(&self, id: &str, retention: Duration) -> Result<(), StoreDown> {
+        match self {
+            Self::Memory(cache) => {
+                cache.insert(id.to_owned(), Marker::Done);
+                Ok(())
+            }
+            Self::Redis(redis) => redis.delivery_done(id, retention).await,
+        }
+    }
+
+    /// Frees `owner`'s claim on `id` after a failed forward, so the sender's retry can forward it.
+    pub async fn release(&self, id: &str, owner: &str) -> Result<(), StoreDown> {
+        match self {
+            Self::Memory(_) => {
+                self.release_local(id, owner);
+                Ok(())
+            }
+            Self::Redis(redis) => redis.release_delivery(id, owner).await,
+        }
+    }
+
+    /// Frees `owner`'s claim in the process cache at once (a request dropped midway cannot wait
+    /// for anything); Redis claims lapse with their lease instead.
+    pub fn release_local(&self, id: &str, owner: &str) {
+        if let Self::Memory(cache) = self {
+            let mine = Marker::InFlight(owner.to_owned());
+            // Only the owner ever moves its own in-flight marker, so nothing changes it in between.
+            if cache.get(id).as_ref() == Some(&mine) {
+                cache.invalidate(id);
+            }
+        }
+    }
+}
