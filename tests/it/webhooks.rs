@@ -455,3 +455,59 @@ async fn concurrent_duplicates_on_two_replicas_are_forwarded_once() {
     }
     assert_eq!(target.received().len(), 1);
 }
+
+/// A reload swaps what verifies with the tenant it comes from: a rotated app secret is the only
+/// one accepted at once, the delivery markers and counters carry over, and a removed webhook is
+/// gone from the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rotates_the_secret_keeps_the_markers_and_removes_routes() {
+    let target = Target::start().await;
+    let broker = start(&target, "");
+    let url = broker.webhook_url("/shopline-orders");
+    assert_eq!(
+        outcome(&send(shopline_delivery(&url, "wh-1", ORDER, SHOPLINE_SECRET)).await),
+        "forwarded"
+    );
+    let rotated = "rotated-shopline-app-secret";
+    let text = config(&target, "", "").replace(
+        "app_secret = { env = \"SHOPLINE_SECRET\" }",
+        &format!("app_secret = \"{rotated}\""),
+    );
+    broker.replace_config(&text);
+    broker.signal("HUP");
+    assert!(
+        broker.logged("configuration reloaded", Duration::from_secs(5)).await,
+        "{}",
+        broker.logs()
+    );
+    let old = send(shopline_delivery(&url, "wh-2", ORDER, SHOPLINE_SECRET)).await;
+    assert_eq!(
+        old.status,
+        StatusCode::UNAUTHORIZED,
+        "the old secret no longer verifies"
+    );
+    let repeat = send(shopline_delivery(&url, "wh-1", ORDER, rotated)).await;
+    let fresh = send(shopline_delivery(&url, "wh-2", ORDER, rotated)).await;
+    assert_eq!([outcome(&repeat), outcome(&fresh)], ["duplicate", "forwarded"]);
+    assert_eq!(
+        count(&broker.metrics().await, "shopline-orders", "forwarded"),
+        Some(2.0)
+    );
+
+    let without = text
+        .split("[[webhook]]\nname = \"cyberbiz-orders\"")
+        .next()
+        .expect("the first part")
+        .to_owned();
+    broker.replace_config(&without);
+    broker.signal("HUP");
+    let gone = crate::support::eventually(Duration::from_secs(5), || async {
+        send(cyberbiz_delivery(&broker.webhook_url("/cyberbiz-orders"), b"{}", false))
+            .await
+            .status
+            == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert!(gone, "a removed webhook is no longer served:\n{}", broker.logs());
+    assert_eq!(target.received().len(), 2);
+}
