@@ -125,3 +125,33 @@ fn the_generic_form_takes_its_own_secret_header_and_encoding() {
     assert_eq!(webhook.signature_header.as_str(), "x-hub-signature");
     assert_eq!((webhook.encoding, webhook.max_body), (SignatureEncoding::Base64, 65536));
 }
+
+#[test]
+fn check_print_shows_every_webhook_without_its_secret_and_reads_back() {
+    let generic = "[[webhook]]\nname = \"partner\"\nforward = \"https://hooks.internal/p\"\nsecret = { env = \"ACME_ERP_SECRET\" }\nsignature_header = \"x-sig\"\nencoding = \"base64\"\n";
+    let text = format!(
+        "{LISTEN}{SHOPLINE}{}{generic}",
+        hook("tenant = \"sl\"\ntimeout = \"3s\"\n")
+    );
+    let config = parse_ok(&text).config;
+    let printed = crate::config::effective::render(&config);
+    assert!(printed.contains("webhook_listen = \"0.0.0.0:8090\""), "{printed}");
+    assert!(!printed.contains("erp-secret-value-5") && !printed.contains("shopline-secret-value-2"));
+    let again = parse_ok(&printed).config;
+    let shape = |c: &crate::config::RuntimeConfig| {
+        let webhooks = c.webhooks.iter();
+        webhooks
+            .map(|w| {
+                (
+                    w.name.clone(),
+                    w.sender,
+                    w.forward.to_string(),
+                    w.max_body,
+                    w.timeout,
+                    w.encoding,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shape(&again), shape(&config));
+}
