@@ -511,3 +511,32 @@ async fn a_reload_rotates_the_secret_keeps_the_markers_and_removes_routes() {
     assert!(gone, "a removed webhook is no longer served:\n{}", broker.logs());
     assert_eq!(target.received().len(), 2);
 }
+
+/// With the shared store unreachable, whether a delivery was already forwarded cannot be known:
+/// it gets 503 and the sender retries, the process keeps serving, and once Redis is back the
+/// retry is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_redis_answers_503_and_the_retry_goes_through_once_it_is_back() {
+    let mut redis = RedisServer::start();
+    let target = Target::start().await;
+    let url = redis.url();
+    let envs = [ENVS[0], ENVS[1], ("REDIS_URL", url.as_str())];
+    let node = replicas::start(1, &config(&target, "", REDIS_STORE), &envs).remove(0);
+    let hook = node.webhook_url("/shopline-orders");
+    redis.kill();
+    let refused = send(shopline_delivery(&hook, "wh-1", ORDER, SHOPLINE_SECRET)).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.text());
+    assert_eq!(refused.json()["type"], "urn:tokenbroker:error:store_unavailable");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert!(
+        target.received().is_empty(),
+        "nothing forwarded while it cannot be recorded"
+    );
+    redis.restart_empty();
+    let delivered = crate::support::eventually(Duration::from_secs(10), || async {
+        outcome(&send(shopline_delivery(&hook, "wh-1", ORDER, SHOPLINE_SECRET)).await) == "forwarded"
+    })
+    .await;
+    assert!(delivered, "the retry goes through once Redis answers:\n{}", node.logs());
+    assert_eq!(target.received().len(), 1);
+}
