@@ -540,3 +540,52 @@ async fn a_dead_redis_answers_503_and_the_retry_goes_through_once_it_is_back() {
     assert!(delivered, "the retry goes through once Redis answers:\n{}", node.logs());
     assert_eq!(target.received().len(), 1);
 }
+
+/// With traces exported, the delivery's server span continues the sender's `traceparent`, and
+/// the forward is a client span under it whose id is the parent the target receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_continues_into_the_forward() {
+    let receiver = crate::support::otlp::OtlpReceiver::start().await;
+    let target = Target::start().await;
+    let endpoint = receiver.endpoint();
+    let envs = [
+        ENVS[0],
+        ENVS[1],
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let broker = Binary::start(&config(&target, "", ""), &envs);
+    let sent = send(shopline_delivery(
+        &broker.webhook_url("/shopline-orders"),
+        "wh-1",
+        ORDER,
+        SHOPLINE_SECRET,
+    ))
+    .await;
+    assert_eq!(sent.status, StatusCode::OK);
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let spans = receiver
+        .wait_for(Duration::from_secs(10), |spans| {
+            spans.iter().any(|s| s.name == "upstream" && s.trace_id == caller_trace)
+        })
+        .await;
+    let server = spans
+        .iter()
+        .find(|s| s.kind == 2 && s.trace_id == caller_trace)
+        .expect("the server span");
+    assert_eq!(server.parent_span_id, "00f067aa0ba902b7", "under the sender's span");
+    let forward = spans
+        .iter()
+        .find(|s| s.name == "upstream" && s.trace_id == caller_trace)
+        .expect("the forward span");
+    assert_eq!(forward.parent_span_id, server.span_id);
+    let received = target.received()[0].0["traceparent"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(
+        received,
+        format!("00-{caller_trace}-{}-01", forward.span_id),
+        "the target's parent is the forward"
+    );
+}
