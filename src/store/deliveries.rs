@@ -118,3 +118,34 @@ impl Deliveries {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger() -> Deliveries {
+        Deliveries::for_store(
+            &Store::Memory(super::super::MemoryStore::default()),
+            Duration::from_secs(60),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_claim_excludes_others_until_it_is_released_or_done() {
+        let ledger = ledger();
+        let lease = Duration::from_secs(15);
+        assert_eq!(ledger.claim("d1", "a", lease).await, Ok(Claim::Mine));
+        assert_eq!(ledger.claim("d1", "b", lease).await, Ok(Claim::Busy));
+        // Another owner's release (a late one, say) frees nothing.
+        ledger.release("d1", "b").await.expect("memory");
+        assert_eq!(ledger.claim("d1", "b", lease).await, Ok(Claim::Busy));
+        ledger.release("d1", "a").await.expect("memory");
+        assert_eq!(ledger.claim("d1", "b", lease).await, Ok(Claim::Mine));
+        ledger.done("d1", Duration::from_secs(60)).await.expect("memory");
+        assert_eq!(ledger.claim("d1", "c", lease).await, Ok(Claim::Done));
+        // A done delivery stays done: a release by its late owner does not erase it.
+        ledger.release_local("d1", "b");
+        assert_eq!(ledger.claim("d1", "c", lease).await, Ok(Claim::Done));
+        assert_eq!(ledger.claim("d2", "c", lease).await, Ok(Claim::Mine));
+    }
+}

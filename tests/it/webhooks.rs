@@ -395,6 +395,11 @@ async fn oversized_deliveries_get_413_and_nothing_is_forwarded() {
         count(&broker.metrics().await, "shopline-orders", "too_large"),
         Some(1.0)
     );
+    // The proxy's head limit (64 KiB by default) holds here too.
+    let mut huge = shopline_delivery(&broker.webhook_url("/shopline-orders"), "wh-3", ORDER, SHOPLINE_SECRET);
+    huge.headers_mut()
+        .insert("x-padding", "p".repeat(66 * 1024).parse().expect("header"));
+    assert_eq!(send(huge).await.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     // Only POST on a configured name.
     let unknown = send(shopline_delivery(
         &broker.webhook_url("/nope"),
