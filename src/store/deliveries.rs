@@ -23,29 +23,67 @@ pub enum Claim {
     Busy,
 }
 
-/// Deliveries remembered in this process at most; past it the least used are forgotten first
-/// (a platform's retry of one of those would be forwarded again, never lost).
+/// Forwarded deliveries remembered in this process at most; past it the least used are forgotten
+/// first (a platform's retry of one of those would be forwarded again, never lost).
 const MEMORY_CAPACITY: u64 = 100_000;
 
 /// Where delivery markers live.
 #[derive(Clone)]
 pub enum Deliveries {
-    Memory(Arc<moka::sync::Cache<String, Marker>>),
+    Memory(Arc<Local>),
     Redis(super::RedisStore),
 }
 
-/// A delivery's state in the process cache: in flight under an owner, or done.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Marker {
-    InFlight(String),
-    Done,
+/// The process's own markers. Claims in flight sit in a plain map under a short lock: there are
+/// never more than the requests in progress, and a cache could evict one while its forward runs
+/// (moka admits new keys by frequency once full), letting a repeat forward too. Forwarded
+/// deliveries go to a bounded moka cache, where forgetting one only costs a second forward.
+pub struct Local {
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    done: moka::sync::Cache<String, ()>,
 }
 
 impl std::fmt::Debug for Deliveries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Memory(cache) => write!(f, "Deliveries::Memory({} entries)", cache.entry_count()),
+            Self::Memory(local) => write!(f, "Deliveries::Memory({} done)", local.done.entry_count()),
             Self::Redis(_) => f.write_str("Deliveries::Redis"),
+        }
+    }
+}
+
+impl Local {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        // The sections below cannot leave the map half-changed, so a poisoned lock is still sound.
+        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn claim(&self, id: &str, owner: &str) -> Claim {
+        let mut in_flight = self.in_flight();
+        if self.done.contains_key(id) {
+            return Claim::Done;
+        }
+        match in_flight.get(id) {
+            Some(holder) if holder == owner => Claim::Mine,
+            Some(_) => Claim::Busy,
+            None => {
+                in_flight.insert(id.to_owned(), owner.to_owned());
+                Claim::Mine
+            }
+        }
+    }
+
+    fn done(&self, id: &str) {
+        let mut in_flight = self.in_flight();
+        self.done.insert(id.to_owned(), ());
+        in_flight.remove(id);
+    }
+
+    /// Only the owner's claim is freed: a late release never frees a successor's.
+    fn release(&self, id: &str, owner: &str) {
+        let mut in_flight = self.in_flight();
+        if in_flight.get(id).is_some_and(|holder| holder == owner) {
+            in_flight.remove(id);
         }
     }
 }
@@ -57,29 +95,21 @@ impl Deliveries {
     pub fn for_store(store: &Store, retention: Duration) -> Self {
         match store {
             Store::Redis(redis) => Self::Redis(redis.clone()),
-            _ => Self::Memory(Arc::new(
-                moka::sync::Cache::builder()
+            _ => Self::Memory(Arc::new(Local {
+                in_flight: std::sync::Mutex::default(),
+                done: moka::sync::Cache::builder()
                     .max_capacity(MEMORY_CAPACITY)
                     .time_to_live(retention)
                     .build(),
-            )),
+            })),
         }
     }
 
     /// Claims delivery `id` for `owner`, the claim lapsing after `lease` if it is never settled
-    /// (the process died, or the request was dropped).
+    /// (the process died, or the request was dropped: see [`Self::release_local`]).
     pub async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Claim, StoreDown> {
         match self {
-            Self::Memory(cache) => {
-                let entry = cache
-                    .entry(id.to_owned())
-                    .or_insert_with(|| Marker::InFlight(owner.to_owned()));
-                Ok(match entry.into_value() {
-                    Marker::InFlight(holder) if holder == owner => Claim::Mine,
-                    Marker::InFlight(_) => Claim::Busy,
-                    Marker::Done => Claim::Done,
-                })
-            }
+            Self::Memory(local) => Ok(local.claim(id, owner)),
             Self::Redis(redis) => redis.claim_delivery(id, owner, lease).await,
         }
     }
@@ -87,8 +117,8 @@ impl Deliveries {
     /// Records delivery `id` as forwarded, for `retention`.
     pub async fn done(&self, id: &str, retention: Duration) -> Result<(), StoreDown> {
         match self {
-            Self::Memory(cache) => {
-                cache.insert(id.to_owned(), Marker::Done);
+            Self::Memory(local) => {
+                local.done(id);
                 Ok(())
             }
             Self::Redis(redis) => redis.delivery_done(id, retention).await,
@@ -98,23 +128,19 @@ impl Deliveries {
     /// Frees `owner`'s claim on `id` after a failed forward, so the sender's retry can forward it.
     pub async fn release(&self, id: &str, owner: &str) -> Result<(), StoreDown> {
         match self {
-            Self::Memory(_) => {
-                self.release_local(id, owner);
+            Self::Memory(local) => {
+                local.release(id, owner);
                 Ok(())
             }
             Self::Redis(redis) => redis.release_delivery(id, owner).await,
         }
     }
 
-    /// Frees `owner`'s claim in the process cache at once (a request dropped midway cannot wait
-    /// for anything); Redis claims lapse with their lease instead.
+    /// Frees `owner`'s claim in the process at once (a request dropped midway cannot wait for
+    /// anything); Redis claims lapse with their lease instead.
     pub fn release_local(&self, id: &str, owner: &str) {
-        if let Self::Memory(cache) = self {
-            let mine = Marker::InFlight(owner.to_owned());
-            // Only the owner ever moves its own in-flight marker, so nothing changes it in between.
-            if cache.get(id).as_ref() == Some(&mine) {
-                cache.invalidate(id);
-            }
+        if let Self::Memory(local) = self {
+            local.release(id, owner);
         }
     }
 }

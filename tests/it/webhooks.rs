@@ -594,3 +594,27 @@ async fn the_trace_continues_into_the_forward() {
         "the target's parent is the forward"
     );
 }
+
+/// Without Redis, repeats racing in one process are held back the same way: one forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicates_in_one_process_are_forwarded_once() {
+    let target = Target::start().await;
+    target.delay_ms.store(300, SeqCst);
+    let broker = start(&target, "");
+    let sends = (0..4).map(|_| {
+        let url = broker.webhook_url("/shopline-orders");
+        tokio::spawn(async move { send(shopline_delivery(&url, "wh-race", ORDER, SHOPLINE_SECRET)).await })
+    });
+    let outcomes: Vec<String> = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|answer| outcome(&answer.expect("the send task")).to_owned())
+        .collect();
+    assert_eq!(target.received().len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "forwarded").count(), 1, "{outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "duplicate").count(),
+        3,
+        "the others waited for it: {outcomes:?}"
+    );
+}
