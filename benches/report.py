@@ -389,6 +389,41 @@ def signing_summary(runs_path, out_path):
     sys.exit(1 if result["failed"] else 0)
 
 
+def webhooks_summary(runs_path, out_path, outcomes_path):
+    """The webhook case (benches/webhooks.sh): proxy CPU per request, webhook minus proxied, per round."""
+    runs = read_runs(runs_path)
+    by = {(r["case"], r["round"]): r for r in runs}
+    rounds = sorted({r["round"] for r in runs})
+    diffs = [by[("webhook", n)]["cpu_us_per_req"] - by[("proxied", n)]["cpu_us_per_req"]
+             for n in rounds if ("webhook", n) in by and ("proxied", n) in by]
+    result = {
+        "proxied POST cpu us/req": spread([r["cpu_us_per_req"] for r in runs if r["case"] == "proxied"]),
+        "webhook cpu us/req": spread([r["cpu_us_per_req"] for r in runs if r["case"] == "webhook"]),
+        "webhook extra cpu us/req": spread(diffs),
+        "proxied POST rps": spread([r["rps"] for r in runs if r["case"] == "proxied"]),
+        "webhook rps": spread([r["rps"] for r in runs if r["case"] == "webhook"]),
+        "proxied POST p99 us": spread([r["p99_us"] for r in runs if r["case"] == "proxied"]),
+        "webhook p99 us": spread([r["p99_us"] for r in runs if r["case"] == "webhook"]),
+        "failed": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+    }
+    with open(outcomes_path) as f:
+        outcomes = {m.group(1): float(m.group(2)) for m in re.finditer(r'outcome="(\w+)"} (\S+)', f.read())}
+    result["outcomes"] = outcomes
+    # A 200 for a duplicate would be a cheaper request than the one measured.
+    result["failed"] += int(sum(v for k, v in outcomes.items() if k != "forwarded"))
+    if not outcomes.get("forwarded"):
+        result["failed"] += 1
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=2)
+    print("\na verified, de-duplicated webhook forward vs a proxied POST of the same body, median [min..max]")
+    for name, v in result.items():
+        if isinstance(v, dict) and "median" in v:
+            print(f"  {name:38} {v['median']:.2f} [{v['min']:.2f}..{v['max']:.2f}]")
+    print(f"  webhook outcomes: {outcomes}")
+    print(f"  failed requests: {result['failed']}")
+    sys.exit(1 if result["failed"] else 0)
+
+
 def summary(work, out_path, prev_path):
     """Writes results.json and prints the tables; exits non-zero when a case had failed requests (wrk's
     non-2xx and socket errors) or an upstream connection arrived without the injected headers."""
@@ -443,4 +478,4 @@ if __name__ == "__main__":
     {"ticks": lambda: ticks(args), "config": lambda: config(*args), "wrk": lambda: wrk(*args),
      "summary": lambda: summary(*args), "https-config": lambda: https_config(*args),
      "template": lambda: template(*args), "classes": lambda: classes_summary(*args),
-     "signing": lambda: signing_summary(*args)}[cmd]()
+     "signing": lambda: signing_summary(*args), "webhooks": lambda: webhooks_summary(*args)}[cmd]()

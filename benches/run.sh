@@ -11,6 +11,8 @@
 # the same with one plain caller, in memory and redis mode.
 # Then the signing case (benches/signing.sh): an adobe_commerce tenant, every request signed with
 # OAuth 1.0a, against a static tenant.
+# Then the webhook case (benches/webhooks.sh): a verified, de-duplicated webhook forward against a
+# plain proxied POST of the same body.
 # Then the HTTPS cases (benches/https.sh): an nginx TLS upstream speaking http/1.1, h2, and h2
 # recycling its connections every 1,000 requests, each through tokenbroker and nginx.
 # Then: peak RSS with 1,000 tenants under load, 10,000 cold requests over 100 tenants (token calls
@@ -33,7 +35,7 @@ TB_RUNTIME_ENV=${TB_RUNTIME_ENV:-TOKENBROKER_WORKER_THREADS=1}
 # TOKENBROKER_BIN=path measures another build of the proxy (e.g. a saved baseline);
 # SKIP_BUILD=1 uses the binaries already built; REDIS=0 skips the shared-store case, CLASSES=0 the
 # caller-class case, HTTPS=0 the HTTPS cases, SIGNING=0 the signing case; SIGNING_ONLY=1 runs only
-# the signing case.
+# the signing case; WEBHOOKS=0 skips the webhook case, WEBHOOKS_ONLY=1 runs only the webhook case.
 CONNS=64
 LOADGEN_CPU=0
 SERVER_CPU=1
@@ -232,6 +234,8 @@ source "$ROOT/benches/https.sh"
 source "$ROOT/benches/classes.sh"
 # shellcheck source=benches/signing.sh
 source "$ROOT/benches/signing.sh"
+# shellcheck source=benches/webhooks.sh
+source "$ROOT/benches/webhooks.sh"
 
 mkdir -p "$WORK"
 rm -f "$WORK/runs-https.jsonl"
@@ -239,6 +243,10 @@ ensure_tools
 build
 if [ "${SIGNING_ONLY:-0}" = 1 ]; then
   signing_case
+  exit 0
+fi
+if [ "${WEBHOOKS_ONLY:-0}" = 1 ]; then
+  webhooks_case
   exit 0
 fi
 [ -f "$OUT/results.json" ] && mv "$OUT/results.json" "$OUT/results.prev.json"
@@ -254,6 +262,9 @@ if [ "${HTTPS:-1}" = 1 ]; then
 fi
 if [ "${SIGNING:-1}" = 1 ]; then
   signing_case
+fi
+if [ "${WEBHOOKS:-1}" = 1 ]; then
+  webhooks_case
 fi
 if [ "${EXTRAS:-1}" = 1 ]; then
   thousand_tenants

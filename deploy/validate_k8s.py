@@ -13,6 +13,8 @@ Secret does not hold, a grace period shorter than tokenbroker's drain). So two l
    NetworkPolicy selecting its pods must agree with each other and with the README ("Operating
    it": probes, callers, reload, shutdown; "Limits": the admin listener). The NetworkPolicy must
    admit the admin port only from named peers (never from anywhere) and never admit a proxy port.
+   The webhook listener, when configured, is a declared port that a Service targets, the ingress
+   controller may reach, and Ingress paths route exactly the configured `/<name>` routes to.
 
 Then a self-test mutates the good manifests in memory (wrong type, unknown field, removed API
 version, subPath mount, missing secret key, ...) and fails the run if any mutation is accepted:
@@ -249,6 +251,46 @@ def check_network_policy(docs, pod, labels, cfg, err):
         err(f"no NetworkPolicy rule admits a scraper to the admin port {admin} (/metrics unreachable)")
 
 
+def check_webhooks(docs, pod, labels, cfg, err):
+    """The webhook listener's way in from outside: a declared port, a Service selecting the pods
+    that targets it, a NetworkPolicy rule admitting it, and Ingress paths that are each exactly the
+    `/<name>` of a configured [[webhook]] (README, "Webhooks")."""
+    listen = cfg.get("server", {}).get("webhook_listen")
+    if listen is None:
+        return
+    port, names = port_of(listen), port_names(pod)
+    hooks = {f"/{w['name']}" for w in cfg.get("webhook", []) if "name" in w}
+    if port not in names.values():
+        err(f"webhook port {port} is not a declared containerPort")
+    services = set()
+    for service in by_kind(docs, "Service"):
+        selector = service["spec"].get("selector") or {}
+        if not selector or not selector.items() <= labels.items():
+            continue
+        for entry in service["spec"].get("ports", []):
+            target = entry.get("targetPort", entry.get("port"))
+            if names.get(target, target) == port:
+                services.add(service["metadata"]["name"])
+    if not services:
+        err(f"no Service targets the webhook port {port}: the platforms cannot reach it")
+    routed = set()
+    for ingress in by_kind(docs, "Ingress"):
+        for rule in ingress["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                if path.get("backend", {}).get("service", {}).get("name") not in services:
+                    continue
+                if path.get("pathType") != "Exact" or path.get("path") not in hooks:
+                    err(f"Ingress {ingress['metadata']['name']}: path {path.get('path')} ({path.get('pathType')}) "
+                        f"is not exactly the /<name> of a [[webhook]]")
+                routed.add(path.get("path"))
+    for hook in sorted(hooks - routed):
+        err(f"no Ingress path routes {hook} to the webhook listener")
+    policies = [p for p in by_kind(docs, "NetworkPolicy") if selects(p, labels)]
+    rules = [r for p in policies for r in p["spec"].get("ingress", [])]
+    if policies and not any(port in (rule_ports(r, names) or set()) for r in rules):
+        err(f"no NetworkPolicy rule admits the ingress to the webhook port {port}")
+
+
 def load_config(c, pod, configmaps, err):
     """The tokenbroker.toml the container will read, as (text, parsed), or None (after
     reporting why)."""
@@ -305,6 +347,7 @@ def consistency_errors(docs, tokenbroker):
         check_secrets(c, pod, cfg, secrets, err)
         check_app_urls(pod, cfg, err)
         check_network_policy(docs, pod, labels, cfg, err)
+        check_webhooks(docs, pod, labels, cfg, err)
         grace = duration_s(server.get("shutdown_grace", "30s"))
         if pod.get("terminationGracePeriodSeconds", 30) <= grace:
             err(f"terminationGracePeriodSeconds must exceed shutdown_grace ({grace:g}s)")
@@ -333,6 +376,14 @@ def _admin_rule(docs):
 
 def _drop_policies(docs):
     docs[:] = [d for d in docs if d.get("kind") != "NetworkPolicy"]
+
+
+def _webhook_rule(docs):
+    return next(r for r in _policy_rules(docs) if any(p.get("port") == "webhooks" for p in r["ports"]))
+
+
+def _ingress_path(docs):
+    return by_kind(docs, "Ingress")[0]["spec"]["rules"][0]["http"]["paths"][0]
 
 
 def _toml(docs, old, new):
@@ -367,6 +418,16 @@ MUTATIONS = [
     ("proxy port admitted",
      lambda d: _policy_rules(d)[0]["ports"].append({"port": 8080, "protocol": "TCP"}), "proxy port 8080"),
     ("no scrape rule", lambda d: _policy_rules(d).remove(_admin_rule(d)), "no NetworkPolicy rule admits a scraper"),
+    ("webhook port undeclared",
+     lambda d: _tb(d).update(ports=[p for p in _tb(d)["ports"] if p["name"] != "webhooks"]),
+     "webhook port 8090 is not a declared containerPort"),
+    ("webhook Service on another port",
+     lambda d: by_kind(d, "Service")[0]["spec"]["ports"][0].update(targetPort=9901), "no Service targets the webhook port"),
+    ("Ingress path for no webhook", lambda d: _ingress_path(d).update(path="/acme-shopline"), "is not exactly the /<name>"),
+    ("Ingress prefix path", lambda d: _ingress_path(d).update(pathType="Prefix"), "is not exactly the /<name>"),
+    ("webhook port not admitted", lambda d: _policy_rules(d).remove(_webhook_rule(d)), "admits the ingress to the webhook"),
+    ("webhook whose tenant holds no app secret",
+     lambda d: _toml(d, 'tenant = "acme-shopline"', 'tenant = "acme-adobe"'), "holds no webhook secret"),
 ]
 
 

@@ -28,6 +28,8 @@ use crate::tenant::{BuildError, Snapshot};
 pub struct Listeners {
     pub main: TcpListener,
     pub admin: Option<TcpListener>,
+    /// `server.webhook_listen`, when set.
+    pub webhooks: Option<TcpListener>,
     /// Tenant listeners with the address their configuration names.
     pub tenants: Vec<(TenantName, SocketAddr, TcpListener)>,
 }
@@ -39,13 +41,22 @@ impl Listeners {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let webhooks = match config.server.webhook_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let mut tenants = Vec::new();
         for tenant in &config.tenants {
             if let Some(addr) = tenant.listen {
                 tenants.push((tenant.name.clone(), addr, bind(addr).await?));
             }
         }
-        Ok(Self { main, admin, tenants })
+        Ok(Self {
+            main,
+            admin,
+            webhooks,
+            tenants,
+        })
     }
 }
 
@@ -130,6 +141,9 @@ impl App {
         servers.spawn_main(listeners.main, Arc::clone(&self.state));
         for (name, addr, listener) in listeners.tenants {
             servers.add_tenant(name, addr, listener, Arc::clone(&self.state));
+        }
+        if let Some(webhooks) = listeners.webhooks {
+            servers.spawn_webhooks(webhooks, Arc::clone(&self.state));
         }
         if let Some(admin) = listeners.admin {
             servers.spawn_admin(admin, Arc::clone(&self.state), Arc::clone(&self.registry));
@@ -296,8 +310,11 @@ fn check_bound_listener(bound: Option<SocketAddr>, config: &RuntimeConfig) -> Re
 /// Listeners and the store are taken at startup; a reload that changes them says so, and keeps
 /// serving on the ones it has (a store switch would strand every replica's shared state).
 fn warn_about_restart_only_changes(old: &ServerConfig, store: &StoreConfig, new: &RuntimeConfig) {
-    if old.listen != new.server.listen || old.admin_listen != new.server.admin_listen {
-        tracing::warn!("server.listen and server.admin_listen changes take effect only after a restart");
+    let addresses = |s: &ServerConfig| (s.listen, s.admin_listen, s.webhook_listen);
+    if addresses(old) != addresses(&new.server) {
+        tracing::warn!(
+            "server.listen, server.admin_listen and server.webhook_listen changes take effect only after a restart"
+        );
     }
     let limits = |s: &ServerConfig| {
         (

@@ -11,12 +11,16 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, Listeners};
 use crate::config::{self, Loaded, MapEnv};
-use crate::sandbox::{self, Sandbox};
+use crate::sandbox::{self, Sandbox, WebhookEcho};
 use crate::signals;
 
 /// Ports the demo prefers, so the printed commands are the same every time when they are free.
 const PREFERRED_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 const PREFERRED_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
+const PREFERRED_WEBHOOKS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8090);
+
+/// The demo's SHOPLINE delivery: signed with the sandbox app secret when the demo prints it.
+const DEMO_WEBHOOK_BODY: &str = r#"{"id":1001,"topic":"orders/create","total_price":"42.00"}"#;
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run() -> ExitCode {
@@ -34,7 +38,14 @@ pub async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match serve(&sandbox, listeners).await {
+    let echo = match WebhookEcho::start().await {
+        Ok(echo) => echo,
+        Err(error) => {
+            eprintln!("error: cannot start the webhook echo target: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve(&sandbox, &echo, listeners).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -43,13 +54,14 @@ pub async fn run() -> ExitCode {
     }
 }
 
-/// The proxy's and the admin listener, each on its preferred port when that is free, else on an
-/// ephemeral one. They are bound before the configuration names their addresses, so no other
-/// process (a second demo, say) can take a port between the choice and the bind.
-async fn bind() -> std::io::Result<(TcpListener, TcpListener)> {
+/// The proxy's, the admin and the webhook listener, each on its preferred port when that is free,
+/// else on an ephemeral one. They are bound before the configuration names their addresses, so no
+/// other process (a second demo, say) can take a port between the choice and the bind.
+async fn bind() -> std::io::Result<(TcpListener, TcpListener, TcpListener)> {
     Ok((
         bind_preferred(PREFERRED_LISTEN).await?,
         bind_preferred(PREFERRED_ADMIN).await?,
+        bind_preferred(PREFERRED_WEBHOOKS).await?,
     ))
 }
 
@@ -60,16 +72,27 @@ async fn bind_preferred(preferred: SocketAddr) -> std::io::Result<TcpListener> {
     }
 }
 
-async fn serve(sandbox: &Sandbox, (main, admin): (TcpListener, TcpListener)) -> Result<(), Box<dyn std::error::Error>> {
-    let (addr, admin_addr) = (main.local_addr()?, admin.local_addr()?);
-    let (toml, env) = demo_config(sandbox, addr, admin_addr);
+async fn serve(
+    sandbox: &Sandbox,
+    echo: &WebhookEcho,
+    (main, admin, webhooks): (TcpListener, TcpListener, TcpListener),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (addr, admin_addr, webhook_addr) = (main.local_addr()?, admin.local_addr()?, webhooks.local_addr()?);
+    let (mut toml, env) = demo_config(sandbox, addr, admin_addr);
+    toml = toml.replacen(
+        "[server]\n",
+        &format!("[server]\nwebhook_listen = \"{webhook_addr}\"\n"),
+        1,
+    );
+    toml.push_str(&demo_webhook(echo));
     let loaded: Loaded = config::parse(&toml, "demo.toml", &env)
         .map_err(|errors| format!("the generated demo configuration is invalid (a bug):\n{errors}"))?;
     let app = App::build(&loaded.config, prometheus_client::registry::Registry::default())?;
-    print!("{}", instructions(addr, admin_addr));
+    print!("{}", instructions(addr, admin_addr, webhook_addr));
     let listeners = Listeners {
         main,
         admin: Some(admin),
+        webhooks: Some(webhooks),
         tenants: Vec::new(),
     };
     tracing::info!(listen = %addr, "tokenbroker demo serving");
@@ -155,6 +178,32 @@ access_token_secret = {{ env = "DEMO_MAGENTO_ACCESS_TOKEN_SECRET" }}
     )
 }
 
+/// The demo's webhook: SHOPLINE deliveries verified with the SHOPLINE tenant's app secret and
+/// forwarded to the echo target.
+fn demo_webhook(echo: &WebhookEcho) -> String {
+    format!(
+        r#"
+[[webhook]]
+name = "demo-shopline-orders"
+tenant = "demo-shopline"
+forward = "{echo}"
+"#,
+        echo = echo.url(),
+    )
+}
+
+/// A `curl` that sends the demo's SHOPLINE delivery, signed as SHOPLINE signs (lowercase hex
+/// HMAC-SHA256 of the raw body with the app secret).
+fn webhook_curl(webhooks: SocketAddr) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, sandbox::SHOPLINE_APP_SECRET.as_bytes());
+    let signature = hex::encode(ring::hmac::sign(&key, DEMO_WEBHOOK_BODY.as_bytes()));
+    format!(
+        "curl -s -X POST 'http://{webhooks}/demo-shopline-orders' -H 'content-type: application/json' \\\n    \
+         -H 'x-shopline-topic: orders/create' -H 'x-shopline-webhook-id: demo-delivery-1' \\\n    \
+         -H 'x-shopline-hmac-sha256: {signature}' \\\n    --data-binary '{DEMO_WEBHOOK_BODY}' -w '%{{http_code}}\\n'"
+    )
+}
+
 /// The sandbox's own credentials, held in memory: never real ones.
 fn demo_env(sandbox: &Sandbox) -> MapEnv {
     MapEnv::new([
@@ -178,7 +227,7 @@ fn demo_env(sandbox: &Sandbox) -> MapEnv {
 }
 
 /// Ready-to-paste commands (`-g` keeps curl from globbing the brackets of Magento queries).
-fn instructions(addr: SocketAddr, admin: SocketAddr) -> String {
+fn instructions(addr: SocketAddr, admin: SocketAddr, webhooks: SocketAddr) -> String {
     let base = format!("http://{addr}");
     let mut text = String::from("\ntokenbroker demo: sandbox providers and a proxy, all on loopback. Try:\n\n");
     for (what, path) in [
@@ -213,6 +262,12 @@ fn instructions(addr: SocketAddr, admin: SocketAddr) -> String {
     let _ = writeln!(
         text,
         "  # The status page, for a browser: each tenant's token, limiter and readiness, the store, reloads\n  http://{admin}/\n"
+    );
+    let _ = writeln!(
+        text,
+        "  # Send a webhook: a SHOPLINE delivery signed with the app secret only the broker holds,\n  \
+         # verified and forwarded to a demo echo target (a repeat is answered 200, not forwarded)\n  {}\n",
+        webhook_curl(webhooks)
     );
     text.push_str("Ctrl-C stops everything.\n");
     text

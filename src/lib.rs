@@ -23,3 +23,4 @@ pub mod telemetry;
 pub(crate) mod tenant;
 pub(crate) mod token;
 pub(crate) mod upstream;
+pub(crate) mod webhook;

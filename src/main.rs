@@ -152,6 +152,22 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
+/// The one line that says the process serves, with every bound address: with port 0 in the
+/// configuration, the log is the only place they show (tests read them from it).
+fn log_serving(listeners: &Listeners, config: &tokenbroker::config::RuntimeConfig) {
+    let bound = |l: Option<&tokio::net::TcpListener>| l.and_then(|l| l.local_addr().ok()).map(|a| a.to_string());
+    let listen = bound(Some(&listeners.main)).unwrap_or_else(|| config.server.listen.to_string());
+    tracing::info!(
+        listen,
+        admin = bound(listeners.admin.as_ref()),
+        webhooks = bound(listeners.webhooks.as_ref()),
+        tenants = config.tenants.len(),
+        version = env!("CARGO_PKG_VERSION"),
+        revision = env!("TOKENBROKER_REVISION"),
+        "tokenbroker serving"
+    );
+}
+
 async fn run(path: Option<&Path>) -> ExitCode {
     // First: a SIGHUP before its handler exists would end the process.
     let mut signals = signals::Signals::install();
@@ -184,24 +200,7 @@ async fn run(path: Option<&Path>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let listen = listeners
-        .main
-        .local_addr()
-        .map_or_else(|_| loaded.config.server.listen.to_string(), |a| a.to_string());
-    // The bound admin address too: with port 0 in the config, the log is the only place it shows.
-    let admin = listeners
-        .admin
-        .as_ref()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.to_string());
-    tracing::info!(
-        listen,
-        admin,
-        tenants = loaded.config.tenants.len(),
-        version = env!("CARGO_PKG_VERSION"),
-        revision = env!("TOKENBROKER_REVISION"),
-        "tokenbroker serving"
-    );
+    log_serving(&listeners, &loaded.config);
     let hangups = signals.take_hangups();
     app.with_config_path(path, &text, &loaded.secret_files)
         .with_hangups(hangups)

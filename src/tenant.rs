@@ -47,6 +47,8 @@ pub(crate) struct Snapshot {
     tenants: HashMap<String, Arc<Tenant>>,
     /// The same tenants in name order, sorted once here for every page and scrape that lists them.
     by_name: Vec<Arc<Tenant>>,
+    /// The `[[webhook]]` routes; they share no state with the tenants.
+    webhooks: Arc<crate::webhook::Routes>,
     shared: Shared,
 }
 
@@ -103,6 +105,9 @@ impl Snapshot {
             let built = Tenant::build(tenant, old.map(Arc::as_ref), &shared, &mut pools)?;
             tenants.insert(tenant.name.as_str().to_owned(), Arc::new(built));
         }
+        let old_webhooks = previous.map(|p| p.webhooks.as_ref());
+        let (tls, head) = (&shared.tls, shared.max_response_head);
+        let webhooks = crate::webhook::Routes::build(config, old_webhooks, &shared.store, tls, head)?;
         let mut by_name: Vec<Arc<Tenant>> = tenants.values().cloned().collect();
         by_name.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         Ok(Self {
@@ -110,6 +115,7 @@ impl Snapshot {
             callers: config.callers.clone(),
             tenants,
             by_name,
+            webhooks: Arc::new(webhooks),
             shared,
         })
     }
@@ -139,6 +145,11 @@ impl Snapshot {
     /// The token store every tenant of the process uses.
     pub(crate) fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// The webhook routes of this configuration.
+    pub(crate) fn webhooks(&self) -> &crate::webhook::Routes {
+        &self.webhooks
     }
 
     pub(crate) fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {

@@ -66,6 +66,7 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             &tenants,
             |t| t.tokens.stats().task_restarts,
         )?;
+        crate::webhook::encode_metrics(&mut encoder, snapshot.webhooks())?;
         reloads(&mut encoder, &snapshot.reloads().read())?;
         connections(&mut encoder, &self.globals)?;
         replay_budget(&mut encoder, &self.globals)?;

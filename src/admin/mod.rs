@@ -131,7 +131,11 @@ fn tenants(snapshot: &Snapshot) -> Response<Full<Bytes>> {
     let tenants: Vec<Value> = view::tenants(snapshot).iter().map(view::TenantView::to_json).collect();
     json_response(
         StatusCode::OK,
-        &json!({ "tenants": tenants, "store": view::store(snapshot).to_json() }),
+        &json!({
+            "tenants": tenants,
+            "store": view::store(snapshot).to_json(),
+            "webhooks": snapshot.webhooks().view(),
+        }),
     )
 }
 

@@ -24,6 +24,10 @@ pub fn render(config: &RuntimeConfig) -> String {
         let callers = config.callers.iter().map(|c| Value::Table(caller(c)));
         root.insert("caller".into(), Value::Array(callers.collect()));
     }
+    if !config.webhooks.is_empty() {
+        let webhooks = config.webhooks.iter().map(|w| Value::Table(w.effective(MASK)));
+        root.insert("webhook".into(), Value::Array(webhooks.collect()));
+    }
     let body = toml::to_string(&root).unwrap_or_else(|error| format!("# cannot print: {error}\n"));
     format!(
         "# The effective configuration: defaults and provider presets filled in, [token] inside each\n\
@@ -36,6 +40,9 @@ fn server(server: &ServerConfig) -> Table {
     t.insert("listen".into(), text(&server.listen));
     if let Some(admin) = server.admin_listen {
         t.insert("admin_listen".into(), text(&admin));
+    }
+    if let Some(webhooks) = server.webhook_listen {
+        t.insert("webhook_listen".into(), text(&webhooks));
     }
     t.insert("shutdown_grace".into(), duration(server.shutdown_grace));
     t.insert("shutdown_delay".into(), duration(server.shutdown_delay));

@@ -18,6 +18,7 @@
 pub mod effective;
 mod load;
 pub(crate) mod validate;
+mod webhook;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub use crate::schema::{
     ProcessEnv, RateLimitConfig, Secret, UpstreamUrl,
 };
 pub use load::{Loaded, load, load_with, load_with_text, parse};
+pub use webhook::{SignatureEncoding, WebhookConfig, WebhookSender};
 
 /// Everything the proxy needs to serve, validated. Built once per load or reload.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct RuntimeConfig {
     pub store: StoreConfig,
     pub tenants: Vec<TenantConfig>,
     pub callers: Vec<CallerConfig>,
+    /// `[[webhook]]` routes, served on `server.webhook_listen`.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// `[server]`.
@@ -53,6 +57,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Admin listener (`/healthz`, `/readyz`, `/metrics`, `/tenants`). Default `127.0.0.1:9901`.
     pub admin_listen: Option<SocketAddr>,
+    /// Webhook listener: serves only the `[[webhook]]` routes and lends no credential, so it may
+    /// face an ingress. Default none. Restart-only.
+    pub webhook_listen: Option<SocketAddr>,
     /// How long in-flight requests may take to finish after SIGTERM. Default 30 s.
     pub shutdown_grace: Duration,
     /// How long `/readyz` answers 503 after SIGTERM before the listeners close, so a load

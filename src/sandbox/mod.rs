@@ -21,6 +21,7 @@
 //!   `cyberbiz/shop.rs`, ...).
 //! - `magento.rs`: Adobe Commerce on cloud infrastructure or on-premises, verifying OAuth 1.0a
 //!   signatures as Magento does, with the ACCS fake's REST resources under `/rest/<store>/V1/`.
+//! - `webhook_echo.rs`: not a provider but the target a verified webhook is forwarded to.
 //! - `h2_upstream.rs`: not a provider but an https upstream (HTTP/2 and HTTP/1.1 over TLS) that
 //!   recycles its connections with GOAWAY, for the connection-pool tests.
 //!
@@ -38,6 +39,7 @@ mod magento;
 mod server;
 mod shopline;
 mod vantage;
+mod webhook_echo;
 
 #[cfg(test)]
 mod tests;
@@ -62,6 +64,7 @@ pub use vantage::{
     VANTAGE_CLIENT_ID, VANTAGE_CLIENT_SECRET, VANTAGE_PASSWORD, VANTAGE_SCOPES, VANTAGE_TENANT_ID, VANTAGE_USERNAME,
     VantageOptions, VantageSandbox,
 };
+pub use webhook_echo::WebhookEcho;
 
 /// All five fakes with their demo credentials (the `*_CLIENT_ID`/`*_SECRET`/... constants).
 #[derive(Debug)]

@@ -16,6 +16,7 @@ use serde::Deserialize;
 pub(crate) struct RawServer {
     pub(crate) listen: Option<String>,
     pub(crate) admin_listen: Option<String>,
+    pub(crate) webhook_listen: Option<String>,
     pub(crate) shutdown_grace: Option<RawQuantity>,
     pub(crate) shutdown_delay: Option<RawQuantity>,
     pub(crate) request_timeout: Option<RawQuantity>,

@@ -152,6 +152,21 @@ impl Servers {
         })
     }
 
+    /// Serves the `[[webhook]]` routes on `listener`, under the proxy listeners' connection cap and
+    /// timeouts: a flood of webhook connections is a flood like any other.
+    pub(crate) fn spawn_webhooks(&mut self, listener: TcpListener, state: Arc<ArcSwap<Snapshot>>) {
+        let gate = Arc::clone(&self.proxy_gate);
+        let accept_loop = self.spawn(listener, gate, move |request: Request<Incoming>, peer: SocketAddr| {
+            // One snapshot per request, as on the proxy listeners.
+            let snapshot = state.load_full();
+            Box::pin(async move {
+                let response = crate::webhook::handle(snapshot.webhooks(), &snapshot.server, peer, request).await;
+                Ok::<_, Infallible>(response)
+            })
+        });
+        self.fixed.push(accept_loop);
+    }
+
     /// Serves the admin endpoints on `listener`, with its own connection table (its own pool, so
     /// that a proxy at `max_connections` still answers probes and scrapes; see [`admin_listener`]).
     pub(crate) fn spawn_admin(

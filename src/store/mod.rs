@@ -8,6 +8,7 @@
 //! credentials never see an old token. Times are wall-clock unix milliseconds: the one place the
 //! program persists absolute time.
 
+pub mod deliveries;
 #[cfg(test)]
 mod fake;
 mod key;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use self::deliveries::{Claim, Deliveries};
 #[cfg(test)]
 pub use self::fake::FakeShared;
 pub use self::key::StoreKey;

@@ -83,6 +83,7 @@ fn manager(fake: Fake) -> Arc<TokenManager<Fake>> {
         &name,
         &crate::config::ProviderConfig::Cyberbiz(crate::config::CyberbizConfig {
             token: Secret::from("k"),
+            app_secret: None,
         }),
     );
     Arc::new(TokenManager::spawn(

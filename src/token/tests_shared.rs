@@ -88,6 +88,7 @@ fn spawn(source: Replica, store: &FakeShared) -> TokenManager<Replica> {
         &name,
         &ProviderConfig::Cyberbiz(CyberbizConfig {
             token: Secret::from("k"),
+            app_secret: None,
         }),
     );
     TokenManager::spawn(

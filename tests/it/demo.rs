@@ -33,6 +33,8 @@ pub(crate) struct Printed {
     rest_endpoint: Option<String>,
     /// The status page's URL (the admin listener's root).
     pub(crate) status_page: Option<String>,
+    /// The "send a webhook" command, its continuation lines joined.
+    webhook_curl: Option<String>,
 }
 
 impl Printed {
@@ -59,12 +61,21 @@ fn read_instructions(demo: &mut Demo) -> Printed {
         }
     });
     let mut printed = Printed::default();
+    let mut continued: Option<String> = None;
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the demo prints its instructions");
         let line = line.trim();
-        if let Some(rest) = line.strip_prefix("curl -sg '") {
+        if let Some(command) = continued.as_mut() {
+            command.push(' ');
+            command.push_str(line.trim_end_matches('\\').trim_end());
+            if !line.ends_with('\\') {
+                printed.webhook_curl = continued.take();
+            }
+        } else if line.starts_with("curl -s -X POST ") {
+            continued = Some(line.trim_end_matches('\\').trim_end().to_owned());
+        } else if let Some(rest) = line.strip_prefix("curl -sg '") {
             printed.urls.push(rest.trim_end_matches('\'').to_owned());
         } else if let Some(rest) = line.strip_prefix("curl -s ") {
             printed.readyz.get_or_insert_with(|| rest.trim().to_owned());
@@ -104,6 +115,53 @@ async fn start_demo_with(envs: &[(&str, &str)]) -> (Demo, Printed) {
     })
     .await
     .expect("reader task")
+}
+
+/// The printed webhook `curl` as the request it sends: its URL, every `-H` and the
+/// `--data-binary` body, each single-quoted as printed.
+fn webhook_request(command: &str, body_edit: impl FnOnce(&mut Vec<u8>)) -> Request<Full<Bytes>> {
+    let quoted: Vec<&str> = command.split('\'').collect();
+    let url = quoted[1];
+    let mut request = Request::post(url);
+    let mut body = None;
+    for pair in quoted.windows(2) {
+        match pair[0].trim_end() {
+            flag if flag.ends_with("-H") => {
+                let (name, value) = pair[1].split_once(": ").expect("a header line");
+                request = request.header(name, value);
+            }
+            flag if flag.ends_with("--data-binary") => body = Some(pair[1].as_bytes().to_vec()),
+            _ => {}
+        }
+    }
+    let mut body = body.expect("a --data-binary body");
+    body_edit(&mut body);
+    request.body(Full::new(Bytes::from(body))).expect("valid request")
+}
+
+/// The printed "send a webhook" command succeeds as printed; the same delivery with one byte of
+/// its body changed is refused, and only the signed one reached the echo target.
+#[tokio::test]
+async fn the_printed_webhook_is_verified_and_one_changed_byte_is_refused() {
+    let (demo, printed) = start_demo().await;
+    let command = printed.webhook_curl.clone().expect("a send-a-webhook command");
+    let sent = send(webhook_request(&command, |_| {})).await;
+    assert_eq!(sent.status, StatusCode::OK, "{command}: {}", sent.text());
+    assert_eq!(sent.headers["tokenbroker-webhook-outcome"], "forwarded");
+    let forged = send(webhook_request(&command, |body| body[7] ^= 1)).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{}", forged.text());
+    assert_eq!(forged.json()["type"], "urn:tokenbroker:error:webhook_signature_invalid");
+    let tenants = printed
+        .readyz
+        .as_deref()
+        .expect("the admin URL")
+        .replace("/readyz", "/tenants");
+    let outcomes = get(&tenants).await.json()["webhooks"][0]["outcomes"].clone();
+    assert_eq!(
+        (outcomes["forwarded"].as_u64(), outcomes["invalid_signature"].as_u64()),
+        (Some(1), Some(1))
+    );
+    drop(demo);
 }
 
 async fn call(method: Method, url: &str, body: &str) -> Answer {

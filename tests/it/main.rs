@@ -40,3 +40,4 @@ mod shared_tokens;
 mod status_page;
 mod tokens;
 mod traces;
+mod webhooks;

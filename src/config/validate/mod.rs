@@ -22,6 +22,9 @@ mod tests;
 mod tests_classes;
 #[cfg(test)]
 mod tests_providers;
+#[cfg(test)]
+mod tests_webhooks;
+mod webhooks;
 
 use super::{Loaded, RuntimeConfig};
 use crate::schema::check::{Ctx, Scope};
@@ -48,7 +51,7 @@ pub(crate) fn validate(text: &str, origin: &str, env: &dyn Env) -> Result<Loaded
     }
 }
 
-const SECTIONS: [&str; 5] = ["server", "token", "store", "tenant", "caller"];
+const SECTIONS: [&str; 6] = ["server", "token", "store", "tenant", "caller", "webhook"];
 
 fn build(ctx: &mut Ctx<'_>) -> Option<RuntimeConfig> {
     for (key, span) in ctx.src.keys("") {
@@ -57,7 +60,11 @@ fn build(ctx: &mut Ctx<'_>) -> Option<RuntimeConfig> {
             ctx.push_error(Some(span), message);
         }
     }
-    for (section, header) in [("tenant", "[[tenant]]"), ("caller", "[[caller]]")] {
+    for (section, header) in [
+        ("tenant", "[[tenant]]"),
+        ("caller", "[[caller]]"),
+        ("webhook", "[[webhook]]"),
+    ] {
         let value = ctx.src.get(section).map(|v| v.get_ref());
         if value.is_some_and(|v| !matches!(v, toml::de::DeValue::Array(_))) {
             let message = format!("must be an array of tables: write `{header}`");
@@ -72,15 +79,20 @@ fn build(ctx: &mut Ctx<'_>) -> Option<RuntimeConfig> {
     let store = raw_store.and_then(|raw| store::store(ctx, &raw));
     let tenants = tenant::tenants(ctx, server.as_ref(), token.as_ref());
     let callers = callers::callers(ctx);
+    let webhooks = webhooks::webhooks(ctx, tenants.as_deref());
     if let (Some(server), Some(tenants), Some(callers)) = (&server, &tenants, &callers) {
         server::check_listeners(ctx, server, tenants, callers.is_empty());
     }
-    let (mut tenants, callers) = (tenants?, callers?);
+    if let (Some(server), Some(webhooks)) = (&server, &webhooks) {
+        webhooks::check_listener(ctx, server.webhook_listen, webhooks);
+    }
+    let (mut tenants, callers, webhooks) = (tenants?, callers?, webhooks?);
     limits::lead_classes(&mut tenants, &callers);
     Some(RuntimeConfig {
         server: server?,
         store: store?,
         tenants,
         callers,
+        webhooks,
     })
 }

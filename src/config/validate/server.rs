@@ -36,6 +36,9 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
         Some(text) => ctx.socket_addr(&scope, "admin_listen", text).map(Some),
         None => Some(Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9901)))),
     };
+    let webhook_listen = crate::schema::fields::optional(raw.webhook_listen.as_ref(), |text| {
+        ctx.socket_addr(&scope, "webhook_listen", text)
+    });
     let shutdown_grace = ctx.duration(
         &scope,
         "shutdown_grace",
@@ -54,6 +57,7 @@ pub(super) fn server(ctx: &mut Ctx<'_>, raw: &RawServer) -> Option<ServerConfig>
     Some(ServerConfig {
         listen: listen?,
         admin_listen: admin_listen?,
+        webhook_listen: webhook_listen?,
         shutdown_grace: shutdown_grace?,
         shutdown_delay: shutdown_delay?,
         request_timeout: request_timeout?,
@@ -254,6 +258,10 @@ pub(super) fn check_listeners(ctx: &mut Ctx<'_>, server: &ServerConfig, tenants:
     let mut taken: Vec<(SocketAddr, String)> = vec![(server.listen, "server.listen".to_owned())];
     if let Some(admin) = server.admin_listen {
         claim(ctx, &mut taken, admin, &server_scope, "admin_listen");
+    }
+    // Not held to the loopback rule below: the webhook listener lends no credential.
+    if let Some(webhooks) = server.webhook_listen {
+        claim(ctx, &mut taken, webhooks, &server_scope, "webhook_listen");
     }
     let anonymous_ok = !no_callers || server.allow_anonymous;
     if !anonymous_ok && !server.listen.ip().is_loopback() {

@@ -461,3 +461,22 @@ fn adobe_commerce_errors_name_the_key_and_its_place() {
         &["key `consumer_key`", "not valid for provider `adobe_ims`"],
     );
 }
+
+#[test]
+fn cyberbiz_app_secret_is_optional_a_secret_and_not_part_of_the_token_key() {
+    let ProviderConfig::Cyberbiz(without) = only_tenant(CYBERBIZ).provider else {
+        panic!("cyberbiz")
+    };
+    assert!(without.app_secret.is_none());
+    let tenant = only_tenant(&format!("{CYBERBIZ}app_secret = {{ env = \"ACME_ERP_SECRET\" }}\n"));
+    let secrets: Vec<String> = tenant.provider.secrets().iter().map(|s| s.expose().clone()).collect();
+    let ProviderConfig::Cyberbiz(with) = &tenant.provider else {
+        panic!("cyberbiz")
+    };
+    let app_secret = with.app_secret.as_ref().expect("read").expose();
+    assert!(secrets.contains(app_secret), "listed among the secrets");
+    let key = |p: &ProviderConfig| crate::store::StoreKey::new(&tenant.name, p).name().to_owned();
+    assert_eq!(key(&tenant.provider), key(&ProviderConfig::Cyberbiz(without)));
+    let errors = parse_err(&format!("{ADOBE}app_secret = \"x\"\n"));
+    find(&errors, &["`app_secret`", "not valid for provider `adobe_ims`"]);
+}

@@ -21,7 +21,7 @@ use crate::schema::print::masked;
 use crate::schema::raw::RawTenant;
 
 /// The keys of a tenant table that belong to this provider.
-pub(super) const KEYS: &[&str] = &["token"];
+pub(super) const KEYS: &[&str] = &["token", "app_secret"];
 
 const CYBERBIZ_UPSTREAM: &str = "https://app-store-api.cyberbiz.io";
 
@@ -31,6 +31,9 @@ const CYBERBIZ_HEADROOM: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CyberbizConfig {
     pub token: Secret<String>,
+    /// The app secret that signs the app's webhooks (README, "Webhooks"). It plays no part in
+    /// getting a token, so it is not in the store fingerprint.
+    pub app_secret: Option<Secret<String>>,
 }
 
 /// CYBERBIZ's one API host, its 5 requests per second, and its 2 MB request cap.
@@ -47,14 +50,18 @@ pub(super) fn preset(_raw: &RawTenant) -> Preset {
 }
 
 pub(super) fn secrets(c: &CyberbizConfig) -> Vec<&Secret<String>> {
-    vec![&c.token]
+    std::iter::once(&c.token).chain(&c.app_secret).collect()
 }
 
 pub(super) fn fingerprint(w: &mut Fingerprint, c: &CyberbizConfig) {
-    let CyberbizConfig { token } = c;
+    // The app secret only verifies webhooks: changing it must not orphan the stored token.
+    let CyberbizConfig { token, app_secret: _ } = c;
     w.secret("token", token);
 }
 
-pub(super) fn print(_c: &CyberbizConfig, t: &mut Table) {
+pub(super) fn print(c: &CyberbizConfig, t: &mut Table) {
     t.insert("token".into(), masked());
+    if c.app_secret.is_some() {
+        t.insert("app_secret".into(), masked());
+    }
 }

@@ -120,6 +120,7 @@ fn variants() -> Variants {
     let cyberbiz = |token| {
         ProviderConfig::Cyberbiz(CyberbizConfig {
             token: Secret::from(token),
+            app_secret: None,
         })
     };
     let mut all = vec![

@@ -17,6 +17,7 @@
 //! ```
 
 mod bucket;
+mod deliveries;
 mod health;
 mod scripts;
 mod slot;

@@ -196,6 +196,8 @@ pub struct Binary {
     pub addr: SocketAddr,
     /// The admin listener's bound address, when the config has one.
     pub admin_addr: Option<SocketAddr>,
+    /// The webhook listener's bound address, when the config has one.
+    pub webhook_addr: Option<SocketAddr>,
     /// The config file the binary reads (and re-reads on SIGHUP or when watching).
     pub config_path: PathBuf,
     pub stderr: Arc<Mutex<Vec<String>>>,
@@ -260,10 +262,12 @@ impl Binary {
             .parse()
             .expect("socket address");
         let admin_addr = json["admin"].as_str().map(|a| a.parse().expect("socket address"));
+        let webhook_addr = json["webhooks"].as_str().map(|a| a.parse().expect("socket address"));
         Self {
             child,
             addr,
             admin_addr,
+            webhook_addr,
             config_path: path,
             stderr,
             _dir: dir,
@@ -276,6 +280,10 @@ impl Binary {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin_addr.expect("an admin listener"))
+    }
+
+    pub fn webhook_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.webhook_addr.expect("a webhook listener"))
     }
 
     /// Replaces the config file the way editors and ConfigMaps do: write a sibling, rename over.
