@@ -107,6 +107,25 @@ pub struct RedisConfig {
     /// Mixed into every tenant's sealing key, so that Redis and the configuration together are
     /// not enough to open a stored token. Optional; the same on every replica.
     pub seal_secret: Option<Secret<String>>,
+    /// How the Redis is reached: one server, a Cluster, or a Sentinel-managed primary.
+    pub mode: RedisMode,
+    /// Trust roots for `rediss://` beyond the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[store] mode` (README, "Redis topologies").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisMode {
+    /// `url` is the server.
+    Standalone,
+    /// `url` is any node of a Redis Cluster; the rest is discovered.
+    Cluster,
+    /// The primary named `master_name` is asked of `sentinels` (`host:port` each); `url` gives
+    /// only the scheme, the credentials and the database.
+    Sentinel {
+        sentinels: Vec<String>,
+        master_name: String,
+    },
 }
 
 /// `[token]`, overridable per tenant.

@@ -37,5 +37,6 @@ mod shared_limits;
 mod shared_pauses;
 mod shared_tokens;
 mod status_page;
+mod store_tls;
 mod tokens;
 mod traces;

@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
-use tokenbroker::config::{CallerClass, ProviderConfig, RedisConfig, Secret, StaticConfig, StoreConfig, TenantName};
+use tokenbroker::config::{
+    CallerClass, ProviderConfig, RedisConfig, RedisMode, Secret, StaticConfig, StoreConfig, TenantName,
+};
 use tokenbroker::sandbox::{self, CyberbizOptions, CyberbizSandbox, ShoplineOptions, ShoplineSandbox};
 use tokenbroker::store::{Ask, RedisBucket, Reservation, Store, StoreKey};
 use tokio::time::Instant;
@@ -46,6 +48,8 @@ pub(crate) async fn bucket_on(redis: &RedisServer) -> (Store, RedisBucket, Strin
         connect_timeout: Duration::from_secs(2),
         command_timeout: Duration::from_secs(2),
         seal_secret: None,
+        mode: RedisMode::Standalone,
+        ca_file: None,
     }))
     .expect("a valid redis:// URL");
     let key = StoreKey::new(

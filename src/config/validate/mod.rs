@@ -18,6 +18,7 @@ mod providers;
 mod server;
 mod source;
 mod store;
+mod store_topology;
 mod tenant;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,8 @@ mod tests;
 mod tests_classes;
 #[cfg(test)]
 mod tests_providers;
+#[cfg(test)]
+mod tests_store;
 
 use std::fmt::Display;
 

@@ -17,6 +17,7 @@
 //! ```
 
 mod bucket;
+mod connect;
 mod health;
 mod scripts;
 mod slot;
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -84,15 +85,11 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Sets the store up without connecting; the health task connects in the background.
     pub fn open(config: &RedisConfig) -> Result<Self, RedisSetupError> {
-        let info = config
-            .url
-            .expose()
-            .as_str()
-            .into_connection_info()
-            .map_err(|_| RedisSetupError("not a valid redis:// or rediss:// URL"))?;
-        let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(settings))
-            .map_err(|_| RedisSetupError("not a valid redis:// or rediss:// URL"))?;
+        if config.mode != crate::config::RedisMode::Standalone {
+            return Err(RedisSetupError("this mode is not available yet"));
+        }
+        let info = connect::connection_info(config)?;
+        let client = connect::client(info, config.ca_file.as_deref())?;
         let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))

@@ -7,6 +7,7 @@ pub mod redis;
 pub mod relay;
 pub mod replicas;
 pub mod tenants;
+pub mod tls_ca;
 pub mod upstream;
 
 use std::collections::HashMap;

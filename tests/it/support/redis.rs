@@ -44,6 +44,8 @@ pub struct RedisServer {
     log: Arc<Mutex<String>>,
     /// Its `--dir`: stays empty, since nothing is saved.
     dir: tempfile::TempDir,
+    /// More `redis-server` arguments (TLS, cluster), given at every (re)start.
+    extra: Vec<String>,
 }
 
 /// One key and everything stored under it, as bytes.
@@ -67,17 +69,45 @@ impl RedisServer {
         Self::launch(Some(password.to_owned()))
     }
 
+    /// Starts a server that also serves TLS on `tls_port` with `tls`'s certificate (clients are
+    /// not asked for one). Its plain port stays, for the harness's own client.
+    pub fn start_with_tls(tls: &crate::support::tls_ca::PrivateCa, tls_port: u16) -> Self {
+        let extra = [
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            tls.server_cert().display().to_string(),
+            "--tls-key-file".to_owned(),
+            tls.server_key().display().to_string(),
+            "--tls-ca-cert-file".to_owned(),
+            tls.ca_cert().display().to_string(),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        Self::launch_with(None, extra.to_vec(), free_port)
+    }
+
+    /// Starts a server with `extra` arguments on a port `port` picks (retried when taken).
+    pub fn start_with_args(extra: Vec<String>, port: impl FnMut() -> u16) -> Self {
+        Self::launch_with(None, extra, port)
+    }
+
     fn launch(password: Option<String>) -> Self {
+        Self::launch_with(password, Vec::new(), free_port)
+    }
+
+    fn launch_with(password: Option<String>, extra: Vec<String>, mut port: impl FnMut() -> u16) -> Self {
         let mut server = Self {
             child: None,
             port: 0,
             password,
             log: Arc::default(),
             dir: tempfile::tempdir().expect("temp dir"),
+            extra,
         };
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
-            server.port = free_port();
+            server.port = port();
             match server.spawn() {
                 Ok(()) => return server,
                 Err(why) => failures.push(why),
@@ -152,6 +182,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no", "--logfile", "", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -268,7 +299,7 @@ impl Drop for RedisServer {
 }
 
 /// A port nobody listens on right now (bound, then released).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
