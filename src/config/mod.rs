@@ -15,10 +15,12 @@ pub mod effective;
 pub(crate) mod limits;
 mod load;
 pub(crate) mod raw;
+mod redis_mode;
 pub(crate) mod secret;
 pub(crate) mod units;
 pub(crate) mod validate;
 
+pub use self::redis_mode::RedisMode;
 pub use validate::{Env, MapEnv, NoSecrets, ProcessEnv};
 
 use std::fmt;
@@ -111,21 +113,6 @@ pub struct RedisConfig {
     pub mode: RedisMode,
     /// Trust roots for `rediss://` beyond the system's (a private CA).
     pub ca_file: Option<PathBuf>,
-}
-
-/// `[store] mode` (README, "Redis topologies").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisMode {
-    /// `url` is the server.
-    Standalone,
-    /// `url` is any node of a Redis Cluster; the rest is discovered.
-    Cluster,
-    /// The primary named `master_name` is asked of `sentinels` (`host:port` each); `url` gives
-    /// only the scheme, the credentials and the database.
-    Sentinel {
-        sentinels: Vec<String>,
-        master_name: String,
-    },
 }
 
 /// `[token]`, overridable per tenant.

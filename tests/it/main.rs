@@ -37,6 +37,7 @@ mod shared_limits;
 mod shared_pauses;
 mod shared_tokens;
 mod status_page;
+mod store_cluster;
 mod store_tls;
 mod tokens;
 mod traces;

@@ -17,6 +17,7 @@
 //! ```
 
 mod bucket;
+mod conn;
 mod connect;
 mod health;
 mod scripts;
@@ -26,9 +27,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 pub use self::bucket::{Ask, RedisBucket, Reservation};
@@ -56,7 +56,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: conn::Conn,
     prefix: String,
     health: StoreHealth,
     /// Per renewal channel, the last version a peer announced; token managers watch theirs.
@@ -71,6 +71,10 @@ struct Inner {
     replicas: std::sync::atomic::AtomicU32,
     /// `[store] seal_secret`, mixed into every slot's sealing key.
     seal_secret: Option<crate::config::Secret<String>>,
+    /// Sharded channels (a Cluster) not subscribed yet; the health task subscribes them.
+    unheard: Mutex<Vec<String>>,
+    /// Wakes the health task when a channel is added to `unheard`.
+    wake: Notify,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -85,21 +89,8 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Sets the store up without connecting; the health task connects in the background.
     pub fn open(config: &RedisConfig) -> Result<Self, RedisSetupError> {
-        if config.mode != crate::config::RedisMode::Standalone {
-            return Err(RedisSetupError("this mode is not available yet"));
-        }
-        let info = connect::connection_info(config)?;
-        let client = connect::client(info, config.ca_file.as_deref())?;
         let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2))
-            .set_push_sender(push_tx)
-            .set_automatic_resubscription();
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|_| RedisSetupError("the connection settings were refused"))?;
+        let conn = conn::Conn::open(config, push_tx)?;
         let inner = Arc::new(Inner {
             conn,
             prefix: config.key_prefix.clone(),
@@ -110,6 +101,8 @@ impl RedisStore {
             replica_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
             replicas: std::sync::atomic::AtomicU32::new(1),
             seal_secret: config.seal_secret.clone(),
+            unheard: Mutex::new(Vec::new()),
+            wake: Notify::new(),
         });
         tokio::spawn(dispatch(Arc::downgrade(&inner), push_rx));
         tokio::spawn(watch_health(Arc::downgrade(&inner)));
@@ -121,6 +114,7 @@ impl RedisStore {
         let base = self.base(key);
         let channel = format!("{base}:renewed");
         let renewed = self.channel(&channel);
+        self.listen_to(&channel);
         RedisSlot::new(self.clone(), key, &base, channel, renewed)
     }
 
@@ -136,6 +130,7 @@ impl RedisStore {
             .entry(channel.clone())
             .or_insert_with(|| watch::Sender::new(None))
             .subscribe();
+        self.listen_to(&channel);
         RedisBucket::new(self.clone(), &base, channel, paused)
     }
 
@@ -153,6 +148,21 @@ impl RedisStore {
             .entry(channel.to_owned())
             .or_insert_with(|| watch::Sender::new(0))
             .subscribe()
+    }
+
+    /// On a Cluster, queues `channel` for a sharded subscription (a pattern covers them all on
+    /// one server). Subscribing twice is harmless.
+    fn listen_to(&self, channel: &str) {
+        if self.inner.conn.is_sharded() {
+            let mut unheard = self.inner.unheard.lock().expect("channel list lock is never poisoned");
+            unheard.push(channel.to_owned());
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// The command the scripts announce with (`PUBLISH`, or `SPUBLISH` on a Cluster).
+    fn publish_command(&self) -> &'static str {
+        self.inner.conn.publish_command()
     }
 
     /// The deployment-wide seal secret, if one is configured.
@@ -175,7 +185,7 @@ impl RedisStore {
     }
 
     /// The connection for one command (a clone is a cheap handle on the one multiplexed link).
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> conn::Conn {
         self.inner.conn.clone()
     }
 
@@ -289,11 +299,13 @@ fn is_unreachable(error: &redis::RedisError) -> bool {
 async fn dispatch(store: Weak<Inner>, mut pushes: mpsc::UnboundedReceiver<PushInfo>) {
     while let Some(push) = pushes.recv().await {
         let Some(inner) = store.upgrade() else { return };
-        if push.kind != PushKind::PMessage {
-            continue;
-        }
-        // pmessage: pattern, channel, payload.
-        let (Some(Value::BulkString(channel)), Some(payload)) = (push.data.get(1), push.data.get(2)) else {
+        // pmessage: pattern, channel, payload; smessage (a Cluster's shard): channel, payload.
+        let first = match push.kind {
+            PushKind::PMessage => 1,
+            PushKind::SMessage => 0,
+            _ => continue,
+        };
+        let (Some(Value::BulkString(channel)), Some(payload)) = (push.data.get(first), push.data.get(first + 1)) else {
             continue;
         };
         let (Ok(channel), Some(number)) = (std::str::from_utf8(channel), number(payload)) else {
@@ -357,14 +369,33 @@ async fn watch_health(store: Weak<Inner>) {
         if up {
             handle.heartbeat().await;
         }
-        if up && !subscribed {
-            let result = conn.psubscribe(handle.pattern()).await;
-            subscribed = handle.record(StoreOp::Subscribe, result).is_ok();
+        if up && (!subscribed || conn.is_sharded()) {
+            subscribed = handle.listen(&mut conn).await;
         }
-        // After a reconnect redis-rs resubscribes by itself; a failed first subscribe is retried.
+        // After a reconnect (or a slot's move) redis-rs resubscribes by itself; a failed first
+        // subscribe is retried.
         let pause = if up { PING_UP } else { PING_DOWN };
+        let wake = Arc::clone(&handle.inner);
         drop(handle);
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = wake.wake.notified() => {}
+        }
+    }
+}
+
+impl RedisStore {
+    /// Subscribes to the announcement pattern (one server) or the channels queued since the last
+    /// time (a Cluster); returns whether that worked. Failed channels stay queued.
+    async fn listen(&self, conn: &mut conn::Conn) -> bool {
+        let channels = std::mem::take(&mut *self.inner.unheard.lock().expect("channel list lock is never poisoned"));
+        let result = conn.listen(&self.pattern(), &channels).await;
+        let heard = self.record(StoreOp::Subscribe, result).is_ok();
+        if !heard {
+            let mut unheard = self.inner.unheard.lock().expect("channel list lock is never poisoned");
+            unheard.extend(channels);
+        }
+        heard
     }
 }
 

@@ -4,10 +4,12 @@
 pub mod chromium;
 pub mod otlp;
 pub mod redis;
+pub mod redis_cluster;
 pub mod relay;
 pub mod replicas;
 pub mod tenants;
 pub mod tls_ca;
+pub mod topology;
 pub mod upstream;
 
 use std::collections::HashMap;

@@ -132,6 +132,11 @@ impl RedisServer {
         }
     }
 
+    /// Whether the server runs (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -386,6 +391,16 @@ fn redis_server() -> PathBuf {
         Ok(program) => program.clone(),
         Err(why) => panic!("{why}"),
     }
+}
+
+/// `redis-cli` (Debian's redis-tools, which redis-server depends on): installed with the server
+/// when it has to be.
+pub fn redis_cli() -> PathBuf {
+    let server = redis_server();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    find_on_path("redis-cli", &path)
+        .or_else(|| Some(server.with_file_name("redis-cli")).filter(|p| p.is_file()))
+        .unwrap_or_else(|| panic!("redis-cli is required by the Cluster tests: apt-get install -y redis-tools"))
 }
 
 /// `redis-server` on `path` (a PATH value); if it is not there, runs `install` (when given) and

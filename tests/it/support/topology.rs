@@ -1,0 +1,80 @@
+//! The store topologies the multi-replica suites run on: one `redis-server`, and a three-primary
+//! Redis Cluster. A suite writes its scenario once as `async fn(Topology)` inside
+//! [`on_each_topology!`], which makes one test per topology (`<scenario>::standalone`,
+//! `<scenario>::cluster`), so the same assertions hold on both.
+
+use super::redis::RedisServer;
+use super::redis_cluster::RedisCluster;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Standalone,
+    Cluster,
+}
+
+/// A running Redis of some topology.
+pub enum SharedRedis {
+    One(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl SharedRedis {
+    pub fn start(topology: Topology) -> Self {
+        match topology {
+            Topology::Standalone => Self::One(RedisServer::start()),
+            Topology::Cluster => Self::Cluster(RedisCluster::start(0)),
+        }
+    }
+
+    /// What tokenbroker is given as `url` (any node of a Cluster).
+    pub fn url(&self) -> String {
+        match self {
+            Self::One(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// The `[store]` section for this topology; the URL comes from the `REDIS_URL` variable.
+    pub fn store_toml(&self) -> String {
+        let mode = match self {
+            Self::One(_) => "standalone",
+            Self::Cluster(_) => "cluster",
+        };
+        format!("[store]\nkind = \"redis\"\nmode = \"{mode}\"\nurl = {{ env = \"REDIS_URL\" }}\n")
+    }
+
+    /// Every key, on every primary.
+    pub async fn keys(&self) -> Vec<String> {
+        match self {
+            Self::One(server) => server.keys().await,
+            Self::Cluster(cluster) => cluster.keys().await,
+        }
+    }
+}
+
+/// `on_each_topology! { async fn name(topology: Topology) { ... } }`: the scenario once, a
+/// multi-threaded tokio test per topology.
+macro_rules! on_each_topology {
+    ($(#[doc = $doc:literal])* async fn $name:ident($topology:ident: Topology) $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use crate::support::topology::Topology;
+
+            async fn scenario($topology: Topology) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn standalone() {
+                scenario(Topology::Standalone).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() {
+                scenario(Topology::Cluster).await;
+            }
+        }
+    };
+}
+
+pub(crate) use on_each_topology;
