@@ -38,6 +38,7 @@ mod shared_pauses;
 mod shared_tokens;
 mod status_page;
 mod store_cluster;
+mod store_sentinel;
 mod store_tls;
 mod tokens;
 mod traces;

@@ -9,12 +9,15 @@
 //! channel it has a token manager or a bucket for: the channels share their keys' hash tag, so
 //! each lives on the node that runs the script.
 
+use std::sync::Arc;
+
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, PushInfo, RedisFuture, Value};
 use tokio::sync::mpsc;
 
+use super::sentinel::Sentinels;
 use super::{RedisSetupError, connect};
 use crate::config::{RedisConfig, RedisMode};
 
@@ -23,6 +26,8 @@ use crate::config::{RedisConfig, RedisMode};
 pub(super) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// A primary found through the sentinels (see `sentinel.rs`).
+    Sentinel(Arc<Sentinels>),
 }
 
 impl Conn {
@@ -60,7 +65,12 @@ impl Conn {
                     client.get_pending_async_connection_with_config(ClusterConfig::new()),
                 ))
             }
-            RedisMode::Sentinel { .. } => Err(RedisSetupError("mode = \"sentinel\" is not available yet")),
+            RedisMode::Sentinel { sentinels, master_name } => Ok(Self::Sentinel(Arc::new(Sentinels::new(
+                config,
+                sentinels,
+                master_name,
+                pushes,
+            )?))),
         }
     }
 
@@ -74,10 +84,18 @@ impl Conn {
         if self.is_sharded() { "SPUBLISH" } else { "PUBLISH" }
     }
 
-    /// Listens on `pattern` (one server) or on each of `channels` (a Cluster).
+    /// Whether the subscription must be checked on every health round: a Cluster gets new
+    /// channels, a sentinel-managed primary may have changed. One server is subscribed once.
+    pub(super) fn resubscribes(&self) -> bool {
+        !matches!(self, Self::Single(_))
+    }
+
+    /// Listens on `pattern` (one server, or the primary a sentinel named) or on each of
+    /// `channels` (a Cluster).
     pub(super) async fn listen(&mut self, pattern: &str, channels: &[String]) -> redis::RedisResult<()> {
         match self {
             Self::Single(conn) => conn.psubscribe(pattern).await,
+            Self::Sentinel(sentinels) => sentinels.listen(pattern).await,
             Self::Cluster(conn) if channels.is_empty() => Ok(()),
             Self::Cluster(conn) => conn.ssubscribe(channels).await,
         }
@@ -89,6 +107,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Sentinel(sentinels) => sentinels.command(cmd),
         }
     }
 
@@ -101,6 +120,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(sentinels) => sentinels.pipeline(pipeline, offset, count),
         }
     }
 
@@ -108,6 +128,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
+            Self::Sentinel(sentinels) => sentinels.db(),
         }
     }
 }

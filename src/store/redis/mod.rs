@@ -21,6 +21,7 @@ mod conn;
 mod connect;
 mod health;
 mod scripts;
+mod sentinel;
 mod slot;
 
 use std::collections::HashMap;
@@ -369,7 +370,7 @@ async fn watch_health(store: Weak<Inner>) {
         if up {
             handle.heartbeat().await;
         }
-        if up && (!subscribed || conn.is_sharded()) {
+        if up && (!subscribed || conn.resubscribes()) {
             subscribed = handle.listen(&mut conn).await;
         }
         // After a reconnect (or a slot's move) redis-rs resubscribes by itself; a failed first

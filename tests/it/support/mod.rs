@@ -5,6 +5,7 @@ pub mod chromium;
 pub mod otlp;
 pub mod redis;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod relay;
 pub mod replicas;
 pub mod tenants;

@@ -443,18 +443,37 @@ fn can_apt_install(path: &OsStr) -> bool {
 
 /// `apt-get update`, then `apt-get install -y redis-server` from Debian's packages.
 fn apt_install() -> Result<(), String> {
-    run_bounded(Command::new("apt-get").arg("update"))?;
+    apt_get(&["update"])?;
+    apt_get(&["install", "-y", "redis-server"])
+}
+
+fn apt_get(args: &[&str]) -> Result<(), String> {
     run_bounded(
         Command::new("apt-get")
-            .args(["install", "-y", "redis-server"])
+            .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Installs Debian's `package` (after `apt-get update`), once per test process, when this runs
+/// as root with apt-get; a failure is printed, and the caller then fails naming the package.
+pub fn install_package(package: &'static str) {
+    static DONE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if done.contains(&package) || !can_apt_install(&path) {
+        return;
+    }
+    done.push(package);
+    if let Err(why) = apt_get(&["update"]).and_then(|()| apt_get(&["install", "-y", package])) {
+        eprintln!("installing {package} failed: {why}");
+    }
 }
 
 /// Runs `command` for at most [`INSTALL_LIMIT`], saying so on stderr; its output goes in the error.
 fn run_bounded(command: &mut Command) -> Result<(), String> {
     let shown = format!("{command:?}");
-    eprintln!("redis-server is not on PATH; running {shown}");
+    eprintln!("a Redis program is not on PATH; running {shown}");
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,21 +1,25 @@
-//! The store topologies the multi-replica suites run on: one `redis-server`, and a three-primary
-//! Redis Cluster. A suite writes its scenario once as `async fn(Topology)` inside
-//! [`on_each_topology!`], which makes one test per topology (`<scenario>::standalone`,
-//! `<scenario>::cluster`), so the same assertions hold on both.
+//! The store topologies the multi-replica suites run on: one `redis-server`, a three-primary
+//! Redis Cluster, and a primary with a replica behind three sentinels. A suite writes its
+//! scenario once as `async fn(Topology)` inside [`on_each_topology!`], which makes one test per
+//! topology (`<scenario>::standalone`, `::cluster`, `::sentinel`), so the same assertions hold
+//! on each.
 
 use super::redis::RedisServer;
 use super::redis_cluster::RedisCluster;
+use super::redis_sentinel::RedisSentinel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
     Standalone,
     Cluster,
+    Sentinel,
 }
 
 /// A running Redis of some topology.
 pub enum SharedRedis {
     One(RedisServer),
     Cluster(RedisCluster),
+    Sentinel(RedisSentinel),
 }
 
 impl SharedRedis {
@@ -23,14 +27,17 @@ impl SharedRedis {
         match topology {
             Topology::Standalone => Self::One(RedisServer::start()),
             Topology::Cluster => Self::Cluster(RedisCluster::start(0)),
+            Topology::Sentinel => Self::Sentinel(RedisSentinel::start()),
         }
     }
 
-    /// What tokenbroker is given as `url` (any node of a Cluster).
+    /// What tokenbroker is given as `url` (any node of a Cluster; with sentinels, only its
+    /// scheme counts).
     pub fn url(&self) -> String {
         match self {
             Self::One(server) => server.url(),
             Self::Cluster(cluster) => cluster.url(),
+            Self::Sentinel(_) => "redis://127.0.0.1".to_owned(),
         }
     }
 
@@ -39,6 +46,7 @@ impl SharedRedis {
         let mode = match self {
             Self::One(_) => "standalone",
             Self::Cluster(_) => "cluster",
+            Self::Sentinel(sentinels) => return sentinels.store_toml(),
         };
         format!("[store]\nkind = \"redis\"\nmode = \"{mode}\"\nurl = {{ env = \"REDIS_URL\" }}\n")
     }
@@ -48,6 +56,7 @@ impl SharedRedis {
         match self {
             Self::One(server) => server.keys().await,
             Self::Cluster(cluster) => cluster.keys().await,
+            Self::Sentinel(sentinels) => sentinels.primary().keys().await,
         }
     }
 }
@@ -72,6 +81,11 @@ macro_rules! on_each_topology {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn cluster() {
                 scenario(Topology::Cluster).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sentinel() {
+                scenario(Topology::Sentinel).await;
             }
         }
     };
