@@ -55,7 +55,10 @@ done
 
 # The store examples, one per Redis topology, through the binary's own check.
 for example in "$here"/redis/*.toml; do
-    "$tokenbroker" check --no-secrets --config "$example" >/dev/null
+    if ! out="$("$tokenbroker" check --no-secrets --config "$example" 2>&1)"; then
+        echo "$out" >&2
+        exit 1
+    fi
 done
 
 # Alert rules: promtool (Debian's `prometheus` package; .ci/run installs it) checks the rule file
