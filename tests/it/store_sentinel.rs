@@ -154,3 +154,98 @@ async fn a_killed_primary_costs_seconds_of_fallback_and_no_request_or_extra_refr
         all_logs(&nodes)
     );
 }
+
+/// Every member of `<prefix>:replicas` on the server at `port`, with its last heartbeat (unix ms).
+async fn heartbeats(server: &crate::support::redis::RedisServer) -> Vec<(String, u64)> {
+    let mut conn = server.connection().await;
+    redis::cmd("ZRANGE")
+        .arg("tokenbroker:replicas")
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_demoted_alive_answers_readonly_and_the_sentinels_are_asked_again() {
+    let deployment = RedisSentinel::start();
+    let upstream = Upstream::start().await;
+    let limit = "rate_limit = { per_second = 500, burst = 50, max_wait = \"5s\" }";
+    let toml = format!(
+        "{SERVER}{}{}",
+        deployment.store_toml(),
+        static_tenant_from("t", &upstream.url(), "VALUE", limit)
+    );
+    let envs = [("REDIS_URL", "redis://127.0.0.1"), ("VALUE", "Bearer static-token")];
+    let nodes = replicas::start(3, &toml, &envs);
+    let old = deployment.primary_port();
+    let ready = Instant::now() + Duration::from_secs(10);
+    while !all_shared(&nodes).await {
+        assert!(
+            Instant::now() < ready,
+            "shared before the failover\n{}",
+            all_logs(&nodes)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A manual failover: the old primary stays up and becomes a replica, so the replicas'
+    // connections to it stay open and their writes are answered -READONLY.
+    let sentinel = deployment.addresses()[0]
+        .rsplit_once(':')
+        .map(|(_, p)| p.parse::<u16>())
+        .expect("port")
+        .expect("a port");
+    crate::support::redis_cluster::cli(
+        sentinel,
+        &["SENTINEL", "FAILOVER", crate::support::redis_sentinel::MASTER_NAME],
+    );
+    let switched = Instant::now();
+    // Sentinel demotes the old primary on its next look at it (an INFO every 10 s): until then
+    // that primary still takes writes, and only then do they get -READONLY.
+    let deadline = switched + Duration::from_secs(30);
+    while deployment.primary_port() == old {
+        assert!(Instant::now() < deadline, "the sentinels did not fail over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let promoted_after = switched.elapsed();
+    let since_ms = tokenbroker_now_ms();
+    // Each replica beats every 2 s; its beat on the new primary shows it moved there.
+    let mut moved = Vec::new();
+    while Instant::now() < deadline {
+        moved = heartbeats(deployment.primary())
+            .await
+            .into_iter()
+            .filter(|(_, at)| *at >= since_ms)
+            .collect();
+        if moved.len() == 3 && all_shared(&nodes).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "manual failover: promoted after {promoted_after:?}; all three replicas writing to the new primary after {:?}",
+        switched.elapsed()
+    );
+    assert_eq!(
+        moved.len(),
+        3,
+        "every replica writes to the promoted primary: {moved:?}\n{}",
+        all_logs(&nodes)
+    );
+    assert!(all_shared(&nodes).await, "{:?}", limiters(&nodes, "t").await);
+    let answer = get(&nodes[0].url("/t/ok")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_ne!(deployment.primary_port(), old);
+}
+
+fn tokenbroker_now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits")
+}

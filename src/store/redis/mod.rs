@@ -1,8 +1,8 @@
 //! The shared store on Redis (README, "Several replicas"): one multiplexed RESP3 connection per
-//! process (redis-rs's `ConnectionManager`, which reconnects and resubscribes on its own), a
-//! pattern subscription that wakes the token manager of a key a peer renewed, and a health task
-//! that pings so the store's state is known (and logged once per change) even while no token is
-//! due. Nothing here is on the request path: only token managers call it.
+//! process (one server, a Cluster or a Sentinel-managed primary: `conn.rs`, README "Redis
+//! topologies"), a subscription that wakes the token manager of a key a peer renewed, and a
+//! health task that pings so the store's state is known (and logged once per change) even while
+//! no token is due. Nothing here is on the request path: only token managers and buckets call it.
 //!
 //! Keys, all of one credential set under one hash tag so the scripts also run on a Cluster:
 //!

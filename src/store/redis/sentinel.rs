@@ -156,13 +156,24 @@ impl Sentinels {
         }
     }
 
-    /// Runs one command or pipeline on the primary; a failure that means "gone" forgets it.
-    async fn run<T>(&self, send: impl AsyncFnOnce(&mut ConnectionManager) -> RedisResult<T>) -> RedisResult<T> {
+    /// Runs one command or pipeline on the primary; a failure that means "gone" forgets it,
+    /// whether it comes as an error or as an error reply inside the answer (redis-rs hands a
+    /// reply's `-READONLY` back as a value, converted only later).
+    async fn run<T>(
+        &self,
+        send: impl AsyncFnOnce(&mut ConnectionManager) -> RedisResult<T>,
+        replies: impl Fn(&T) -> &[Value],
+    ) -> RedisResult<T> {
         let (mut conn, generation) = self.connection().await?;
         let result = send(&mut conn).await;
-        if let Err(error) = &result
-            && is_unreachable(error)
-        {
+        let gone = match &result {
+            Err(error) => is_unreachable(error),
+            Ok(answer) => replies(answer).iter().any(|reply| match reply {
+                Value::ServerError(error) => is_unreachable(&RedisError::from(error.clone())),
+                _ => false,
+            }),
+        };
+        if gone {
             self.forget(generation).await;
         }
         result
@@ -184,7 +195,10 @@ impl Sentinels {
     }
 
     pub(super) fn command<'a>(self: &'a Arc<Self>, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
-        Box::pin(self.run(async move |conn| conn.req_packed_command(cmd).await))
+        Box::pin(self.run(
+            async move |conn| conn.req_packed_command(cmd).await,
+            std::slice::from_ref,
+        ))
     }
 
     pub(super) fn pipeline<'a>(
@@ -193,6 +207,9 @@ impl Sentinels {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<Value>> {
-        Box::pin(self.run(async move |conn| conn.req_packed_commands(pipeline, offset, count).await))
+        Box::pin(self.run(
+            async move |conn| conn.req_packed_commands(pipeline, offset, count).await,
+            Vec::as_slice,
+        ))
     }
 }
