@@ -37,7 +37,22 @@ fn redis_sentinel() -> PathBuf {
 }
 
 impl RedisSentinel {
+    /// A deployment ready to fail over: every sentinel knows the replica and the other two.
     pub fn start() -> Self {
+        let deployment = Self::launch();
+        deployment.settle(true);
+        deployment
+    }
+
+    /// A deployment that only has to name its primary (no failover planned): each sentinel
+    /// answers, without waiting the seconds they take to find each other.
+    pub fn start_serving() -> Self {
+        let deployment = Self::launch();
+        deployment.settle(false);
+        deployment
+    }
+
+    fn launch() -> Self {
         let program = redis_sentinel();
         let primary = RedisServer::start();
         let replica_of = [
@@ -69,13 +84,11 @@ impl RedisSentinel {
                 (child, port)
             })
             .collect();
-        let deployment = Self {
+        Self {
             servers: vec![primary, replica],
             sentinels,
             dir,
-        };
-        deployment.settle();
-        deployment
+        }
     }
 
     /// `host:port` of every sentinel, as `[store] sentinels` lists them.
@@ -128,9 +141,9 @@ impl RedisSentinel {
         port
     }
 
-    /// Waits until every sentinel knows the replica and the two other sentinels, and the replica
-    /// is in sync: a failover can then happen.
-    fn settle(&self) {
+    /// Waits until every sentinel names the primary and, with `for_failover`, knows the replica
+    /// and the two other sentinels: a failover can then happen.
+    fn settle(&self, for_failover: bool) {
         let step = Duration::from_millis(100);
         let mut tries = SETTLE_LIMIT.as_millis() / step.as_millis();
         for (_, port) in &self.sentinels {
@@ -141,7 +154,9 @@ impl RedisSentinel {
                         let mut lines = master.lines();
                         lines.find(|l| *l == name).and(lines.next()).map(str::to_owned)
                     };
-                    field("num-slaves").as_deref() == Some("1") && field("num-other-sentinels").as_deref() == Some("2")
+                    !for_failover
+                        || field("num-slaves").as_deref() == Some("1")
+                            && field("num-other-sentinels").as_deref() == Some("2")
                 };
                 if ready {
                     break;

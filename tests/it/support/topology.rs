@@ -27,7 +27,7 @@ impl SharedRedis {
         match topology {
             Topology::Standalone => Self::One(RedisServer::start()),
             Topology::Cluster => Self::Cluster(RedisCluster::start(0)),
-            Topology::Sentinel => Self::Sentinel(RedisSentinel::start()),
+            Topology::Sentinel => Self::Sentinel(RedisSentinel::start_serving()),
         }
     }
 
