@@ -389,13 +389,13 @@ async fn redis_holds_nothing_in_clear_and_every_token_key_expires() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_rolled_back_to_an_older_version_is_not_adopted() {
-    let redis = RedisServer::start();
+on_each_topology! {
+async fn a_record_rolled_back_to_an_older_version_is_not_adopted(topology: Topology) {
+    let redis = SharedRedis::start(topology);
     let idp = TokenEndpoint::start("3600").await;
     let upstream = Upstream::start().await;
     let toml = format!(
-        r#"{SERVER}{REDIS_STORE}
+        r#"{SERVER}{store}
 [[tenant]]
 name = "rb"
 provider = "oauth2"
@@ -407,6 +407,7 @@ min_token_age = "0s"
 "#,
         upstream = upstream.url(),
         token_url = idp.url(),
+        store = redis.store_toml(),
     );
     let url = redis.url();
     let replica = Binary::start(&toml, &[("REDIS_URL", url.as_str()), ("RB_SECRET", "s3cret")]);
@@ -420,7 +421,7 @@ min_token_age = "0s"
         .into_iter()
         .find(|k| k.ends_with(":token"))
         .expect("a token key");
-    let old = redis.hgetall(&key).await;
+    let old = redis.server_for(&key).hgetall(&key).await;
     assert_eq!(old["version"], b"1");
     // A 401 renews: token-1 is committed as version 2.
     assert_eq!(
@@ -430,8 +431,9 @@ min_token_age = "0s"
     assert!(eventually(Duration::from_secs(5), || async { view().await["store_version"] == 2 }).await);
     let before = view().await;
 
-    // Roll the record back and announce it, as someone with write access to Redis could.
-    let mut conn = redis.connection().await;
+    // Roll the record back and announce it, as someone with write access to Redis could, or as a
+    // failover that lost the last commit leaves it.
+    let mut conn = redis.server_for(&key).connection().await;
     let _: () = redis::cmd("HSET")
         .arg(&key)
         .arg("version")
@@ -442,7 +444,7 @@ min_token_age = "0s"
         .await
         .expect("HSET");
     let channel = key.replace(":token", ":renewed");
-    let _: i64 = redis::cmd("PUBLISH")
+    let _: i64 = redis::cmd(redis.publish_command())
         .arg(&channel)
         .arg(1)
         .query_async(&mut conn)
@@ -452,6 +454,7 @@ min_token_age = "0s"
     // The replica keeps token-1, and puts it back over the older record.
     let healed = eventually(Duration::from_secs(5), || async {
         redis
+            .server_for(&key)
             .hgetall(&key)
             .await
             .get("version")
@@ -469,4 +472,5 @@ min_token_age = "0s"
         replica.logs()
     );
     assert_eq!(idp.calls(), 2, "no token call for the rollback");
+}
 }

@@ -51,6 +51,24 @@ impl SharedRedis {
         format!("[store]\nkind = \"redis\"\nmode = \"{mode}\"\nurl = {{ env = \"REDIS_URL\" }}\n")
     }
 
+    /// The server that holds `key` now (the slot's primary on a Cluster, the primary the
+    /// sentinels name), for a test that reads or writes it directly.
+    pub fn server_for(&self, key: &str) -> &RedisServer {
+        match self {
+            Self::One(server) => server,
+            Self::Cluster(cluster) => cluster.owner_of(cluster.slot_of(key)),
+            Self::Sentinel(sentinels) => sentinels.primary(),
+        }
+    }
+
+    /// The command the store announces with on this topology (sharded on a Cluster).
+    pub fn publish_command(&self) -> &'static str {
+        match self {
+            Self::Cluster(_) => "SPUBLISH",
+            _ => "PUBLISH",
+        }
+    }
+
     /// Every key, on every primary.
     pub async fn keys(&self) -> Vec<String> {
         match self {
