@@ -7,6 +7,8 @@
 #   nginx       wrk -> nginx (same rewrite, static Authorization) -> upstream
 # Then the shared-store case (benches/redis.sh): the same tenant with [store] kind = "redis"
 # against memory mode.
+# Then the Redis Cluster case (benches/redis_cluster.sh): mode = "cluster" against "standalone",
+# unlimited and rate-limited.
 # Then the caller-class case (benches/classes.sh): a limited tenant with classes configured against
 # the same with one plain caller, in memory and redis mode.
 # Then the signing case (benches/signing.sh): an adobe_commerce tenant, every request signed with
@@ -33,9 +35,10 @@ ROUNDS=${ROUNDS:-3}
 TB_RUNTIME_ENV=${TB_RUNTIME_ENV:-TOKENBROKER_WORKER_THREADS=1}
 # EXTRAS=0 skips the 1,000-tenant and cold-burst steps (quick before/after comparisons);
 # TOKENBROKER_BIN=path measures another build of the proxy (e.g. a saved baseline);
-# SKIP_BUILD=1 uses the binaries already built; REDIS=0 skips the shared-store case, CLASSES=0 the
-# caller-class case, HTTPS=0 the HTTPS cases, SIGNING=0 the signing case; SIGNING_ONLY=1 runs only
-# the signing case; WEBHOOKS=0 skips the webhook case, WEBHOOKS_ONLY=1 runs only the webhook case.
+# SKIP_BUILD=1 uses the binaries already built; REDIS=0 skips the shared-store case, CLUSTER=0 the
+# Redis Cluster case (CLUSTER_ONLY=1 runs only it), CLASSES=0 the caller-class case, HTTPS=0 the
+# HTTPS cases, SIGNING=0 the signing case; SIGNING_ONLY=1 runs only the signing case;
+# WEBHOOKS=0 skips the webhook case, WEBHOOKS_ONLY=1 runs only the webhook case.
 CONNS=64
 LOADGEN_CPU=0
 SERVER_CPU=1
@@ -228,6 +231,8 @@ cold_burst() {
 
 # shellcheck source=benches/redis.sh
 source "$ROOT/benches/redis.sh"
+# shellcheck source=benches/redis_cluster.sh
+source "$ROOT/benches/redis_cluster.sh"
 # shellcheck source=benches/https.sh
 source "$ROOT/benches/https.sh"
 # shellcheck source=benches/classes.sh
@@ -249,10 +254,17 @@ if [ "${WEBHOOKS_ONLY:-0}" = 1 ]; then
   webhooks_case
   exit 0
 fi
+if [ "${CLUSTER_ONLY:-0}" = 1 ]; then
+  cluster_case
+  exit 0
+fi
 [ -f "$OUT/results.json" ] && mv "$OUT/results.json" "$OUT/results.prev.json"
 main_comparison
 if [ "${REDIS:-1}" = 1 ]; then
   redis_case
+fi
+if [ "${CLUSTER:-1}" = 1 ]; then
+  cluster_case
 fi
 if [ "${CLASSES:-1}" = 1 ]; then
   classes_case

@@ -5,7 +5,8 @@
 # Secret and its NetworkPolicy (the admin port only from named peers, no proxy port), a self-test
 # proving broken variants are rejected, the Prometheus alert rules (promtool check and unit tests,
 # and the PrometheusRule generated from them), the dashboard's queries and the rules evaluated by a
-# real Prometheus scraping `tokenbroker demo`, and the systemd unit.
+# real Prometheus scraping `tokenbroker demo`, the store examples of deploy/redis/, and the
+# systemd unit.
 #
 # Why a venv under target/: the validator (kubernetes-validate, pinned in
 # validate-requirements.txt) bundles the schemas in its wheel, so the only network it needs is
@@ -51,6 +52,14 @@ for manifest in "$here"/k8s/*.yaml; do
     [[ "$(basename "$manifest")" == prometheusrule.yaml ]] || manifests+=("$manifest")
 done
 "$venv/bin/python" "$here/validate_k8s.py" --tokenbroker "$tokenbroker" -k 1.29.0 -k 1.37.0 "${manifests[@]}"
+
+# The store examples, one per Redis topology, through the binary's own check.
+for example in "$here"/redis/*.toml; do
+    if ! out="$("$tokenbroker" check --no-secrets --config "$example" 2>&1)"; then
+        echo "$out" >&2
+        exit 1
+    fi
+done
 
 # Alert rules: promtool (Debian's `prometheus` package; .ci/run installs it) checks the rule file
 # and runs its unit tests, and the PrometheusRule must carry exactly the rule file's groups.

@@ -77,9 +77,29 @@ fn store(store: &StoreConfig) -> Table {
             if redis.seal_secret.is_some() {
                 t.insert("seal_secret".into(), masked());
             }
+            redis_topology(&mut t, redis);
         }
     }
     t
+}
+
+/// `mode` always (the default spelled out), its keys, and `ca_file`.
+fn redis_topology(t: &mut Table, redis: &crate::config::RedisConfig) {
+    use crate::config::RedisMode;
+    let mode = match &redis.mode {
+        RedisMode::Standalone => "standalone",
+        RedisMode::Cluster => "cluster",
+        RedisMode::Sentinel { sentinels, master_name } => {
+            let list = sentinels.iter().map(text).collect();
+            t.insert("sentinels".into(), toml::Value::Array(list));
+            t.insert("master_name".into(), text(master_name));
+            "sentinel"
+        }
+    };
+    t.insert("mode".into(), text(mode));
+    if let Some(ca_file) = &redis.ca_file {
+        t.insert("ca_file".into(), text(&ca_file.display()));
+    }
 }
 
 /// A Redis URL with its user info's password (the only secret part) replaced by [`MASK`]:

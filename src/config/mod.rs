@@ -17,8 +17,11 @@
 
 pub mod effective;
 mod load;
+mod redis_mode;
 pub(crate) mod validate;
 mod webhook;
+
+pub use self::redis_mode::RedisMode;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -118,6 +121,10 @@ pub struct RedisConfig {
     /// Mixed into every tenant's sealing key, so that Redis and the configuration together are
     /// not enough to open a stored token. Optional; the same on every replica.
     pub seal_secret: Option<Secret<String>>,
+    /// How the Redis is reached: one server, a Cluster, or a Sentinel-managed primary.
+    pub mode: RedisMode,
+    /// Trust roots for `rediss://` beyond the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[token]`, overridable per tenant.

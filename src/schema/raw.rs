@@ -53,6 +53,10 @@ pub(crate) struct RawStore {
     pub(crate) connect_timeout: Option<RawQuantity>,
     pub(crate) command_timeout: Option<RawQuantity>,
     pub(crate) seal_secret: Option<RawSecret>,
+    pub(crate) mode: Option<String>,
+    pub(crate) sentinels: Option<Vec<String>>,
+    pub(crate) master_name: Option<String>,
+    pub(crate) ca_file: Option<String>,
 }
 
 /// One `[[tenant]]`: common keys, `[token]` overrides, and every provider's keys (validation

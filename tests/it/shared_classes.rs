@@ -32,10 +32,10 @@ use tokio::time::Instant;
 
 use crate::classes::{self, BATCH_KEY, INTERACTIVE_KEY, SHOP_PATH};
 use crate::rate_limit::{assert_our_429, fire_as};
-use crate::shared_limits::{envelope_breach, limiters, shared_config, shopline_witness, until_mode};
-use crate::support::redis::RedisServer;
-use crate::support::replicas::{self, REDIS_STORE, all_logs};
+use crate::shared_limits::{envelope_breach, limiters, shared_config_on, shopline_witness, until_mode};
+use crate::support::replicas::{self, all_logs};
 use crate::support::tenants::static_tenant_from;
+use crate::support::topology::{SharedRedis, on_each_topology};
 use crate::support::upstream::Upstream;
 use crate::support::{Answer, Binary, eventually, get_as};
 
@@ -101,9 +101,9 @@ async fn interactive_trickle(nodes: &[Binary], since: Instant) -> Vec<Trickled> 
     answered
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interactive_requests_on_any_replica_pass_a_batch_flood_on_all_three() {
-    let redis = RedisServer::start();
+on_each_topology! {
+async fn interactive_requests_on_any_replica_pass_a_batch_flood_on_all_three(topology: Topology) {
+    let redis = SharedRedis::start(topology);
     let shop = shopline_witness().await;
     let url = redis.url();
     let envs = [
@@ -114,7 +114,7 @@ async fn interactive_requests_on_any_replica_pass_a_batch_flood_on_all_three() {
         ("INTERACTIVE_KEY", INTERACTIVE_KEY),
     ];
     // The one-process scenario's config, shared through Redis.
-    let nodes = replicas::start(3, &format!("{REDIS_STORE}{}", classes::config(&shop)), &envs);
+    let nodes = replicas::start(3, &format!("{}{}", redis.store_toml(), classes::config(&shop)), &envs);
     until_mode(&nodes, "shop", "shared", Duration::from_secs(5)).await;
     // Each replica gets the shared token; then both buckets refill (3 slots: 750 ms).
     for node in &nodes {
@@ -155,12 +155,13 @@ async fn interactive_requests_on_any_replica_pass_a_batch_flood_on_all_three() {
     let last_batch = batch.iter().map(|(_, at)| *at).max();
     eprintln!("interactive slowest {slowest:?}; batch during the trickle {flowing}; last batch at {last_batch:?}");
 }
+}
 
 /// Two replicas on one static tenant (5/s, burst 1) in front of the recording upstream, with a
 /// batch, a standard and an interactive caller. The interactive one sends nothing: it makes
 /// interactive the tenant's lead class, so standard too takes only due slots, and only batch's
 /// giving way to a waiting standard request (on whichever replica) keeps the order.
-fn ordered_replicas(redis: &RedisServer, upstream: &Upstream) -> Vec<Binary> {
+fn ordered_replicas(redis: &SharedRedis, upstream: &Upstream) -> Vec<Binary> {
     let limit = "rate_limit = { per_second = 5, burst = 1, max_wait = { batch = \"1m\" } }";
     let tenant = static_tenant_from("t", &upstream.url(), "VALUE", limit);
     let callers = "[[caller]]\nname = \"sync\"\nkey = { env = \"BATCH_KEY\" }\nclass = \"batch\"\n\
@@ -174,12 +175,12 @@ fn ordered_replicas(redis: &RedisServer, upstream: &Upstream) -> Vec<Binary> {
         ("STANDARD_KEY", STANDARD_KEY),
         ("INTERACTIVE_KEY", INTERACTIVE_KEY),
     ];
-    replicas::start(2, &shared_config(&format!("{tenant}{callers}")), &envs)
+    replicas::start(2, &shared_config_on(redis, &format!("{tenant}{callers}")), &envs)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standard_requests_on_one_replica_go_before_batch_queued_on_another() {
-    let redis = RedisServer::start();
+on_each_topology! {
+async fn standard_requests_on_one_replica_go_before_batch_queued_on_another(topology: Topology) {
+    let redis = SharedRedis::start(topology);
     let upstream = Upstream::start().await;
     let nodes = ordered_replicas(&redis, &upstream);
     until_mode(&nodes, "t", "shared", Duration::from_secs(5)).await;
@@ -237,4 +238,5 @@ async fn standard_requests_on_one_replica_go_before_batch_queued_on_another() {
     if let Some(breach) = envelope_breach(&all, 1, 5) {
         panic!("over 1 + 5·t: {breach}");
     }
+}
 }

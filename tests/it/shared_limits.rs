@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
-use tokenbroker::config::{CallerClass, ProviderConfig, RedisConfig, Secret, StaticConfig, StoreConfig, TenantName};
+use tokenbroker::config::{
+    CallerClass, ProviderConfig, RedisConfig, RedisMode, Secret, StaticConfig, StoreConfig, TenantName,
+};
 use tokenbroker::sandbox::{self, CyberbizOptions, CyberbizSandbox, ShoplineOptions, ShoplineSandbox};
 use tokenbroker::store::{Ask, RedisBucket, Reservation, Store, StoreKey};
 use tokio::time::Instant;
@@ -21,6 +23,7 @@ use crate::sandboxed::shopline_tenant;
 use crate::support::redis::RedisServer;
 use crate::support::replicas::{self, REDIS_STORE, all_logs};
 use crate::support::tenants::static_tenant_from;
+use crate::support::topology::{SharedRedis, on_each_topology};
 use crate::support::upstream::Upstream;
 use crate::support::{Binary, eventually, get, sample, tenant_entry};
 
@@ -36,6 +39,11 @@ pub(crate) fn shared_config(tenants: &str) -> String {
     format!("{SERVER}{REDIS_STORE}{tenants}")
 }
 
+/// As [`shared_config`], on `redis`'s topology.
+pub(crate) fn shared_config_on(redis: &SharedRedis, tenants: &str) -> String {
+    format!("{SERVER}{}{tenants}", redis.store_toml())
+}
+
 // === the scripts, through the crate's API ===
 
 /// A bucket on `redis` for a static credential, and the Redis key it keeps its slot time in.
@@ -46,6 +54,8 @@ pub(crate) async fn bucket_on(redis: &RedisServer) -> (Store, RedisBucket, Strin
         connect_timeout: Duration::from_secs(2),
         command_timeout: Duration::from_secs(2),
         seal_secret: None,
+        mode: RedisMode::Standalone,
+        ca_file: None,
     }))
     .expect("a valid redis:// URL");
     let key = StoreKey::new(
@@ -283,9 +293,9 @@ pub(crate) fn offsets_ms(times: &[Instant]) -> Vec<u128> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cyberbiz_45_at_once_on_three_replicas_stay_at_five_in_any_second() {
-    let redis = RedisServer::start();
+on_each_topology! {
+async fn cyberbiz_45_at_once_on_three_replicas_stay_at_five_in_any_second(topology: Topology) {
+    let redis = SharedRedis::start(topology);
     let cb = CyberbizSandbox::start(CyberbizOptions::default())
         .await
         .expect("start the CYBERBIZ fake");
@@ -295,7 +305,7 @@ async fn cyberbiz_45_at_once_on_three_replicas_stay_at_five_in_any_second() {
         cb.base_url()
     );
     let url = redis.url();
-    let nodes = replicas::start(3, &shared_config(&tenant), &[("REDIS_URL", &url), ("CB_TOKEN", &token)]);
+    let nodes = replicas::start(3, &shared_config_on(&redis, &tenant), &[("REDIS_URL", &url), ("CB_TOKEN", &token)]);
     until_mode(&nodes, "cb", "shared", Duration::from_secs(5)).await;
 
     let began = Instant::now();
@@ -325,6 +335,7 @@ async fn cyberbiz_45_at_once_on_three_replicas_stay_at_five_in_any_second() {
         );
     }
 }
+}
 
 const SHOP_PATH: &str = "/shop/admin/openapi/v20230901/products/products.json";
 
@@ -341,9 +352,9 @@ pub(crate) async fn shopline_witness() -> ShoplineSandbox {
     .expect("start the SHOPLINE fake")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shopline_preset_120_at_once_on_three_replicas_stay_within_the_bucket() {
-    let redis = RedisServer::start();
+on_each_topology! {
+async fn shopline_preset_120_at_once_on_three_replicas_stay_within_the_bucket(topology: Topology) {
+    let redis = SharedRedis::start(topology);
     let shop = shopline_witness().await;
     let extra = "app_secret = { env = \"SHOPLINE_SECRET\" }\ncode = { env = \"SHOPLINE_CODE\" }";
     // The preset (4/s, burst 40, max_wait 5 s) is under test, so the helper's `rate_limit = false` goes.
@@ -354,7 +365,7 @@ async fn shopline_preset_120_at_once_on_three_replicas_stay_within_the_bucket() 
         ("SHOPLINE_SECRET", sandbox::SHOPLINE_APP_SECRET),
         ("SHOPLINE_CODE", sandbox::SHOPLINE_AUTH_CODE),
     ];
-    let nodes = replicas::start(3, &shared_config(&tenant), &envs);
+    let nodes = replicas::start(3, &shared_config_on(&redis, &tenant), &envs);
     until_mode(&nodes, "shop", "shared", Duration::from_secs(5)).await;
     // Each replica gets the shared token; then both buckets refill (3 slots: 750 ms).
     for node in &nodes {
@@ -389,13 +400,14 @@ async fn shopline_preset_120_at_once_on_three_replicas_stay_within_the_bucket() 
     }
     assert_eq!(total(&nodes, "shop", "rejected_total").await, 120 - ok as u64);
 }
+}
 
 /// The recording upstream behind a static tenant `t` with `limit`, on three replicas.
-async fn static_replicas(redis: &RedisServer, upstream: &Upstream, limit: &str) -> Vec<Binary> {
+async fn static_replicas(redis: &SharedRedis, upstream: &Upstream, limit: &str) -> Vec<Binary> {
     let tenant = static_tenant_from("t", &upstream.url(), "VALUE", &format!("rate_limit = {limit}"));
     let url = redis.url();
     let envs = [("REDIS_URL", url.as_str()), ("VALUE", "Bearer static-token")];
-    let nodes = replicas::start(3, &shared_config(&tenant), &envs);
+    let nodes = replicas::start(3, &shared_config_on(redis, &tenant), &envs);
     until_mode(&nodes, "t", "shared", Duration::from_secs(5)).await;
     nodes
 }
@@ -409,9 +421,9 @@ async fn until_started(upstream: &Upstream, n: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upstream_429_on_one_replica_holds_every_replica_for_its_retry_after() {
-    let redis = RedisServer::start();
+on_each_topology! {
+async fn an_upstream_429_on_one_replica_holds_every_replica_for_its_retry_after(topology: Topology) {
+    let redis = SharedRedis::start(topology);
     let upstream = Upstream::start().await;
     let nodes = static_replicas(&redis, &upstream, r#"{ per_second = 2, burst = 1, max_wait = "10s" }"#).await;
 
@@ -466,10 +478,11 @@ async fn an_upstream_429_on_one_replica_holds_every_replica_for_its_retry_after(
     let first = others.iter().min().expect("arrivals").duration_since(throttled_at);
     assert!(first < Duration::from_millis(3_000), "the pause lasted until {first:?}");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_beyond_max_wait_is_refused_at_once_on_any_replica_and_not_consumed() {
-    let redis = RedisServer::start();
+on_each_topology! {
+async fn a_slot_beyond_max_wait_is_refused_at_once_on_any_replica_and_not_consumed(topology: Topology) {
+    let redis = SharedRedis::start(topology);
     let upstream = Upstream::start().await;
     let nodes = static_replicas(
         &redis,
@@ -526,6 +539,7 @@ async fn a_slot_beyond_max_wait_is_refused_at_once_on_any_replica_and_not_consum
     assert_eq!(total(&nodes, "t", "rejected_total").await, 1);
     assert_eq!(total(&nodes, "t", "granted_total").await, 4);
 }
+}
 
 /// Closed-loop callers, `per_replica` on each replica, GETting `/t/r<replica>/...` until `stop`;
 /// each answer must come within `ANSWER_LIMIT` (a hung request fails the test). Every status.
@@ -573,9 +587,12 @@ fn arrivals_between(upstream: &Upstream, replica: Option<usize>, from: Instant, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_killed_each_replica_keeps_a_third_and_sharing_resumes_without_a_burst() {
-    let mut redis = RedisServer::start();
+    let mut shared = SharedRedis::One(RedisServer::start());
     let upstream = Upstream::start().await;
-    let nodes = static_replicas(&redis, &upstream, r#"{ per_second = 9, burst = 3, max_wait = "10s" }"#).await;
+    let nodes = static_replicas(&shared, &upstream, r#"{ per_second = 9, burst = 3, max_wait = "10s" }"#).await;
+    let SharedRedis::One(redis) = &mut shared else {
+        unreachable!("one server")
+    };
     let mut conn = redis.connection().await;
     let registered = eventually(Duration::from_secs(5), || {
         let mut conn = conn.clone();

@@ -14,6 +14,7 @@ use crate::sandboxed::{
 };
 use crate::support::redis::RedisServer;
 use crate::support::replicas::{self, REDIS_STORE, all_logs};
+use crate::support::topology::{SharedRedis, on_each_topology};
 use crate::support::upstream::{TokenEndpoint, Upstream};
 use crate::support::{Binary, assert_no_secret_in, eventually, get, tenant_entry};
 
@@ -31,6 +32,11 @@ fn sandbox_envs(redis_url: &str) -> Vec<(&str, &str)> {
 
 fn shared_config(tenants: &str) -> String {
     format!("{SERVER}{REDIS_STORE}{tenants}")
+}
+
+/// As [`shared_config`], on `redis`'s topology.
+fn shared_config_on(redis: &SharedRedis, tenants: &str) -> String {
+    format!("{SERVER}{}{tenants}", redis.store_toml())
 }
 
 /// Each replica's `/tenants` entry for `tenant`, in replica order.
@@ -91,13 +97,13 @@ async fn call_times(count: impl Fn() -> usize, until: Instant) -> Vec<Instant> {
     times
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cold_burst_on_three_replicas_makes_one_token_call() {
-    let redis = RedisServer::start();
+on_each_topology! {
+async fn cold_burst_on_three_replicas_makes_one_token_call(topology: Topology) {
+    let redis = SharedRedis::start(topology);
     let ims = ims_with_ttl(sandbox::IMS_DEFAULT_TTL).await;
     // Each token call takes 500 ms, so the burst below arrives while the first is in flight.
     let relay = SlowRelay::start(ims.base_url(), Duration::from_millis(500)).await;
-    let toml = shared_config(&adobe_tenant("adobe", &ims, &relay.url, IMS_SECRET_LINE));
+    let toml = shared_config_on(&redis, &adobe_tenant("adobe", &ims, &relay.url, IMS_SECRET_LINE));
     let url = redis.url();
     let replicas = replicas::start(3, &toml, &sandbox_envs(&url));
 
@@ -130,16 +136,17 @@ async fn cold_burst_on_three_replicas_makes_one_token_call() {
         "{views:?}"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renewals_under_steady_traffic_are_made_once_for_the_cluster() {
+on_each_topology! {
+async fn renewals_under_steady_traffic_are_made_once_for_the_cluster(topology: Topology) {
     const TTL: Duration = Duration::from_secs(4);
-    let redis = RedisServer::start();
+    let redis = SharedRedis::start(topology);
     let ims = ims_with_ttl(TTL).await;
     let relay = SlowRelay::start(ims.base_url(), Duration::from_millis(200)).await;
     // refresh_before 1 s: each token is renewed 2.7–3.0 s after it was obtained.
     let extra = format!("{IMS_SECRET_LINE}\nrefresh_before = \"1s\"\nmin_token_age = \"0s\"");
-    let toml = shared_config(&adobe_tenant("adobe", &ims, &relay.url, &extra));
+    let toml = shared_config_on(&redis, &adobe_tenant("adobe", &ims, &relay.url, &extra));
     let url = redis.url();
     let started = Instant::now();
     let replicas = replicas::start(3, &toml, &sandbox_envs(&url));
@@ -168,6 +175,7 @@ async fn renewals_under_steady_traffic_are_made_once_for_the_cluster() {
         "{views:?}"
     );
 }
+}
 
 async fn short_shopline(ttl: Duration, grace: Duration) -> ShoplineSandbox {
     ShoplineSandbox::start(ShoplineOptions {
@@ -181,15 +189,15 @@ async fn short_shopline(ttl: Duration, grace: Duration) -> ShoplineSandbox {
     .expect("start the SHOPLINE fake")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shopline_refreshes_once_per_token_and_no_replica_meets_the_grace_end() {
+on_each_topology! {
+async fn shopline_refreshes_once_per_token_and_no_replica_meets_the_grace_end(topology: Topology) {
     const TTL: Duration = Duration::from_secs(6);
-    let redis = RedisServer::start();
+    let redis = SharedRedis::start(topology);
     // A refresh leaves the previous token 2 s: a replica that did not adopt in time gets 401s.
     let shop = short_shopline(TTL, Duration::from_secs(2)).await;
     let extra =
         "app_secret = { env = \"SHOPLINE_SECRET\" }\ncode = { env = \"SHOPLINE_CODE\" }\nmin_token_age = \"0s\"";
-    let toml = shared_config(&shopline_tenant("shop", &shop, &shop.base_url(), extra));
+    let toml = shared_config_on(&redis, &shopline_tenant("shop", &shop, &shop.base_url(), extra));
     let url = redis.url();
     let replicas = replicas::start(3, &toml, &sandbox_envs(&url));
 
@@ -226,10 +234,11 @@ async fn shopline_refreshes_once_per_token_and_no_replica_meets_the_grace_end() 
         "a token was renewed twice: gaps between token calls {gaps:?}"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vantage_single_use_refresh_tokens_are_redeemed_once_across_replicas() {
-    let redis = RedisServer::start();
+on_each_topology! {
+async fn vantage_single_use_refresh_tokens_are_redeemed_once_across_replicas(topology: Topology) {
+    let redis = SharedRedis::start(topology);
     let vantage = VantageSandbox::start(VantageOptions {
         token_ttl: Duration::from_secs(3),
         ..VantageOptions::default()
@@ -242,7 +251,7 @@ async fn vantage_single_use_refresh_tokens_are_redeemed_once_across_replicas() {
          offline_access = true\nrefresh_before = \"1h\"\nmin_token_age = \"0s\"",
         sandbox::VANTAGE_USERNAME
     );
-    let toml = shared_config(&vantage_tenant("vantage", &vantage, &vantage.base_url(), &extra));
+    let toml = shared_config_on(&redis, &vantage_tenant("vantage", &vantage, &vantage.base_url(), &extra));
     let url = redis.url();
     let replicas = replicas::start(3, &toml, &sandbox_envs(&url));
 
@@ -258,6 +267,7 @@ async fn vantage_single_use_refresh_tokens_are_redeemed_once_across_replicas() {
         "renewed with refresh tokens only\n{logs}"
     );
     assert_eq!(vantage.rejected_api_calls(), 0);
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,13 +389,13 @@ async fn redis_holds_nothing_in_clear_and_every_token_key_expires() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_rolled_back_to_an_older_version_is_not_adopted() {
-    let redis = RedisServer::start();
+on_each_topology! {
+async fn a_record_rolled_back_to_an_older_version_is_not_adopted(topology: Topology) {
+    let redis = SharedRedis::start(topology);
     let idp = TokenEndpoint::start("3600").await;
     let upstream = Upstream::start().await;
     let toml = format!(
-        r#"{SERVER}{REDIS_STORE}
+        r#"{SERVER}{store}
 [[tenant]]
 name = "rb"
 provider = "oauth2"
@@ -397,6 +407,7 @@ min_token_age = "0s"
 "#,
         upstream = upstream.url(),
         token_url = idp.url(),
+        store = redis.store_toml(),
     );
     let url = redis.url();
     let replica = Binary::start(&toml, &[("REDIS_URL", url.as_str()), ("RB_SECRET", "s3cret")]);
@@ -410,7 +421,7 @@ min_token_age = "0s"
         .into_iter()
         .find(|k| k.ends_with(":token"))
         .expect("a token key");
-    let old = redis.hgetall(&key).await;
+    let old = redis.server_for(&key).hgetall(&key).await;
     assert_eq!(old["version"], b"1");
     // A 401 renews: token-1 is committed as version 2.
     assert_eq!(
@@ -420,8 +431,9 @@ min_token_age = "0s"
     assert!(eventually(Duration::from_secs(5), || async { view().await["store_version"] == 2 }).await);
     let before = view().await;
 
-    // Roll the record back and announce it, as someone with write access to Redis could.
-    let mut conn = redis.connection().await;
+    // Roll the record back and announce it, as someone with write access to Redis could, or as a
+    // failover that lost the last commit leaves it.
+    let mut conn = redis.server_for(&key).connection().await;
     let _: () = redis::cmd("HSET")
         .arg(&key)
         .arg("version")
@@ -432,7 +444,7 @@ min_token_age = "0s"
         .await
         .expect("HSET");
     let channel = key.replace(":token", ":renewed");
-    let _: i64 = redis::cmd("PUBLISH")
+    let _: i64 = redis::cmd(redis.publish_command())
         .arg(&channel)
         .arg(1)
         .query_async(&mut conn)
@@ -442,6 +454,7 @@ min_token_age = "0s"
     // The replica keeps token-1, and puts it back over the older record.
     let healed = eventually(Duration::from_secs(5), || async {
         redis
+            .server_for(&key)
             .hgetall(&key)
             .await
             .get("version")
@@ -459,4 +472,5 @@ min_token_age = "0s"
         replica.logs()
     );
     assert_eq!(idp.calls(), 2, "no token call for the rollback");
+}
 }

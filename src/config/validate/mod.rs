@@ -15,6 +15,7 @@ mod callers;
 mod limits;
 mod server;
 mod store;
+mod store_topology;
 mod tenant;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,8 @@ mod tests;
 mod tests_classes;
 #[cfg(test)]
 mod tests_providers;
+#[cfg(test)]
+mod tests_store;
 #[cfg(test)]
 mod tests_webhooks;
 mod webhooks;

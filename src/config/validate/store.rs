@@ -23,9 +23,11 @@ pub(super) fn store(ctx: &mut Ctx<'_>, raw: &RawStore) -> Option<StoreConfig> {
                 ("connect_timeout", raw.connect_timeout.is_some()),
                 ("command_timeout", raw.command_timeout.is_some()),
                 ("seal_secret", raw.seal_secret.is_some()),
-            ];
+            ]
+            .into_iter()
+            .chain(super::store_topology::keys_set(raw));
             let mut clean = true;
-            for (key, _) in redis_only.iter().filter(|(_, set)| *set) {
+            for (key, _) in redis_only.filter(|(_, set)| *set) {
                 ctx.key_error(&scope, key, "only used with kind = \"redis\"");
                 clean = false;
             }
@@ -78,12 +80,17 @@ fn redis(ctx: &mut Ctx<'_>, scope: &Scope, raw: &RawStore) -> Option<RedisConfig
             secret => secret.map(Some),
         },
     };
+    let resolved = url.as_ref().and_then(|url| ctx.resolved(url)).map(str::to_owned);
+    let topology = super::store_topology::topology(ctx, scope, raw, resolved.as_deref());
+    let (mode, ca_file) = topology?;
     Some(RedisConfig {
         url: url?,
         key_prefix: key_prefix?,
         connect_timeout: connect_timeout?,
         command_timeout: command_timeout?,
         seal_secret: seal_secret?,
+        mode,
+        ca_file,
     })
 }
 

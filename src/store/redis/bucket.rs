@@ -119,6 +119,7 @@ impl RedisBucket {
             .key(&self.pause_key)
             .arg(micros(delay.min(MAX_PAUSE)).max(1))
             .arg(&self.channel)
+            .arg(self.store.publish_command())
             .invoke_async(&mut self.store.conn())
             .await;
         self.store.outcome(StoreOp::Bucket, result).map(drop)

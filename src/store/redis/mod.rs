@@ -1,8 +1,8 @@
 //! The shared store on Redis (README, "Several replicas"): one multiplexed RESP3 connection per
-//! process (redis-rs's `ConnectionManager`, which reconnects and resubscribes on its own), a
-//! pattern subscription that wakes the token manager of a key a peer renewed, and a health task
-//! that pings so the store's state is known (and logged once per change) even while no token is
-//! due. Nothing here is on the request path: only token managers call it.
+//! process (one server, a Cluster or a Sentinel-managed primary: `conn.rs`, README "Redis
+//! topologies"), a subscription that wakes the token manager of a key a peer renewed, and a
+//! health task that pings so the store's state is known (and logged once per change) even while
+//! no token is due. Nothing here is on the request path: only token managers and buckets call it.
 //!
 //! Keys, all of one credential set under one hash tag so the scripts also run on a Cluster:
 //!
@@ -17,22 +17,26 @@
 //! ```
 
 mod bucket;
+mod conn;
+mod connect;
 mod deliveries;
+mod errors;
 mod health;
 mod scripts;
+mod sentinel;
 mod slot;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
-use tokio::sync::{mpsc, watch};
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 pub use self::bucket::{Ask, RedisBucket, Reservation};
-
+pub use self::errors::RedisSetupError;
+use self::errors::is_unreachable;
 pub use self::health::{StoreHealth, StoreOp};
 pub use self::slot::{Commit, RedisSlot, Versioned};
 use super::StoreKey;
@@ -44,19 +48,13 @@ const REPLICA_TTL_MS: u64 = 10_000;
 const PING_UP: Duration = Duration::from_secs(2);
 const PING_DOWN: Duration = Duration::from_millis(500);
 
-/// Why the Redis store could not be set up (never a connection failure: connecting is lazy, and a
-/// Redis that is down at startup is a degraded state, not a fatal one).
-#[derive(Debug, thiserror::Error)]
-#[error("the Redis store URL is not usable: {0}")]
-pub struct RedisSetupError(&'static str);
-
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: conn::Conn,
     prefix: String,
     health: StoreHealth,
     /// Per renewal channel, the last version a peer announced; token managers watch theirs.
@@ -71,6 +69,10 @@ struct Inner {
     replicas: std::sync::atomic::AtomicU32,
     /// `[store] seal_secret`, mixed into every slot's sealing key.
     seal_secret: Option<crate::config::Secret<String>>,
+    /// Sharded channels (a Cluster) not subscribed yet; the health task subscribes them.
+    unheard: Mutex<Vec<String>>,
+    /// Wakes the health task when a channel is added to `unheard`.
+    wake: Notify,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -85,25 +87,8 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Sets the store up without connecting; the health task connects in the background.
     pub fn open(config: &RedisConfig) -> Result<Self, RedisSetupError> {
-        let info = config
-            .url
-            .expose()
-            .as_str()
-            .into_connection_info()
-            .map_err(|_| RedisSetupError("not a valid redis:// or rediss:// URL"))?;
-        let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(settings))
-            .map_err(|_| RedisSetupError("not a valid redis:// or rediss:// URL"))?;
         let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2))
-            .set_push_sender(push_tx)
-            .set_automatic_resubscription();
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|_| RedisSetupError("the connection settings were refused"))?;
+        let conn = conn::Conn::open(config, push_tx)?;
         let inner = Arc::new(Inner {
             conn,
             prefix: config.key_prefix.clone(),
@@ -114,6 +99,8 @@ impl RedisStore {
             replica_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
             replicas: std::sync::atomic::AtomicU32::new(1),
             seal_secret: config.seal_secret.clone(),
+            unheard: Mutex::new(Vec::new()),
+            wake: Notify::new(),
         });
         tokio::spawn(dispatch(Arc::downgrade(&inner), push_rx));
         tokio::spawn(watch_health(Arc::downgrade(&inner)));
@@ -125,6 +112,7 @@ impl RedisStore {
         let base = self.base(key);
         let channel = format!("{base}:renewed");
         let renewed = self.channel(&channel);
+        self.listen_to(&channel);
         RedisSlot::new(self.clone(), key, &base, channel, renewed)
     }
 
@@ -140,6 +128,7 @@ impl RedisStore {
             .entry(channel.clone())
             .or_insert_with(|| watch::Sender::new(None))
             .subscribe();
+        self.listen_to(&channel);
         RedisBucket::new(self.clone(), &base, channel, paused)
     }
 
@@ -157,6 +146,21 @@ impl RedisStore {
             .entry(channel.to_owned())
             .or_insert_with(|| watch::Sender::new(0))
             .subscribe()
+    }
+
+    /// On a Cluster, queues `channel` for a sharded subscription (a pattern covers them all on
+    /// one server). Subscribing twice is harmless.
+    fn listen_to(&self, channel: &str) {
+        if self.inner.conn.is_sharded() {
+            let mut unheard = self.inner.unheard.lock().expect("channel list lock is never poisoned");
+            unheard.push(channel.to_owned());
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// The command the scripts announce with (`PUBLISH`, or `SPUBLISH` on a Cluster).
+    fn publish_command(&self) -> &'static str {
+        self.inner.conn.publish_command()
     }
 
     /// The deployment-wide seal secret, if one is configured.
@@ -179,7 +183,7 @@ impl RedisStore {
     }
 
     /// The connection for one command (a clone is a cheap handle on the one multiplexed link).
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> conn::Conn {
         self.inner.conn.clone()
     }
 
@@ -255,49 +259,17 @@ pub enum StoreFailure {
     Refused,
 }
 
-/// Whether `error` means Redis cannot be used now (no connection, no answer in time, a server
-/// that is loading, failing over or read-only, refused credentials), as opposed to an error
-/// reply to this one command.
-fn is_unreachable(error: &redis::RedisError) -> bool {
-    use redis::{ErrorKind, ServerErrorKind};
-    if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() || error.is_connection_refusal() {
-        return true;
-    }
-    // Replies that mean the server serves nobody now, whatever the command: a script running
-    // too long, writes stopped by a failed save, out of memory, our credentials or rights gone,
-    // too few replicas. redis-rs passes most of them through as bare codes.
-    if matches!(
-        error.code(),
-        Some("BUSY" | "MISCONF" | "OOM" | "NOAUTH" | "WRONGPASS" | "NOPERM" | "NOREPLICAS")
-    ) {
-        return true;
-    }
-    matches!(
-        error.kind(),
-        ErrorKind::Io
-            | ErrorKind::Parse
-            | ErrorKind::AuthenticationFailed
-            | ErrorKind::ClusterConnectionNotFound
-            | ErrorKind::RESP3NotSupported
-            | ErrorKind::Server(
-                ServerErrorKind::BusyLoading
-                    | ServerErrorKind::TryAgain
-                    | ServerErrorKind::ClusterDown
-                    | ServerErrorKind::MasterDown
-                    | ServerErrorKind::ReadOnly
-            )
-    )
-}
-
 /// Hands each renewal announcement to the token manager of its key.
 async fn dispatch(store: Weak<Inner>, mut pushes: mpsc::UnboundedReceiver<PushInfo>) {
     while let Some(push) = pushes.recv().await {
         let Some(inner) = store.upgrade() else { return };
-        if push.kind != PushKind::PMessage {
-            continue;
-        }
-        // pmessage: pattern, channel, payload.
-        let (Some(Value::BulkString(channel)), Some(payload)) = (push.data.get(1), push.data.get(2)) else {
+        // pmessage: pattern, channel, payload; smessage (a Cluster's shard): channel, payload.
+        let first = match push.kind {
+            PushKind::PMessage => 1,
+            PushKind::SMessage => 0,
+            _ => continue,
+        };
+        let (Some(Value::BulkString(channel)), Some(payload)) = (push.data.get(first), push.data.get(first + 1)) else {
             continue;
         };
         let (Ok(channel), Some(number)) = (std::str::from_utf8(channel), number(payload)) else {
@@ -361,14 +333,33 @@ async fn watch_health(store: Weak<Inner>) {
         if up {
             handle.heartbeat().await;
         }
-        if up && !subscribed {
-            let result = conn.psubscribe(handle.pattern()).await;
-            subscribed = handle.record(StoreOp::Subscribe, result).is_ok();
+        if up && (!subscribed || conn.resubscribes()) {
+            subscribed = handle.listen(&mut conn).await;
         }
-        // After a reconnect redis-rs resubscribes by itself; a failed first subscribe is retried.
+        // After a reconnect (or a slot's move) redis-rs resubscribes by itself; a failed first
+        // subscribe is retried.
         let pause = if up { PING_UP } else { PING_DOWN };
+        let wake = Arc::clone(&handle.inner);
         drop(handle);
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = wake.wake.notified() => {}
+        }
+    }
+}
+
+impl RedisStore {
+    /// Subscribes to the announcement pattern (one server) or the channels queued since the last
+    /// time (a Cluster); returns whether that worked. Failed channels stay queued.
+    async fn listen(&self, conn: &mut conn::Conn) -> bool {
+        let channels = std::mem::take(&mut *self.inner.unheard.lock().expect("channel list lock is never poisoned"));
+        let result = conn.listen(&self.pattern(), &channels).await;
+        let heard = self.record(StoreOp::Subscribe, result).is_ok();
+        if !heard {
+            let mut unheard = self.inner.unheard.lock().expect("channel list lock is never poisoned");
+            unheard.extend(channels);
+        }
+        heard
     }
 }
 

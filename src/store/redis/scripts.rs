@@ -30,7 +30,8 @@ return 0
 });
 
 /// The fenced commit. `KEYS[1]` the lease, `KEYS[2]` the token hash. `ARGV`: owner, the version
-/// the holder read, the new version, the sealed token, its TTL in ms, the channel to notify.
+/// the holder read, the new version, the sealed token, its TTL in ms, the channel to notify and the command that does
+/// (`PUBLISH`, or `SPUBLISH` on a Cluster).
 /// Writes only while `ARGV[1]` holds the lease and the stored version is still the one read, and
 /// only a higher version. Returns the new version, -1 (lease lost), -2 (the store moved on), or
 /// -3 (the version would not increase).
@@ -50,7 +51,7 @@ if new <= current then
 end
 redis.call('HSET', KEYS[2], 'version', ARGV[3], 'sealed', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[6], ARGV[3])
+redis.call(ARGV[7], ARGV[6], ARGV[3])
 return new
 ",
     )
@@ -171,7 +172,8 @@ return answers
 
 /// Pauses the bucket for `ARGV[1]` µs from Redis's now, unless a longer pause is in force, and
 /// announces the pause's length (µs from now, so each replica adds it to its own clock on
-/// receipt) on `ARGV[2]`. `KEYS[1]` the pause key. Returns the µs left of the pause in force.
+/// receipt) on `ARGV[2]` with the command `ARGV[3]` (`PUBLISH`, or `SPUBLISH` on a Cluster).
+/// `KEYS[1]` the pause key. Returns the µs left of the pause in force.
 pub(super) static PAUSE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -183,7 +185,7 @@ if current >= untl then
   return current - now
 end
 redis.call('SET', KEYS[1], string.format('%d', untl), 'PX', math.floor(tonumber(ARGV[1]) / 1000) + 1000)
-redis.call('PUBLISH', ARGV[2], string.format('%d', untl - now))
+redis.call(ARGV[3], ARGV[2], string.format('%d', untl - now))
 return untl - now
 ",
     )

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
+use super::conn::Conn;
 use super::{RedisStore, StoreDown, StoreOp, scripts};
 use crate::store::seal::Sealer;
 use crate::store::{StoreKey, StoredToken};
@@ -62,7 +62,7 @@ impl RedisSlot {
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.store.conn()
     }
 
@@ -140,6 +140,7 @@ impl RedisSlot {
             .arg(sealed)
             .arg(millis(retention(token)))
             .arg(&self.channel)
+            .arg(self.store.publish_command())
             .invoke_async(&mut self.conn())
             .await;
         Ok(match self.store.record(StoreOp::Commit, result)? {

@@ -4,9 +4,13 @@
 pub mod chromium;
 pub mod otlp;
 pub mod redis;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod relay;
 pub mod replicas;
 pub mod tenants;
+pub mod tls_ca;
+pub mod topology;
 pub mod upstream;
 
 use std::collections::HashMap;

@@ -44,6 +44,8 @@ pub struct RedisServer {
     log: Arc<Mutex<String>>,
     /// Its `--dir`: stays empty, since nothing is saved.
     dir: tempfile::TempDir,
+    /// More `redis-server` arguments (TLS, cluster), given at every (re)start.
+    extra: Vec<String>,
 }
 
 /// One key and everything stored under it, as bytes.
@@ -67,17 +69,45 @@ impl RedisServer {
         Self::launch(Some(password.to_owned()))
     }
 
+    /// Starts a server that also serves TLS on `tls_port` with `tls`'s certificate (clients are
+    /// not asked for one). Its plain port stays, for the harness's own client.
+    pub fn start_with_tls(tls: &crate::support::tls_ca::PrivateCa, tls_port: u16) -> Self {
+        let extra = [
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            tls.server_cert().display().to_string(),
+            "--tls-key-file".to_owned(),
+            tls.server_key().display().to_string(),
+            "--tls-ca-cert-file".to_owned(),
+            tls.ca_cert().display().to_string(),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        Self::launch_with(None, extra.to_vec(), free_port)
+    }
+
+    /// Starts a server with `extra` arguments on a port `port` picks (retried when taken).
+    pub fn start_with_args(extra: Vec<String>, port: impl FnMut() -> u16) -> Self {
+        Self::launch_with(None, extra, port)
+    }
+
     fn launch(password: Option<String>) -> Self {
+        Self::launch_with(password, Vec::new(), free_port)
+    }
+
+    fn launch_with(password: Option<String>, extra: Vec<String>, mut port: impl FnMut() -> u16) -> Self {
         let mut server = Self {
             child: None,
             port: 0,
             password,
             log: Arc::default(),
             dir: tempfile::tempdir().expect("temp dir"),
+            extra,
         };
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
-            server.port = free_port();
+            server.port = port();
             match server.spawn() {
                 Ok(()) => return server,
                 Err(why) => failures.push(why),
@@ -100,6 +130,11 @@ impl RedisServer {
             ),
             None => format!("redis://127.0.0.1:{}", self.port),
         }
+    }
+
+    /// Whether the server runs (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn port(&self) -> u16 {
@@ -152,6 +187,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no", "--logfile", "", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -268,7 +304,7 @@ impl Drop for RedisServer {
 }
 
 /// A port nobody listens on right now (bound, then released).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
@@ -357,6 +393,16 @@ fn redis_server() -> PathBuf {
     }
 }
 
+/// `redis-cli` (Debian's redis-tools, which redis-server depends on): installed with the server
+/// when it has to be.
+pub fn redis_cli() -> PathBuf {
+    let server = redis_server();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    find_on_path("redis-cli", &path)
+        .or_else(|| Some(server.with_file_name("redis-cli")).filter(|p| p.is_file()))
+        .unwrap_or_else(|| panic!("redis-cli is required by the Cluster tests: apt-get install -y redis-tools"))
+}
+
 /// `redis-server` on `path` (a PATH value); if it is not there, runs `install` (when given) and
 /// looks again. The error starts with [`MISSING`].
 pub fn locate(path: &OsStr, install: Option<&dyn Fn() -> Result<(), String>>) -> Result<PathBuf, String> {
@@ -397,18 +443,37 @@ fn can_apt_install(path: &OsStr) -> bool {
 
 /// `apt-get update`, then `apt-get install -y redis-server` from Debian's packages.
 fn apt_install() -> Result<(), String> {
-    run_bounded(Command::new("apt-get").arg("update"))?;
+    apt_get(&["update"])?;
+    apt_get(&["install", "-y", "redis-server"])
+}
+
+fn apt_get(args: &[&str]) -> Result<(), String> {
     run_bounded(
         Command::new("apt-get")
-            .args(["install", "-y", "redis-server"])
+            .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Installs Debian's `package` (after `apt-get update`), once per test process, when this runs
+/// as root with apt-get; a failure is printed, and the caller then fails naming the package.
+pub fn install_package(package: &'static str) {
+    static DONE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if done.contains(&package) || !can_apt_install(&path) {
+        return;
+    }
+    done.push(package);
+    if let Err(why) = apt_get(&["update"]).and_then(|()| apt_get(&["install", "-y", package])) {
+        eprintln!("installing {package} failed: {why}");
+    }
 }
 
 /// Runs `command` for at most [`INSTALL_LIMIT`], saying so on stderr; its output goes in the error.
 fn run_bounded(command: &mut Command) -> Result<(), String> {
     let shown = format!("{command:?}");
-    eprintln!("redis-server is not on PATH; running {shown}");
+    eprintln!("a Redis program is not on PATH; running {shown}");
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
