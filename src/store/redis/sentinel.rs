@@ -82,15 +82,7 @@ impl Sentinels {
         let (host, port) = tokio::time::timeout(self.connect_timeout, self.ask())
             .await
             .map_err(|_| RedisError::from((ErrorKind::Io, "no sentinel answered in time")))??;
-        let addr = match self.template.addr() {
-            ConnectionAddr::TcpTls { .. } => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: false,
-                tls_params: None,
-            },
-            _ => ConnectionAddr::Tcp(host, port),
-        };
+        let addr = self.addr_like_url(host, port);
         let client = connect::client(self.template.clone().set_addr(addr), self.ca_file.as_deref())
             .map_err(|_| RedisError::from((ErrorKind::InvalidClientConfig, "the primary's address is not usable")))?;
         let config = ConnectionManagerConfig::new()
@@ -106,6 +98,19 @@ impl Sentinels {
         Ok((manager, generation))
     }
 
+    /// `host:port` reached the way the store's URL says: over TLS for `rediss://`.
+    fn addr_like_url(&self, host: String, port: u16) -> ConnectionAddr {
+        match self.template.addr() {
+            ConnectionAddr::TcpTls { .. } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        }
+    }
+
     /// Asks every sentinel at once; the first address given wins.
     async fn ask(&self) -> RedisResult<(String, u16)> {
         let asks = self.sentinels.iter().map(|sentinel| self.ask_one(sentinel).boxed());
@@ -117,15 +122,7 @@ impl Sentinels {
         let (host, port) = sentinel.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let addr = match self.template.addr() {
-            ConnectionAddr::TcpTls { .. } => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: false,
-                tls_params: None,
-            },
-            _ => ConnectionAddr::Tcp(host, port),
-        };
+        let addr = self.addr_like_url(host, port);
         let info = self
             .template
             .clone()
