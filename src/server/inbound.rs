@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use super::replay_budget::ReplayBudget;
 use crate::config::TenantName;
+use crate::upstream::ReplayBudget;
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,6 @@ mod exchange;
 mod inbound;
 mod origin;
 pub(crate) mod pipeline;
-mod replay_budget;
 mod request_body;
 mod request_id;
 
@@ -38,9 +37,9 @@ use tokio::task::JoinHandle;
 use crate::config::{ServerConfig, TenantName};
 use crate::metrics::GlobalMetrics;
 use crate::tenant::Snapshot;
+use crate::upstream::ReplayBudget;
 use connection::{ACCEPT_ERROR_PAUSE, Activity, Gate, Limits, Tracked};
 pub(crate) use inbound::{Binding, Inbound};
-use replay_budget::ReplayBudget;
 
 /// One running accept loop and the switch that stops it.
 struct AcceptLoop {
@@ -156,11 +155,17 @@ impl Servers {
     /// timeouts: a flood of webhook connections is a flood like any other.
     pub(crate) fn spawn_webhooks(&mut self, listener: TcpListener, state: Arc<ArcSwap<Snapshot>>) {
         let gate = Arc::clone(&self.proxy_gate);
+        let bodies = Arc::clone(&self.replay_budget);
         let accept_loop = self.spawn(listener, gate, move |request: Request<Incoming>, peer: SocketAddr| {
             // One snapshot per request, as on the proxy listeners.
             let snapshot = state.load_full();
+            let bodies = Arc::clone(&bodies);
             Box::pin(async move {
-                let response = crate::webhook::handle(snapshot.webhooks(), &snapshot.server, peer, request).await;
+                let listener = crate::webhook::Listener {
+                    server: &snapshot.server,
+                    bodies: &bodies,
+                };
+                let response = crate::webhook::handle(snapshot.webhooks(), listener, peer, request).await;
                 Ok::<_, Infallible>(response)
             })
         });

@@ -9,10 +9,10 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Incoming};
 
-use super::replay_budget::{ReplayBudget, ReplayPermit};
 use crate::error::{ProxyError, RequestBodyError};
 use crate::tenant::Tenant;
 use crate::upstream::{BodyFate, CallerBody};
+use crate::upstream::{ReplayBudget, ReplayPermit};
 
 /// A request body: buffered when it may be sent again, else streamed under the tenant's cap.
 pub(super) enum PreparedBody {

@@ -14,6 +14,7 @@
 //! once more on a fresh connection, whatever its method — when its body can be sent again.
 
 mod attempt;
+mod body_budget;
 mod caller_body;
 pub(crate) mod headers;
 mod http1;
@@ -21,6 +22,7 @@ mod https;
 mod tls;
 
 pub(crate) use attempt::{Resign, UpstreamBody, sign_attempt};
+pub(crate) use body_budget::{ReplayBudget, ReplayPermit};
 pub(crate) use caller_body::{BodyFate, CallerBody, RequestBodyError};
 pub(crate) use http1::{Http1Pool, UpstreamResponseBody};
 pub(crate) use https::HttpsPool;

@@ -32,7 +32,8 @@ pub(crate) enum Outcome {
     InProgress,
     /// The shared store did not answer, so whether it was forwarded is unknown (503).
     StoreUnavailable,
-    /// Refused before verification: a method other than POST, an oversized head, a broken body.
+    /// Refused before verification: a method other than POST, an oversized head, a broken body,
+    /// or a body the memory budget could not hold.
     Rejected,
 }
 
@@ -92,6 +93,8 @@ pub(crate) enum Refusal {
     BodyStalled,
     BodyBroken,
     SignatureInvalid,
+    /// `server.replay_buffer_budget` cannot hold the body now (503): too many bodies in memory.
+    Busy,
     InProgress,
     StoreUnavailable,
     /// The target answered, but not with 2xx.
@@ -111,7 +114,7 @@ impl Refusal {
             Self::BodyBroken => StatusCode::BAD_REQUEST,
             Self::SignatureInvalid => StatusCode::UNAUTHORIZED,
             Self::InProgress => StatusCode::CONFLICT,
-            Self::StoreUnavailable | Self::TargetUnreachable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy | Self::StoreUnavailable | Self::TargetUnreachable => StatusCode::SERVICE_UNAVAILABLE,
             Self::TargetRefused => StatusCode::BAD_GATEWAY,
         }
     }
@@ -125,6 +128,7 @@ impl Refusal {
             Self::BodyStalled => "body_timeout",
             Self::BodyBroken => "bad_request",
             Self::SignatureInvalid => "webhook_signature_invalid",
+            Self::Busy => "server_busy",
             Self::InProgress => "webhook_in_progress",
             Self::StoreUnavailable => "store_unavailable",
             Self::TargetRefused => "webhook_forward_refused",
@@ -141,6 +145,7 @@ impl Refusal {
             Self::BodyStalled => "the body stopped arriving",
             Self::BodyBroken => "the body broke off",
             Self::SignatureInvalid => "the signature is missing or does not match the body",
+            Self::Busy => "the proxy holds as many bodies in memory as its budget allows; retry later",
             Self::InProgress => "the same delivery is being forwarded now; retry later",
             Self::StoreUnavailable => "the delivery store is unreachable; retry later",
             Self::TargetRefused => "the forward target did not accept the delivery; retry later",
@@ -151,7 +156,7 @@ impl Refusal {
     pub(crate) fn outcome(self) -> Option<Outcome> {
         match self {
             Self::UnknownWebhook => None,
-            Self::MethodNotAllowed | Self::HeaderTooLarge | Self::BodyStalled | Self::BodyBroken => {
+            Self::MethodNotAllowed | Self::HeaderTooLarge | Self::BodyStalled | Self::BodyBroken | Self::Busy => {
                 Some(Outcome::Rejected)
             }
             Self::TooLarge => Some(Outcome::TooLarge),
@@ -167,6 +172,7 @@ impl Refusal {
             Self::StoreUnavailable | Self::TargetRefused | Self::TargetUnreachable | Self::InProgress => {
                 Fault::Upstream
             }
+            Self::Busy => Fault::Internal,
             _ => Fault::Downstream,
         }
     }
@@ -196,7 +202,7 @@ impl Refusal {
             Self::MethodNotAllowed => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
-            Self::InProgress | Self::StoreUnavailable => {
+            Self::Busy | Self::InProgress | Self::StoreUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -4,6 +4,7 @@
 //! is cheap, and nothing is written to the store or sent inward before the signature holds.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,6 +21,7 @@ use super::{RETENTION, Route, Routes, verify};
 use crate::config::{ServerConfig, WebhookSender};
 use crate::store::Claim;
 use crate::telemetry::traces::RequestTrace;
+use crate::upstream::{ReplayBudget, ReplayPermit};
 
 /// A claim outlives the forward it covers by this much, so it never lapses while the forward may
 /// still be running, and frees the delivery soon after a replica that held it died.
@@ -30,9 +32,16 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 const WAIT_POLL: Duration = Duration::from_millis(100);
 
 /// Serves one request; never fails (refusals become problem+json answers).
+/// What the listener gives every delivery: the proxy's limits, and the process-wide budget that a
+/// body held whole for its signature counts against.
+pub(crate) struct Listener<'a> {
+    pub(crate) server: &'a ServerConfig,
+    pub(crate) bodies: &'a Arc<ReplayBudget>,
+}
+
 pub(crate) async fn handle(
     routes: &Routes,
-    server: &ServerConfig,
+    listener: Listener<'_>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -51,7 +60,7 @@ pub(crate) async fn handle(
         forward_status: None,
         forward_elapsed: None,
     };
-    let (route, result) = serve(routes, server, request, &mut event, trace.as_deref()).await;
+    let (route, result) = serve(routes, &listener, request, &mut event, trace.as_deref()).await;
     let (response, outcome, refusal) = match result {
         Ok(outcome) => (accepted(outcome), Some(outcome), None),
         Err(refusal) => (
@@ -77,7 +86,7 @@ pub(crate) async fn handle(
 
 async fn serve<'r>(
     routes: &'r Routes,
-    server: &ServerConfig,
+    listener: &Listener<'_>,
     request: Request<Incoming>,
     event: &mut Event,
     trace: Option<&RequestTrace>,
@@ -89,14 +98,14 @@ async fn serve<'r>(
         return (None, Err(Refusal::UnknownWebhook));
     };
     event.webhook = Some(route.config.name.clone());
-    let result = deliver(routes, route, server, parts, body, event, trace).await;
+    let result = deliver(routes, route, listener, parts, body, event, trace).await;
     (Some(route), result)
 }
 
 async fn deliver(
     routes: &Routes,
     route: &Route,
-    server: &ServerConfig,
+    listener: &Listener<'_>,
     parts: Parts,
     body: Incoming,
     event: &mut Event,
@@ -105,11 +114,8 @@ async fn deliver(
     if parts.method != Method::POST {
         return Err(Refusal::MethodNotAllowed);
     }
-    // 2. Limits, before any byte of the body is held: the proxy's head limit, then `max_body`.
-    if head_size(&parts) > server.max_request_head {
-        return Err(Refusal::HeaderTooLarge);
-    }
-    let body = read_body(body, route.config.max_body, server.body_timeout).await?;
+    // 2. Limits, before any byte of the body is held.
+    let (body, _held) = read_within_limits(route, listener, &parts, body).await?;
     event.request_bytes = body.len() as u64;
     // 3. Signature: one HMAC over the body; a refusal costs nothing more.
     let signature = parts.headers.get(&route.config.signature_header);
@@ -146,6 +152,28 @@ async fn deliver(
             Err(refusal)
         }
     }
+}
+
+/// The body, read whole under the proxy's head limit, `max_body`, and the memory budget, which
+/// holds the declared length (without one, `max_body`) for as long as the permit lives.
+async fn read_within_limits(
+    route: &Route,
+    listener: &Listener<'_>,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<(Bytes, ReplayPermit), Refusal> {
+    let server = listener.server;
+    if head_size(parts) > server.max_request_head {
+        return Err(Refusal::HeaderTooLarge);
+    }
+    let declared = body.size_hint().exact();
+    if declared.is_some_and(|n| n > route.config.max_body) {
+        return Err(Refusal::TooLarge);
+    }
+    let held = usize::try_from(declared.unwrap_or(route.config.max_body)).unwrap_or(usize::MAX);
+    let permit = listener.bodies.try_reserve(held).ok_or(Refusal::Busy)?;
+    let body = read_body(body, route.config.max_body, server.body_timeout).await?;
+    Ok((body, permit))
 }
 
 async fn send(

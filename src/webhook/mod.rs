@@ -19,7 +19,7 @@ mod forward;
 mod verify;
 
 pub(crate) use answer::{Outcomes, encode_metrics};
-pub(crate) use deliver::handle;
+pub(crate) use deliver::{Listener, handle};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -416,6 +416,40 @@ async fn oversized_deliveries_get_413_and_nothing_is_forwarded() {
     assert_eq!(proxied.status, StatusCode::NOT_FOUND);
 }
 
+/// A delivery is held whole to be verified, so it counts against the process-wide budget for
+/// bodies in memory: one the budget cannot hold is turned away before it is read, for the platform
+/// to retry, and one that fits still goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_the_memory_budget_cannot_hold_gets_503_and_nothing_is_forwarded() {
+    let target = Target::start().await;
+    let broker = Binary::start(&config(&target, "", "replay_buffer_budget = \"1KiB\"\n"), &ENVS);
+    static BIG: [u8; 2048] = [b'x'; 2048];
+    let answer = send(shopline_delivery(
+        &broker.webhook_url("/shopline-orders"),
+        "wh-big",
+        &BIG,
+        SHOPLINE_SECRET,
+    ))
+    .await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.text());
+    assert_eq!(answer.headers["tokenbroker-error"], "server_busy");
+    assert_eq!(answer.headers["retry-after"], "1");
+    assert!(target.received().is_empty(), "nothing is forwarded");
+    let small = send(shopline_delivery(
+        &broker.webhook_url("/shopline-orders"),
+        "wh-small",
+        ORDER,
+        SHOPLINE_SECRET,
+    ))
+    .await;
+    assert_eq!(small.status, StatusCode::OK, "{}", small.text());
+    assert_eq!(
+        target.received().len(),
+        1,
+        "a delivery that fits the budget is forwarded"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_on_two_replicas_are_forwarded_once() {
     let redis = RedisServer::start();

@@ -1,9 +1,12 @@
-//! One process-wide budget for the request bodies the proxy keeps in memory (for a 401 replay or
-//! a resend of a stream an HTTP/2 upstream refused), so that many concurrent uploads cannot take
-//! more than `server.replay_buffer_budget` between them.
+//! One process-wide budget for the request bodies the proxy keeps in memory (for a 401 replay, a
+//! resend of a stream an HTTP/2 upstream refused, or a webhook delivery held whole to verify its
+//! signature), so that many concurrent uploads cannot take more than `server.replay_buffer_budget`
+//! between them.
 //!
-//! A body reserves its declared length before it is read; when the budget cannot take it, the
-//! body streams instead and is not replayable: never refused, never waiting (README, "Limits").
+//! A body reserves its declared length (a webhook's, without one, its `max_body`) before it is
+//! read. When the budget cannot take it, a proxied body streams instead and is not replayable
+//! (never refused, never waiting), and a webhook delivery gets 503 with `Retry-After`, which its
+//! platform retries (README, "Limits").
 //! The reservation is one lock-free `fetch_update` on the bytes in use, and the [`ReplayPermit`]
 //! it returns gives them back when dropped, which is when the last copy of the kept body goes.
 
