@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
 use serde_json::Value;
 use tokenbroker::sandbox::{self, ImsSandbox};
 use tokio::time::Instant;
@@ -14,7 +13,7 @@ use tokio::time::Instant;
 use crate::sandboxed::{IMS_SECRET_LINE, SERVER, adobe_tenant, ims_with_ttl};
 use crate::shared_limits::limiters;
 use crate::support::redis_cluster::{NODE_TIMEOUT, RedisCluster};
-use crate::support::replicas::{self, all_logs};
+use crate::support::replicas::{self, all_logs, failures, steady};
 use crate::support::{Binary, get, tenant_entry};
 
 const TENANT: &str = "adobe";
@@ -33,33 +32,6 @@ fn replicas_on(cluster: &RedisCluster, ims: &ImsSandbox, refresh_before: &str) -
     let url = cluster.url();
     let envs = [("REDIS_URL", url.as_str()), ("IMS_SECRET", sandbox::IMS_CLIENT_SECRET)];
     replicas::start(3, &toml, &envs)
-}
-
-/// Two callers per replica, GETting every 20 ms until `until`; every status.
-fn steady(nodes: &[Binary], until: Instant) -> Vec<tokio::task::JoinHandle<Vec<StatusCode>>> {
-    nodes
-        .iter()
-        .flat_map(|n| [n.url(PATH), n.url(PATH)])
-        .map(|url| {
-            tokio::spawn(async move {
-                let mut statuses = Vec::new();
-                while Instant::now() < until {
-                    statuses.push(get(&url).await.status);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                statuses
-            })
-        })
-        .collect()
-}
-
-async fn failures(drivers: Vec<tokio::task::JoinHandle<Vec<StatusCode>>>) -> (usize, Vec<StatusCode>) {
-    let mut all = Vec::new();
-    for driver in drivers {
-        all.extend(driver.await.expect("a traffic task"));
-    }
-    let failed = all.iter().copied().filter(|s| *s != StatusCode::OK).collect();
-    (all.len(), failed)
 }
 
 async fn store_versions(nodes: &[Binary]) -> Vec<Value> {
@@ -105,7 +77,7 @@ async fn a_slot_migrated_mid_traffic_loses_no_request_and_sharing_follows_it() {
     let ims = ims_with_ttl(TTL).await;
     let nodes = replicas_on(&cluster, &ims, "1s");
     let started = Instant::now();
-    let drivers = steady(&nodes, started + Duration::from_secs(10));
+    let drivers = steady(&nodes, &[PATH], started + Duration::from_secs(10));
     let key = token_key(&cluster).await;
     let slot = cluster.slot_of(&key);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -158,7 +130,7 @@ async fn a_primary_failover_under_traffic_fails_no_request_and_sharing_resumes()
     let ims = ims_with_ttl(TTL).await;
     let nodes = replicas_on(&cluster, &ims, "3s");
     let started = Instant::now();
-    let drivers = steady(&nodes, started + Duration::from_secs(12));
+    let drivers = steady(&nodes, &[PATH], started + Duration::from_secs(12));
     let key = token_key(&cluster).await;
     let slot = cluster.slot_of(&key);
     let owner = cluster.owner_of(slot).port();

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::sandboxed::{SERVER, shopline_tenant};
 use crate::shared_limits::limiters;
 use crate::support::redis_sentinel::{DOWN_AFTER, RedisSentinel};
-use crate::support::replicas::{self, all_logs};
+use crate::support::replicas::{self, all_logs, steady};
 use crate::support::tenants::static_tenant_from;
 use crate::support::upstream::Upstream;
 use crate::support::{Binary, get};
@@ -32,26 +32,6 @@ async fn all_shared(nodes: &[Binary]) -> bool {
         }
     }
     limiters(nodes, "t").await.iter().all(|l| l["mode"] == "shared")
-}
-
-/// Two callers per replica on each of `paths`, every 20 ms until `until`; every status.
-fn steady(nodes: &[Binary], paths: &[&str], until: Instant) -> Vec<tokio::task::JoinHandle<Vec<StatusCode>>> {
-    let urls: Vec<String> = nodes
-        .iter()
-        .flat_map(|n| paths.iter().flat_map(|p| [n.url(p), n.url(p)]))
-        .collect();
-    urls.into_iter()
-        .map(|url| {
-            tokio::spawn(async move {
-                let mut statuses = Vec::new();
-                while Instant::now() < until {
-                    statuses.push(get(&url).await.status);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                statuses
-            })
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

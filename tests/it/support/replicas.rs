@@ -1,7 +1,13 @@
 //! Several replicas of one deployment: real binaries started together on one config that shares
 //! a Redis store, as a sidecar per pod would be.
 
-use super::Binary;
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{Binary, get};
 
 /// The `[store]` section every replica reads; the URL (it may hold a password) comes from the
 /// `REDIS_URL` variable.
@@ -38,4 +44,35 @@ pub fn all_logs(replicas: &[Binary]) -> String {
         .map(|r| format!("--- replica pid {} ---\n{}", r.pid(), r.logs()))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Steady traffic while a store fails over: two callers per replica and path, each GETting every
+/// 20 ms until `until`; each returns every status it got.
+pub fn steady(nodes: &[Binary], paths: &[&str], until: Instant) -> Vec<JoinHandle<Vec<StatusCode>>> {
+    let urls: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| paths.iter().flat_map(|p| [n.url(p), n.url(p)]))
+        .collect();
+    urls.into_iter()
+        .map(|url| {
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while Instant::now() < until {
+                    statuses.push(get(&url).await.status);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                statuses
+            })
+        })
+        .collect()
+}
+
+/// How many requests [`steady`]'s callers sent, and the statuses that were not 200.
+pub async fn failures(drivers: Vec<JoinHandle<Vec<StatusCode>>>) -> (usize, Vec<StatusCode>) {
+    let mut all = Vec::new();
+    for driver in drivers {
+        all.extend(driver.await.expect("a traffic task"));
+    }
+    let failed = all.iter().copied().filter(|s| *s != StatusCode::OK).collect();
+    (all.len(), failed)
 }
