@@ -4,6 +4,9 @@
 #
 #   bash benches/instructions.sh [BINARY ...]     (default: target/release/tokenbroker)
 #
+# A BINARY of `floor` measures the bench helper's `load floor` instead: the same request through
+# nothing but hyper's connections on one thread (benches/README.md, "The stack's floor").
+#
 # Each binary serves the benchmark's adobe_ims tenant (benches/run.sh's case) under callgrind, one
 # worker thread. After a warm-up, callgrind's instrumentation is switched on, N requests are sent
 # on one keep-alive connection, and it is switched off again: the instructions counted divided by
@@ -50,9 +53,16 @@ PY
 
 for binary in "$@"; do
   out="$WORK/callgrind.$(basename "$binary").$$.out"
-  env BENCH_IMS_SECRET=sandbox-secret-1 RUST_LOG=warn TOKENBROKER_WORKER_THREADS=1 \
+  if [ "$binary" = floor ]; then
+    # A bearer token as long as the one nginx sends (benches/run.sh).
+    token=$(python3 -c 'print("e"*64+"."+"x"*900+"."+"s"*342)')
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
-    "$binary" run --config "$WORK/tb.toml" --log-format json 2>"$WORK/tb.log" &
+      "$LOAD" floor --listen "127.0.0.1:$PORT" --upstream "$UPSTREAM" --token "$token" 2>"$WORK/floor.log" &
+  else
+    env BENCH_IMS_SECRET=sandbox-secret-1 RUST_LOG=warn TOKENBROKER_WORKER_THREADS=1 \
+      valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+      "$binary" run --config "$WORK/tb.toml" --log-format json 2>"$WORK/tb.log" &
+  fi
   pid=$!; PIDS+=("$pid")
   for _ in $(seq 600); do
     python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$PORT" 2>/dev/null && break
@@ -65,6 +75,6 @@ for binary in "$@"; do
   callgrind_control --dump "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
   total=$(cat "$out"* | awk '/^totals:/ {s += $2} END {print s}')
-  printf '%s\t%s\t%d instructions per request (%d requests)\n' \
-    "$("$binary" --version)" "$binary" "$((total / N))" "$N"
+  if [ "$binary" = floor ]; then name="the stack's floor (load floor)"; else name=$("$binary" --version); fi
+  printf '%s\t%s\t%d instructions per request (%d requests)\n' "$name" "$binary" "$((total / N))" "$N"
 done

@@ -153,8 +153,10 @@ METRICS = ("rps", "p50_us", "p99_us", "cpu_us_per_req", "upstream_cpu_us_per_req
 def aggregate(runs):
     cases = {}
     for conns in sorted({r["conns"] for r in runs}):
-        for case in ("direct", "tokenbroker", "nginx"):
+        for case in ("direct", "tokenbroker", "nginx", "floor"):
             sel = [r for r in runs if r["case"] == case and r["conns"] == conns]
+            if case == "floor" and not sel:
+                continue
             cases[f"{case}@{conns}"] = {m: spread([r[m] for r in sel]) for m in METRICS}
             cases[f"{case}@{conns}"]["failed"] = sum(r["non_2xx"] + r["socket_errors"] for r in sel)
             cases[f"{case}@{conns}"]["rounds"] = len(sel)
@@ -186,6 +188,10 @@ def ratios(runs):
         "p50 tokenbroker/nginx": paired(runs, 64, "p50_us", "tokenbroker", "nginx"),
         "added latency@1 tokenbroker/nginx": paired(
             runs, 1, "mean_latency_us", "tokenbroker", "nginx", minus="direct"),
+        # The floor (`load floor`): hyper's connections alone. floor/nginx is what the stack costs
+        # before tokenbroker does anything; tokenbroker/floor is what its own work costs.
+        "cpu/req floor/nginx": paired(runs, 64, "cpu_us_per_req", "floor", "nginx"),
+        "cpu/req tokenbroker/floor": paired(runs, 64, "cpu_us_per_req", "tokenbroker", "floor"),
     }
 
 

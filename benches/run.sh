@@ -38,7 +38,10 @@ TB_RUNTIME_ENV=${TB_RUNTIME_ENV:-TOKENBROKER_WORKER_THREADS=1}
 # SKIP_BUILD=1 uses the binaries already built; REDIS=0 skips the shared-store case, CLUSTER=0 the
 # Redis Cluster case (CLUSTER_ONLY=1 runs only it), CLASSES=0 the caller-class case, HTTPS=0 the
 # HTTPS cases, SIGNING=0 the signing case; SIGNING_ONLY=1 runs only the signing case;
-# WEBHOOKS=0 skips the webhook case, WEBHOOKS_ONLY=1 runs only the webhook case.
+# WEBHOOKS=0 skips the webhook case, WEBHOOKS_ONLY=1 runs only the webhook case; FLOOR=0 skips
+# the floor case (the bench helper's `load floor`: the same request through nothing but hyper's
+# connections, what the stack itself costs; benches/README.md, "The stack's floor").
+FLOOR=${FLOOR:-1}
 CONNS=64
 LOADGEN_CPU=0
 SERVER_CPU=1
@@ -163,25 +166,42 @@ main_comparison() {
   local direct="http://$UPSTREAM$UPSTREAM_PATH"
   local tb="http://127.0.0.1:$TB_PORT/bench$REQ_PATH"
   local ngx="http://127.0.0.1:$NGINX_PORT/bench$REQ_PATH"
-  for url in "$direct" "$tb" "$ngx"; do
+  local urls=("$direct" "$tb" "$ngx") floor="" names="direct, tokenbroker, nginx"
+  if [ "$FLOOR" = 1 ]; then
+    start_floor
+    floor="http://127.0.0.1:$FLOOR_PORT/bench$REQ_PATH"
+    urls+=("$floor"); names+=", floor"
+  fi
+  for url in "${urls[@]}"; do
     curl -fsS --max-time 5 -o /dev/null "$url" || { log "a case does not answer 200: $url"; exit 1; }
   done
   log "warm-up (2 s per case)"
-  for url in "$direct" "$tb" "$ngx"; do timeout 20 taskset -c "$LOADGEN_CPU" wrk -t1 -c$CONNS -d2s "$url" >/dev/null; done
+  for url in "${urls[@]}"; do timeout 20 taskset -c "$LOADGEN_CPU" wrk -t1 -c$CONNS -d2s "$url" >/dev/null; done
   : >"$WORK/runs.jsonl"
+  local conns secs
   for round in $(seq "$ROUNDS"); do
-    log "round $round/$ROUNDS: direct, tokenbroker, nginx (${DURATION}s at $CONNS connections, ${LAT_DURATION}s at 1)"
-    run_wrk direct "$round" $CONNS "$DURATION" "$direct" "$HELPER_PID"
-    run_wrk tokenbroker "$round" $CONNS "$DURATION" "$tb" "$TB_PID"
-    # shellcheck disable=SC2086
-    run_wrk nginx "$round" $CONNS "$DURATION" "$ngx" $NGINX_PIDS
-    run_wrk direct "$round" 1 "$LAT_DURATION" "$direct" "$HELPER_PID"
-    run_wrk tokenbroker "$round" 1 "$LAT_DURATION" "$tb" "$TB_PID"
-    # shellcheck disable=SC2086
-    run_wrk nginx "$round" 1 "$LAT_DURATION" "$ngx" $NGINX_PIDS
+    log "round $round/$ROUNDS: $names (${DURATION}s at $CONNS connections, ${LAT_DURATION}s at 1)"
+    for conns in $CONNS 1; do
+      secs=$DURATION; [ "$conns" = 1 ] && secs=$LAT_DURATION
+      run_wrk direct "$round" "$conns" "$secs" "$direct" "$HELPER_PID"
+      run_wrk tokenbroker "$round" "$conns" "$secs" "$tb" "$TB_PID"
+      # shellcheck disable=SC2086
+      run_wrk nginx "$round" "$conns" "$secs" "$ngx" $NGINX_PIDS
+      [ -z "$floor" ] || run_wrk floor "$round" "$conns" "$secs" "$floor" "$FLOOR_PID"
+    done
   done
   stats >"$WORK/main-stats.json"
-  kill "$TB_PID" "$NGINX_PID"
+  kill "$TB_PID" "$NGINX_PID" ${FLOOR_PID:+"$FLOOR_PID"}
+}
+
+# start_floor: the bench helper's `load floor` on the server CPU, with a bearer token as long as
+# nginx's; sets FLOOR_PORT FLOOR_PID.
+start_floor() {
+  FLOOR_PORT=$(free_port)
+  taskset -c "$SERVER_CPU" "$LOAD" floor --listen "127.0.0.1:$FLOOR_PORT" --upstream "$UPSTREAM" \
+    --token "$(python3 -c 'print("e"*64+"."+"x"*900+"."+"s"*342)')" 2>"$WORK/floor.log" &
+  FLOOR_PID=$!; PIDS+=("$FLOOR_PID")
+  wait_port "$FLOOR_PORT"
 }
 
 # 1,000 tenants: peak RSS under load, then a reload of all of them under load.

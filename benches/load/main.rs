@@ -9,11 +9,14 @@
 //! - `cold`: fires N concurrent requests spread over T tenants through the proxy (HTTP/2 prior
 //!   knowledge, one connection per tenant, so 10,000 requests fit in the file-descriptor limit)
 //!   and prints the status counts as JSON.
+//! - `floor`: the least a proxy on tokenbroker's stack does for the benchmark's request (the
+//!   yardstick of benches/README.md, "The stack's floor").
 //!
 //! Declared as a `[[bench]]` with `harness = false` (not an example) so it lives next to the
 //! driver script under `benches/`, and is built in the release profile with the binary it measures.
 
 mod cold;
+mod floor;
 mod upstream;
 
 use std::io::Write as _;
@@ -38,6 +41,8 @@ enum Command {
     },
     /// Send concurrent first requests through the proxy and count the answers.
     Cold(cold::ColdArgs),
+    /// Proxy the benchmark's request with nothing but hyper's connections (one thread).
+    Floor(floor::FloorArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         None => Err(BenchError::Usage),
         Some(Command::Serve { token_delay_ms }) => current_thread().and_then(|rt| rt.block_on(serve(token_delay_ms))),
         Some(Command::Cold(args)) => multi_thread().and_then(|rt| rt.block_on(cold::run(args))),
+        Some(Command::Floor(args)) => current_thread().and_then(|rt| rt.block_on(floor::run(args))),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
