@@ -420,9 +420,11 @@ mod tests {
     /// stopped holding second copies of the request, and was 4,904 then, in debug and release
     /// builds alike; 5,176 since the caller's body carries its `body_timeout` timer and failure
     /// note through the phases; 5,224 since it carries the request id (echoed on every answer) and
-    /// the boxed trace and access-log captures. The bound leaves room for compiler changes and
-    /// catches an await that makes it grow back.
-    const BOUND: usize = 5_400;
+    /// the boxed trace and access-log captures; 5,328 with the webhooks and stores of 2026-12-07,
+    /// and 4,408 since the retrying HTTP/2 send (twice the size of the other upstream sends) is
+    /// boxed. The bound leaves room for compiler changes and catches an await that makes it grow
+    /// back.
+    const BOUND: usize = 4_600;
 
     #[test]
     fn the_request_future_stays_small() {

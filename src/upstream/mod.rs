@@ -148,7 +148,9 @@ impl Upstream {
             Self::Https(pool) if !pool.multiplexes() => {
                 EitherFuture::Right(EitherFuture::Left(pool.send(request).map_err(|e| e.classify())))
             }
-            Self::Https(pool) => EitherFuture::Right(EitherFuture::Right(send_https(pool, request))),
+            // Boxed: the retrying HTTP/2 send is twice the size of the others, and every
+            // request future would otherwise carry (and copy) room for it.
+            Self::Https(pool) => EitherFuture::Right(EitherFuture::Right(Box::pin(send_https(pool, request)))),
         }
     }
 }
