@@ -222,7 +222,9 @@ impl Http1Pool {
             .await;
             match outcome {
                 Ok(response) => {
-                    let pool = Arc::downgrade(&self.inner);
+                    // A connection the answer closes never goes back (hyper closes it after the
+                    // body); one whose reuse only a poll can tell is looked at when next taken.
+                    let pool = (keeps_alive(&response)).then(|| Arc::downgrade(&self.inner));
                     return Ok(response.map(|body| UpstreamResponseBody::pooled(body, conn, pool)));
                 }
                 Err(mut error) => match error.take_message() {
@@ -261,8 +263,11 @@ impl Inner {
         None
     }
 
-    fn checkin(self: &Arc<Self>, mut conn: Conn) {
-        if !conn.ready_for_reuse() {
+    /// Puts back a connection whose answer has ended. It is not polled here: the look
+    /// `take_from` takes anyway (has the upstream closed it while it sat idle?) also settles
+    /// hyper's state after the answer, so one poll per request does for both.
+    fn checkin(self: &Arc<Self>, conn: Conn) {
+        if conn.driver.is_none() {
             return;
         }
         self.start_sweeping();
@@ -342,11 +347,12 @@ pub(crate) struct UpstreamResponseBody {
 
 struct Lease {
     conn: Conn,
-    pool: Weak<Inner>,
+    /// `None` when the answer closes the connection.
+    pool: Option<Weak<Inner>>,
 }
 
 impl UpstreamResponseBody {
-    fn pooled(body: Incoming, conn: Conn, pool: Weak<Inner>) -> Self {
+    fn pooled(body: Incoming, conn: Conn, pool: Option<Weak<Inner>>) -> Self {
         Self {
             body,
             lease: Some(Lease { conn, pool }),
@@ -355,12 +361,25 @@ impl UpstreamResponseBody {
 
     /// Puts the connection back once the response has been read to its end.
     fn release(&mut self) {
-        if let Some(Lease { conn, pool }) = self.lease.take()
+        if let Some(Lease { conn, pool: Some(pool) }) = self.lease.take()
             && let Some(pool) = pool.upgrade()
         {
             pool.checkin(conn);
         }
     }
+}
+
+/// Whether the connection may carry another request after `response`, by its head: HTTP/1.1
+/// without `Connection: close` (RFC 9112 §9.3); hyper closes it after the body otherwise. An
+/// HTTP/1.0 answer is not pooled even with `Connection: keep-alive`, which costs one connection.
+fn keeps_alive<B>(response: &Response<B>) -> bool {
+    response.version() == http::Version::HTTP_11
+        && !(response.headers().get_all(http::header::CONNECTION).iter()).any(|value| {
+            value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+        })
 }
 
 impl From<Incoming> for UpstreamResponseBody {
