@@ -123,7 +123,11 @@ async fn proxy(
     if caller.is_none() {
         origin::check(&parts, inbound.loopback, &snapshot.server.allowed_hosts)?;
     }
-    let (tenant, path) = route(snapshot, &inbound.binding, parts.uri.path())?;
+    // The target apart from the rest of the head, so the path the route borrows outlives the
+    // headers' move upstream: a 401 replay builds its URI from it again rather than keeping a
+    // copy of the first one.
+    let target = std::mem::take(&mut parts.uri);
+    let (tenant, path) = route(snapshot, &inbound.binding, target.path())?;
     ctx.tenant = Some(Arc::clone(&tenant));
     // 2. Caller: a cheap refusal before we spend a rate-limit slot or a token on the request.
     let class = callers::authorize(caller, &tenant.config.name, &parts.method)?;
@@ -153,12 +157,13 @@ async fn proxy(
     // 5. Headers: the path rewritten, the caller's credentials and hop-by-hop headers out, the
     //    tenant's fixed headers in (the credential itself goes on at each send, signed afresh
     //    for each attempt where the provider signs requests).
-    let (uri, store) = upstream_uri(&tenant, &path, parts.uri.query())?;
+    let (uri, store) = upstream_uri(&tenant, &path, target.query())?;
     exchange.resign = resign(&tenant, &parts, &uri, &body, rules.signed_form);
     headers::sanitize_request(&mut parts.headers);
     add_upstream_headers(&tenant, &mut parts.headers, store);
     // 6. Forward, with the 401 rule.
-    let response = forward(&exchange, parts, uri, body, token, ctx).await?;
+    let again = || upstream_uri(&tenant, &path, target.query()).map(|(uri, _)| uri);
+    let response = forward(&exchange, parts, uri, again, body, token, ctx).await?;
     // 7. Response filter (8, the log, starts in `handle` for answers and errors alike).
     Ok(filter_response(&tenant, response, ctx))
 }
@@ -322,11 +327,12 @@ async fn take_token(exchange: &Exchange<'_>, ctx: &mut RequestCtx) -> Result<Arc
 
 /// Sends the request with `token`; when the token manager's 401 rule asks for it, once more with
 /// the renewed token. Only a body kept for that can be sent twice, so only then are the headers
-/// and URI kept for a replay.
+/// kept for a replay; its URI is built `again` (the first one goes upstream with the request).
 async fn forward(
     exchange: &Exchange<'_>,
     parts: Parts,
     uri: Uri,
+    again: impl FnOnce() -> Result<Uri, ProxyError>,
     body: PreparedBody,
     token: Arc<CurrentToken>,
     ctx: &mut RequestCtx,
@@ -334,7 +340,7 @@ async fn forward(
     let (first_body, replay, fate) = match body {
         PreparedBody::Buffered { bytes, replay: true } => (
             Either::Left(Full::new(bytes.clone())),
-            Some((parts.headers.clone(), uri.clone(), bytes)),
+            Some((parts.headers.clone(), bytes)),
             None,
         ),
         PreparedBody::Buffered { bytes, replay: false } => (Either::Left(Full::new(bytes)), None, None),
@@ -354,9 +360,10 @@ async fn forward(
     let renewed = (tenant.tokens)
         .after_response(response.status(), token.generation, replay, exchange.remaining())
         .await;
-    let Some(((headers, uri, bytes), newer)) = renewed else {
+    let Some(((headers, bytes), newer)) = renewed else {
         return Ok(response);
     };
+    let uri = again()?;
     if let Some(trace) = &ctx.trace {
         trace.token_wait("upstream 401", newer.fetch_span.as_ref());
     }
