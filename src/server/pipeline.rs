@@ -123,9 +123,8 @@ async fn proxy(
     if caller.is_none() {
         origin::check(&parts, inbound.loopback, &snapshot.server.allowed_hosts)?;
     }
-    // The target apart from the rest of the head, so the path the route borrows outlives the
-    // headers' move upstream: a 401 replay builds its URI from it again rather than keeping a
-    // copy of the first one.
+    // Kept apart from the head, so the path the route borrows outlives the headers' move
+    // upstream: a 401 replay builds its URI from it again instead of keeping a copy.
     let target = std::mem::take(&mut parts.uri);
     let (tenant, path) = route(snapshot, &inbound.binding, target.path())?;
     ctx.tenant = Some(Arc::clone(&tenant));
@@ -145,12 +144,7 @@ async fn proxy(
         signed_form: tenant.signer.is_some() && is_form(&parts.headers),
     };
     let body = prepare_body(&tenant, declared, body, rules).await?;
-    ctx.request_bytes = match &body {
-        PreparedBody::Buffered { bytes, .. } => RequestBytes::Read(bytes.len() as u64),
-        PreparedBody::Streamed { fate, .. } => fate
-            .as_ref()
-            .map_or(RequestBytes::None, |fate| RequestBytes::Counted(Arc::clone(fate))),
-    };
+    ctx.request_bytes = request_bytes(&body);
     // 4. Token: `request_timeout` runs from here to the response head, across a replay too.
     let mut exchange = Exchange::start(&tenant, snapshot.server.request_timeout);
     let token = take_token(&exchange, ctx).await?;
@@ -212,6 +206,17 @@ fn route<'r>(
     let tenant = tenant.ok_or(ProxyError::UnknownTenant)?;
     let path = path::normalize(rest).map_err(|e| ProxyError::BadRequest(e.message()))?;
     Ok((tenant, path))
+}
+
+/// What the access event says of the request body: its length when it was read, a count the
+/// body keeps as it streams, or nothing.
+fn request_bytes(body: &PreparedBody) -> RequestBytes {
+    match body {
+        PreparedBody::Buffered { bytes, .. } => RequestBytes::Read(bytes.len() as u64),
+        PreparedBody::Streamed { fate, .. } => fate
+            .as_ref()
+            .map_or(RequestBytes::None, |fate| RequestBytes::Counted(Arc::clone(fate))),
+    }
 }
 
 fn check_declared_size(tenant: &Tenant, headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
