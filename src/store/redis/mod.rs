@@ -71,8 +71,9 @@ struct Inner {
     seal_secret: Option<crate::config::Secret<String>>,
     /// Sharded channels (a Cluster) not subscribed yet; the health task subscribes them.
     unheard: Mutex<Vec<String>>,
-    /// Wakes the health task when a channel is added to `unheard`.
-    wake: Notify,
+    /// Wakes the health task when a channel is added to `unheard`. Shared apart from the rest so
+    /// the task can wait on it without keeping the store alive.
+    wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -100,7 +101,7 @@ impl RedisStore {
             replicas: std::sync::atomic::AtomicU32::new(1),
             seal_secret: config.seal_secret.clone(),
             unheard: Mutex::new(Vec::new()),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
         });
         tokio::spawn(dispatch(Arc::downgrade(&inner), push_rx));
         tokio::spawn(watch_health(Arc::downgrade(&inner)));
@@ -339,11 +340,13 @@ async fn watch_health(store: Weak<Inner>) {
         // After a reconnect (or a slot's move) redis-rs resubscribes by itself; a failed first
         // subscribe is retried.
         let pause = if up { PING_UP } else { PING_DOWN };
-        let wake = Arc::clone(&handle.inner);
+        // Only the wake-up is kept while waiting: a store dropped meanwhile (a reload that
+        // changed `[store]`, shutdown) closes its connections now, not a ping interval later.
+        let wake = Arc::clone(&handle.inner.wake);
         drop(handle);
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            () = wake.wake.notified() => {}
+            () = wake.notified() => {}
         }
     }
 }
