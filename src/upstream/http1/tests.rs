@@ -277,3 +277,19 @@ async fn a_connection_idle_on_another_thread_is_taken_before_opening_one() {
         "the idle connection was taken, none opened"
     );
 }
+
+#[test]
+fn only_an_http_1_1_answer_without_a_close_token_keeps_its_connection() {
+    let answer = |version: http::Version, connection: Option<&'static str>| {
+        let mut response = Response::builder().version(version);
+        if let Some(value) = connection {
+            response = response.header(http::header::CONNECTION, value);
+        }
+        keeps_alive(&response.body(()).expect("a valid response"))
+    };
+    assert!(answer(http::Version::HTTP_11, None));
+    assert!(answer(http::Version::HTTP_11, Some("keep-alive, x-trace")));
+    assert!(!answer(http::Version::HTTP_11, Some("close")));
+    assert!(!answer(http::Version::HTTP_11, Some("Keep-Alive ,  CLOSE")));
+    assert!(!answer(http::Version::HTTP_10, Some("keep-alive")));
+}
