@@ -162,16 +162,11 @@ async fn proxy(
     Ok(filter_response(&tenant, response, ctx))
 }
 
-/// The request head as it arrived, in HTTP/1 terms: request line, each `name: value` line and the
-/// blank line. hyper stops reading far above the limit (see `server`); this is the exact check,
-/// made before anything else so an oversized head costs nothing more.
+/// The request head as it arrived (`headers::head_size`) against the limit. hyper stops reading
+/// far above it (see `server`); this is the exact check, made before anything else so an
+/// oversized head costs nothing more.
 fn check_head_size(request: &Parts, limit: usize) -> Result<(), ProxyError> {
-    let target = request.uri.path_and_query().map_or(1, |p| p.as_str().len());
-    let line = request.method.as_str().len() + target + " HTTP/1.1\r\n".len() + 1;
-    let fields: usize = (request.headers.iter())
-        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
-        .sum();
-    if line + fields + "\r\n".len() > limit {
+    if headers::head_size(request) > limit {
         return Err(ProxyError::HeaderTooLarge { limit });
     }
     Ok(())

@@ -6,6 +6,7 @@
 //! (the client sets the upstream's) and `Expect` (hyper answered it already).
 
 use http::header::{self, HeaderMap, HeaderName};
+use http::request::Parts;
 
 /// The header a caller may present its key in (`docs/architecture.md#phase-caller`).
 pub(crate) const CALLER_KEY_HEADER: HeaderName = HeaderName::from_static("tokenbroker-key");
@@ -20,6 +21,18 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::UPGRADE,
 ];
+
+/// A request head's size as it arrived, in HTTP/1 terms: request line, each `name: value` line and
+/// the blank line. The proxy and webhook listeners both count it against
+/// `server.max_request_head`, the same way for HTTP/1 and HTTP/2.
+pub(crate) fn head_size(request: &Parts) -> usize {
+    let target = request.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = request.method.as_str().len() + target + " HTTP/1.1\r\n".len() + 1;
+    let fields: usize = (request.headers.iter())
+        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+        .sum();
+    line + fields + "\r\n".len()
+}
 
 /// Removes hop-by-hop headers, including those listed in `Connection`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -21,7 +21,7 @@ use super::{RETENTION, Route, Routes, verify};
 use crate::config::{ServerConfig, WebhookSender};
 use crate::store::Claim;
 use crate::telemetry::traces::RequestTrace;
-use crate::upstream::{ReplayBudget, ReplayPermit};
+use crate::upstream::{ReplayBudget, ReplayPermit, headers};
 
 /// A claim outlives the forward it covers by this much, so it never lapses while the forward may
 /// still be running, and frees the delivery soon after a replica that held it died.
@@ -163,7 +163,7 @@ async fn read_within_limits(
     body: Incoming,
 ) -> Result<(Bytes, ReplayPermit), Refusal> {
     let server = listener.server;
-    if head_size(parts) > server.max_request_head {
+    if headers::head_size(parts) > server.max_request_head {
         return Err(Refusal::HeaderTooLarge);
     }
     let declared = body.size_hint().exact();
@@ -277,16 +277,6 @@ async fn read_body(mut body: Incoming, max_body: u64, body_timeout: Duration) ->
             }
         }
     }
-}
-
-/// The head in HTTP/1 terms, as the proxy counts it against `max_request_head`.
-fn head_size(parts: &Parts) -> usize {
-    let target = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
-    let line = parts.method.as_str().len() + target + " HTTP/1.1\r\n".len() + 1;
-    let fields: usize = (parts.headers.iter())
-        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
-        .sum();
-    line + fields + "\r\n".len()
 }
 
 /// The trace id of the sender's W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
