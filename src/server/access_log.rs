@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::request_id::{self, RequestId};
 use crate::config::CallerClass;
 use crate::error::ProxyBody;
-use crate::telemetry::traces::RequestTrace;
+use crate::telemetry::traces::{self, RequestTrace};
 use crate::tenant::{Snapshot, Tenant};
 use crate::upstream::BodyFate;
 
@@ -194,7 +194,7 @@ impl Entry {
             caller,
             class = caller.map(|_| ctx.class.as_str()),
             peer = %logged.peer,
-            trace_id = exported.as_deref().or_else(|| logged.traceparent.as_ref().and_then(trace_id)),
+            trace_id = exported.as_deref().or_else(|| logged.traceparent.as_ref().and_then(traces::caller_trace_id)),
             upstream_request_id = self.upstream_request_id.as_ref().and_then(|v| v.to_str().ok()),
             method = %logged.method,
             path = logged.uri.path(),
@@ -273,15 +273,6 @@ impl Body for AccessBody {
     }
 }
 
-/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), when it is well formed.
-fn trace_id(traceparent: &HeaderValue) -> Option<&str> {
-    let text = traceparent.to_str().ok()?;
-    let mut parts = text.split('-');
-    let (_version, id) = (parts.next()?, parts.next()?);
-    let plain = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0');
-    plain.then_some(id)
-}
-
 /// Upstream headers that carry its own id for a request, which vendor support asks for:
 /// `x-request-id` (most APIs), SHOPLINE's `traceid`, AWS-fronted APIs' `x-amzn-requestid`.
 /// Names made once, so a lookup only hashes them (a `&str` name is parsed on every lookup).
@@ -292,7 +283,7 @@ const UPSTREAM_REQUEST_IDS: [HeaderName; 3] = [
 ];
 
 /// The W3C trace context header of an incoming request.
-pub(super) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(super) use traces::TRACEPARENT;
 
 /// The upstream's id for this request, when it sends a short, plain one (a log line cannot be
 /// forged or bloated through it).
@@ -320,13 +311,14 @@ mod tests {
     fn trace_and_upstream_ids_are_read_only_when_well_formed() {
         let parent = |text: &str| HeaderValue::from_str(text).expect("header");
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(trace_id(&parent(good)), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        let trace_id = |text: &str| traces::caller_trace_id(&parent(text)).map(str::to_owned);
+        assert_eq!(trace_id(good).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-xyz-1-01",
             "garbage",
         ] {
-            assert_eq!(trace_id(&parent(bad)), None, "{bad}");
+            assert_eq!(trace_id(bad), None, "{bad}");
         }
         let mut headers = HeaderMap::new();
         headers.insert("traceid", parent("0a1b2c3d4e5f"));

@@ -367,6 +367,20 @@ impl FetchSpan {
     }
 }
 
+/// The W3C trace context header.
+pub(crate) const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// The trace id of a caller's W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), when it is well
+/// formed and not all zeros (which the W3C spec makes invalid): what the access events print when
+/// no trace is exported.
+pub(crate) fn caller_trace_id(traceparent: &http::HeaderValue) -> Option<&str> {
+    let text = traceparent.to_str().ok()?;
+    let mut parts = text.split('-');
+    let (_version, id) = (parts.next()?, parts.next()?);
+    let plain = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0');
+    plain.then_some(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

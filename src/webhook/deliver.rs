@@ -20,7 +20,7 @@ use super::forward::forward;
 use super::{RETENTION, Route, Routes, verify};
 use crate::config::{ServerConfig, WebhookSender};
 use crate::store::Claim;
-use crate::telemetry::traces::RequestTrace;
+use crate::telemetry::traces::{self, RequestTrace};
 use crate::upstream::{ReplayBudget, ReplayPermit, headers};
 
 /// A claim outlives the forward it covers by this much, so it never lapses while the forward may
@@ -51,10 +51,10 @@ pub(crate) async fn handle(
         peer,
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
-        trace_id: trace
-            .as_ref()
-            .map(|t| t.trace_id().to_string())
-            .or_else(|| caller_trace_id(request.headers())),
+        trace_id: trace.as_ref().map(|t| t.trace_id().to_string()).or_else(|| {
+            let parent = request.headers().get(traces::TRACEPARENT)?;
+            traces::caller_trace_id(parent).map(str::to_owned)
+        }),
         webhook: None,
         request_bytes: 0,
         forward_status: None,
@@ -277,11 +277,4 @@ async fn read_body(mut body: Incoming, max_body: u64, body_timeout: Duration) ->
             }
         }
     }
-}
-
-/// The trace id of the sender's W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
-fn caller_trace_id(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get("traceparent")?.to_str().ok()?;
-    let id = value.split('-').nth(1)?;
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
 }
